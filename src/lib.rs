@@ -1,0 +1,8 @@
+//! mailfault: a fake receiving mail server (a fake MX) that answers every
+//! SMTP command as a TOML scenario says.
+//!
+//! # Layout
+//!
+//! - [`proto`]: the SMTP session, sans-I/O. Bytes in, replies and actions
+//!   out; no sockets, no clock, no tasks.
+pub mod proto;

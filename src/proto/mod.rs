@@ -1,0 +1,17 @@
+//! The SMTP protocol core, sans-I/O: line framing, commands, the DATA
+//! decoder, replies and the session state machine. Nothing here touches a
+//! socket, a clock or a task; the server drives it and performs what it asks.
+
+pub mod command;
+pub mod data;
+pub mod line;
+pub mod policy;
+pub mod reply;
+pub mod session;
+
+pub use policy::{Context, Decision, Healthy, Outcome, Policy, Stage};
+pub use reply::{EnhancedCode, Reply};
+pub use session::{Captured, CloseReason, Output, Session, SessionConfig};
+
+#[cfg(test)]
+mod tests;

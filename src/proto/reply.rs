@@ -1,0 +1,424 @@
+//! SMTP replies: a value type, its wire form, and the named default replies.
+//!
+//! Every reply the healthy-MTA fallback sends is a named constructor here, so
+//! the texts live in one place and tests can compare against them.
+
+use std::fmt;
+
+/// An RFC 3463 enhanced status code (`class.subject.detail`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct EnhancedCode {
+    pub class: u8,
+    pub subject: u16,
+    pub detail: u16,
+}
+
+impl EnhancedCode {
+    pub const fn new(class: u8, subject: u16, detail: u16) -> Self {
+        Self {
+            class,
+            subject,
+            detail,
+        }
+    }
+
+    /// Parses `X.Y.Z` (RFC 3463 §2: class 2, 4 or 5; subject and detail up to
+    /// three digits). Returns `None` for anything else, including overflow.
+    pub fn parse(s: &str) -> Option<Self> {
+        let mut parts = s.split('.');
+        let class = parts.next()?;
+        let subject = parts.next()?;
+        let detail = parts.next()?;
+        if parts.next().is_some() {
+            return None;
+        }
+        let digits = |p: &str, max: usize| {
+            !p.is_empty() && p.len() <= max && p.bytes().all(|b| b.is_ascii_digit())
+        };
+        if !digits(class, 1) || !digits(subject, 3) || !digits(detail, 3) {
+            return None;
+        }
+        let class: u8 = class.parse().ok()?;
+        if !matches!(class, 2 | 4 | 5) {
+            return None;
+        }
+        Some(Self::new(
+            class,
+            subject.parse().ok()?,
+            detail.parse().ok()?,
+        ))
+    }
+}
+
+impl fmt::Display for EnhancedCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}.{}", self.class, self.subject, self.detail)
+    }
+}
+
+/// One SMTP reply: a code, an optional enhanced status code, and one or more
+/// lines of text. The enhanced code is repeated on every line, as Postfix and
+/// Gmail do (RFC 2034 §4).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    pub code: u16,
+    pub enhanced: Option<EnhancedCode>,
+    pub lines: Vec<String>,
+}
+
+/// Why a reply string could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReplyError {
+    #[error("a reply starts with a three-digit code from 200 to 599")]
+    BadCode,
+    #[error("reply code {code} is outside 200-599")]
+    CodeOutOfRange { code: u16 },
+    #[error("enhanced status code {enhanced} does not match reply code {code}: the class must be {}", code / 100)]
+    ClassMismatch { code: u16, enhanced: EnhancedCode },
+    #[error("enhanced status code class {0} is given on a {1}xx reply, which has none")]
+    EnhancedOnIntermediate(u8, u16),
+}
+
+impl Reply {
+    pub fn new(code: u16, enhanced: Option<EnhancedCode>, text: impl Into<String>) -> Self {
+        let text = text.into();
+        Self {
+            code,
+            enhanced,
+            lines: text
+                .split('\n')
+                .map(|l| l.trim_end_matches('\r').to_string())
+                .collect(),
+        }
+    }
+
+    /// Parses the scenario notation `"550 5.1.1 text"`; a `\n` in the text
+    /// makes a multi-line reply. Lines after the first may repeat the
+    /// `550-5.1.1 ` / `550 5.1.1 ` prefix (as copied from a bounce); it is
+    /// stripped so it is not sent twice.
+    pub fn parse(s: &str) -> Result<Self, ReplyError> {
+        let s = s.trim_end_matches(['\r', '\n']);
+        let b = s.as_bytes();
+        if b.len() < 3 || !b[..3].iter().all(u8::is_ascii_digit) {
+            return Err(ReplyError::BadCode);
+        }
+        if b.len() > 3 && !matches!(b[3], b' ' | b'-' | b'\n' | b'\r') {
+            return Err(ReplyError::BadCode);
+        }
+        let code: u16 = s[..3].parse().map_err(|_| ReplyError::BadCode)?;
+        if !(200..=599).contains(&code) {
+            return Err(ReplyError::CodeOutOfRange { code });
+        }
+        let rest = s.get(4..).unwrap_or("");
+        let (first, more) = match rest.split_once('\n') {
+            Some((a, b)) => (a, Some(b)),
+            None => (rest, None),
+        };
+        let (enhanced, first_text) = split_enhanced(first);
+        if let Some(e) = enhanced {
+            if e.class as u16 != code / 100 {
+                if code / 100 == 3 {
+                    return Err(ReplyError::EnhancedOnIntermediate(e.class, code / 100));
+                }
+                return Err(ReplyError::ClassMismatch { code, enhanced: e });
+            }
+        }
+        let mut lines = vec![first_text.trim_end_matches('\r').to_string()];
+        if let Some(more) = more {
+            for line in more.split('\n') {
+                lines.push(strip_prefix(line.trim_end_matches('\r'), code, enhanced).to_string());
+            }
+        }
+        Ok(Self {
+            code,
+            enhanced,
+            lines,
+        })
+    }
+
+    /// The reply as sent on the wire, every line CRLF-terminated.
+    pub fn to_wire(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(64);
+        self.write_wire(&mut out);
+        out
+    }
+
+    pub fn write_wire(&self, out: &mut Vec<u8>) {
+        let n = self.lines.len();
+        for (i, line) in self.lines.iter().enumerate() {
+            out.extend_from_slice(self.code.to_string().as_bytes());
+            let last = i + 1 == n;
+            let sep = if last { b' ' } else { b'-' };
+            match (&self.enhanced, line.is_empty()) {
+                (Some(e), _) => {
+                    out.push(sep);
+                    out.extend_from_slice(e.to_string().as_bytes());
+                    if !line.is_empty() {
+                        out.push(b' ');
+                        out.extend_from_slice(line.as_bytes());
+                    }
+                }
+                (None, true) if last => {}
+                (None, _) => {
+                    out.push(sep);
+                    out.extend_from_slice(line.as_bytes());
+                }
+            }
+            out.extend_from_slice(b"\r\n");
+        }
+    }
+
+    pub fn is_positive(&self) -> bool {
+        self.code < 400
+    }
+
+    /// The reply as one line of text for logs: `550 5.1.1 first line`.
+    pub fn summary(&self) -> String {
+        let wire = self.to_wire();
+        let text = String::from_utf8_lossy(&wire);
+        text.split("\r\n")
+            .filter(|l| !l.is_empty())
+            .collect::<Vec<_>>()
+            .join(" / ")
+    }
+}
+
+fn split_enhanced(text: &str) -> (Option<EnhancedCode>, &str) {
+    let (word, rest) = match text.split_once(' ') {
+        Some((w, r)) => (w, r),
+        None => (text, ""),
+    };
+    match EnhancedCode::parse(word) {
+        Some(e) => (Some(e), rest),
+        None => (None, text),
+    }
+}
+
+fn strip_prefix(line: &str, code: u16, enhanced: Option<EnhancedCode>) -> &str {
+    let code_s = code.to_string();
+    let Some(rest) = line.strip_prefix(code_s.as_str()) else {
+        return line;
+    };
+    let Some(rest) = rest.strip_prefix(['-', ' ']) else {
+        return line;
+    };
+    match enhanced {
+        Some(e) => {
+            let e = e.to_string();
+            match rest.strip_prefix(e.as_str()) {
+                Some(r) => r.strip_prefix(' ').unwrap_or(r),
+                None => rest,
+            }
+        }
+        None => rest,
+    }
+}
+
+impl fmt::Display for Reply {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.summary())
+    }
+}
+
+const fn ec(class: u8, subject: u16, detail: u16) -> Option<EnhancedCode> {
+    Some(EnhancedCode::new(class, subject, detail))
+}
+
+/// The replies of the healthy-MTA fallback. Texts follow Postfix where it has
+/// one, since that is what most senders meet.
+pub mod defaults {
+    use super::{ec, Reply};
+
+    pub fn greeting(hostname: &str, text: &str) -> Reply {
+        Reply::new(220, None, format!("{hostname} {text}"))
+    }
+    pub fn helo(hostname: &str) -> Reply {
+        Reply::new(250, None, hostname)
+    }
+    pub fn ok() -> Reply {
+        Reply::new(250, ec(2, 0, 0), "Ok")
+    }
+    pub fn mail_ok() -> Reply {
+        Reply::new(250, ec(2, 1, 0), "Ok")
+    }
+    pub fn rcpt_ok() -> Reply {
+        Reply::new(250, ec(2, 1, 5), "Ok")
+    }
+    pub fn start_data() -> Reply {
+        Reply::new(354, None, "End data with <CR><LF>.<CR><LF>")
+    }
+    pub fn queued(id: &str) -> Reply {
+        Reply::new(250, ec(2, 0, 0), format!("Ok: queued as {id}"))
+    }
+    pub fn chunk_ok(n: u64) -> Reply {
+        Reply::new(250, ec(2, 0, 0), format!("Ok: {n} octets received"))
+    }
+    pub fn vrfy() -> Reply {
+        // RFC 5321 §3.5.3: 252 when the server will not verify.
+        Reply::new(
+            252,
+            ec(2, 0, 0),
+            "Cannot VRFY user, but will accept message and attempt delivery",
+        )
+    }
+    pub fn expn() -> Reply {
+        // RFC 5321 §7.3 lets a site refuse to expand lists; 252 says so
+        // without claiming the list does or does not exist.
+        Reply::new(252, ec(2, 0, 0), "Cannot EXPN list")
+    }
+    pub fn help() -> Reply {
+        Reply::new(
+            214,
+            ec(2, 0, 0),
+            "Commands: EHLO HELO MAIL RCPT DATA BDAT RSET NOOP VRFY EXPN HELP QUIT",
+        )
+    }
+    pub fn bye() -> Reply {
+        Reply::new(221, ec(2, 0, 0), "Bye")
+    }
+    pub fn unknown_command() -> Reply {
+        Reply::new(502, ec(5, 5, 1), "Error: command not recognized")
+    }
+    pub fn not_available(what: &str) -> Reply {
+        Reply::new(502, ec(5, 5, 1), format!("Error: {what} not available"))
+    }
+    pub fn empty_line() -> Reply {
+        Reply::new(500, ec(5, 5, 2), "Error: bad syntax")
+    }
+    pub fn line_too_long() -> Reply {
+        Reply::new(500, ec(5, 5, 2), "Error: line too long")
+    }
+    pub fn syntax(usage: &str) -> Reply {
+        Reply::new(501, ec(5, 5, 4), format!("Syntax: {usage}"))
+    }
+    pub fn no_arguments(verb: &str) -> Reply {
+        Reply::new(501, ec(5, 5, 4), format!("Syntax: {verb} (no arguments)"))
+    }
+    pub fn bad_sender() -> Reply {
+        Reply::new(501, ec(5, 1, 7), "Bad sender address syntax")
+    }
+    pub fn bad_recipient() -> Reply {
+        Reply::new(501, ec(5, 1, 3), "Bad recipient address syntax")
+    }
+    pub fn bad_parameter(what: &str) -> Reply {
+        Reply::new(501, ec(5, 5, 4), format!("Bad {what} parameter syntax"))
+    }
+    pub fn unknown_parameter(name: &str) -> Reply {
+        Reply::new(555, ec(5, 5, 4), format!("Unsupported option: {name}"))
+    }
+    pub fn need_helo() -> Reply {
+        Reply::new(503, ec(5, 5, 1), "Error: send HELO/EHLO first")
+    }
+    pub fn need_mail() -> Reply {
+        Reply::new(503, ec(5, 5, 1), "Error: need MAIL command")
+    }
+    pub fn need_rcpt() -> Reply {
+        Reply::new(503, ec(5, 5, 1), "Error: need RCPT command")
+    }
+    pub fn refused_session() -> Reply {
+        // RFC 5321 §3.1: after a negative greeting only QUIT is served.
+        Reply::new(503, ec(5, 5, 1), "Error: no SMTP service here, send QUIT")
+    }
+    pub fn nested_mail() -> Reply {
+        Reply::new(503, ec(5, 5, 1), "Error: nested MAIL command")
+    }
+    pub fn no_valid_recipients() -> Reply {
+        Reply::new(554, ec(5, 5, 1), "Error: no valid recipients")
+    }
+    pub fn data_after_bdat() -> Reply {
+        Reply::new(503, ec(5, 5, 1), "Error: DATA after BDAT")
+    }
+    pub fn too_big() -> Reply {
+        Reply::new(552, ec(5, 3, 4), "Error: message file too big")
+    }
+    pub fn size_exceeded() -> Reply {
+        Reply::new(552, ec(5, 3, 4), "Message size exceeds fixed limit")
+    }
+    pub fn too_many_recipients() -> Reply {
+        Reply::new(452, ec(4, 5, 3), "Error: too many recipients")
+    }
+    pub fn must_starttls() -> Reply {
+        Reply::new(530, ec(5, 7, 0), "Must issue a STARTTLS command first")
+    }
+    pub fn idle_timeout(hostname: &str) -> Reply {
+        Reply::new(
+            421,
+            ec(4, 4, 2),
+            format!("{hostname} Error: timeout exceeded"),
+        )
+    }
+    pub fn shutting_down(hostname: &str) -> Reply {
+        Reply::new(
+            421,
+            ec(4, 3, 2),
+            format!("{hostname} Service shutting down, closing transmission channel"),
+        )
+    }
+    pub fn too_many_connections(hostname: &str) -> Reply {
+        Reply::new(
+            421,
+            ec(4, 7, 0),
+            format!("{hostname} Error: too many connections"),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn single_line() {
+        let r = Reply::parse("550 5.1.1 The account does not exist.").unwrap();
+        assert_eq!(r.to_wire(), b"550 5.1.1 The account does not exist.\r\n");
+    }
+
+    #[test]
+    fn multi_line_prefixes_every_line() {
+        let r = Reply::parse("550 5.1.1 first\nsecond\nthird").unwrap();
+        assert_eq!(
+            String::from_utf8(r.to_wire()).unwrap(),
+            "550-5.1.1 first\r\n550-5.1.1 second\r\n550 5.1.1 third\r\n"
+        );
+    }
+
+    #[test]
+    fn copied_continuation_prefix_is_not_doubled() {
+        let r = Reply::parse("550-5.1.1 first\n550-5.1.1 second\n550 5.1.1 third").unwrap();
+        assert_eq!(r.lines, ["first", "second", "third"]);
+    }
+
+    #[test]
+    fn no_enhanced_code() {
+        let r = Reply::parse("421 Service not available").unwrap();
+        assert_eq!(r.enhanced, None);
+        assert_eq!(r.to_wire(), b"421 Service not available\r\n");
+        assert_eq!(Reply::parse("250").unwrap().to_wire(), b"250\r\n");
+    }
+
+    #[test]
+    fn errors() {
+        assert_eq!(Reply::parse("99 x"), Err(ReplyError::BadCode));
+        assert_eq!(Reply::parse("abc"), Err(ReplyError::BadCode));
+        assert_eq!(Reply::parse("2500 x"), Err(ReplyError::BadCode));
+        assert_eq!(
+            Reply::parse("600 x"),
+            Err(ReplyError::CodeOutOfRange { code: 600 })
+        );
+        assert!(matches!(
+            Reply::parse("450 5.1.1 x"),
+            Err(ReplyError::ClassMismatch { .. })
+        ));
+    }
+
+    #[test]
+    fn enhanced_code_parse() {
+        assert_eq!(
+            EnhancedCode::parse("4.7.26"),
+            Some(EnhancedCode::new(4, 7, 26))
+        );
+        assert_eq!(EnhancedCode::parse("3.1.1"), None);
+        assert_eq!(EnhancedCode::parse("5.1"), None);
+        assert_eq!(EnhancedCode::parse("5.1.99999999999999999999"), None);
+    }
+}

@@ -1,0 +1,924 @@
+//! The SMTP session state machine, without I/O.
+//!
+//! [`Session::feed`] takes bytes as they arrived and returns [`Output`]s for
+//! the driver to perform in order: wait, send, capture a message, close. The
+//! session never sleeps, reads or writes. Which decoder eats the next bytes
+//! (command lines, DATA, a BDAT chunk) is kept apart from the envelope facts.
+//!
+//! At every stage the [`Policy`] speaks first; the healthy-MTA checks are the
+//! fallback (`Outcome::Accept`). A scripted positive reply makes the command
+//! take effect (a 250 to MAIL starts the transaction), any other does not.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::command::{parse_bdat, parse_number, parse_path, Command, PathArg, PathError, Verb};
+use super::data::{Body, DataDecoder};
+use super::line::{Frame, LineFramer};
+use super::policy::{Context, Decision, Outcome, Policy, Stage};
+use super::reply::{defaults, Reply};
+
+/// What the session is configured with (from the scenario's `[server]`).
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    pub hostname: String,
+    /// Text after `220 <hostname> `.
+    pub greeting: String,
+    /// Largest message accepted, in bytes (advertised as SIZE).
+    pub max_message_size: u64,
+    pub max_recipients: usize,
+    pub require_tls: bool,
+    /// EHLO keywords, in order (`SIZE` gets the limit appended).
+    pub extensions: Vec<String>,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        Self {
+            hostname: "mailfault.test".into(),
+            greeting: "ESMTP mailfault".into(),
+            max_message_size: 35_000_000,
+            max_recipients: 100,
+            require_tls: false,
+            extensions: [
+                "PIPELINING",
+                "SIZE",
+                "8BITMIME",
+                "SMTPUTF8",
+                "ENHANCEDSTATUSCODES",
+                "CHUNKING",
+                "DSN",
+            ]
+            .map(String::from)
+            .to_vec(),
+        }
+    }
+}
+
+impl SessionConfig {
+    fn offers(&self, keyword: &str) -> bool {
+        self.extensions.iter().any(|e| {
+            e.split(' ')
+                .next()
+                .is_some_and(|k| k.eq_ignore_ascii_case(keyword))
+        })
+    }
+}
+
+/// Why the session ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The client sent QUIT.
+    Quit,
+    /// A reply that closes (421, or `close = true`).
+    AfterReply(u16),
+    /// A rule's `action = "disconnect"`.
+    Disconnect,
+    /// No command within the idle timeout.
+    IdleTimeout,
+    /// The server is shutting down.
+    Shutdown,
+    /// Bytes arrived after STARTTLS before the handshake (RFC 3207 §4.2
+    /// command injection); they are never run.
+    TlsInjection,
+}
+
+impl CloseReason {
+    pub fn name(&self) -> String {
+        match self {
+            CloseReason::Quit => "quit".into(),
+            CloseReason::AfterReply(code) => format!("reply {code}"),
+            CloseReason::Disconnect => "disconnect".into(),
+            CloseReason::IdleTimeout => "idle timeout".into(),
+            CloseReason::Shutdown => "shutdown".into(),
+            CloseReason::TlsInjection => "bytes pipelined after STARTTLS".into(),
+        }
+    }
+}
+
+/// A message that reached the end of DATA or the last BDAT chunk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Captured {
+    pub id: String,
+    pub client: SocketAddr,
+    pub helo: Option<String>,
+    pub mail_from: String,
+    pub rcpts: Vec<String>,
+    pub body: Vec<u8>,
+    pub size: u64,
+    pub tls: bool,
+    pub bare_lf: bool,
+    pub bare_cr: bool,
+    pub chunked: bool,
+    /// True when the reply to it was positive.
+    pub accepted: bool,
+    pub reply_code: Option<u16>,
+}
+
+/// One thing for the driver to do (or record), in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Output {
+    /// A command line arrived (for the transcript). `pipelined` is true when
+    /// more bytes followed it before its reply could have been sent.
+    Command {
+        line: String,
+        stage: Option<Stage>,
+        pipelined: bool,
+    },
+    /// Wait before the next output.
+    Wait(Duration),
+    /// Send these bytes (`drip`: a few at a time with that pause).
+    Send {
+        bytes: Vec<u8>,
+        drip: Option<Duration>,
+        code: Option<u16>,
+        rule: Option<String>,
+    },
+    /// A message arrived (accepted or not).
+    Message(Box<Captured>),
+    /// Begin the TLS handshake now.
+    StartTls,
+    /// Read nothing more and never reply; the driver closes after its idle
+    /// timeout.
+    Hang,
+    Close(CloseReason),
+}
+
+/// Which decoder eats the next bytes.
+#[derive(Debug)]
+enum Reader {
+    Command,
+    Data(DataDecoder),
+    /// Inside a BDAT chunk.
+    Chunk(Box<Chunk>),
+    /// After close, hang or STARTTLS: input is not processed.
+    Stopped,
+}
+
+#[derive(Debug)]
+struct Chunk {
+    remaining: u64,
+    last: bool,
+    /// Outputs decided at the BDAT command, sent once the chunk is read.
+    pending: Vec<Output>,
+    /// The chunk's bytes belong to the message (false: drained).
+    keep: bool,
+}
+
+#[derive(Debug, Default)]
+struct Transaction {
+    mail_from: String,
+    rcpts: Vec<String>,
+    rcpt_attempts: usize,
+    /// BDAT has been used in this transaction: the body so far.
+    chunks: Option<DataDecoder>,
+}
+
+static QUEUE_ID: AtomicU64 = AtomicU64::new(0);
+
+fn next_queue_id() -> String {
+    let n = QUEUE_ID.fetch_add(1, Ordering::Relaxed);
+    let seed = std::process::id() as u64;
+    format!("{:05X}{:07X}", seed & 0xFFFFF, n & 0xFFF_FFFF)
+}
+
+/// One SMTP session.
+pub struct Session {
+    cfg: Arc<SessionConfig>,
+    policy: Arc<dyn Policy>,
+    client: SocketAddr,
+    id: u64,
+    now: Instant,
+    reader: Reader,
+    framer: LineFramer,
+    helo: Option<String>,
+    esmtp: bool,
+    tls: bool,
+    authenticated: bool,
+    /// The greeting was negative: RFC 5321 §3.1, only QUIT is served.
+    refused_at_connect: bool,
+    tx: Option<Transaction>,
+    out: Vec<Output>,
+}
+
+impl Session {
+    pub fn new(
+        cfg: Arc<SessionConfig>,
+        policy: Arc<dyn Policy>,
+        client: SocketAddr,
+        id: u64,
+    ) -> Self {
+        Self {
+            cfg,
+            policy,
+            client,
+            id,
+            now: Instant::now(),
+            reader: Reader::Command,
+            framer: LineFramer::default(),
+            helo: None,
+            esmtp: false,
+            tls: false,
+            authenticated: false,
+            refused_at_connect: false,
+            tx: None,
+            out: Vec::new(),
+        }
+    }
+
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// True once the session will process no more input.
+    pub fn is_stopped(&self) -> bool {
+        matches!(self.reader, Reader::Stopped)
+    }
+
+    /// The greeting (stage `connect`).
+    pub fn greet(&mut self, now: Instant) -> Vec<Output> {
+        self.now = now;
+        let decision = self.decide(Stage::Connect, None, Facts::default());
+        let greeting = defaults::greeting(&self.cfg.hostname, &self.cfg.greeting);
+        let positive = self.resolve(decision, Ok(greeting));
+        if !positive {
+            self.refused_at_connect = true;
+        }
+        std::mem::take(&mut self.out)
+    }
+
+    /// Processes bytes from the client.
+    pub fn feed(&mut self, input: &[u8], now: Instant) -> Vec<Output> {
+        self.now = now;
+        let mut pos = 0;
+        while pos < input.len() {
+            let rest = &input[pos..];
+            match &mut self.reader {
+                Reader::Stopped => break,
+                Reader::Command => {
+                    let (n, frame) = self.framer.push(rest);
+                    pos += n;
+                    let pipelined = pos < input.len();
+                    match frame {
+                        Some(Frame::Line(line)) => self.on_line(&line, pipelined),
+                        Some(Frame::TooLong) => {
+                            self.out.push(Output::Command {
+                                line: format!(
+                                    "[line longer than {} octets]",
+                                    super::line::MAX_COMMAND_LINE
+                                ),
+                                stage: None,
+                                pipelined,
+                            });
+                            self.send_reply(defaults::line_too_long(), None, None);
+                        }
+                        None => {}
+                    }
+                    if matches!(self.reader, Reader::Stopped) && pos < input.len() {
+                        self.after_stop(&input[pos..]);
+                    }
+                }
+                Reader::Data(decoder) => {
+                    let (n, body) = decoder.feed(rest);
+                    pos += n;
+                    if let Some(body) = body {
+                        self.reader = Reader::Command;
+                        self.on_message(body, false);
+                    }
+                }
+                Reader::Chunk(chunk) => {
+                    let n = (chunk.remaining.min(rest.len() as u64)) as usize;
+                    chunk.remaining -= n as u64;
+                    pos += n;
+                    if chunk.keep {
+                        if let Some(d) = self.tx.as_mut().and_then(|t| t.chunks.as_mut()) {
+                            d.push_raw(&rest[..n]);
+                        }
+                    }
+                    if chunk.remaining == 0 {
+                        self.end_chunk();
+                    }
+                }
+            }
+        }
+        std::mem::take(&mut self.out)
+    }
+
+    /// The client sent nothing for the idle timeout.
+    pub fn idle_timeout(&mut self) -> Vec<Output> {
+        if !matches!(self.reader, Reader::Stopped) {
+            self.send_reply(
+                defaults::idle_timeout(&self.cfg.hostname),
+                None,
+                Some(false),
+            );
+            self.stop(CloseReason::IdleTimeout);
+        }
+        std::mem::take(&mut self.out)
+    }
+
+    /// The server is shutting down and the grace period is over.
+    pub fn shutdown(&mut self) -> Vec<Output> {
+        if !matches!(self.reader, Reader::Stopped) {
+            self.send_reply(
+                defaults::shutting_down(&self.cfg.hostname),
+                None,
+                Some(false),
+            );
+            self.stop(CloseReason::Shutdown);
+        }
+        std::mem::take(&mut self.out)
+    }
+
+    /// The TLS handshake completed: RFC 3207 §4.2, the server forgets what it
+    /// knew (EHLO must be sent again).
+    pub fn tls_established(&mut self) {
+        self.tls = true;
+        self.helo = None;
+        self.esmtp = false;
+        self.tx = None;
+        self.framer = LineFramer::default();
+        self.reader = Reader::Command;
+    }
+
+    fn after_stop(&mut self, rest: &[u8]) {
+        if self.out.iter().any(|o| matches!(o, Output::StartTls)) {
+            // RFC 3207 §4.2 / CVE-2011-0411: never run commands sent in the
+            // clear before the handshake. Record them and close.
+            self.out.retain(|o| !matches!(o, Output::StartTls));
+            self.out.push(Output::Command {
+                line: String::from_utf8_lossy(rest).into_owned(),
+                stage: None,
+                pipelined: true,
+            });
+            self.out.push(Output::Close(CloseReason::TlsInjection));
+        }
+    }
+
+    fn stop(&mut self, reason: CloseReason) {
+        self.reader = Reader::Stopped;
+        self.out.push(Output::Close(reason));
+    }
+
+    fn decide(
+        &self,
+        stage: Stage,
+        command: Option<&Command>,
+        facts: Facts<'_>,
+    ) -> Option<Decision> {
+        let tx = self.tx.as_ref();
+        let ctx = Context {
+            stage,
+            session_id: self.id,
+            command,
+            client_ip: self.client.ip(),
+            helo: self.helo.as_deref(),
+            mail_from: facts.mail_from.or(tx.map(|t| t.mail_from.as_str())),
+            rcpt: facts.rcpt,
+            rcpts: tx.map_or(&[][..], |t| &t.rcpts[..]),
+            tls: self.tls,
+            authenticated: self.authenticated,
+            size: facts.size,
+            message: facts.message,
+        };
+        self.policy.decide(&ctx, self.now)
+    }
+
+    /// Performs a decision: sends the scripted or the healthy reply. Returns
+    /// true when the command takes effect (a positive reply).
+    fn resolve(&mut self, decision: Option<Decision>, healthy: Result<Reply, Reply>) -> bool {
+        let d = decision.unwrap_or_else(Decision::accept);
+        if !d.delay.is_zero() {
+            self.out.push(Output::Wait(d.delay));
+        }
+        match d.outcome {
+            Outcome::Accept => {
+                let (reply, ok) = match healthy {
+                    Ok(r) => (r, true),
+                    Err(r) => (r, false),
+                };
+                let ok = ok && reply.is_positive();
+                self.send_reply(reply, d.rule.clone().map(|r| (r, d.drip)), d.close);
+                ok
+            }
+            Outcome::Reply(reply) => {
+                let ok = reply.is_positive();
+                self.send_reply(reply, Some((d.rule.unwrap_or_default(), d.drip)), d.close);
+                ok
+            }
+            Outcome::Raw(bytes) => {
+                let code = raw_code(&bytes);
+                self.out.push(Output::Send {
+                    bytes,
+                    drip: d.drip,
+                    code,
+                    rule: d.rule,
+                });
+                let close = d.close.unwrap_or(code == Some(421));
+                if close {
+                    self.stop(CloseReason::AfterReply(code.unwrap_or(0)));
+                }
+                code.is_some_and(|c| c < 400)
+            }
+            Outcome::Disconnect => {
+                self.stop(CloseReason::Disconnect);
+                false
+            }
+            Outcome::Hang => {
+                self.reader = Reader::Stopped;
+                self.out.push(Output::Hang);
+                false
+            }
+        }
+    }
+
+    fn send_reply(
+        &mut self,
+        reply: Reply,
+        rule: Option<(String, Option<Duration>)>,
+        close: Option<bool>,
+    ) {
+        let (rule, drip) = match rule {
+            Some((r, drip)) => (Some(r).filter(|r| !r.is_empty()), drip),
+            None => (None, None),
+        };
+        let code = reply.code;
+        self.out.push(Output::Send {
+            bytes: reply.to_wire(),
+            drip,
+            code: Some(code),
+            rule,
+        });
+        if close.unwrap_or(code == 421) {
+            self.stop(CloseReason::AfterReply(code));
+        }
+    }
+
+    fn on_line(&mut self, line: &[u8], pipelined: bool) {
+        let cmd = Command::parse(line);
+        let stage = match cmd.verb {
+            Verb::Bdat if self.tx.as_ref().is_some_and(|t| t.chunks.is_some()) => None,
+            Verb::Bdat | Verb::Data => Some(Stage::Data),
+            Verb::Ehlo => Some(Stage::Ehlo),
+            Verb::Helo => Some(Stage::Helo),
+            Verb::Mail => Some(Stage::Mail),
+            Verb::Rcpt => Some(Stage::Rcpt),
+            Verb::Rset => Some(Stage::Rset),
+            Verb::Noop => Some(Stage::Noop),
+            Verb::Vrfy => Some(Stage::Vrfy),
+            Verb::Expn => Some(Stage::Expn),
+            Verb::Help => Some(Stage::Help),
+            Verb::Quit => Some(Stage::Quit),
+            Verb::Starttls => Some(Stage::Starttls),
+            Verb::Auth => Some(Stage::Auth),
+            Verb::Unknown => Some(Stage::Unknown),
+        };
+        self.out.push(Output::Command {
+            line: cmd.line(),
+            stage,
+            pipelined,
+        });
+        if line.is_empty() {
+            let d = self.decide(Stage::Unknown, Some(&cmd), Facts::default());
+            self.resolve(d, Err(defaults::empty_line()));
+            return;
+        }
+        match cmd.verb {
+            Verb::Ehlo | Verb::Helo => self.on_helo(&cmd),
+            Verb::Mail => self.on_mail(&cmd),
+            Verb::Rcpt => self.on_rcpt(&cmd),
+            Verb::Data => self.on_data(&cmd),
+            Verb::Bdat => self.on_bdat(&cmd, stage.is_some()),
+            Verb::Quit => self.on_quit(&cmd),
+            _ => self.on_simple(&cmd, stage.unwrap_or(Stage::Unknown)),
+        }
+    }
+
+    /// A command refused because the greeting was negative (RFC 5321 §3.1).
+    fn refused(&self) -> Option<Reply> {
+        self.refused_at_connect.then(defaults::refused_session)
+    }
+
+    fn on_helo(&mut self, cmd: &Command) {
+        let stage = if cmd.verb == Verb::Ehlo {
+            Stage::Ehlo
+        } else {
+            Stage::Helo
+        };
+        let arg = cmd.args.split(' ').next().unwrap_or("").to_string();
+        let d = self.decide_with_helo(stage, cmd, &arg);
+        let healthy = if let Some(r) = self.refused() {
+            Err(r)
+        } else if arg.is_empty() {
+            Err(defaults::syntax(if stage == Stage::Ehlo {
+                "EHLO hostname"
+            } else {
+                "HELO hostname"
+            }))
+        } else if stage == Stage::Ehlo {
+            Ok(self.ehlo_reply())
+        } else {
+            Ok(defaults::helo(&self.cfg.hostname))
+        };
+        if self.resolve(d, healthy) {
+            // RFC 5321 §4.1.4: EHLO/HELO also resets the transaction.
+            self.helo = Some(arg);
+            self.esmtp = stage == Stage::Ehlo;
+            self.tx = None;
+        }
+    }
+
+    fn decide_with_helo(&self, stage: Stage, cmd: &Command, arg: &str) -> Option<Decision> {
+        // The EHLO argument is what `helo` matches at this very command.
+        let tx = self.tx.as_ref();
+        let ctx = Context {
+            stage,
+            session_id: self.id,
+            command: Some(cmd),
+            client_ip: self.client.ip(),
+            helo: Some(arg),
+            mail_from: tx.map(|t| t.mail_from.as_str()),
+            rcpt: None,
+            rcpts: tx.map_or(&[][..], |t| &t.rcpts[..]),
+            tls: self.tls,
+            authenticated: self.authenticated,
+            size: None,
+            message: None,
+        };
+        self.policy.decide(&ctx, self.now)
+    }
+
+    fn ehlo_reply(&self) -> Reply {
+        let mut lines = vec![self.cfg.hostname.clone()];
+        for ext in &self.cfg.extensions {
+            if ext.eq_ignore_ascii_case("SIZE") && self.cfg.max_message_size > 0 {
+                lines.push(format!("SIZE {}", self.cfg.max_message_size));
+            } else {
+                lines.push(ext.clone());
+            }
+        }
+        Reply {
+            code: 250,
+            enhanced: None,
+            lines,
+        }
+    }
+
+    fn on_mail(&mut self, cmd: &Command) {
+        let (path, err) = parse_path(&cmd.args, "FROM:");
+        let declared = path
+            .params
+            .iter()
+            .find(|p| p.keyword == "SIZE")
+            .and_then(|p| p.value.as_deref().and_then(parse_number));
+        let d = self.decide(
+            Stage::Mail,
+            Some(cmd),
+            Facts {
+                mail_from: Some(&path.address),
+                size: declared,
+                ..Facts::default()
+            },
+        );
+        let healthy = self.check_mail(&path, err);
+        if self.resolve(d, healthy) {
+            self.tx = Some(Transaction {
+                mail_from: path.address,
+                ..Transaction::default()
+            });
+        }
+    }
+
+    fn check_mail(&self, path: &PathArg, err: Option<PathError>) -> Result<Reply, Reply> {
+        if let Some(r) = self.refused() {
+            return Err(r);
+        }
+        if self.helo.is_none() {
+            return Err(defaults::need_helo());
+        }
+        if self.tx.is_some() {
+            return Err(defaults::nested_mail());
+        }
+        if self.cfg.require_tls && !self.tls {
+            return Err(defaults::must_starttls());
+        }
+        match err {
+            Some(PathError::Syntax) => return Err(defaults::syntax("MAIL FROM:<address>")),
+            Some(PathError::BadAddress) => return Err(defaults::bad_sender()),
+            None => {}
+        }
+        for p in &path.params {
+            let v = p.value.as_deref();
+            let ok = match p.keyword.as_str() {
+                "SIZE" if self.cfg.offers("SIZE") => {
+                    let Some(n) = v.and_then(parse_number) else {
+                        return Err(defaults::bad_parameter("SIZE"));
+                    };
+                    if self.cfg.max_message_size > 0 && n > self.cfg.max_message_size {
+                        return Err(defaults::size_exceeded());
+                    }
+                    true
+                }
+                "BODY" => match v.map(str::to_ascii_uppercase).as_deref() {
+                    Some("7BIT") => true,
+                    Some("8BITMIME") => self.cfg.offers("8BITMIME"),
+                    Some("BINARYMIME") => {
+                        self.cfg.offers("BINARYMIME") && self.cfg.offers("CHUNKING")
+                    }
+                    _ => return Err(defaults::bad_parameter("BODY")),
+                },
+                "SMTPUTF8" => v.is_none() && self.cfg.offers("SMTPUTF8"),
+                "RET" => {
+                    self.cfg.offers("DSN")
+                        && matches!(
+                            v.map(str::to_ascii_uppercase).as_deref(),
+                            Some("FULL" | "HDRS")
+                        )
+                }
+                "ENVID" => self.cfg.offers("DSN") && v.is_some(),
+                "AUTH" => v.is_some(),
+                _ => false,
+            };
+            if !ok {
+                return Err(defaults::unknown_parameter(&p.keyword));
+            }
+        }
+        Ok(defaults::mail_ok())
+    }
+
+    fn on_rcpt(&mut self, cmd: &Command) {
+        let (path, err) = parse_path(&cmd.args, "TO:");
+        let d = self.decide(
+            Stage::Rcpt,
+            Some(cmd),
+            Facts {
+                rcpt: Some(&path.address),
+                ..Facts::default()
+            },
+        );
+        let healthy = self.check_rcpt(&path, err);
+        if let Some(tx) = self.tx.as_mut() {
+            tx.rcpt_attempts += 1;
+        }
+        if self.resolve(d, healthy) {
+            self.tx
+                .get_or_insert_with(Transaction::default)
+                .rcpts
+                .push(path.address);
+        }
+    }
+
+    fn check_rcpt(&self, path: &PathArg, err: Option<PathError>) -> Result<Reply, Reply> {
+        if let Some(r) = self.refused() {
+            return Err(r);
+        }
+        if self.helo.is_none() {
+            return Err(defaults::need_helo());
+        }
+        let Some(tx) = &self.tx else {
+            return Err(defaults::need_mail());
+        };
+        match err {
+            Some(PathError::Syntax) => return Err(defaults::syntax("RCPT TO:<address>")),
+            Some(PathError::BadAddress) => return Err(defaults::bad_recipient()),
+            None if path.address.is_empty() => return Err(defaults::bad_recipient()),
+            None => {}
+        }
+        for p in &path.params {
+            let ok = match p.keyword.as_str() {
+                "NOTIFY" | "ORCPT" => self.cfg.offers("DSN") && p.value.is_some(),
+                _ => false,
+            };
+            if !ok {
+                return Err(defaults::unknown_parameter(&p.keyword));
+            }
+        }
+        if tx.rcpts.len() >= self.cfg.max_recipients {
+            return Err(defaults::too_many_recipients());
+        }
+        Ok(defaults::rcpt_ok())
+    }
+
+    /// Checks shared by DATA and the first BDAT.
+    fn check_data(&self) -> Result<(), Reply> {
+        if let Some(r) = self.refused() {
+            return Err(r);
+        }
+        if self.helo.is_none() {
+            return Err(defaults::need_helo());
+        }
+        match &self.tx {
+            None => Err(defaults::need_mail()),
+            Some(t) if t.rcpts.is_empty() && t.rcpt_attempts > 0 => {
+                Err(defaults::no_valid_recipients())
+            }
+            Some(t) if t.rcpts.is_empty() => Err(defaults::need_rcpt()),
+            Some(_) => Ok(()),
+        }
+    }
+
+    fn on_data(&mut self, cmd: &Command) {
+        let d = self.decide(Stage::Data, Some(cmd), Facts::default());
+        let healthy = if !cmd.args.is_empty() {
+            Err(defaults::no_arguments("DATA"))
+        } else if self.tx.as_ref().is_some_and(|t| t.chunks.is_some()) {
+            Err(defaults::data_after_bdat())
+        } else {
+            self.check_data().map(|()| defaults::start_data())
+        };
+        if self.resolve(d, healthy) && !self.is_stopped() {
+            self.reader = Reader::Data(DataDecoder::new(self.limit()));
+        }
+    }
+
+    fn limit(&self) -> u64 {
+        match self.cfg.max_message_size {
+            0 => u64::MAX,
+            n => n,
+        }
+    }
+
+    fn on_bdat(&mut self, cmd: &Command, first: bool) {
+        let Some(arg) = parse_bdat(&cmd.args) else {
+            // Without a valid size the chunk cannot be found: answer as a
+            // syntax error and keep reading commands.
+            let d = if first {
+                self.decide(Stage::Data, Some(cmd), Facts::default())
+            } else {
+                None
+            };
+            self.resolve(d, Err(defaults::syntax("BDAT size [LAST]")));
+            return;
+        };
+        if !self.cfg.offers("CHUNKING") {
+            self.resolve(None, Err(defaults::not_available("BDAT")));
+            return;
+        }
+        // Whatever the answer, the chunk's bytes must be read first (RFC 3030
+        // §2): the reply decided now is held until then.
+        let outer = std::mem::take(&mut self.out);
+        let keep = if first {
+            let d = self.decide(Stage::Data, Some(cmd), Facts::default());
+            let healthy = self.check_data().map(|()| defaults::chunk_ok(arg.size));
+            let ok = self.resolve(d, healthy);
+            if ok {
+                let limit = self.limit();
+                if let Some(tx) = self.tx.as_mut() {
+                    tx.chunks = Some(DataDecoder::new(limit));
+                }
+            }
+            ok && self.tx.is_some()
+        } else {
+            self.resolve(None, Ok(defaults::chunk_ok(arg.size)));
+            true
+        };
+        let pending = std::mem::replace(&mut self.out, outer);
+        if self.is_stopped() {
+            // A disconnect or hang decided at BDAT happens at once.
+            self.out.extend(pending);
+            return;
+        }
+        if !keep {
+            // RFC 3030 §2: an error reply to BDAT ends the transaction.
+            self.tx = None;
+        }
+        let chunk = Chunk {
+            remaining: arg.size,
+            last: arg.last,
+            pending,
+            keep,
+        };
+        if arg.size == 0 {
+            self.reader = Reader::Chunk(Box::new(chunk));
+            self.end_chunk();
+        } else {
+            self.reader = Reader::Chunk(Box::new(chunk));
+        }
+    }
+
+    fn end_chunk(&mut self) {
+        let Reader::Chunk(chunk) = std::mem::replace(&mut self.reader, Reader::Command) else {
+            return;
+        };
+        if chunk.keep && chunk.last {
+            // The reply to BDAT LAST is the reply to the message; only the
+            // waits decided at the command are kept.
+            self.out.extend(
+                chunk
+                    .pending
+                    .into_iter()
+                    .filter(|o| matches!(o, Output::Wait(_))),
+            );
+            let body = self
+                .tx
+                .as_mut()
+                .and_then(|t| t.chunks.take())
+                .map(DataDecoder::into_body);
+            if let Some(body) = body {
+                self.on_message(body, true);
+            }
+        } else {
+            self.out.extend(chunk.pending);
+        }
+    }
+
+    fn on_message(&mut self, body: Body, chunked: bool) {
+        let id = next_queue_id();
+        let d = self.decide(
+            Stage::Message,
+            None,
+            Facts {
+                size: Some(body.size),
+                message: Some(&body.bytes),
+                ..Facts::default()
+            },
+        );
+        let healthy = if body.too_big {
+            Err(defaults::too_big())
+        } else {
+            Ok(defaults::queued(&id))
+        };
+        // Record the message before the reply goes out, so a client that
+        // saw 250 always finds it captured.
+        let at = self.out.len();
+        let accepted = self.resolve(d, healthy);
+        let reply_code = self.out[at..].iter().find_map(|o| match o {
+            Output::Send { code, .. } => *code,
+            _ => None,
+        });
+        let tx = self.tx.take().unwrap_or_default();
+        let captured = Captured {
+            id,
+            client: self.client,
+            helo: self.helo.clone(),
+            mail_from: tx.mail_from,
+            rcpts: tx.rcpts,
+            size: body.size,
+            body: if accepted { body.bytes } else { Vec::new() },
+            tls: self.tls,
+            bare_lf: body.bare_lf,
+            bare_cr: body.bare_cr,
+            chunked,
+            accepted,
+            reply_code,
+        };
+        self.out.insert(at, Output::Message(Box::new(captured)));
+    }
+
+    fn on_quit(&mut self, cmd: &Command) {
+        let d = self.decide(Stage::Quit, Some(cmd), Facts::default());
+        if !cmd.args.is_empty() && d.is_none() {
+            // RFC 5321 §4.1.1.10: QUIT takes no arguments.
+            self.resolve(None, Err(defaults::no_arguments("QUIT")));
+            return;
+        }
+        self.resolve(d, Ok(defaults::bye()));
+        if !self.is_stopped() {
+            self.stop(CloseReason::Quit);
+        }
+    }
+
+    fn on_simple(&mut self, cmd: &Command, stage: Stage) {
+        let d = self.decide(stage, Some(cmd), Facts::default());
+        let no_args = cmd.args.is_empty();
+        let healthy = match stage {
+            _ if self.refused().is_some() && stage != Stage::Noop => {
+                Err(self.refused().unwrap_or_else(defaults::need_helo))
+            }
+            Stage::Rset if !no_args => Err(defaults::no_arguments("RSET")),
+            Stage::Rset => Ok(defaults::ok()),
+            Stage::Noop => Ok(defaults::ok()),
+            Stage::Vrfy if no_args => Err(defaults::syntax("VRFY address")),
+            Stage::Vrfy => Ok(defaults::vrfy()),
+            Stage::Expn if no_args => Err(defaults::syntax("EXPN mailing-list")),
+            Stage::Expn => Ok(defaults::expn()),
+            Stage::Help => Ok(defaults::help()),
+            Stage::Starttls => Err(defaults::not_available("STARTTLS")),
+            Stage::Auth => Err(defaults::not_available("AUTH")),
+            _ => Err(defaults::unknown_command()),
+        };
+        if self.resolve(d, healthy) && stage == Stage::Rset {
+            self.tx = None;
+        }
+    }
+}
+
+/// Facts of the command at hand that the session does not hold yet.
+#[derive(Default, Clone, Copy)]
+struct Facts<'a> {
+    mail_from: Option<&'a str>,
+    rcpt: Option<&'a str>,
+    size: Option<u64>,
+    message: Option<&'a [u8]>,
+}
+
+/// The reply code at the start of raw bytes, if there is one.
+fn raw_code(bytes: &[u8]) -> Option<u16> {
+    let head = bytes.get(..3)?;
+    if !head.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(head).ok()?.parse().ok()
+}

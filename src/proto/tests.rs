@@ -1,0 +1,483 @@
+//! Session tests on the sync core: no sockets, no clock.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::*;
+
+struct T {
+    s: Session,
+    outputs: Vec<Output>,
+}
+
+fn client() -> std::net::SocketAddr {
+    "192.0.2.7:40000".parse().unwrap()
+}
+
+impl T {
+    fn new() -> Self {
+        Self::with(SessionConfig::default(), Arc::new(Healthy))
+    }
+
+    fn with(cfg: SessionConfig, policy: Arc<dyn Policy>) -> Self {
+        let mut s = Session::new(Arc::new(cfg), policy, client(), 1);
+        let outputs = s.greet(Instant::now());
+        Self { s, outputs }
+    }
+
+    /// Everything sent by the last step, as text.
+    fn sent(&self) -> String {
+        sent(&self.outputs)
+    }
+
+    fn feed(&mut self, bytes: &[u8]) -> String {
+        self.outputs = self.s.feed(bytes, Instant::now());
+        self.sent()
+    }
+
+    /// Sends one line and checks the reply starts with `expected`.
+    #[track_caller]
+    fn cmd(&mut self, line: &str, expected: &str) -> String {
+        let got = self.feed(format!("{line}\r\n").as_bytes());
+        assert!(
+            got.starts_with(expected),
+            "{line:?}: expected {expected:?}, got {got:?}"
+        );
+        got
+    }
+
+    fn closed(&self) -> Option<CloseReason> {
+        self.outputs.iter().find_map(|o| match o {
+            Output::Close(r) => Some(r.clone()),
+            _ => None,
+        })
+    }
+
+    fn message(&self) -> Option<Captured> {
+        self.outputs.iter().find_map(|o| match o {
+            Output::Message(m) => Some((**m).clone()),
+            _ => None,
+        })
+    }
+
+    fn envelope(&mut self) {
+        self.cmd("EHLO client.test", "250-mailfault.test");
+        self.cmd("MAIL FROM:<a@sender.test>", "250 2.1.0 Ok");
+        self.cmd("RCPT TO:<b@rcpt.test>", "250 2.1.5 Ok");
+    }
+}
+
+fn sent(outputs: &[Output]) -> String {
+    let mut s = String::new();
+    for o in outputs {
+        if let Output::Send { bytes, .. } = o {
+            s.push_str(&String::from_utf8_lossy(bytes));
+        }
+    }
+    s
+}
+
+#[test]
+fn greeting_and_ehlo() {
+    let mut t = T::new();
+    assert_eq!(t.sent(), "220 mailfault.test ESMTP mailfault\r\n");
+    let ehlo = t.cmd("EHLO client.test", "250-mailfault.test\r\n");
+    assert_eq!(
+        ehlo,
+        "250-mailfault.test\r\n250-PIPELINING\r\n250-SIZE 35000000\r\n250-8BITMIME\r\n\
+         250-SMTPUTF8\r\n250-ENHANCEDSTATUSCODES\r\n250-CHUNKING\r\n250 DSN\r\n"
+    );
+    t.cmd("HELO client.test", "250 mailfault.test\r\n");
+}
+
+#[test]
+fn a_whole_transaction() {
+    let mut t = T::new();
+    t.envelope();
+    t.cmd("DATA", "354 End data with <CR><LF>.<CR><LF>");
+    let got = t.feed(b"Subject: hi\r\n\r\nbody\r\n.\r\n");
+    assert!(got.starts_with("250 2.0.0 Ok: queued as "), "{got}");
+    let m = t.message().unwrap();
+    assert_eq!(m.mail_from, "a@sender.test");
+    assert_eq!(m.rcpts, ["b@rcpt.test"]);
+    assert_eq!(m.body, b"Subject: hi\r\n\r\nbody\r\n");
+    assert!(m.accepted);
+    assert!(got.ends_with(&format!("{}\r\n", m.id)));
+    t.cmd("QUIT", "221 2.0.0 Bye");
+    assert_eq!(t.closed(), Some(CloseReason::Quit));
+}
+
+#[test]
+fn sequence_errors() {
+    let mut t = T::new();
+    t.cmd("MAIL FROM:<a@b>", "503 5.5.1 Error: send HELO/EHLO first");
+    t.cmd("EHLO x", "250-");
+    t.cmd("RCPT TO:<a@b>", "503 5.5.1 Error: need MAIL command");
+    t.cmd("DATA", "503 5.5.1 Error: need MAIL command");
+    t.cmd("MAIL FROM:<a@b>", "250 2.1.0");
+    t.cmd("MAIL FROM:<a@b>", "503 5.5.1 Error: nested MAIL command");
+    t.cmd("DATA", "503 5.5.1 Error: need RCPT command");
+    t.cmd(
+        "RCPT TO:<bad address@x>",
+        "501 5.1.3 Bad recipient address syntax",
+    );
+    t.cmd("DATA", "554 5.5.1 Error: no valid recipients");
+    t.cmd("RSET", "250 2.0.0 Ok");
+    t.cmd("RCPT TO:<a@b>", "503 5.5.1 Error: need MAIL command");
+}
+
+#[test]
+fn syntax_errors() {
+    let mut t = T::new();
+    t.cmd("EHLO", "501 5.5.4 Syntax: EHLO hostname");
+    t.cmd("EHLO x", "250-");
+    t.cmd("MAIL TO:<a@b>", "501 5.5.4 Syntax: MAIL FROM:<address>");
+    t.cmd("MAIL FROM:<a@b", "501 5.1.7 Bad sender address syntax");
+    t.cmd(
+        "MAIL FROM:<a@b> SIZE=99999999999999999999999",
+        "501 5.5.4 Bad SIZE parameter syntax",
+    );
+    t.cmd(
+        "MAIL FROM:<a@b> SIZE=36000000",
+        "552 5.3.4 Message size exceeds fixed limit",
+    );
+    t.cmd(
+        "MAIL FROM:<a@b> FOO=BAR",
+        "555 5.5.4 Unsupported option: FOO",
+    );
+    t.cmd(
+        "MAIL FROM:<> SIZE=100 BODY=8BITMIME SMTPUTF8 RET=HDRS ENVID=x",
+        "250 2.1.0 Ok",
+    );
+    t.cmd("RCPT TO:<> ", "501 5.1.3");
+    t.cmd(
+        "RCPT TO:<c@d> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;c@d",
+        "250 2.1.5",
+    );
+    t.cmd("RCPT TO:<c@d> XYZ", "555 5.5.4 Unsupported option: XYZ");
+    t.cmd("DATA now", "501 5.5.4 Syntax: DATA (no arguments)");
+    t.cmd("RSET x", "501 5.5.4");
+    t.cmd("VRFY", "501 5.5.4");
+    t.cmd("VRFY joe", "252 2.0.0");
+    t.cmd("EXPN list", "252 2.0.0");
+    t.cmd("HELP", "214 2.0.0");
+    t.cmd("NOOP anything", "250 2.0.0 Ok");
+    t.cmd("XYZZY", "502 5.5.1 Error: command not recognized");
+    t.cmd("", "500 5.5.2 Error: bad syntax");
+    t.cmd("STARTTLS", "502 5.5.1 Error: STARTTLS not available");
+    t.cmd("QUIT now", "501 5.5.4");
+}
+
+#[test]
+fn garbage_and_nul_get_replies() {
+    let mut t = T::new();
+    let got = t.feed(b"\x00\x01\xff\xfe\r\n");
+    assert_eq!(got, "502 5.5.1 Error: command not recognized\r\n");
+    let got = t.feed(b"\x00\x00\x00\n");
+    assert_eq!(got, "502 5.5.1 Error: command not recognized\r\n");
+}
+
+#[test]
+fn long_line_gets_500_and_session_stays_in_sync() {
+    let mut t = T::new();
+    let mut line = vec![b'A'; 100_000];
+    line.extend_from_slice(b"\r\nNOOP\r\n");
+    let got = t.feed(&line);
+    assert_eq!(got, "500 5.5.2 Error: line too long\r\n250 2.0.0 Ok\r\n");
+}
+
+#[test]
+fn pipelined_commands_are_answered_in_order() {
+    let mut t = T::new();
+    t.cmd("EHLO x", "250-");
+    let got = t.feed(b"MAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nRCPT TO:<e@f>\r\nDATA\r\n");
+    assert_eq!(
+        got,
+        "250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n250 2.1.5 Ok\r\n354 End data with <CR><LF>.<CR><LF>\r\n"
+    );
+    let pipelined: Vec<bool> = t
+        .outputs
+        .iter()
+        .filter_map(|o| match o {
+            Output::Command { pipelined, .. } => Some(*pipelined),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(pipelined, [true, true, true, false]);
+    // Data and the commands after it in one read.
+    let got = t.feed(b"x\r\n.\r\nMAIL FROM:<a@b>\r\nQUIT\r\nNOOP\r\n");
+    assert!(got.starts_with("250 2.0.0 Ok: queued as "));
+    assert!(got.ends_with("250 2.1.0 Ok\r\n221 2.0.0 Bye\r\n"), "{got}");
+}
+
+#[test]
+fn every_split_point_gives_the_same_replies() {
+    let script: &[u8] = b"EHLO x\r\nMAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nDATA\r\n..x\r\n.\r\nMAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nBDAT 3\r\nabcBDAT 2 LAST\r\ndeMAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nBDAT 5 LAST\r\nhelloQUIT\r\n";
+    let run = |parts: &[&[u8]]| {
+        let mut t = T::new();
+        let mut all = String::new();
+        let mut msgs = vec![];
+        for p in parts {
+            let out = t.s.feed(p, Instant::now());
+            all.push_str(&sent(&out));
+            for o in out {
+                if let Output::Message(m) = o {
+                    msgs.push((m.body.clone(), m.rcpts.clone()));
+                }
+            }
+        }
+        // Queue ids differ between runs.
+        let all: Vec<String> = all
+            .lines()
+            .map(|l| l.split(" queued as ").next().unwrap().to_string())
+            .collect();
+        (all, msgs)
+    };
+    let whole = run(&[script]);
+    assert_eq!(whole.1.len(), 3, "{:?}", whole.0);
+    assert_eq!(whole.1[0].0, b".x\r\n");
+    assert_eq!(whole.1[1].0, b"abcde");
+    assert_eq!(whole.1[2].0, b"hello");
+    assert!(!whole.0.iter().any(|l| l.starts_with('5')), "{:?}", whole.0);
+    assert!(
+        whole
+            .0
+            .iter()
+            .any(|l| l == "250 2.0.0 Ok: 3 octets received"),
+        "{:?}",
+        whole.0
+    );
+    for i in 0..=script.len() {
+        assert_eq!(run(&[&script[..i], &script[i..]]), whole, "split at {i}");
+    }
+    let bytes: Vec<&[u8]> = script.chunks(1).collect();
+    assert_eq!(run(&bytes), whole);
+}
+
+#[test]
+fn bdat_chunks_join_and_count() {
+    let mut t = T::new();
+    t.envelope();
+    assert_eq!(t.feed(b"BDAT 4\r\nab"), "");
+    assert_eq!(t.feed(b"cd"), "250 2.0.0 Ok: 4 octets received\r\n");
+    let got = t.feed(b"BDAT 0 LAST\r\n");
+    assert!(got.starts_with("250 2.0.0 Ok: queued as"), "{got}");
+    let m = t.message().unwrap();
+    assert_eq!(m.body, b"abcd");
+    assert!(m.chunked);
+    t.cmd("DATA", "503 5.5.1 Error: need MAIL command");
+}
+
+#[test]
+fn bdat_without_transaction_drains_then_503() {
+    let mut t = T::new();
+    t.cmd("EHLO x", "250-");
+    // The chunk body "NOOP\r\n" must not run as a command.
+    assert_eq!(
+        t.feed(b"BDAT 6\r\nNOOP\r\n"),
+        "503 5.5.1 Error: need MAIL command\r\n"
+    );
+    t.cmd(
+        "BDAT 99999999999999999999999",
+        "501 5.5.4 Syntax: BDAT size [LAST]",
+    );
+}
+
+#[test]
+fn data_after_bdat_is_refused() {
+    let mut t = T::new();
+    t.envelope();
+    t.feed(b"BDAT 1\r\nx");
+    t.cmd("DATA", "503 5.5.1 Error: DATA after BDAT");
+}
+
+#[test]
+fn oversized_message_is_drained_then_552() {
+    let cfg = SessionConfig {
+        max_message_size: 100,
+        ..SessionConfig::default()
+    };
+    let mut t = T::with(cfg, Arc::new(Healthy));
+    t.envelope();
+    t.cmd("DATA", "354");
+    let mut body = vec![b'x'; 10_000];
+    body.extend_from_slice(b"\r\n");
+    assert_eq!(t.feed(&body), "");
+    assert_eq!(
+        t.feed(b".\r\n"),
+        "552 5.3.4 Error: message file too big\r\n"
+    );
+    let m = t.message().unwrap();
+    assert!(!m.accepted);
+    assert_eq!(m.size, 10_002);
+    t.cmd("NOOP", "250 2.0.0 Ok");
+}
+
+#[test]
+fn max_recipients() {
+    let cfg = SessionConfig {
+        max_recipients: 2,
+        ..SessionConfig::default()
+    };
+    let mut t = T::with(cfg, Arc::new(Healthy));
+    t.cmd("EHLO x", "250-");
+    t.cmd("MAIL FROM:<a@b>", "250");
+    t.cmd("RCPT TO:<1@b>", "250 2.1.5");
+    t.cmd("RCPT TO:<2@b>", "250 2.1.5");
+    t.cmd("RCPT TO:<3@b>", "452 4.5.3 Error: too many recipients");
+    t.cmd("DATA", "354");
+}
+
+#[test]
+fn require_tls() {
+    let cfg = SessionConfig {
+        require_tls: true,
+        ..SessionConfig::default()
+    };
+    let mut t = T::with(cfg, Arc::new(Healthy));
+    t.cmd("EHLO x", "250-");
+    t.cmd(
+        "MAIL FROM:<a@b>",
+        "530 5.7.0 Must issue a STARTTLS command first",
+    );
+}
+
+#[test]
+fn idle_timeout_and_shutdown_replies() {
+    let mut t = T::new();
+    t.outputs = t.s.idle_timeout();
+    assert_eq!(
+        t.sent(),
+        "421 4.4.2 mailfault.test Error: timeout exceeded\r\n"
+    );
+    assert_eq!(t.closed(), Some(CloseReason::IdleTimeout));
+    let mut t = T::new();
+    t.outputs = t.s.shutdown();
+    assert!(t.sent().starts_with("421 4.3.2 mailfault.test"));
+    assert_eq!(t.closed(), Some(CloseReason::Shutdown));
+}
+
+/// A policy that answers one stage with fixed decisions.
+struct Script(Stage, Decision);
+
+impl Policy for Script {
+    fn decide(&self, ctx: &Context<'_>, _: Instant) -> Option<Decision> {
+        (ctx.stage == self.0).then(|| self.1.clone())
+    }
+}
+
+fn scripted(stage: Stage, outcome: Outcome) -> T {
+    let d = Decision {
+        rule: Some("r".into()),
+        outcome,
+        ..Decision::accept()
+    };
+    T::with(SessionConfig::default(), Arc::new(Script(stage, d)))
+}
+
+#[test]
+fn scripted_rejection_at_rcpt_has_no_effect() {
+    let mut t = scripted(
+        Stage::Rcpt,
+        Outcome::Reply(Reply::parse("550 5.1.1 nope").unwrap()),
+    );
+    t.cmd("EHLO x", "250");
+    t.cmd("MAIL FROM:<a@b>", "250");
+    t.cmd("RCPT TO:<c@d>", "550 5.1.1 nope");
+    t.cmd("DATA", "554 5.5.1 Error: no valid recipients");
+}
+
+#[test]
+fn scripted_positive_reply_takes_effect_even_out_of_sequence() {
+    let mut t = scripted(
+        Stage::Mail,
+        Outcome::Reply(Reply::parse("250 fine").unwrap()),
+    );
+    t.cmd("EHLO x", "250");
+    t.cmd("MAIL garbage", "250 fine");
+    t.cmd("RCPT TO:<c@d>", "250 2.1.5");
+}
+
+#[test]
+fn negative_greeting_serves_only_quit() {
+    let mut t = scripted(
+        Stage::Connect,
+        Outcome::Reply(Reply::parse("554 5.7.1 go away").unwrap()),
+    );
+    assert_eq!(t.sent(), "554 5.7.1 go away\r\n");
+    assert_eq!(t.closed(), None);
+    t.cmd("EHLO x", "503 5.5.1 Error: no SMTP service here, send QUIT");
+    t.cmd("MAIL FROM:<a@b>", "503 5.5.1");
+    t.cmd("QUIT", "221");
+}
+
+#[test]
+fn reply_421_closes_and_later_input_is_ignored() {
+    let mut t = scripted(
+        Stage::Mail,
+        Outcome::Reply(Reply::parse("421 4.7.0 bye").unwrap()),
+    );
+    t.cmd("EHLO x", "250");
+    let got = t.feed(b"MAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\n");
+    assert_eq!(got, "421 4.7.0 bye\r\n");
+    assert_eq!(t.closed(), Some(CloseReason::AfterReply(421)));
+    assert_eq!(t.feed(b"NOOP\r\n"), "");
+}
+
+#[test]
+fn disconnect_hang_and_raw() {
+    let mut t = scripted(Stage::Data, Outcome::Disconnect);
+    t.envelope();
+    assert_eq!(t.cmd("DATA", ""), "");
+    assert_eq!(t.closed(), Some(CloseReason::Disconnect));
+
+    let mut t = scripted(Stage::Noop, Outcome::Hang);
+    assert_eq!(t.cmd("NOOP", ""), "");
+    assert!(t.outputs.contains(&Output::Hang));
+    assert!(t.s.is_stopped());
+
+    let mut t = scripted(Stage::Noop, Outcome::Raw(b"250-broken\n".to_vec()));
+    assert_eq!(t.cmd("NOOP", ""), "250-broken\n");
+}
+
+#[test]
+fn delay_and_drip_are_outputs() {
+    let d = Decision {
+        rule: Some("slow".into()),
+        outcome: Outcome::Accept,
+        delay: Duration::from_secs(3),
+        close: None,
+        drip: Some(Duration::from_millis(200)),
+    };
+    let mut t = T::with(SessionConfig::default(), Arc::new(Script(Stage::Noop, d)));
+    t.feed(b"NOOP\r\n");
+    assert_eq!(t.outputs[1], Output::Wait(Duration::from_secs(3)));
+    match &t.outputs[2] {
+        Output::Send { drip, rule, .. } => {
+            assert_eq!(*drip, Some(Duration::from_millis(200)));
+            assert_eq!(rule.as_deref(), Some("slow"));
+        }
+        o => panic!("{o:?}"),
+    }
+}
+
+#[test]
+fn message_rule_sees_size_and_body() {
+    struct Big;
+    impl Policy for Big {
+        fn decide(&self, ctx: &Context<'_>, _: Instant) -> Option<Decision> {
+            (ctx.stage == Stage::Message
+                && ctx.size == Some(5)
+                && ctx.message == Some(&b"abc\r\n"[..]))
+            .then(|| Decision {
+                outcome: Outcome::Reply(Reply::parse("451 4.3.0 later").unwrap()),
+                ..Decision::accept()
+            })
+        }
+    }
+    let mut t = T::with(SessionConfig::default(), Arc::new(Big));
+    t.envelope();
+    t.cmd("DATA", "354");
+    assert_eq!(t.feed(b"abc\r\n.\r\n"), "451 4.3.0 later\r\n");
+    assert!(!t.message().unwrap().accepted);
+}
