@@ -6,3 +6,5 @@
 //! - [`proto`]: the SMTP session, sans-I/O. Bytes in, replies and actions
 //!   out; no sockets, no clock, no tasks.
 pub mod proto;
+pub mod scenario;
+pub mod state;

@@ -1,0 +1,226 @@
+//! The rule engine: the [`Policy`] a scenario gives the session.
+//!
+//! Rules are tried in order; the first whose stage and conditions hold and
+//! whose modifiers let it apply decides. Then the magic recipients (when
+//! on); then the healthy default.
+//!
+//! Randomness is a pure function of (seed, rule, key, match number), not a
+//! shared generator, so a seeded run gives the same answers whatever order
+//! concurrent sessions arrive in.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use super::magic;
+use super::model::*;
+use crate::proto::{Context, Decision, Outcome, Policy, Stage};
+use crate::state::{MemoryStore, StateStore};
+
+/// A scenario ready to serve, with its counters.
+pub struct Engine {
+    pub scenario: Arc<Scenario>,
+    store: Arc<dyn StateStore>,
+    seed: u64,
+    /// When `during` windows start counting (server start, reload or reset).
+    epoch: Instant,
+}
+
+impl Engine {
+    /// An engine with fresh in-memory counters. Without a scenario seed a
+    /// random one is drawn (see [`Engine::seed`] to replay it).
+    pub fn new(scenario: Arc<Scenario>, epoch: Instant) -> Self {
+        let seed = scenario.server.seed.unwrap_or_else(rand::random);
+        Self::with_store(scenario, Arc::new(MemoryStore::default()), seed, epoch)
+    }
+
+    pub fn with_store(
+        scenario: Arc<Scenario>,
+        store: Arc<dyn StateStore>,
+        seed: u64,
+        epoch: Instant,
+    ) -> Self {
+        Self {
+            scenario,
+            store,
+            seed,
+            epoch,
+        }
+    }
+
+    pub fn seed(&self) -> u64 {
+        self.seed
+    }
+
+    pub fn store(&self) -> &dyn StateStore {
+        &*self.store
+    }
+
+    /// A uniform draw in [0, 1) for this rule, key and match number.
+    fn draw(&self, rule: usize, key: &str, n: u64, salt: u8) -> f64 {
+        let mut h = 0xcbf2_9ce4_8422_2325_u64 ^ self.seed;
+        let mix = |h: &mut u64, b: u8| *h = (*h ^ b as u64).wrapping_mul(0x100_0000_01b3);
+        for b in (rule as u64)
+            .to_le_bytes()
+            .into_iter()
+            .chain(n.to_le_bytes())
+            .chain([salt])
+        {
+            mix(&mut h, b);
+        }
+        for b in key.bytes() {
+            mix(&mut h, b);
+        }
+        ChaCha8Rng::seed_from_u64(h).random::<f64>()
+    }
+
+    pub(super) fn counter(&self, key: &str) -> u64 {
+        self.store.incr(key)
+    }
+
+    fn key(&self, rule: &Rule, ctx: &Context<'_>) -> String {
+        let fields = rule
+            .key
+            .as_deref()
+            .unwrap_or(KeyField::default_for(ctx.stage));
+        let mut key = String::new();
+        for f in fields {
+            match f {
+                KeyField::ClientIp => key.push_str(&ctx.client_ip.to_string()),
+                KeyField::Helo => key.push_str(&ctx.helo.unwrap_or("").to_ascii_lowercase()),
+                KeyField::MailFrom => {
+                    key.push_str(&ctx.mail_from.unwrap_or("").to_ascii_lowercase())
+                }
+                KeyField::Rcpt => match ctx.rcpt {
+                    Some(r) => key.push_str(&r.to_ascii_lowercase()),
+                    None => {
+                        let mut all: Vec<String> =
+                            ctx.rcpts.iter().map(|r| r.to_ascii_lowercase()).collect();
+                        all.sort();
+                        key.push_str(&all.join(","));
+                    }
+                },
+            }
+            key.push('\u{1f}');
+        }
+        key
+    }
+
+    fn holds(&self, w: &When, ctx: &Context<'_>, now: Instant) -> bool {
+        if let Some(nets) = &w.client_ip {
+            if !nets.iter().any(|n| n.contains(&ctx.client_ip)) {
+                return false;
+            }
+        }
+        if let Some(p) = &w.helo {
+            if !ctx.helo.is_some_and(|h| p.matches(h)) {
+                return false;
+            }
+        }
+        if let Some(p) = &w.mail_from {
+            if !ctx.mail_from.is_some_and(|m| p.matches(m)) {
+                return false;
+            }
+        }
+        if let Some(p) = &w.rcpt {
+            let hit = match ctx.rcpt {
+                Some(r) if ctx.stage == Stage::Rcpt => p.matches(r),
+                _ => ctx.rcpts.iter().any(|r| p.matches(r)),
+            };
+            if !hit {
+                return false;
+            }
+        }
+        if w.tls.is_some_and(|t| t != ctx.tls)
+            || w.authenticated.is_some_and(|a| a != ctx.authenticated)
+        {
+            return false;
+        }
+        if let Some(c) = &w.size {
+            if !ctx.size.is_some_and(|n| c.holds(n)) {
+                return false;
+            }
+        }
+        if !w.header.is_empty() {
+            let Some(msg) = ctx.message else { return false };
+            let headers = super::headers::Headers::parse(msg);
+            if !w
+                .header
+                .iter()
+                .all(|(name, p)| headers.any(name, |v| p.matches(v)))
+            {
+                return false;
+            }
+        }
+        if let Some(win) = &w.during {
+            if !win.contains(now.saturating_duration_since(self.epoch)) {
+                return false;
+            }
+        }
+        true
+    }
+
+    fn try_rule(&self, rule: &Rule, ctx: &Context<'_>, now: Instant) -> Option<Decision> {
+        if !rule.applies_at(ctx.stage) || !self.holds(&rule.when, ctx, now) {
+            return None;
+        }
+        let (key, n) = if rule.counts() {
+            let key = self.key(rule, ctx);
+            let n = self.counter(&format!("r{}\u{1e}{key}", rule.index));
+            (key, n)
+        } else {
+            (String::new(), 1)
+        };
+        if rule.times.is_some_and(|t| n > t) {
+            return None;
+        }
+        if let Some(p) = rule.probability {
+            if self.draw(rule.index, &key, n, 0) >= p {
+                return None;
+            }
+        }
+        let step = match &rule.outcome {
+            RuleOutcome::Step(s) => s,
+            RuleOutcome::Sequence(items) => {
+                let i = (n as usize).min(items.len()).saturating_sub(1);
+                items.get(i)?
+            }
+        };
+        let delay = rule.delay.map_or(Duration::ZERO, |d| {
+            d.pick(self.draw(rule.index, &key, n, 1))
+        });
+        Some(Decision {
+            rule: Some(rule.label()),
+            outcome: step_outcome(step),
+            delay,
+            close: rule.close,
+            drip: rule.drip,
+        })
+    }
+}
+
+pub(super) fn step_outcome(step: &Step) -> Outcome {
+    match step {
+        Step::Reply(r) => Outcome::Reply(r.clone()),
+        Step::Accept => Outcome::Accept,
+        Step::Disconnect => Outcome::Disconnect,
+        Step::Hang => Outcome::Hang,
+        Step::Raw(b) => Outcome::Raw(b.clone()),
+    }
+}
+
+impl Policy for Engine {
+    fn decide(&self, ctx: &Context<'_>, now: Instant) -> Option<Decision> {
+        for rule in &self.scenario.rules {
+            if let Some(d) = self.try_rule(rule, ctx, now) {
+                return Some(d);
+            }
+        }
+        if self.scenario.server.magic_recipients {
+            return magic::decide(self, ctx);
+        }
+        None
+    }
+}

@@ -1,0 +1,721 @@
+//! Reading and checking scenario files. Every problem is reported as
+//! `FILE:LINE:COL: what is wrong`, all of them at once where possible.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::Path;
+
+use ipnet::IpNet;
+use serde::Deserialize;
+use toml::{Spanned, Value};
+
+use super::model::*;
+use super::pattern::Pattern;
+use super::presets;
+use super::units::{self, DurationRange, SizeCmp, Window};
+use crate::proto::{Reply, Stage};
+
+/// One problem in a scenario file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Diagnostic {
+    pub file: String,
+    /// 1-based line and column; `None` when the file could not be read.
+    pub position: Option<(usize, usize)>,
+    pub message: String,
+}
+
+impl fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.position {
+            Some((line, col)) => write!(f, "{}:{line}:{col}: {}", self.file, self.message),
+            None => write!(f, "{}: {}", self.file, self.message),
+        }
+    }
+}
+
+/// Why a scenario was refused: one or more diagnostics.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoadError {
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+impl fmt::Display for LoadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let lines: Vec<String> = self.diagnostics.iter().map(|d| d.to_string()).collect();
+        f.write_str(&lines.join("\n"))
+    }
+}
+
+impl std::error::Error for LoadError {}
+
+/// Reads and checks a scenario file. Its name is the file stem.
+pub fn load_file(path: &Path) -> Result<Scenario, LoadError> {
+    let file = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| LoadError {
+        diagnostics: vec![Diagnostic {
+            file: file.clone(),
+            position: None,
+            message: format!("cannot read: {e}"),
+        }],
+    })?;
+    let name = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "scenario".into());
+    parse(&text, &file, &name)
+}
+
+/// The built-in default scenario (`scenarios/default.toml`).
+pub fn default_scenario() -> Scenario {
+    let mut s = parse(DEFAULT_TOML, "scenarios/default.toml", "default")
+        .unwrap_or_else(|e| panic!("the built-in default scenario is invalid: {e}"));
+    s.name = "default".into();
+    s
+}
+
+pub const DEFAULT_TOML: &str = include_str!("../../scenarios/default.toml");
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawScenario {
+    server: Option<RawServer>,
+    #[serde(default)]
+    rule: Vec<RawRule>,
+    auth: Option<Spanned<Value>>,
+    tls: Option<Spanned<Value>>,
+    expect: Option<Spanned<Value>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawServer {
+    hostname: Option<Spanned<String>>,
+    greeting: Option<Spanned<String>>,
+    max_message_size: Option<Spanned<Value>>,
+    max_recipients: Option<Spanned<i64>>,
+    require_tls: Option<bool>,
+    idle_timeout: Option<Spanned<String>>,
+    seed: Option<Spanned<i64>>,
+    extensions: Option<Vec<Spanned<String>>>,
+    magic_recipients: Option<bool>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRule {
+    name: Option<String>,
+    on: Spanned<Value>,
+    when: Option<RawWhen>,
+    reply: Option<Spanned<String>>,
+    preset: Option<Spanned<String>>,
+    sequence: Option<Spanned<Vec<Spanned<String>>>>,
+    action: Option<Spanned<String>>,
+    raw: Option<Spanned<String>>,
+    delay: Option<Spanned<String>>,
+    close: Option<bool>,
+    drip: Option<Spanned<String>>,
+    probability: Option<Spanned<f64>>,
+    times: Option<Spanned<i64>>,
+    key: Option<Vec<Spanned<String>>>,
+    limit: Option<Spanned<Value>>,
+    greylist: Option<Spanned<Value>>,
+    reputation: Option<Spanned<Value>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWhen {
+    client_ip: Option<Spanned<Value>>,
+    helo: Option<Spanned<Value>>,
+    mail_from: Option<Spanned<Value>>,
+    rcpt: Option<Spanned<Value>>,
+    tls: Option<bool>,
+    authenticated: Option<bool>,
+    size: Option<Spanned<String>>,
+    header: Option<BTreeMap<String, Spanned<Value>>>,
+    during: Option<Spanned<String>>,
+}
+
+/// Collects diagnostics with positions computed from byte offsets.
+struct Checker<'a> {
+    text: &'a str,
+    file: &'a str,
+    diagnostics: Vec<Diagnostic>,
+}
+
+impl Checker<'_> {
+    fn error(&mut self, offset: usize, message: impl Into<String>) {
+        let position = Some(line_col(self.text, offset));
+        self.diagnostics.push(Diagnostic {
+            file: self.file.to_string(),
+            position,
+            message: message.into(),
+        });
+    }
+
+    fn at<T>(&mut self, s: &Spanned<T>, message: impl Into<String>) {
+        self.error(s.span().start, message);
+    }
+}
+
+/// 1-based line and column (in characters) of a byte offset.
+pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let mut offset = offset.min(text.len());
+    while !text.is_char_boundary(offset) {
+        offset -= 1;
+    }
+    let before = &text[..offset];
+    let line = before.matches('\n').count() + 1;
+    let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, col)
+}
+
+/// Parses and checks scenario text; `file` is used in diagnostics.
+pub fn parse(text: &str, file: &str, name: &str) -> Result<Scenario, LoadError> {
+    let mut ck = Checker {
+        text,
+        file,
+        diagnostics: vec![],
+    };
+    let raw: RawScenario = match toml::from_str(text) {
+        Ok(r) => r,
+        Err(e) => {
+            let offset = e.span().map_or(0, |s| s.start);
+            ck.error(offset, e.message().trim_end().replace('\n', " "));
+            return Err(LoadError {
+                diagnostics: ck.diagnostics,
+            });
+        }
+    };
+    let server = check_server(&mut ck, raw.server);
+    for (section, v) in [
+        ("[auth]", &raw.auth),
+        ("[tls]", &raw.tls),
+        ("[[expect]]", &raw.expect),
+    ] {
+        if let Some(v) = v {
+            ck.at(
+                v,
+                format!("{section} is not supported by this version of mailfault yet"),
+            );
+        }
+    }
+    let rules = raw
+        .rule
+        .into_iter()
+        .enumerate()
+        .filter_map(|(i, r)| check_rule(&mut ck, i, r))
+        .collect();
+    if !ck.diagnostics.is_empty() {
+        return Err(LoadError {
+            diagnostics: ck.diagnostics,
+        });
+    }
+    Ok(Scenario {
+        name: name.to_string(),
+        server,
+        rules,
+    })
+}
+
+fn check_server(ck: &mut Checker<'_>, raw: Option<RawServer>) -> ServerSettings {
+    let mut s = ServerSettings::default();
+    let Some(raw) = raw else { return s };
+    if let Some(h) = raw.hostname {
+        if h.get_ref().is_empty()
+            || h.get_ref()
+                .contains(|c: char| c.is_whitespace() || c.is_control())
+        {
+            ck.at(&h, "hostname must be one word without spaces");
+        }
+        s.hostname = Some(h.into_inner());
+    }
+    if let Some(g) = raw.greeting {
+        if g.get_ref().contains(['\r', '\n']) {
+            ck.at(&g, "greeting must be one line");
+        }
+        s.greeting = g.into_inner();
+    }
+    if let Some(v) = raw.max_message_size {
+        match v.get_ref() {
+            Value::Integer(n) if *n >= 0 => s.max_message_size = *n as u64,
+            Value::String(t) => match units::size(t) {
+                Ok(n) => s.max_message_size = n,
+                Err(e) => ck.at(&v, e),
+            },
+            _ => ck.at(
+                &v,
+                "max_message_size is a size such as \"35MB\" or a number of bytes",
+            ),
+        }
+    }
+    if let Some(n) = raw.max_recipients {
+        match usize::try_from(*n.get_ref()) {
+            Ok(v) if v > 0 => s.max_recipients = v,
+            _ => ck.at(&n, "max_recipients must be at least 1"),
+        }
+    }
+    s.require_tls = raw.require_tls.unwrap_or(false);
+    if let Some(t) = raw.idle_timeout {
+        match units::duration(t.get_ref()) {
+            Ok(d) if !d.is_zero() => s.idle_timeout = d,
+            Ok(_) => ck.at(&t, "idle_timeout must be longer than 0s"),
+            Err(e) => ck.at(&t, e),
+        }
+    }
+    if let Some(seed) = raw.seed {
+        match u64::try_from(*seed.get_ref()) {
+            Ok(v) => s.seed = Some(v),
+            Err(_) => ck.at(&seed, "seed must be a non-negative integer"),
+        }
+    }
+    if let Some(exts) = raw.extensions {
+        s.extensions = vec![];
+        for e in exts {
+            let word = e.get_ref().trim();
+            let keyword = word.split(' ').next().unwrap_or("");
+            if keyword.is_empty()
+                || !keyword
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                || word.contains(['\r', '\n'])
+            {
+                ck.at(
+                    &e,
+                    format!("{word:?} is not an EHLO keyword (letters, digits and '-')"),
+                );
+            } else if keyword.eq_ignore_ascii_case("STARTTLS")
+                || keyword.eq_ignore_ascii_case("AUTH")
+            {
+                ck.at(
+                    &e,
+                    format!("{keyword} is advertised from [tls] / [auth], not from extensions"),
+                );
+            }
+            s.extensions.push(word.to_string());
+        }
+    }
+    s.magic_recipients = raw.magic_recipients.unwrap_or(false);
+    s
+}
+
+/// Strings of a value that may be one string or a list of strings.
+fn strings(ck: &mut Checker<'_>, v: &Spanned<Value>, what: &str) -> Option<Vec<String>> {
+    match v.get_ref() {
+        Value::String(s) => Some(vec![s.clone()]),
+        Value::Array(items) if items.iter().all(Value::is_str) => Some(
+            items
+                .iter()
+                .filter_map(|i| i.as_str().map(String::from))
+                .collect(),
+        ),
+        _ => {
+            ck.at(v, format!("{what} must be a string or a list of strings"));
+            None
+        }
+    }
+}
+
+fn pattern(ck: &mut Checker<'_>, v: &Spanned<Value>, what: &str) -> Option<Pattern> {
+    let parts = strings(ck, v, what)?;
+    match Pattern::parse(&parts) {
+        Ok(p) => Some(p),
+        Err((_, e)) => {
+            ck.at(v, e);
+            None
+        }
+    }
+}
+
+fn reply(ck: &mut Checker<'_>, s: &Spanned<String>) -> Option<Reply> {
+    match Reply::parse(s.get_ref()) {
+        Ok(r) => Some(r),
+        Err(e) => {
+            ck.at(s, format!("bad reply {:?}: {e}", s.get_ref()));
+            None
+        }
+    }
+}
+
+fn check_rule(ck: &mut Checker<'_>, index: usize, raw: RawRule) -> Option<Rule> {
+    let before = ck.diagnostics.len();
+    let mut stages = vec![];
+    let mut any = false;
+    if let Some(names) = strings(ck, &raw.on, "on") {
+        if names.is_empty() {
+            ck.at(&raw.on, "on needs at least one stage");
+        }
+        for n in names {
+            match (n.as_str(), Stage::from_name(&n)) {
+                ("any", _) => any = true,
+                (_, Some(st)) => stages.push(st),
+                (_, None) => ck.at(
+                    &raw.on,
+                    format!(
+                        "unknown stage {n:?}; stages are {}, any",
+                        Stage::ALL.map(Stage::name).join(", ")
+                    ),
+                ),
+            }
+        }
+    }
+    let when = raw
+        .when
+        .map(|w| check_when(ck, w, &stages, any))
+        .unwrap_or_default();
+
+    // Exactly one outcome.
+    let present: Vec<(&str, usize)> = [
+        ("reply", raw.reply.as_ref().map(|s| s.span().start)),
+        ("preset", raw.preset.as_ref().map(|s| s.span().start)),
+        ("sequence", raw.sequence.as_ref().map(|s| s.span().start)),
+        ("action", raw.action.as_ref().map(|s| s.span().start)),
+        ("raw", raw.raw.as_ref().map(|s| s.span().start)),
+    ]
+    .into_iter()
+    .filter_map(|(k, o)| o.map(|o| (k, o)))
+    .collect();
+    let mut outcome = None;
+    match present.as_slice() {
+        [] => ck.error(
+            raw.on.span().start,
+            "a rule needs one outcome: reply, preset, sequence, action or raw",
+        ),
+        [_] => {}
+        [(first, _), rest @ ..] => {
+            for (k, off) in rest {
+                ck.error(*off, format!("a rule has exactly one outcome, and this one already has `{first}`; remove `{k}`"));
+            }
+        }
+    }
+    if let Some(r) = &raw.reply {
+        outcome = reply(ck, r).map(|r| RuleOutcome::Step(Step::Reply(r)));
+    } else if let Some(p) = &raw.preset {
+        outcome = preset_step(ck, p, p.get_ref()).map(RuleOutcome::Step);
+    } else if let Some(seq) = &raw.sequence {
+        if seq.get_ref().is_empty() {
+            ck.at(seq, "sequence needs at least one item");
+        }
+        let mut steps = vec![];
+        for item in seq.get_ref() {
+            if let Some(step) = sequence_item(ck, item) {
+                steps.push(step);
+            }
+        }
+        outcome = Some(RuleOutcome::Sequence(steps));
+    } else if let Some(a) = &raw.action {
+        outcome = match a.get_ref().as_str() {
+            "accept" => Some(Step::Accept),
+            "disconnect" => Some(Step::Disconnect),
+            "hang" => Some(Step::Hang),
+            "tls_abort" => {
+                ck.at(a, "action \"tls_abort\" needs [tls], which this version of mailfault does not support yet");
+                None
+            }
+            other => {
+                ck.at(a, format!("unknown action {other:?}; actions are accept, disconnect, hang, tls_abort"));
+                None
+            }
+        }
+        .map(RuleOutcome::Step);
+    } else if let Some(r) = &raw.raw {
+        if r.get_ref().is_empty() {
+            ck.at(r, "raw needs at least one byte");
+        }
+        outcome = Some(RuleOutcome::Step(Step::Raw(
+            r.get_ref().as_bytes().to_vec(),
+        )));
+    }
+
+    let delay = raw
+        .delay
+        .as_ref()
+        .and_then(|d| match DurationRange::parse(d.get_ref()) {
+            Ok(r) => Some(r),
+            Err(e) => {
+                ck.at(d, e);
+                None
+            }
+        });
+    let drip = raw
+        .drip
+        .as_ref()
+        .and_then(|d| match units::duration(d.get_ref()) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                ck.at(d, e);
+                None
+            }
+        });
+    let probability = raw.probability.as_ref().and_then(|p| {
+        let v = *p.get_ref();
+        if (0.0..=1.0).contains(&v) {
+            Some(v)
+        } else {
+            ck.at(p, "probability must be between 0 and 1");
+            None
+        }
+    });
+    let times = raw
+        .times
+        .as_ref()
+        .and_then(|t| match u64::try_from(*t.get_ref()) {
+            Ok(v) if v > 0 => Some(v),
+            _ => {
+                ck.at(t, "times must be at least 1");
+                None
+            }
+        });
+    let key = raw.key.as_ref().map(|fields| {
+        fields
+            .iter()
+            .filter_map(|f| match KeyField::from_name(f.get_ref()) {
+                Some(k) => Some(k),
+                None => {
+                    ck.at(
+                        f,
+                        format!(
+                            "unknown key field {:?}; use client_ip, helo, mail_from, rcpt",
+                            f.get_ref()
+                        ),
+                    );
+                    None
+                }
+            })
+            .collect()
+    });
+    for (what, v) in [
+        ("limit", &raw.limit),
+        ("greylist", &raw.greylist),
+        ("reputation", &raw.reputation),
+    ] {
+        if let Some(v) = v {
+            ck.at(
+                v,
+                format!("`{what}` is not supported by this version of mailfault yet"),
+            );
+        }
+    }
+    if ck.diagnostics.len() > before {
+        return None;
+    }
+    Some(Rule {
+        index,
+        name: raw.name,
+        stages,
+        any,
+        when,
+        outcome: outcome?,
+        delay,
+        close: raw.close,
+        drip,
+        probability,
+        times,
+        key,
+    })
+}
+
+fn preset_step(ck: &mut Checker<'_>, at: &Spanned<String>, id: &str) -> Option<Step> {
+    match presets::find(id) {
+        Some(p) => Some(Step::Reply(p.reply())),
+        None => {
+            let hint = closest_preset(id)
+                .map(|c| format!(" (did you mean {c:?}?)"))
+                .unwrap_or_default();
+            ck.at(
+                at,
+                format!("unknown preset {id:?}{hint}; `mailfault presets` lists them"),
+            );
+            None
+        }
+    }
+}
+
+fn closest_preset(id: &str) -> Option<&'static str> {
+    let (prefix, rest) = id.split_once('.')?;
+    presets::all().iter().map(|p| p.id.as_str()).find(|p| {
+        p.starts_with(prefix)
+            && p.split_once('.')
+                .is_some_and(|(_, r)| r.contains(rest) || rest.contains(r))
+    })
+}
+
+fn sequence_item(ck: &mut Checker<'_>, item: &Spanned<String>) -> Option<Step> {
+    let s = item.get_ref().as_str();
+    match s {
+        "accept" => Some(Step::Accept),
+        "disconnect" => Some(Step::Disconnect),
+        "hang" => Some(Step::Hang),
+        _ if s.starts_with('@') => preset_step(ck, item, &s[1..]),
+        _ => reply(ck, item).map(Step::Reply),
+    }
+}
+
+fn check_when(ck: &mut Checker<'_>, w: RawWhen, stages: &[Stage], any: bool) -> When {
+    let mut out = When::default();
+    let only = |allowed: &[Stage]| {
+        !any && !stages.is_empty() && stages.iter().all(|s| allowed.contains(s))
+    };
+    if let Some(v) = &w.client_ip {
+        if let Some(list) = strings(ck, v, "client_ip") {
+            let mut nets = vec![];
+            for s in list {
+                match s.parse::<IpNet>().or_else(|_| s.parse::<std::net::IpAddr>().map(IpNet::from)) {
+                    Ok(n) => nets.push(n),
+                    Err(_) => ck.at(v, format!("bad client_ip {s:?}: write a CIDR such as \"10.0.0.0/8\" or an address")),
+                }
+            }
+            out.client_ip = Some(nets);
+        }
+    }
+    out.helo = w.helo.as_ref().and_then(|v| pattern(ck, v, "helo"));
+    out.mail_from = w
+        .mail_from
+        .as_ref()
+        .and_then(|v| pattern(ck, v, "mail_from"));
+    if let Some(v) = &w.rcpt {
+        out.rcpt = pattern(ck, v, "rcpt");
+        if !stages.is_empty()
+            && !any
+            && !stages.iter().any(|s| {
+                matches!(
+                    s,
+                    Stage::Rcpt
+                        | Stage::Data
+                        | Stage::Message
+                        | Stage::Rset
+                        | Stage::Noop
+                        | Stage::Vrfy
+                        | Stage::Expn
+                        | Stage::Help
+                        | Stage::Quit
+                        | Stage::Unknown
+                )
+            })
+        {
+            ck.at(
+                v,
+                "rcpt is only known from stage rcpt on (rcpt, data, message)",
+            );
+        }
+    }
+    out.tls = w.tls;
+    out.authenticated = w.authenticated;
+    if let Some(s) = &w.size {
+        match SizeCmp::parse(s.get_ref()) {
+            Ok(c) => out.size = Some(c),
+            Err(e) => ck.at(s, e),
+        }
+        if !only(&[Stage::Mail, Stage::Message]) {
+            ck.at(
+                s,
+                "size is known only at stages mail (declared SIZE=) and message",
+            );
+        }
+    }
+    if let Some(h) = w.header {
+        let mut first = None;
+        for (name, v) in h {
+            first.get_or_insert(v.span().start);
+            if let Some(p) = pattern(ck, &v, "a header pattern") {
+                out.header.push((name, p));
+            }
+        }
+        if let Some(off) = first {
+            if !only(&[Stage::Message]) {
+                ck.error(off, "header conditions apply only at stage message");
+            }
+        }
+    }
+    if let Some(d) = &w.during {
+        match Window::parse(d.get_ref()) {
+            Ok(win) => out.during = Some(win),
+            Err(e) => ck.at(d, e),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(text: &str) -> String {
+        parse(text, "t.toml", "t").unwrap_err().to_string()
+    }
+
+    #[test]
+    fn contract_examples_load() {
+        for text in [
+            "[[rule]]\nname = \"unknown user\"\non = \"rcpt\"\nwhen = { rcpt = \"nobody@*\" }\nreply = \"550 5.1.1 The email account that you tried to reach does not exist.\"\n",
+            "[[rule]]\non = \"message\"\nwhen = { rcpt = \"*@flaky.test\" }\ntimes = 2\nreply = \"451 4.3.0 Mail server temporarily rejected message.\"\n",
+            "[[rule]]\non = \"connect\"\nprobability = 0.3\ndelay = \"2s\"\nreply = \"421 4.4.5 Server busy, try again later.\"\n",
+            "[server]\nhostname = \"mx.example.test\"\ngreeting = \"ESMTP ready\"\nmax_message_size = \"35MB\"\nmax_recipients = 100\nrequire_tls = false\nidle_timeout = \"5m\"\nseed = 42\nextensions = [\"PIPELINING\", \"SIZE\", \"8BITMIME\", \"SMTPUTF8\", \"ENHANCEDSTATUSCODES\", \"CHUNKING\", \"DSN\"]\n",
+            "[[rule]]\non = [\"mail\", \"rcpt\"]\nsequence = [\"451 4.3.0 x\", \"@gmail.receiving_too_quickly\", \"accept\"]\n",
+        ] {
+            parse(text, "t.toml", "t").unwrap_or_else(|e| panic!("{e}\n{text}"));
+        }
+    }
+
+    #[test]
+    fn errors_have_positions() {
+        assert_eq!(err("[[rule]]\non = \"rcpt\"\nreplyy = \"550 x\"\n"), "t.toml:3:1: unknown field `replyy`, expected one of `name`, `on`, `when`, `reply`, `preset`, `sequence`, `action`, `raw`, `delay`, `close`, `drip`, `probability`, `times`, `key`, `limit`, `greylist`, `reputation`");
+        assert_eq!(
+            err("[[rule]]\non = \"rcpt2\"\nreply = \"550 x\"\n")
+                .split(';')
+                .next()
+                .unwrap(),
+            "t.toml:2:6: unknown stage \"rcpt2\""
+        );
+        assert_eq!(
+            err("[[rule]]\non = \"rcpt\"\nreply = \"650 x\"\n"),
+            "t.toml:3:9: bad reply \"650 x\": reply code 650 is outside 200-599"
+        );
+        assert_eq!(err("[[rule]]\non = \"rcpt\"\nreply = \"450 5.1.1 x\"\n"), "t.toml:3:9: bad reply \"450 5.1.1 x\": enhanced status code 5.1.1 does not match reply code 450: the class must be 4");
+        assert_eq!(err("[[rule]]\non = \"rcpt\"\nreply = \"550 x\"\naction = \"accept\"\n"), "t.toml:4:10: a rule has exactly one outcome, and this one already has `reply`; remove `action`");
+        assert!(err("[[rule]]\non = \"rcpt\"\npreset = \"gmail.nope\"\n")
+            .starts_with("t.toml:3:10: unknown preset \"gmail.nope\""));
+        assert!(
+            err("[[rule]]\non = \"rcpt\"\naction = \"accept\"\ndelay = \"3 parsecs\"\n")
+                .starts_with("t.toml:4:9: bad duration")
+        );
+        assert!(err("[server]\nmax_message_size = \"35XB\"\n").starts_with("t.toml:2:20: bad size"));
+        assert!(err("[[rule]]\non = \"connect\"\nwhen = { client_ip = \"10.0.0.0/33\" }\naction = \"disconnect\"\n").starts_with("t.toml:3:22: bad client_ip"));
+        assert!(
+            err("[[rule]]\non = \"rcpt\"\nwhen = { rcpt = \"/(/\" }\naction = \"accept\"\n")
+                .starts_with("t.toml:3:17: bad regular expression")
+        );
+        assert!(
+            err("[[rule]]\non = \"mail\"\nlimit = { rate = \"5/1m\" }\naction = \"accept\"\n")
+                .starts_with("t.toml:3:9: `limit`")
+        );
+        assert!(
+            err("[[rule]]\non = \"rcpt\"\n").starts_with("t.toml:2:6: a rule needs one outcome")
+        );
+        assert!(err("[[rule]\n").starts_with("t.toml:1:"));
+    }
+
+    #[test]
+    fn all_errors_are_reported() {
+        let e = parse(
+            "[[rule]]\non = \"x\"\nreply = \"1\"\n[[rule]]\non = \"rcpt\"\nreply = \"700\"\n",
+            "t.toml",
+            "t",
+        )
+        .unwrap_err();
+        assert_eq!(e.diagnostics.len(), 3);
+    }
+
+    #[test]
+    fn line_col_counts_characters() {
+        assert_eq!(line_col("ab\ncé\nx", 0), (1, 1));
+        assert_eq!(line_col("ab\ncé\nx", 3), (2, 1));
+        assert_eq!(line_col("ab\ncé\nx", 7), (3, 1));
+    }
+
+    #[test]
+    fn default_scenario_loads() {
+        let s = default_scenario();
+        assert!(s.server.magic_recipients);
+    }
+}

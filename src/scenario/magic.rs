@@ -1,0 +1,163 @@
+//! Magic recipients (contract §7): the local part picks the fault, as a
+//! mailbox simulator does. On in the default scenario, or with
+//! `[server] magic_recipients = true`.
+//!
+//! | local part | answer |
+//! |---|---|
+//! | `550-5.1.1`, any `CODE-X.Y.Z` | that reply at RCPT, with the catalog's text |
+//! | `421`, any `CODE` | that reply at RCPT |
+//! | `tempfailN` | 451 4.3.0 after the message, N times per sender/recipient |
+//! | `slow` | every reply of the transaction 10 s late |
+//! | `drop` | connection closed without a reply after the message |
+
+use std::time::Duration;
+
+use super::engine::Engine;
+use super::presets;
+use crate::proto::{Context, Decision, EnhancedCode, Outcome, Reply, Stage};
+
+/// How late `slow@` replies are.
+pub const SLOW_DELAY: Duration = Duration::from_secs(10);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Magic {
+    Reply(Reply),
+    Tempfail(u64),
+    Slow,
+    Drop,
+}
+
+/// Reads a recipient's local part as a magic address.
+pub fn parse(rcpt: &str) -> Option<Magic> {
+    let local = rcpt
+        .rsplit_once('@')
+        .map_or(rcpt, |(l, _)| l)
+        .to_ascii_lowercase();
+    match local.as_str() {
+        "slow" => return Some(Magic::Slow),
+        "drop" => return Some(Magic::Drop),
+        _ => {}
+    }
+    if let Some(n) = local.strip_prefix("tempfail") {
+        let n: u64 = crate::proto::command::parse_number(n)?;
+        return Some(Magic::Tempfail(n));
+    }
+    let (code, enhanced) = match local.split_once('-') {
+        Some((c, e)) => (c, Some(EnhancedCode::parse(e)?)),
+        None => (local.as_str(), None),
+    };
+    if code.len() != 3 || !code.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let code: u16 = code.parse().ok()?;
+    if !(200..=599).contains(&code) || enhanced.is_some_and(|e| e.class as u16 != code / 100) {
+        return None;
+    }
+    Some(Magic::Reply(Reply {
+        code,
+        enhanced,
+        lines: vec![usual_text(code, enhanced)],
+    }))
+}
+
+/// With a status: the text a catalog reply with this code and status uses,
+/// failing that the registry's name of the status. With a bare code: RFC
+/// 5321's words for it.
+pub fn usual_text(code: u16, enhanced: Option<EnhancedCode>) -> String {
+    if let Some(e) = enhanced {
+        let same = |p: &&presets::Preset| EnhancedCode::parse(&p.enhanced) == Some(e);
+        if let Some(p) = presets::all()
+            .iter()
+            .filter(same)
+            .find(|p| p.code == code && p.text.len() == 1)
+        {
+            return p.text[0].clone();
+        }
+        if let Some(name) = presets::status_name(e) {
+            return format!("{name}.");
+        }
+    }
+    presets::basic_meaning(code).unwrap_or_else(|| "Scripted reply.".into())
+}
+
+fn magic_rcpts<'a>(ctx: &'a Context<'_>) -> impl Iterator<Item = (&'a str, Magic)> + 'a {
+    ctx.rcpts
+        .iter()
+        .filter_map(|r| parse(r).map(|m| (r.as_str(), m)))
+}
+
+fn decision(name: &str, outcome: Outcome, delay: Duration) -> Decision {
+    Decision {
+        rule: Some(format!("magic recipient {name}")),
+        outcome,
+        delay,
+        close: None,
+        drip: None,
+    }
+}
+
+pub fn decide(engine: &Engine, ctx: &Context<'_>) -> Option<Decision> {
+    let slow = magic_rcpts(ctx).any(|(_, m)| m == Magic::Slow);
+    match ctx.stage {
+        Stage::Rcpt => match parse(ctx.rcpt?)? {
+            Magic::Reply(r) => Some(decision(ctx.rcpt?, Outcome::Reply(r), Duration::ZERO)),
+            Magic::Slow => Some(decision("slow", Outcome::Accept, SLOW_DELAY)),
+            _ if slow => Some(decision("slow", Outcome::Accept, SLOW_DELAY)),
+            _ => None,
+        },
+        Stage::Data => slow.then(|| decision("slow", Outcome::Accept, SLOW_DELAY)),
+        Stage::Message => {
+            let delay = if slow { SLOW_DELAY } else { Duration::ZERO };
+            if magic_rcpts(ctx).any(|(_, m)| m == Magic::Drop) {
+                return Some(decision("drop", Outcome::Disconnect, delay));
+            }
+            let mut fail = None;
+            for (rcpt, m) in magic_rcpts(ctx) {
+                if let Magic::Tempfail(n) = m {
+                    let key = format!(
+                        "magic tempfail\u{1e}{}\u{1f}{}",
+                        ctx.mail_from.unwrap_or("").to_ascii_lowercase(),
+                        rcpt.to_ascii_lowercase()
+                    );
+                    if engine.counter(&key) <= n {
+                        fail.get_or_insert(rcpt);
+                    }
+                }
+            }
+            if let Some(rcpt) = fail {
+                let reply =
+                    Reply::parse("451 4.3.0 Mail server temporarily rejected message.").ok()?;
+                return Some(decision(rcpt, Outcome::Reply(reply), delay));
+            }
+            slow.then(|| decision("slow", Outcome::Accept, delay))
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses() {
+        let r = |s| match parse(s) {
+            Some(Magic::Reply(r)) => String::from_utf8(r.to_wire()).unwrap(),
+            other => format!("{other:?}"),
+        };
+        assert!(r("550-5.1.1@x.test")
+            .starts_with("550 5.1.1 The email account that you tried to reach does not exist."));
+        assert_eq!(
+            r("421@x.test"),
+            "421 Service not available, closing transmission channel\r\n"
+        );
+        assert_eq!(parse("tempfail2@x"), Some(Magic::Tempfail(2)));
+        assert_eq!(parse("SLOW@x"), Some(Magic::Slow));
+        assert_eq!(parse("drop@x"), Some(Magic::Drop));
+        assert_eq!(parse("450-5.1.1@x"), None);
+        assert_eq!(parse("600@x"), None);
+        assert_eq!(parse("alice@x"), None);
+        assert_eq!(parse("tempfail99999999999999999999999@x"), None);
+        assert!(r("550-5.7.30@x").starts_with("550 5.7.30 REQUIRETLS support required."));
+    }
+}

@@ -1,0 +1,15 @@
+//! Scenarios: the TOML model, its validation (`file:line:col` errors), the
+//! preset catalog, and the rule engine that answers the session.
+
+pub mod engine;
+mod headers;
+pub mod load;
+pub mod magic;
+pub mod model;
+pub mod pattern;
+pub mod presets;
+pub mod units;
+
+pub use engine::Engine;
+pub use load::{default_scenario, load_file, parse, Diagnostic, LoadError};
+pub use model::Scenario;

@@ -1,0 +1,168 @@
+//! A validated scenario: what the engine runs.
+
+use std::time::Duration;
+
+use ipnet::IpNet;
+
+use super::pattern::Pattern;
+use super::units::{DurationRange, SizeCmp, Window};
+use crate::proto::{Reply, Stage};
+
+/// One scenario file, checked.
+#[derive(Debug, Clone)]
+pub struct Scenario {
+    /// The file stem, or `default`.
+    pub name: String,
+    pub server: ServerSettings,
+    pub rules: Vec<Rule>,
+}
+
+/// `[server]`.
+#[derive(Debug, Clone)]
+pub struct ServerSettings {
+    pub hostname: Option<String>,
+    pub greeting: String,
+    pub max_message_size: u64,
+    pub max_recipients: usize,
+    pub require_tls: bool,
+    pub idle_timeout: Duration,
+    pub seed: Option<u64>,
+    pub extensions: Vec<String>,
+    pub magic_recipients: bool,
+}
+
+pub const DEFAULT_HOSTNAME: &str = "mailfault.test";
+pub const DEFAULT_GREETING: &str = "ESMTP mailfault";
+pub const DEFAULT_MAX_MESSAGE_SIZE: u64 = 35_000_000;
+pub const DEFAULT_MAX_RECIPIENTS: usize = 100;
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+pub const DEFAULT_EXTENSIONS: [&str; 7] = [
+    "PIPELINING",
+    "SIZE",
+    "8BITMIME",
+    "SMTPUTF8",
+    "ENHANCEDSTATUSCODES",
+    "CHUNKING",
+    "DSN",
+];
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        Self {
+            hostname: None,
+            greeting: DEFAULT_GREETING.into(),
+            max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
+            max_recipients: DEFAULT_MAX_RECIPIENTS,
+            require_tls: false,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            seed: None,
+            extensions: DEFAULT_EXTENSIONS.map(String::from).to_vec(),
+            magic_recipients: false,
+        }
+    }
+}
+
+/// What a rule counts by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyField {
+    ClientIp,
+    Helo,
+    MailFrom,
+    Rcpt,
+}
+
+impl KeyField {
+    pub fn from_name(s: &str) -> Option<Self> {
+        Some(match s {
+            "client_ip" => KeyField::ClientIp,
+            "helo" => KeyField::Helo,
+            "mail_from" => KeyField::MailFrom,
+            "rcpt" => KeyField::Rcpt,
+            _ => return None,
+        })
+    }
+
+    /// Every envelope field known at that stage (the contract's default).
+    pub fn default_for(stage: Stage) -> &'static [KeyField] {
+        use KeyField::*;
+        match stage {
+            Stage::Connect | Stage::Ehlo | Stage::Helo | Stage::Starttls | Stage::Auth => {
+                &[ClientIp]
+            }
+            Stage::Mail => &[ClientIp, MailFrom],
+            _ => &[ClientIp, MailFrom, Rcpt],
+        }
+    }
+}
+
+/// `when`: all present conditions must hold.
+#[derive(Debug, Clone, Default)]
+pub struct When {
+    pub client_ip: Option<Vec<IpNet>>,
+    pub helo: Option<Pattern>,
+    pub mail_from: Option<Pattern>,
+    pub rcpt: Option<Pattern>,
+    pub tls: Option<bool>,
+    pub authenticated: Option<bool>,
+    pub size: Option<SizeCmp>,
+    pub header: Vec<(String, Pattern)>,
+    pub during: Option<Window>,
+}
+
+/// One thing a rule (or one item of a sequence) does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    Reply(Reply),
+    Accept,
+    Disconnect,
+    Hang,
+    Raw(Vec<u8>),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RuleOutcome {
+    Step(Step),
+    /// The Nth match uses item N; past the end, the last repeats.
+    Sequence(Vec<Step>),
+}
+
+/// One `[[rule]]`.
+#[derive(Debug, Clone)]
+pub struct Rule {
+    /// Position in the file, from 0.
+    pub index: usize,
+    pub name: Option<String>,
+    pub stages: Vec<Stage>,
+    /// `on` includes `any`: every command stage.
+    pub any: bool,
+    pub when: When,
+    pub outcome: RuleOutcome,
+    pub delay: Option<DurationRange>,
+    pub close: Option<bool>,
+    pub drip: Option<Duration>,
+    pub probability: Option<f64>,
+    pub times: Option<u64>,
+    pub key: Option<Vec<KeyField>>,
+}
+
+impl Rule {
+    /// The name shown in logs and transcripts.
+    pub fn label(&self) -> String {
+        match &self.name {
+            Some(n) => n.clone(),
+            None => format!("rule #{}", self.index + 1),
+        }
+    }
+
+    pub fn applies_at(&self, stage: Stage) -> bool {
+        (self.any && stage.is_command()) || self.stages.contains(&stage)
+    }
+
+    /// True when matching the rule needs a counter.
+    pub fn counts(&self) -> bool {
+        self.times.is_some()
+            || self.probability.is_some()
+            || matches!(self.outcome, RuleOutcome::Sequence(_))
+            || self.delay.is_some_and(|d| d.min != d.max)
+    }
+}

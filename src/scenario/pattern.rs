@@ -1,0 +1,68 @@
+//! Patterns for `when` conditions: a case-insensitive glob (`*`, `?`), a
+//! `/regular expression/`, or a list meaning any of them.
+
+use regex::Regex;
+use wildmatch::WildMatch;
+
+#[derive(Debug, Clone)]
+enum One {
+    Glob(WildMatch),
+    Regex(Regex),
+}
+
+/// One or more alternatives; matches when any does.
+#[derive(Debug, Clone)]
+pub struct Pattern {
+    alternatives: Vec<One>,
+}
+
+impl Pattern {
+    /// Parses the alternatives; on error, returns the index of the bad one.
+    pub fn parse<S: AsRef<str>>(parts: &[S]) -> Result<Self, (usize, String)> {
+        let mut alternatives = Vec::with_capacity(parts.len());
+        for (i, s) in parts.iter().enumerate() {
+            let s = s.as_ref();
+            if s.len() >= 2 && s.starts_with('/') && s.ends_with('/') {
+                let re = Regex::new(&s[1..s.len() - 1])
+                    .map_err(|e| (i, format!("bad regular expression {s}: {e}")))?;
+                alternatives.push(One::Regex(re));
+            } else {
+                alternatives.push(One::Glob(WildMatch::new_case_insensitive(s)));
+            }
+        }
+        Ok(Self { alternatives })
+    }
+
+    pub fn matches(&self, value: &str) -> bool {
+        self.alternatives.iter().any(|p| match p {
+            One::Glob(g) => g.matches(value),
+            One::Regex(r) => r.is_match(value),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(parts: &[&str]) -> Pattern {
+        Pattern::parse(parts).unwrap()
+    }
+
+    #[test]
+    fn globs_are_case_insensitive() {
+        assert!(p(&["nobody@*"]).matches("NoBody@example.test"));
+        assert!(p(&["*@flaky.test"]).matches("x@flaky.test"));
+        assert!(!p(&["*@flaky.test"]).matches("x@flaky.test.evil"));
+        assert!(p(&["a?c"]).matches("abc"));
+        assert!(p(&[""]).matches(""));
+        assert!(!p(&[""]).matches("x"));
+    }
+
+    #[test]
+    fn regex_and_lists() {
+        assert!(p(&["/^user[0-9]+@/"]).matches("user42@x"));
+        assert!(p(&["a@x", "b@x"]).matches("b@x"));
+        assert_eq!(Pattern::parse(&["x", "/(/"]).unwrap_err().0, 1);
+    }
+}

@@ -1,0 +1,132 @@
+//! The built-in catalog of real providers' replies, from
+//! `data/provider-replies.toml` (sources and attribution in docs/presets.md).
+
+use std::sync::LazyLock;
+
+use serde::Deserialize;
+
+use crate::proto::{EnhancedCode, Reply};
+
+const CATALOG: &str = include_str!("../../data/provider-replies.toml");
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Preset {
+    pub id: String,
+    pub provider: String,
+    pub stage: String,
+    pub code: u16,
+    pub enhanced: String,
+    pub text: Vec<String>,
+    pub meaning: String,
+    #[serde(default)]
+    pub sources: Vec<String>,
+}
+
+impl Preset {
+    /// The reply exactly as the provider sends it.
+    pub fn reply(&self) -> Reply {
+        Reply {
+            code: self.code,
+            enhanced: EnhancedCode::parse(&self.enhanced),
+            lines: self.text.clone(),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct Catalog {
+    reply: Vec<Preset>,
+}
+
+static PRESETS: LazyLock<Vec<Preset>> = LazyLock::new(|| {
+    toml::from_str::<Catalog>(CATALOG)
+        .map(|c| c.reply)
+        .unwrap_or_else(|e| panic!("built-in catalog data/provider-replies.toml is invalid: {e}"))
+});
+
+/// Every preset, in catalog order.
+pub fn all() -> &'static [Preset] {
+    &PRESETS
+}
+
+pub fn find(id: &str) -> Option<&'static Preset> {
+    PRESETS.iter().find(|p| p.id == id)
+}
+
+const STATUS_REGISTRY: &str = include_str!("../../data/enhanced-status-codes.tsv");
+const REPLY_CODES: &str = include_str!("../../data/reply-codes.tsv");
+
+/// The registry's name of an enhanced status code (RFC 3463 / IANA), e.g.
+/// 5.1.1 -> "Bad destination mailbox address".
+pub fn status_name(e: EnhancedCode) -> Option<&'static str> {
+    let want = format!("X.{}.{}", e.subject, e.detail);
+    STATUS_REGISTRY
+        .lines()
+        .skip(1)
+        .map(|l| l.split('\t').collect::<Vec<_>>())
+        .find(|cols| cols.first() == Some(&want.as_str()) && cols.get(1) == Some(&"enumerated"))
+        .and_then(|cols| cols.get(2).copied())
+}
+
+/// RFC 5321's words for a basic reply code, without placeholders.
+pub fn basic_meaning(code: u16) -> Option<String> {
+    let code = code.to_string();
+    let meaning = REPLY_CODES
+        .lines()
+        .skip(1)
+        .map(|l| l.split('\t').collect::<Vec<_>>())
+        .find(|cols| cols.first() == Some(&"*") && cols.get(1) == Some(&code.as_str()))
+        .and_then(|cols| cols.get(3).copied())?;
+    let meaning = meaning
+        .trim_start_matches("<domain> ")
+        .trim_start_matches("(paraphrase) ");
+    let meaning = meaning.split(" (").next().unwrap_or(meaning);
+    Some(meaning.trim().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_preset_is_a_valid_reply() {
+        assert!(all().len() >= 118);
+        for p in all() {
+            let wire = String::from_utf8(p.reply().to_wire()).unwrap();
+            let reparsed = Reply::parse(&wire.replace("\r\n", "\n"))
+                .unwrap_or_else(|e| panic!("{}: {e}", p.id));
+            assert_eq!(reparsed, p.reply(), "{}", p.id);
+            if !p.enhanced.is_empty() {
+                assert!(EnhancedCode::parse(&p.enhanced).is_some(), "{}", p.id);
+            }
+        }
+        assert_eq!(
+            all().iter().filter(|p| p.id.starts_with("gmail.")).count(),
+            41
+        );
+    }
+
+    #[test]
+    fn registry_lookups() {
+        assert_eq!(
+            status_name(EnhancedCode::new(5, 1, 1)),
+            Some("Bad destination mailbox address")
+        );
+        assert_eq!(status_name(EnhancedCode::new(5, 9, 9)), None);
+        assert_eq!(
+            basic_meaning(421).as_deref(),
+            Some("Service not available, closing transmission channel")
+        );
+        assert_eq!(
+            basic_meaning(550).as_deref(),
+            Some("Requested action not taken: mailbox unavailable")
+        );
+    }
+
+    #[test]
+    fn gmail_user_unknown() {
+        let r = find("gmail.user_unknown").unwrap().reply();
+        assert_eq!(r.code, 550);
+        assert_eq!(r.enhanced, EnhancedCode::parse("5.1.1"));
+    }
+}
