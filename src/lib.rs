@@ -5,6 +5,9 @@
 //!
 //! - [`proto`]: the SMTP session, sans-I/O. Bytes in, replies and actions
 //!   out; no sockets, no clock, no tasks.
+pub mod capture;
+pub mod cli;
 pub mod proto;
 pub mod scenario;
+pub mod server;
 pub mod state;

@@ -142,7 +142,9 @@ pub enum Output {
     StartTls,
     /// Read nothing more and never reply; the driver closes after its idle
     /// timeout.
-    Hang,
+    Hang {
+        rule: Option<String>,
+    },
     Close(CloseReason),
 }
 
@@ -230,6 +232,11 @@ impl Session {
 
     pub fn id(&self) -> u64 {
         self.id
+    }
+
+    /// True while message bytes (DATA or a BDAT chunk) are being read.
+    pub fn in_body(&self) -> bool {
+        matches!(self.reader, Reader::Data(_) | Reader::Chunk(_))
     }
 
     /// True once the session will process no more input.
@@ -428,7 +435,7 @@ impl Session {
             }
             Outcome::Hang => {
                 self.reader = Reader::Stopped;
-                self.out.push(Output::Hang);
+                self.out.push(Output::Hang { rule: d.rule });
                 false
             }
         }

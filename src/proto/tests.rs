@@ -433,7 +433,9 @@ fn disconnect_hang_and_raw() {
 
     let mut t = scripted(Stage::Noop, Outcome::Hang);
     assert_eq!(t.cmd("NOOP", ""), "");
-    assert!(t.outputs.contains(&Output::Hang));
+    assert!(t.outputs.contains(&Output::Hang {
+        rule: Some("r".into())
+    }));
     assert!(t.s.is_stopped());
 
     let mut t = scripted(Stage::Noop, Outcome::Raw(b"250-broken\n".to_vec()));

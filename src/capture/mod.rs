@@ -1,0 +1,187 @@
+//! Capture and transcripts: every session as structured events (connect,
+//! each command as received, each reply as sent with the rule that decided
+//! it, messages, close), written as JSON Lines with `--events FILE`, and the
+//! messages that arrived, kept in memory (bounded) and optionally as `.eml`
+//! files with `--capture-dir`.
+
+use std::collections::VecDeque;
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use serde::Serialize;
+
+use crate::proto::Captured;
+
+/// What happened in a session.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum EventKind {
+    Connect {
+        client: String,
+    },
+    /// A command line exactly as received (invalid UTF-8 replaced).
+    Command {
+        line: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        stage: Option<&'static str>,
+        pipelined: bool,
+    },
+    /// A reply as sent.
+    Reply {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        code: Option<u16>,
+        text: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        rule: Option<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        delay_ms: Option<u64>,
+    },
+    Message {
+        id: String,
+        mail_from: String,
+        rcpt: Vec<String>,
+        size: u64,
+        accepted: bool,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        reply_code: Option<u16>,
+        tls: bool,
+        chunked: bool,
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        bare_lf: bool,
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        bare_cr: bool,
+    },
+    /// The server stopped reading and replying (`action = "hang"`).
+    Hang {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        rule: Option<String>,
+    },
+    Close {
+        /// `client` or `server`.
+        by: &'static str,
+        reason: String,
+    },
+}
+
+/// One transcript event.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Event {
+    /// RFC 3339, milliseconds, UTC.
+    pub ts: String,
+    pub listener: String,
+    pub scenario: String,
+    pub session: u64,
+    #[serde(flatten)]
+    pub kind: EventKind,
+}
+
+/// How many messages and events are kept in memory.
+pub const KEEP_MESSAGES: usize = 1000;
+pub const KEEP_EVENTS: usize = 10_000;
+
+/// Where events and messages go. Shared by every session of a server.
+pub struct Capture {
+    // A mutex around a buffered file: writes are memory copies, and one
+    // writer keeps lines whole.
+    events_file: Option<Mutex<BufWriter<File>>>,
+    capture_dir: Option<PathBuf>,
+    // Bounded rings: memory stays flat however long the server runs.
+    messages: Mutex<VecDeque<Arc<Captured>>>,
+    events: Mutex<VecDeque<Event>>,
+}
+
+impl Capture {
+    pub fn new(events: Option<&Path>, capture_dir: Option<&Path>) -> std::io::Result<Self> {
+        let events_file = match events {
+            Some(p) => Some(Mutex::new(BufWriter::new(File::create(p)?))),
+            None => None,
+        };
+        if let Some(d) = capture_dir {
+            std::fs::create_dir_all(d)?;
+        }
+        Ok(Self {
+            events_file,
+            capture_dir: capture_dir.map(Path::to_path_buf),
+            messages: Mutex::new(VecDeque::new()),
+            events: Mutex::new(VecDeque::new()),
+        })
+    }
+
+    /// A capture that keeps everything in memory only.
+    pub fn in_memory() -> Self {
+        Self {
+            events_file: None,
+            capture_dir: None,
+            messages: Mutex::new(VecDeque::new()),
+            events: Mutex::new(VecDeque::new()),
+        }
+    }
+
+    pub fn record(&self, listener: &str, scenario: &str, session: u64, kind: EventKind) {
+        let event = Event {
+            ts: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
+            listener: listener.to_string(),
+            scenario: scenario.to_string(),
+            session,
+            kind,
+        };
+        if let Some(f) = &self.events_file {
+            if let Ok(line) = serde_json::to_string(&event) {
+                let mut f = f.lock().unwrap_or_else(|p| p.into_inner());
+                if let Err(e) = writeln!(f, "{line}") {
+                    tracing::warn!("cannot write event: {e}");
+                }
+            }
+        }
+        let mut ring = self.events.lock().unwrap_or_else(|p| p.into_inner());
+        if ring.len() == KEEP_EVENTS {
+            ring.pop_front();
+        }
+        ring.push_back(event);
+    }
+
+    pub fn message(&self, m: Captured) {
+        if m.accepted {
+            if let Some(dir) = &self.capture_dir {
+                let path = dir.join(format!("{}.eml", m.id));
+                if let Err(e) = std::fs::write(&path, &m.body) {
+                    tracing::warn!("cannot write {}: {e}", path.display());
+                }
+            }
+        }
+        let mut ring = self.messages.lock().unwrap_or_else(|p| p.into_inner());
+        if ring.len() == KEEP_MESSAGES {
+            ring.pop_front();
+        }
+        ring.push_back(Arc::new(m));
+    }
+
+    /// Messages kept, oldest first.
+    pub fn messages(&self) -> Vec<Arc<Captured>> {
+        self.messages
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .cloned()
+            .collect()
+    }
+
+    /// Events kept, oldest first.
+    pub fn events(&self) -> Vec<Event> {
+        self.events
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .cloned()
+            .collect()
+    }
+
+    pub fn flush(&self) {
+        if let Some(f) = &self.events_file {
+            let _ = f.lock().unwrap_or_else(|p| p.into_inner()).flush();
+        }
+    }
+}

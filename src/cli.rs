@@ -1,0 +1,296 @@
+//! The command line: `serve`, `check`, `presets`.
+//!
+//! Exit codes: 0 success; 1 a scenario is invalid (`check`, or `serve`
+//! refusing one); 2 bad usage or a runtime error (a port in use...).
+//! Logs go to stderr, data to stdout; a closed stdout (`| head`) is success.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::capture::Capture;
+use crate::scenario::{self, presets, LoadError};
+use crate::server::{self, Options, Server, Source};
+
+#[derive(Parser)]
+#[command(
+    name = "mailfault",
+    version,
+    about = "A fake receiving mail server that answers every SMTP command as a TOML scenario says"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the fake MX.
+    Serve(ServeArgs),
+    /// Validate scenario files: FILE:LINE:COL errors and exit 1, or a summary.
+    Check {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// List the built-in replies of real providers (usable as `preset = "ID"`).
+    Presets {
+        /// Only this provider (matches the id prefix or the provider name).
+        #[arg(long)]
+        provider: Option<String>,
+        /// Only presets for this stage.
+        #[arg(long)]
+        stage: Option<String>,
+        /// JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// Scenario file (default: the built-in default scenario with magic recipients).
+    #[arg(long)]
+    scenario: Option<PathBuf>,
+    /// Address to listen on; repeat for several. `ADDR=FILE` gives that
+    /// listener its own scenario and counters. Port 0 picks a free port.
+    #[arg(long = "listen", default_value = "127.0.0.1:2525")]
+    listen: Vec<String>,
+    /// Host name in the greeting and EHLO reply (overrides the scenario's).
+    #[arg(long)]
+    hostname: Option<String>,
+    /// Write every session event as JSON Lines to this file.
+    #[arg(long)]
+    events: Option<PathBuf>,
+    /// Write each accepted message to DIR/<queue id>.eml.
+    #[arg(long)]
+    capture_dir: Option<PathBuf>,
+    /// How long open sessions may finish after SIGINT/SIGTERM before 421 4.3.2.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    grace: Duration,
+    /// Open sessions at most; more are answered 421 4.7.0 and closed.
+    #[arg(long, default_value_t = 1000)]
+    max_connections: usize,
+    /// Do not reload scenario files when they change (SIGHUP still reloads).
+    #[arg(long)]
+    no_watch: bool,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    scenario::units::duration(s)
+}
+
+/// Runs the command line and returns the process exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logs(cli.log_format);
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            if let Some(le) = e.downcast_ref::<LoadError>() {
+                eprintln!("{le}");
+                return ExitCode::from(1);
+            }
+            if e.downcast_ref::<std::io::Error>()
+                .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            {
+                return ExitCode::SUCCESS;
+            }
+            eprintln!("mailfault: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn init_logs(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Serve(args) => serve(args),
+        Command::Check { files } => check(&files),
+        Command::Presets {
+            provider,
+            stage,
+            json,
+        } => list_presets(provider, stage, json),
+    }
+}
+
+fn check(files: &[PathBuf]) -> anyhow::Result<ExitCode> {
+    let mut bad = false;
+    let mut out = std::io::stdout().lock();
+    for f in files {
+        match scenario::load_file(f) {
+            Ok(s) => writeln!(
+                out,
+                "{}: ok: scenario {:?}, {} rule{}{}",
+                f.display(),
+                s.name,
+                s.rules.len(),
+                if s.rules.len() == 1 { "" } else { "s" },
+                if s.server.magic_recipients {
+                    ", magic recipients on"
+                } else {
+                    ""
+                }
+            )?,
+            Err(e) => {
+                bad = true;
+                eprintln!("{e}");
+            }
+        }
+    }
+    Ok(if bad {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn list_presets(
+    provider: Option<String>,
+    stage: Option<String>,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let provider = provider.map(|p| p.to_ascii_lowercase());
+    let chosen: Vec<&presets::Preset> = presets::all()
+        .iter()
+        .filter(|p| {
+            provider.as_ref().is_none_or(|want| {
+                p.id.split('.').next().is_some_and(|prefix| prefix == want)
+                    || p.provider.to_ascii_lowercase().contains(want.as_str())
+            })
+        })
+        .filter(|p| stage.as_ref().is_none_or(|s| p.stage == *s))
+        .collect();
+    let mut out = std::io::stdout().lock();
+    if json {
+        let items: Vec<serde_json::Value> = chosen
+            .iter()
+            .map(|p| {
+                serde_json::json!({
+                    "id": p.id, "provider": p.provider, "stage": p.stage, "code": p.code,
+                    "enhanced": p.enhanced, "text": p.text, "meaning": p.meaning,
+                    "reply": String::from_utf8_lossy(&p.reply().to_wire()),
+                })
+            })
+            .collect();
+        writeln!(out, "{}", serde_json::to_string_pretty(&items)?)?;
+    } else {
+        let width = chosen.iter().map(|p| p.id.len()).max().unwrap_or(2);
+        writeln!(out, "{:width$}  {:8}  REPLY", "ID", "STAGE")?;
+        for p in chosen {
+            let r = p.reply();
+            let first = String::from_utf8_lossy(&r.to_wire())
+                .lines()
+                .next()
+                .unwrap_or("")
+                .to_string();
+            let more = if r.lines.len() > 1 {
+                format!(" [+{} lines]", r.lines.len() - 1)
+            } else {
+                String::new()
+            };
+            writeln!(out, "{:width$}  {:8}  {first}{more}", p.id, p.stage)?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let default = match &args.scenario {
+        Some(p) => Source::File(p.clone()),
+        None => Source::Default,
+    };
+    let listeners = args
+        .listen
+        .iter()
+        .map(|l| server::parse_listen(l, &default))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let capture = Capture::new(args.events.as_deref(), args.capture_dir.as_deref())
+        .context("cannot open the capture files")?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let opts = Options {
+            listeners,
+            hostname: args.hostname,
+            capture: Arc::new(capture),
+            grace: args.grace,
+            max_connections: args.max_connections,
+            watch: !args.no_watch,
+        };
+        let server = Server::start(opts).await?;
+        {
+            let mut out = std::io::stdout().lock();
+            for b in &server.listeners {
+                let active = b.slot.current();
+                writeln!(
+                    out,
+                    "listening smtp://{} scenario={}",
+                    b.addr,
+                    active.scenario_name()
+                )?;
+                tracing::info!(
+                    addr = %b.addr,
+                    scenario = active.scenario_name(),
+                    rules = active.engine.scenario.rules.len(),
+                    seed = active.engine.seed(),
+                    "listening (set [server] seed to replay random choices)"
+                );
+            }
+            out.flush()?;
+        }
+        wait_for_signals(&server).await?;
+        tracing::info!("shutting down");
+        server.shutdown().await;
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+#[cfg(unix)]
+async fn wait_for_signals(server: &Server) -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut hup = signal(SignalKind::hangup())?;
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+            _ = term.recv() => return Ok(()),
+            _ = hup.recv() => {
+                tracing::info!("SIGHUP: reloading scenarios");
+                server.reload_all();
+            }
+        }
+    }
+}
+
+#[cfg(not(unix))]
+async fn wait_for_signals(_: &Server) -> anyhow::Result<()> {
+    tokio::signal::ctrl_c().await?;
+    Ok(())
+}

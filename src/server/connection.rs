@@ -1,0 +1,240 @@
+//! The per-connection driver: moves bytes between the socket and the
+//! sans-I/O session, performs its outputs (wait, send, drip, close), and
+//! applies the idle timeout and shutdown. It decides nothing about SMTP.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::{sleep, timeout_at, Instant};
+use tokio_util::sync::CancellationToken;
+
+use super::slot::Active;
+use crate::capture::{Capture, EventKind};
+use crate::proto::{CloseReason, Output, Session};
+
+/// Bytes per piece when a reply drips.
+pub const DRIP_CHUNK: usize = 4;
+/// Read buffer per session. With the command-line limit and the message
+/// size limit this bounds a session's memory.
+const READ_BUFFER: usize = 16 * 1024;
+/// No session lives longer than this, whatever it does.
+pub const MAX_SESSION: Duration = Duration::from_secs(3600);
+
+pub struct Conn {
+    pub listener: String,
+    pub capture: Arc<Capture>,
+    /// Cancelled when the grace period after a shutdown request is over.
+    pub hard_stop: CancellationToken,
+}
+
+enum Flow {
+    Continue,
+    Closed,
+    Hang,
+}
+
+struct Driver<'a> {
+    conn: &'a Conn,
+    stream: TcpStream,
+    scenario: String,
+    id: u64,
+}
+
+impl Driver<'_> {
+    fn record(&self, kind: EventKind) {
+        self.conn
+            .capture
+            .record(&self.conn.listener, &self.scenario, self.id, kind);
+    }
+
+    fn closed(&self, by: &'static str, reason: &str) {
+        tracing::debug!(session = self.id, by, reason, "close");
+        self.record(EventKind::Close {
+            by,
+            reason: reason.to_string(),
+        });
+    }
+
+    /// Performs outputs in order. Waits end early at hard stop.
+    async fn perform(&mut self, outputs: Vec<Output>) -> Flow {
+        let mut delay_ms = None;
+        for out in outputs {
+            match out {
+                Output::Command {
+                    line,
+                    stage,
+                    pipelined,
+                } => {
+                    tracing::debug!(session = self.id, "<- {line}");
+                    self.record(EventKind::Command {
+                        line,
+                        stage: stage.map(|s| s.name()),
+                        pipelined,
+                    });
+                }
+                Output::Wait(d) => {
+                    delay_ms = Some(d.as_millis() as u64);
+                    tokio::select! {
+                        _ = sleep(d) => {}
+                        _ = self.conn.hard_stop.cancelled() => return Flow::Continue,
+                    }
+                }
+                Output::Send {
+                    bytes,
+                    drip,
+                    code,
+                    rule,
+                } => {
+                    let text = String::from_utf8_lossy(&bytes).into_owned();
+                    tracing::debug!(
+                        session = self.id,
+                        rule = rule.as_deref(),
+                        "-> {}",
+                        text.trim_end()
+                    );
+                    let sent = match drip {
+                        Some(pause) => self.drip(&bytes, pause).await,
+                        None => self.stream.write_all(&bytes).await,
+                    };
+                    self.record(EventKind::Reply {
+                        code,
+                        text,
+                        rule,
+                        delay_ms: delay_ms.take(),
+                    });
+                    if let Err(e) = sent {
+                        self.closed("client", &format!("write failed: {e}"));
+                        return Flow::Closed;
+                    }
+                }
+                Output::Message(m) => {
+                    tracing::info!(
+                        session = self.id,
+                        id = %m.id,
+                        from = %m.mail_from,
+                        rcpt = ?m.rcpts,
+                        size = m.size,
+                        accepted = m.accepted,
+                        "message"
+                    );
+                    self.record(EventKind::Message {
+                        id: m.id.clone(),
+                        mail_from: m.mail_from.clone(),
+                        rcpt: m.rcpts.clone(),
+                        size: m.size,
+                        accepted: m.accepted,
+                        reply_code: m.reply_code,
+                        tls: m.tls,
+                        chunked: m.chunked,
+                        bare_lf: m.bare_lf,
+                        bare_cr: m.bare_cr,
+                    });
+                    self.conn.capture.message(*m);
+                }
+                Output::StartTls => {
+                    // TLS is not configured in this version; the session
+                    // never asks for it.
+                }
+                Output::Hang { rule } => {
+                    self.record(EventKind::Hang { rule });
+                    return Flow::Hang;
+                }
+                Output::Close(reason) => {
+                    let _ = self.stream.shutdown().await;
+                    let by = "server";
+                    self.closed(by, &reason.name());
+                    return Flow::Closed;
+                }
+            }
+        }
+        Flow::Continue
+    }
+
+    async fn drip(&mut self, bytes: &[u8], pause: Duration) -> std::io::Result<()> {
+        for (i, piece) in bytes.chunks(DRIP_CHUNK).enumerate() {
+            if i > 0 {
+                tokio::select! {
+                    _ = sleep(pause) => {}
+                    _ = self.conn.hard_stop.cancelled() => {}
+                }
+            }
+            self.stream.write_all(piece).await?;
+            self.stream.flush().await?;
+        }
+        Ok(())
+    }
+}
+
+/// Serves one connection to the end.
+pub async fn serve(
+    conn: Arc<Conn>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    active: Arc<Active>,
+    id: u64,
+) {
+    let _ = stream.set_nodelay(true);
+    let mut session = Session::new(active.session.clone(), active.engine.clone(), peer, id);
+    let mut d = Driver {
+        conn: &conn,
+        stream,
+        scenario: active.scenario_name().to_string(),
+        id,
+    };
+    tracing::debug!(session = id, client = %peer, "connect");
+    d.record(EventKind::Connect {
+        client: peer.to_string(),
+    });
+    let idle = active.idle_timeout;
+    let session_end = Instant::now() + MAX_SESSION;
+    let mut flow = d.perform(session.greet(Instant::now().into_std())).await;
+    let mut buf = vec![0u8; READ_BUFFER];
+    let mut deadline = Instant::now() + idle;
+    while let Flow::Continue = flow {
+        if conn.hard_stop.is_cancelled() {
+            flow = d.perform(session.shutdown()).await;
+            continue;
+        }
+        let read = tokio::select! {
+            r = timeout_at(deadline.min(session_end), d.stream.read(&mut buf)) => r,
+            _ = conn.hard_stop.cancelled() => continue,
+        };
+        flow = match read {
+            Err(_) => d.perform(session.idle_timeout()).await,
+            Ok(Ok(0)) => {
+                d.closed("client", "eof");
+                Flow::Closed
+            }
+            Ok(Ok(n)) => {
+                let outputs = session.feed(&buf[..n], Instant::now().into_std());
+                // The idle timeout counts from the last command (or from the
+                // last bytes of a message): a client dribbling a command one
+                // byte at a time still times out.
+                if session.in_body()
+                    || outputs
+                        .iter()
+                        .any(|o| matches!(o, Output::Command { .. } | Output::Message(_)))
+                {
+                    deadline = Instant::now() + idle;
+                }
+                d.perform(outputs).await
+            }
+            Ok(Err(e)) => {
+                d.closed("client", &format!("read failed: {e}"));
+                Flow::Closed
+            }
+        };
+    }
+    if let Flow::Hang = flow {
+        // Never reply; end the session after the idle timeout anyway.
+        tokio::select! {
+            _ = sleep(idle) => {}
+            _ = conn.hard_stop.cancelled() => {}
+        }
+        let _ = d.stream.shutdown().await;
+        d.closed("server", &CloseReason::IdleTimeout.name());
+    }
+}

@@ -1,0 +1,239 @@
+//! The network server: listeners (one scenario and one set of counters
+//! each), the connection cap, hot reload, and graceful shutdown.
+//!
+//! Shutdown has two steps: `shutdown` stops accepting at once; after the
+//! grace period `hard_stop` tells every session still open to answer
+//! 421 4.3.2 and close.
+
+mod connection;
+pub mod slot;
+mod watch;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::capture::{Capture, EventKind};
+use crate::proto::reply::defaults;
+pub use slot::{Active, Slot, Source};
+
+pub use connection::{DRIP_CHUNK, MAX_SESSION};
+
+/// One address to listen on and what it serves.
+#[derive(Clone)]
+pub struct ListenerSpec {
+    pub addr: SocketAddr,
+    pub source: Source,
+}
+
+/// How to run the server.
+pub struct Options {
+    pub listeners: Vec<ListenerSpec>,
+    /// Overrides every scenario's `[server] hostname`.
+    pub hostname: Option<String>,
+    pub capture: Arc<Capture>,
+    /// How long sessions may finish after a shutdown request.
+    pub grace: Duration,
+    /// Open sessions at most; one more is accepted and answered 421.
+    pub max_connections: usize,
+    /// Reload scenario files when they change.
+    pub watch: bool,
+}
+
+impl Options {
+    pub fn new(listeners: Vec<ListenerSpec>) -> Self {
+        Self {
+            listeners,
+            hostname: None,
+            capture: Arc::new(Capture::in_memory()),
+            grace: Duration::from_secs(10),
+            max_connections: 1000,
+            watch: false,
+        }
+    }
+}
+
+/// A bound listener.
+pub struct Bound {
+    pub addr: SocketAddr,
+    pub slot: Arc<Slot>,
+}
+
+/// A running server.
+pub struct Server {
+    pub listeners: Vec<Bound>,
+    pub capture: Arc<Capture>,
+    shutdown: CancellationToken,
+    hard_stop: CancellationToken,
+    tracker: TaskTracker,
+    grace: Duration,
+    _watcher: Option<watch::Watcher>,
+}
+
+/// Where a scenario problem at start-up is reported: the diagnostics, so the
+/// CLI can print them and exit 1.
+pub use crate::scenario::LoadError;
+
+impl Server {
+    /// Loads every scenario and binds every listener. A bad scenario fails
+    /// here with its diagnostics ([`LoadError`] inside the error).
+    pub async fn start(opts: Options) -> anyhow::Result<Self> {
+        let shutdown = CancellationToken::new();
+        let hard_stop = CancellationToken::new();
+        let tracker = TaskTracker::new();
+        // One cap for the whole server: it protects the process, not a
+        // scenario.
+        let permits = Arc::new(Semaphore::new(opts.max_connections.max(1)));
+        let ids = Arc::new(AtomicU64::new(1));
+        let mut listeners = vec![];
+        for spec in &opts.listeners {
+            let slot = Arc::new(Slot::new(spec.source.clone(), opts.hostname.clone())?);
+            let listener = TcpListener::bind(spec.addr)
+                .await
+                .with_context(|| format!("cannot listen on {}", spec.addr))?;
+            let addr = listener.local_addr()?;
+            let conn = Arc::new(connection::Conn {
+                listener: addr.to_string(),
+                capture: opts.capture.clone(),
+                hard_stop: hard_stop.clone(),
+            });
+            tracker.spawn(accept_loop(
+                listener,
+                slot.clone(),
+                conn,
+                permits.clone(),
+                ids.clone(),
+                shutdown.clone(),
+                tracker.clone(),
+            ));
+            listeners.push(Bound { addr, slot });
+        }
+        let watcher = if opts.watch {
+            watch::Watcher::start(listeners.iter().map(|b| b.slot.clone()).collect())
+        } else {
+            None
+        };
+        Ok(Self {
+            listeners,
+            capture: opts.capture,
+            shutdown,
+            hard_stop,
+            tracker,
+            grace: opts.grace,
+            _watcher: watcher,
+        })
+    }
+
+    /// The address of the first listener.
+    pub fn addr(&self) -> SocketAddr {
+        self.listeners[0].addr
+    }
+
+    /// Reloads every listener's scenario; problems are logged and the old
+    /// scenario stays.
+    pub fn reload_all(&self) {
+        for b in &self.listeners {
+            watch::reload(&b.slot);
+        }
+    }
+
+    /// Stops accepting, lets sessions finish for the grace period, then
+    /// closes the rest with 421 4.3.2.
+    pub async fn shutdown(self) {
+        self.shutdown.cancel();
+        self.tracker.close();
+        if tokio::time::timeout(self.grace, self.tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::info!("grace period over, closing open sessions");
+            self.hard_stop.cancel();
+            let _ = tokio::time::timeout(Duration::from_secs(5), self.tracker.wait()).await;
+        }
+        self.capture.flush();
+    }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    slot: Arc<Slot>,
+    conn: Arc<connection::Conn>,
+    permits: Arc<Semaphore>,
+    ids: Arc<AtomicU64>,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+) {
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = shutdown.cancelled() => return,
+        };
+        let (mut stream, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                // Out of file descriptors and the like: pause, do not spin.
+                tracing::warn!("accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let id = ids.fetch_add(1, Ordering::Relaxed);
+        let active = slot.current();
+        let conn = conn.clone();
+        match permits.clone().try_acquire_owned() {
+            Ok(permit) => {
+                tracker.spawn(async move {
+                    connection::serve(conn, stream, peer, active, id).await;
+                    drop(permit);
+                });
+            }
+            Err(_) => {
+                // Show the refusal instead of hiding it in the backlog.
+                tracker.spawn(async move {
+                    let reply = defaults::too_many_connections(&active.session.hostname);
+                    let name = active.scenario_name().to_string();
+                    conn.capture.record(
+                        &conn.listener,
+                        &name,
+                        id,
+                        EventKind::Connect {
+                            client: peer.to_string(),
+                        },
+                    );
+                    let _ = stream.write_all(&reply.to_wire()).await;
+                    let _ = stream.shutdown().await;
+                    conn.capture.record(
+                        &conn.listener,
+                        &name,
+                        id,
+                        EventKind::Close {
+                            by: "server",
+                            reason: "too many connections".into(),
+                        },
+                    );
+                });
+            }
+        }
+    }
+}
+
+/// Parses `ADDR` or `ADDR=FILE` as given to `--listen`.
+pub fn parse_listen(s: &str, default: &Source) -> anyhow::Result<ListenerSpec> {
+    let (addr, source) = match s.split_once('=') {
+        Some((a, f)) => (a, Source::File(PathBuf::from(f))),
+        None => (s, default.clone()),
+    };
+    let addr = addr.parse().with_context(|| {
+        format!("bad listen address {addr:?}: write IP:PORT, e.g. 127.0.0.1:2525 or [::1]:2525")
+    })?;
+    Ok(ListenerSpec { addr, source })
+}
