@@ -1,0 +1,154 @@
+//! Test harness: an in-process server on 127.0.0.1:0 and a raw SMTP client
+//! that reads whole (multi-line) replies.
+#![allow(dead_code)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use mailfault::scenario;
+use mailfault::server::{ListenerSpec, Options, Server, Source};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+
+/// Starts a server on a free loopback port with this scenario text.
+pub async fn start(toml: &str) -> Server {
+    let s = scenario::parse(toml, "test.toml", "test").unwrap_or_else(|e| panic!("{e}"));
+    start_with(Source::Given(Arc::new(s))).await
+}
+
+pub async fn start_default() -> Server {
+    start_with(Source::Default).await
+}
+
+pub async fn start_with(source: Source) -> Server {
+    let mut opts = Options::new(vec![ListenerSpec {
+        addr: "127.0.0.1:0".parse().unwrap(),
+        source,
+    }]);
+    opts.grace = Duration::from_millis(200);
+    Server::start(opts).await.unwrap()
+}
+
+/// A raw SMTP client.
+pub struct Client {
+    r: BufReader<OwnedReadHalf>,
+    w: OwnedWriteHalf,
+}
+
+impl Client {
+    pub async fn connect(server: &Server) -> Self {
+        Self::connect_addr(server.addr()).await
+    }
+
+    pub async fn connect_addr(addr: std::net::SocketAddr) -> Self {
+        let s = TcpStream::connect(addr).await.unwrap();
+        let (r, w) = s.into_split();
+        Self {
+            r: BufReader::new(r),
+            w,
+        }
+    }
+
+    /// Reads one whole reply; lines joined with "\n". Empty on EOF.
+    pub async fn reply(&mut self) -> String {
+        let mut all = vec![];
+        loop {
+            let mut line = String::new();
+            let n = tokio::time::timeout(Duration::from_secs(30), self.r.read_line(&mut line))
+                .await
+                .expect("reply within 30 s")
+                .unwrap_or(0);
+            if n == 0 {
+                break;
+            }
+            let l = line.trim_end_matches(['\r', '\n']).to_string();
+            let last = l.as_bytes().get(3) != Some(&b'-');
+            all.push(l);
+            if last {
+                break;
+            }
+        }
+        all.join("\n")
+    }
+
+    pub async fn send(&mut self, bytes: &[u8]) {
+        self.w.write_all(bytes).await.unwrap();
+    }
+
+    /// Sends bytes; false when the server has closed the connection.
+    pub async fn try_send(&mut self, bytes: &[u8]) -> bool {
+        self.w.write_all(bytes).await.is_ok()
+    }
+
+    /// Sends a line and returns the reply.
+    pub async fn cmd(&mut self, line: &str) -> String {
+        self.send(format!("{line}\r\n").as_bytes()).await;
+        self.reply().await
+    }
+
+    /// Sends a line and asserts the reply starts with `expected`.
+    #[track_caller]
+    pub fn expect<'a>(
+        &'a mut self,
+        line: &'a str,
+        expected: &'a str,
+    ) -> impl std::future::Future<Output = String> + 'a {
+        let caller = std::panic::Location::caller();
+        async move {
+            let got = self.cmd(line).await;
+            assert!(
+                got.starts_with(expected),
+                "{caller}: {line:?}: expected {expected:?}, got {got:?}"
+            );
+            got
+        }
+    }
+
+    /// True when the server closed the connection (EOF within 5 s).
+    pub async fn closed(&mut self) -> bool {
+        let mut buf = String::new();
+        matches!(
+            tokio::time::timeout(Duration::from_secs(5), self.r.read_line(&mut buf)).await,
+            Ok(Ok(0)) | Ok(Err(_))
+        )
+    }
+
+    /// Greeting, EHLO, MAIL, RCPT.
+    pub async fn envelope(&mut self, from: &str, to: &str) {
+        assert!(self.reply().await.starts_with("220 "));
+        self.expect("EHLO client.test", "250-").await;
+        self.expect(&format!("MAIL FROM:<{from}>"), "250 ").await;
+        self.expect(&format!("RCPT TO:<{to}>"), "250 ").await;
+    }
+
+    /// DATA with a small message; returns the final reply.
+    pub async fn data(&mut self, body: &str) -> String {
+        self.expect("DATA", "354 ").await;
+        self.send(body.as_bytes()).await;
+        self.cmd(".").await
+    }
+}
+
+/// Path to the built binary.
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_mailfault")
+}
+
+/// True when a client program exists; in CI (CI=true) a missing one fails
+/// the test instead of skipping it.
+pub fn have(program: &str) -> bool {
+    let found = std::process::Command::new("sh")
+        .args(["-c", &format!("command -v {program}")])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    if !found {
+        assert!(
+            std::env::var("CI").is_err(),
+            "{program} is required in CI (.ci/run installs it)"
+        );
+        eprintln!("skipping: {program} not installed");
+    }
+    found
+}
