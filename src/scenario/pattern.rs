@@ -23,8 +23,17 @@ impl Pattern {
         for (i, s) in parts.iter().enumerate() {
             let s = s.as_ref();
             if s.len() >= 2 && s.starts_with('/') && s.ends_with('/') {
-                let re = Regex::new(&s[1..s.len() - 1])
-                    .map_err(|e| (i, format!("bad regular expression {s}: {e}")))?;
+                let re = Regex::new(&s[1..s.len() - 1]).map_err(|e| {
+                    // The regex crate's message spans lines; keep its last.
+                    let e = e.to_string();
+                    let why = e
+                        .lines()
+                        .last()
+                        .unwrap_or("")
+                        .trim_start_matches("error: ")
+                        .to_string();
+                    (i, format!("bad regular expression {s}: {why}"))
+                })?;
                 alternatives.push(One::Regex(re));
             } else {
                 alternatives.push(One::Glob(WildMatch::new_case_insensitive(s)));

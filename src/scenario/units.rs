@@ -176,8 +176,8 @@ mod tests {
         assert_eq!(size("1.5kb"), Ok(1500));
         assert!(size("12 parsecs").is_err());
         assert!(size("99999999999999999999999GB").is_err());
-        assert_eq!(SizeCmp::parse("> 10MB").unwrap().holds(10_000_001), true);
-        assert_eq!(SizeCmp::parse("<= 1KB").unwrap().holds(1001), false);
+        assert!(SizeCmp::parse("> 10MB").unwrap().holds(10_000_001));
+        assert!(!SizeCmp::parse("<= 1KB").unwrap().holds(1001));
     }
 
     #[test]

@@ -1,0 +1,330 @@
+//! The real binary: check, serve, hot reload, signals, events, presets.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::bin;
+
+fn tmp(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("mailfault-cli-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+fn check(files: &[&Path]) -> (i32, String, String) {
+    let out = Command::new(bin())
+        .arg("check")
+        .args(files)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn check_accepts_good_files() {
+    let d = tmp("good");
+    let f = write(
+        &d,
+        "ok.toml",
+        "[[rule]]\non = \"rcpt\"\nreply = \"550 5.1.1 no\"\n",
+    );
+    let (code, out, _) = check(&[&f]);
+    assert_eq!(code, 0);
+    assert_eq!(
+        out,
+        format!("{}: ok: scenario \"ok\", 1 rule\n", f.display())
+    );
+}
+
+#[test]
+fn check_rejects_bad_files_with_positions() {
+    let d = tmp("bad");
+    let cases: &[(&str, &str, &str)] = &[
+        ("unknown-key.toml", "[server]\nhostnme = \"x\"\n", ":2:1: unknown field `hostnme`"),
+        ("bad-stage.toml", "[[rule]]\non = \"rcpt_to\"\nreply = \"550 x\"\n", ":2:6: unknown stage \"rcpt_to\""),
+        ("bad-code.toml", "[[rule]]\non = \"rcpt\"\nreply = \"150 x\"\n", ":3:9: bad reply \"150 x\": reply code 150 is outside 200-599"),
+        ("class.toml", "[[rule]]\non = \"rcpt\"\nreply = \"550 4.1.1 x\"\n", ":3:9: bad reply \"550 4.1.1 x\": enhanced status code 4.1.1 does not match reply code 550"),
+        ("two-outcomes.toml", "[[rule]]\non = \"rcpt\"\nreply = \"550 x\"\npreset = \"gmail.user_unknown\"\n", ":4:10: a rule has exactly one outcome"),
+        ("preset.toml", "[[rule]]\non = \"rcpt\"\npreset = \"gmail.no_such\"\n", ":3:10: unknown preset \"gmail.no_such\""),
+        ("duration.toml", "[[rule]]\non = \"rcpt\"\ndelay = \"soon\"\naction = \"accept\"\n", ":3:9: bad duration \"soon\""),
+        ("size.toml", "[server]\nmax_message_size = \"lots\"\n", ":2:20: bad size \"lots\""),
+        ("cidr.toml", "[[rule]]\non = \"connect\"\nwhen = { client_ip = \"300.1.1.1/8\" }\naction = \"disconnect\"\n", ":3:22: bad client_ip \"300.1.1.1/8\""),
+        ("regex.toml", "[[rule]]\non = \"mail\"\nwhen = { mail_from = \"/[a-/\" }\naction = \"accept\"\n", ":3:22: bad regular expression /[a-/: unclosed character class\n"),
+        ("rate.toml", "[[rule]]\non = \"mail\"\nlimit = { rate = \"five a minute\" }\naction = \"accept\"\n", ":3:9: `limit` is not supported by this version of mailfault yet"),
+        ("syntax.toml", "[[rule]]\non = \"rcpt\nreply = \"550\"\n", ":2:"),
+    ];
+    for (name, text, want) in cases {
+        let f = write(&d, name, text);
+        let (code, out, err) = check(&[&f]);
+        assert_eq!(code, 1, "{name}: {out}{err}");
+        let expected = format!("{}{want}", f.display());
+        assert!(
+            err.starts_with(&expected),
+            "{name}: expected {expected:?}, got {err:?}"
+        );
+    }
+    let (code, _, err) = check(&[Path::new("/no/such/file.toml")]);
+    assert_eq!(code, 1);
+    assert!(err.starts_with("/no/such/file.toml: cannot read:"), "{err}");
+}
+
+/// A running `mailfault serve`, killed on drop.
+struct Serve {
+    child: Child,
+    addr: String,
+    stderr: std::sync::mpsc::Receiver<String>,
+}
+
+impl Serve {
+    fn start(args: &[&str]) -> Self {
+        let mut child = Command::new(bin())
+            .arg("serve")
+            .args(["--listen", "127.0.0.1:0"])
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert!(line.starts_with("listening smtp://127.0.0.1:"), "{line:?}");
+        let addr = line
+            .split("smtp://")
+            .nth(1)
+            .unwrap()
+            .split(' ')
+            .next()
+            .unwrap()
+            .to_string();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let err = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for l in BufReader::new(err).lines().map_while(Result::ok) {
+                let _ = tx.send(l);
+            }
+        });
+        Self {
+            child,
+            addr,
+            stderr: rx,
+        }
+    }
+
+    fn signal(&self, sig: &str) {
+        Command::new("kill")
+            .args([&format!("-{sig}"), &self.child.id().to_string()])
+            .status()
+            .unwrap();
+    }
+
+    /// Waits for a stderr line containing `needle`.
+    fn wait_log(&self, needle: &str) -> String {
+        let end = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < end {
+            if let Ok(l) = self.stderr.recv_timeout(Duration::from_millis(100)) {
+                if l.contains(needle) {
+                    return l;
+                }
+            }
+        }
+        panic!("no log line with {needle:?}");
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs a short SMTP dialogue with std sockets; returns every reply line.
+fn talk(addr: &str, lines: &[&str]) -> Vec<String> {
+    let s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut r = BufReader::new(s.try_clone().unwrap());
+    let mut w = s;
+    let mut out = vec![];
+    let mut read_reply = |out: &mut Vec<String>| loop {
+        let mut l = String::new();
+        if r.read_line(&mut l).unwrap_or(0) == 0 {
+            return;
+        }
+        let l = l.trim_end().to_string();
+        let last = l.as_bytes().get(3) != Some(&b'-');
+        out.push(l);
+        if last {
+            return;
+        }
+    };
+    read_reply(&mut out);
+    for line in lines {
+        use std::io::Write;
+        w.write_all(format!("{line}\r\n").as_bytes()).unwrap();
+        read_reply(&mut out);
+    }
+    out
+}
+
+#[test]
+fn serve_prints_the_port_talks_smtp_and_stops_on_sigterm() {
+    let d = tmp("serve");
+    let events = d.join("events.jsonl");
+    let mut s = Serve::start(&["--events", events.to_str().unwrap(), "--grace", "1s"]);
+    let replies = talk(
+        &s.addr,
+        &[
+            "EHLO cli.test",
+            "MAIL FROM:<a@b.test>",
+            "RCPT TO:<550-5.1.1@x.test>",
+            "QUIT",
+        ],
+    );
+    assert_eq!(replies[0], "220 mailfault.test ESMTP mailfault");
+    assert!(
+        replies
+            .iter()
+            .any(|r| r.starts_with("550 5.1.1 The email account")),
+        "{replies:?}"
+    );
+    assert_eq!(replies.last().unwrap(), "221 2.0.0 Bye");
+    s.signal("TERM");
+    let t = Instant::now();
+    let status = s.child.wait().unwrap();
+    assert!(status.success());
+    assert!(t.elapsed() < Duration::from_secs(5));
+    let text = std::fs::read_to_string(&events).unwrap();
+    let kinds: Vec<String> = text
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["type"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(kinds.first().unwrap(), "connect");
+    assert_eq!(kinds.last().unwrap(), "close");
+    assert!(text.contains("\"line\":\"RCPT TO:<550-5.1.1@x.test>\""));
+    assert!(text.contains("\"rule\":\"magic recipient 550-5.1.1@x.test\""));
+}
+
+#[test]
+fn sigterm_gives_open_sessions_421_after_grace() {
+    let s = Serve::start(&["--grace", "300ms"]);
+    let sock = std::net::TcpStream::connect(&s.addr).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut r = BufReader::new(sock);
+    let mut greeting = String::new();
+    r.read_line(&mut greeting).unwrap();
+    s.signal("TERM");
+    let mut rest = String::new();
+    r.read_to_string(&mut rest).unwrap();
+    assert_eq!(
+        rest,
+        "421 4.3.2 mailfault.test Service shutting down, closing transmission channel\r\n"
+    );
+}
+
+#[test]
+fn serve_refuses_a_bad_scenario() {
+    let d = tmp("refuse");
+    let f = write(
+        &d,
+        "bad.toml",
+        "[[rule]]\non = \"rcpt\"\nreply = \"999 nope\"\n",
+    );
+    let out = Command::new(bin())
+        .args(["serve", "--listen", "127.0.0.1:0", "--scenario"])
+        .arg(&f)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("{}:3:9: bad reply \"999 nope\"", f.display())),
+        "{err}"
+    );
+}
+
+#[test]
+fn hot_reload_and_sighup() {
+    let d = tmp("reload");
+    let f = write(
+        &d,
+        "live.toml",
+        "[[rule]]\non = \"noop\"\nreply = \"250 version one\"\n",
+    );
+    let s = Serve::start(&["--scenario", f.to_str().unwrap()]);
+    assert_eq!(talk(&s.addr, &["NOOP"])[1], "250 version one");
+
+    write(
+        &d,
+        "live.toml",
+        "[[rule]]\non = \"noop\"\nreply = \"250 version two\"\n",
+    );
+    s.wait_log("scenario reloaded");
+    assert_eq!(talk(&s.addr, &["NOOP"])[1], "250 version two");
+
+    // A bad version is refused with its position; the old one keeps serving.
+    write(
+        &d,
+        "live.toml",
+        "[[rule]]\non = \"noop\"\nreply = \"250 version three\"\ntimes = 0\n",
+    );
+    let line = s.wait_log("live.toml:4:9: times must be at least 1");
+    assert!(line.contains("ERROR"), "{line}");
+    assert_eq!(talk(&s.addr, &["NOOP"])[1], "250 version two");
+
+    // SIGHUP reloads too (the file is good again).
+    std::fs::write(
+        &f,
+        "[[rule]]\non = \"noop\"\nreply = \"250 version four\"\n",
+    )
+    .unwrap();
+    s.wait_log("scenario reloaded");
+    s.signal("HUP");
+    s.wait_log("SIGHUP");
+    s.wait_log("scenario reloaded");
+    assert_eq!(talk(&s.addr, &["NOOP"])[1], "250 version four");
+}
+
+#[test]
+fn presets_lists_the_catalog() {
+    let out = Command::new(bin()).arg("presets").output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.lines().count() > 118);
+    let row = text
+        .lines()
+        .find(|l| l.starts_with("gmail.user_unknown "))
+        .unwrap();
+    assert!(row.contains("rcpt"));
+    assert!(row.contains("550 5.1.1 The email account that you tried to reach does not exist."));
+
+    let out = Command::new(bin())
+        .args(["presets", "--provider", "gmail", "--json"])
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v.as_array().unwrap().len(), 41);
+    assert_eq!(v[0]["id"], "gmail.server_busy");
+    assert_eq!(v[0]["reply"], "421 4.4.5 Server busy, try again later.\r\n");
+}

@@ -1,0 +1,231 @@
+//! Every file in scenarios/ loads and behaves as its header says.
+
+mod common;
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::*;
+use mailfault::proto::{Context, Outcome, Policy, Stage};
+use mailfault::scenario::{self, presets, Engine};
+use mailfault::server::Source;
+
+fn path(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("scenarios")
+        .join(name)
+}
+
+async fn serve_file(name: &str) -> mailfault::server::Server {
+    start_with(Source::File(path(name))).await
+}
+
+#[test]
+fn every_shipped_scenario_loads_and_is_documented() {
+    let mut n = 0;
+    for entry in std::fs::read_dir(path("")).unwrap() {
+        let p = entry.unwrap().path();
+        if p.extension().is_some_and(|e| e == "toml") {
+            scenario::load_file(&p).unwrap_or_else(|e| panic!("{e}"));
+            let text = std::fs::read_to_string(&p).unwrap();
+            let name = p.file_name().unwrap().to_string_lossy().into_owned();
+            assert!(
+                text.starts_with(&format!("# {name} — ")),
+                "{name} starts with its comment block"
+            );
+            assert!(
+                text.contains("swaks"),
+                "{name} says how to drive it with swaks"
+            );
+            n += 1;
+        }
+    }
+    assert!(n >= 5);
+}
+
+#[test]
+fn default_toml_is_the_built_in_default() {
+    assert_eq!(
+        std::fs::read_to_string(path("default.toml")).unwrap(),
+        scenario::load::DEFAULT_TOML
+    );
+}
+
+#[tokio::test]
+async fn gmail_bounces_answers_every_gmail_preset() {
+    let server = serve_file("gmail-bounces.toml").await;
+    let gmail: Vec<_> = presets::all()
+        .iter()
+        .filter(|p| p.id.starts_with("gmail."))
+        .collect();
+    assert_eq!(gmail.len(), 41);
+    for p in gmail {
+        let name = p.id.split_once('.').unwrap().1;
+        let want = String::from_utf8(p.reply().to_wire())
+            .unwrap()
+            .replace("\r\n", "\n");
+        let want = want.trim_end();
+        let mut c = Client::connect(&server).await;
+        assert_eq!(
+            c.reply().await,
+            "220 mx.google.test ESMTP mailfault (Gmail replies)"
+        );
+        c.expect("EHLO x", "250").await;
+        c.expect("MAIL FROM:<a@b.test>", "250").await;
+        let rcpt = c.cmd(&format!("RCPT TO:<{name}@example.test>")).await;
+        let got = if p.stage == "message" {
+            assert_eq!(rcpt, "250 2.1.5 Ok", "{}", p.id);
+            c.data("hi\r\n").await
+        } else {
+            rcpt
+        };
+        assert_eq!(got, want, "{}", p.id);
+    }
+    let mut c = Client::connect(&server).await;
+    c.envelope("a@b.test", "someone@example.test").await;
+    assert!(c.data("hi\r\n").await.starts_with("250 2.0.0"));
+}
+
+#[tokio::test]
+async fn flaky_fails_twice_then_accepts() {
+    let server = serve_file("flaky.toml").await;
+    let mut got = vec![];
+    for _ in 0..3 {
+        let mut c = Client::connect(&server).await;
+        c.envelope("a@b.test", "someone@flaky.test").await;
+        got.push(c.data("hi\r\n").await);
+    }
+    assert_eq!(
+        got[0],
+        "451 4.3.0 Mail server temporarily rejected message."
+    );
+    assert_eq!(got[1], got[0]);
+    assert!(got[2].starts_with("250 2.0.0 Ok: queued"));
+
+    let mut c = Client::connect(&server).await;
+    c.envelope("a@b.test", "ok@example.test").await;
+    assert_eq!(
+        c.cmd("RCPT TO:<x@deferred.test>").await,
+        "450 4.2.0 Recipient temporarily unavailable, try again later"
+    );
+    assert_eq!(c.cmd("RCPT TO:<x@deferred.test>").await, "250 2.1.5 Ok");
+    let mut refused = 0;
+    for i in 0..50 {
+        if c.cmd(&format!("RCPT TO:<u{i}@sometimes.test>"))
+            .await
+            .starts_with("451 4.4.5")
+        {
+            refused += 1;
+        }
+        c.cmd("RSET").await;
+        c.cmd("MAIL FROM:<a@b.test>").await;
+    }
+    assert!((1..30).contains(&refused), "{refused} of 50");
+}
+
+fn ctx<'a>(stage: Stage, rcpts: &'a [String]) -> Context<'a> {
+    Context {
+        stage,
+        session_id: 1,
+        command: None,
+        client_ip: IpAddr::from([127, 0, 0, 1]),
+        helo: Some("x"),
+        mail_from: Some("a@b.test"),
+        rcpt: if stage == Stage::Rcpt {
+            rcpts.first().map(|s| s.as_str())
+        } else {
+            None
+        },
+        rcpts,
+        tls: false,
+        authenticated: false,
+        size: Some(10),
+        message: Some(b"hi\r\n"),
+    }
+}
+
+#[test]
+fn slow_decisions() {
+    let s = Arc::new(scenario::load_file(&path("slow.toml")).unwrap());
+    let engine = Engine::new(s, Instant::now());
+    let now = Instant::now();
+    let tarpit = vec!["a@tarpit.test".to_string()];
+    for _ in 0..20 {
+        let d = engine.decide(&ctx(Stage::Rcpt, &tarpit), now).unwrap();
+        assert_eq!(d.outcome, Outcome::Accept);
+        assert!(
+            (Duration::from_secs(5)..=Duration::from_secs(15)).contains(&d.delay),
+            "{:?}",
+            d.delay
+        );
+    }
+    let drip = vec!["a@drip.test".to_string()];
+    assert_eq!(
+        engine
+            .decide(&ctx(Stage::Message, &drip), now)
+            .unwrap()
+            .drip,
+        Some(Duration::from_millis(500))
+    );
+    let hang = vec!["a@hang.test".to_string()];
+    assert_eq!(
+        engine
+            .decide(&ctx(Stage::Message, &hang), now)
+            .unwrap()
+            .outcome,
+        Outcome::Hang
+    );
+}
+
+#[tokio::test]
+async fn slow_greeting_is_three_seconds_late() {
+    let server = serve_file("slow.toml").await;
+    let t = Instant::now();
+    let mut c = Client::connect(&server).await;
+    assert_eq!(c.reply().await, "220 mx.slow.test ESMTP mailfault");
+    assert!(t.elapsed() >= Duration::from_secs(3));
+}
+
+/// Reply codes of 40 sequential sessions.
+async fn chaos_run() -> Vec<String> {
+    let server = serve_file("chaos.toml").await;
+    let mut codes = vec![];
+    for i in 0..40 {
+        let mut c = Client::connect(&server).await;
+        let mut session = vec![c.reply().await.chars().take(3).collect::<String>()];
+        if session[0] == "220" {
+            for line in [
+                "EHLO x".to_string(),
+                "MAIL FROM:<a@b.test>".into(),
+                format!("RCPT TO:<u{i}@example.test>"),
+                "DATA".into(),
+            ] {
+                session.push(c.cmd(&line).await.chars().take(3).collect());
+            }
+            if session.last().is_some_and(|s| s == "354") {
+                c.send(b"hi\r\n.\r\n").await;
+                session.push(c.reply().await.chars().take(3).collect());
+            }
+        }
+        codes.push(session.join(" "));
+    }
+    codes
+}
+
+#[tokio::test]
+async fn chaos_is_reproducible() {
+    let a = chaos_run().await;
+    let b = chaos_run().await;
+    assert_eq!(a, b);
+    let all = a.join(" ");
+    assert!(
+        all.contains("421") || all.contains("450") || all.contains("451"),
+        "{all}"
+    );
+    assert!(
+        a.iter().filter(|s| s.ends_with("250")).count() >= 10,
+        "{a:?}"
+    );
+}
