@@ -483,3 +483,63 @@ fn message_rule_sees_size_and_body() {
     assert_eq!(t.feed(b"abc\r\n.\r\n"), "451 4.3.0 later\r\n");
     assert!(!t.message().unwrap().accepted);
 }
+
+#[test]
+fn random_input_never_panics_and_memory_stays_bounded() {
+    use rand::{Rng, SeedableRng};
+    // Pieces of real SMTP mixed with garbage, cut at random places.
+    const PIECES: &[&[u8]] = &[
+        b"EHLO x\r\n",
+        b"MAIL FROM:<a@b>\r\n",
+        b"RCPT TO:<c@d>\r\n",
+        b"DATA\r\n",
+        b"\r\n.\r\n",
+        b".\r\n",
+        b"BDAT 3\r\n",
+        b"BDAT 0 LAST\r\n",
+        b"BDAT 99999999999999999999\r\n",
+        b"RSET\r\n",
+        b"\n.\n",
+        b"\r",
+        b"\n",
+        b"\x00\xff",
+        b"MAIL FROM:<",
+        b"SIZE=18446744073709551616",
+        b"QUIT\r\n",
+        b"NOOP\r\n",
+        b"..",
+    ];
+    let cfg = SessionConfig {
+        max_message_size: 4096,
+        ..SessionConfig::default()
+    };
+    for seed in 0..200u64 {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        let mut s = Session::new(Arc::new(cfg.clone()), Arc::new(Healthy), client(), seed);
+        s.greet(Instant::now());
+        for _ in 0..300 {
+            let mut chunk = Vec::new();
+            for _ in 0..rng.random_range(1..6) {
+                if rng.random_bool(0.3) {
+                    let n = rng.random_range(1..3000);
+                    chunk.extend((0..n).map(|_| rng.random::<u8>()));
+                } else {
+                    chunk.extend_from_slice(PIECES[rng.random_range(0..PIECES.len())]);
+                }
+            }
+            for o in s.feed(&chunk, Instant::now()) {
+                if let Output::Send { ref bytes, .. } = o {
+                    assert!(bytes.ends_with(b"\r\n"));
+                    assert!(bytes[..3].iter().all(u8::is_ascii_digit));
+                }
+                if let Output::Message(m) = o {
+                    assert!(m.body.len() <= 4096);
+                }
+            }
+            if s.is_stopped() {
+                assert!(s.feed(b"NOOP\r\n", Instant::now()).is_empty());
+                break;
+            }
+        }
+    }
+}
