@@ -64,7 +64,7 @@ fn check_rejects_bad_files_with_positions() {
         ("size.toml", "[server]\nmax_message_size = \"lots\"\n", ":2:20: bad size \"lots\""),
         ("cidr.toml", "[[rule]]\non = \"connect\"\nwhen = { client_ip = \"300.1.1.1/8\" }\naction = \"disconnect\"\n", ":3:22: bad client_ip \"300.1.1.1/8\""),
         ("regex.toml", "[[rule]]\non = \"mail\"\nwhen = { mail_from = \"/[a-/\" }\naction = \"accept\"\n", ":3:22: bad regular expression /[a-/: unclosed character class\n"),
-        ("rate.toml", "[[rule]]\non = \"mail\"\nlimit = { rate = \"five a minute\" }\naction = \"accept\"\n", ":3:9: `limit` is not supported by this version of mailfault yet"),
+        ("rate.toml", "[[rule]]\non = \"mail\"\nlimit = { rate = \"five a minute\" }\naction = \"accept\"\n", ":3:18: bad rate \"five a minute\""),
         ("syntax.toml", "[[rule]]\non = \"rcpt\nreply = \"550\"\n", ":2:"),
     ];
     for (name, text, want) in cases {

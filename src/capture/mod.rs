@@ -11,9 +11,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-use crate::proto::Captured;
+use crate::proto::{Captured, Tag};
 
 /// What happened in a session.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -38,6 +38,10 @@ pub enum EventKind {
         rule: Option<String>,
         #[serde(skip_serializing_if = "Option::is_none")]
         delay_ms: Option<u64>,
+        /// Set when a stateful rule (rate, concurrency, greylist,
+        /// reputation) decided this reply.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        limit: Option<Limit>,
     },
     Message {
         id: String,
@@ -64,6 +68,33 @@ pub enum EventKind {
         by: &'static str,
         reason: String,
     },
+}
+
+/// What a stateful rule knew when it replied: the report uses it to judge
+/// the sender (retried a greylisted delivery too early, ignored a rate).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Limit {
+    Rate { max: u64, window_ms: u64 },
+    Concurrent { max: u64 },
+    Greylist { retry_after_ms: u64 },
+    Reputation { attempts: u64, failures: u64 },
+}
+
+impl From<Tag> for Limit {
+    fn from(t: Tag) -> Self {
+        match t {
+            Tag::Rate { max, window } => Limit::Rate {
+                max,
+                window_ms: window.as_millis() as u64,
+            },
+            Tag::Concurrent { max } => Limit::Concurrent { max },
+            Tag::Greylist { retry_after } => Limit::Greylist {
+                retry_after_ms: retry_after.as_millis() as u64,
+            },
+            Tag::Reputation { attempts, failures } => Limit::Reputation { attempts, failures },
+        }
+    }
 }
 
 /// One transcript event.

@@ -9,7 +9,7 @@ pub mod policy;
 pub mod reply;
 pub mod session;
 
-pub use policy::{Context, Decision, Healthy, Outcome, Policy, Stage};
+pub use policy::{Context, Decision, Healthy, Outcome, Policy, Stage, Tag};
 pub use reply::{EnhancedCode, Reply};
 pub use session::{Captured, CloseReason, Output, Session, SessionConfig};
 

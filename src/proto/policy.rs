@@ -119,6 +119,19 @@ pub enum Outcome {
     Hang,
 }
 
+/// Why a stateful rule applied, for transcripts and the sender report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Tag {
+    /// Over a rate limit of `max` per `window`.
+    Rate { max: u64, window: Duration },
+    /// `max` sessions of this key were already open.
+    Concurrent { max: u64 },
+    /// Greylisted: retry after this long from the first attempt.
+    Greylist { retry_after: Duration },
+    /// The key's recipients in the window: `failures` of `attempts` refused.
+    Reputation { attempts: u64, failures: u64 },
+}
+
 /// A decision for one stage.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Decision {
@@ -131,6 +144,7 @@ pub struct Decision {
     pub close: Option<bool>,
     /// Send the reply a few bytes at a time with this pause.
     pub drip: Option<Duration>,
+    pub tag: Option<Tag>,
 }
 
 impl Decision {
@@ -141,6 +155,7 @@ impl Decision {
             delay: Duration::ZERO,
             close: None,
             drip: None,
+            tag: None,
         }
     }
 }
@@ -149,6 +164,13 @@ impl Decision {
 /// command.
 pub trait Policy: Send + Sync {
     fn decide(&self, ctx: &Context<'_>, now: Instant) -> Option<Decision>;
+
+    /// The reply a recipient got at RCPT (`tag`: the stateful rule that
+    /// decided it, if any). Used to keep reputation.
+    fn observe_rcpt(&self, _ctx: &Context<'_>, _code: u16, _tag: Option<&Tag>, _now: Instant) {}
+
+    /// The session ended (counts of open sessions go down).
+    fn session_closed(&self, _session_id: u64) {}
 }
 
 /// A policy with no rules: the healthy MTA.

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use super::command::{parse_bdat, parse_number, parse_path, Command, PathArg, PathError, Verb};
 use super::data::{Body, DataDecoder};
 use super::line::{Frame, LineFramer};
-use super::policy::{Context, Decision, Outcome, Policy, Stage};
+use super::policy::{Context, Decision, Outcome, Policy, Stage, Tag};
 use super::reply::{defaults, Reply};
 
 /// What the session is configured with (from the scenario's `[server]`).
@@ -135,6 +135,7 @@ pub enum Output {
         drip: Option<Duration>,
         code: Option<u16>,
         rule: Option<String>,
+        tag: Option<Tag>,
     },
     /// A message arrived (accepted or not).
     Message(Box<Captured>),
@@ -202,6 +203,8 @@ pub struct Session {
     /// The greeting was negative: RFC 5321 §3.1, only QUIT is served.
     refused_at_connect: bool,
     tx: Option<Transaction>,
+    /// The tag of the decision being sent (moved into its `Output::Send`).
+    tag: Option<Tag>,
     out: Vec<Output>,
 }
 
@@ -226,6 +229,7 @@ impl Session {
             authenticated: false,
             refused_at_connect: false,
             tx: None,
+            tag: None,
             out: Vec::new(),
         }
     }
@@ -375,8 +379,18 @@ impl Session {
         command: Option<&Command>,
         facts: Facts<'_>,
     ) -> Option<Decision> {
+        self.policy
+            .decide(&self.context(stage, command, facts), self.now)
+    }
+
+    fn context<'a>(
+        &'a self,
+        stage: Stage,
+        command: Option<&'a Command>,
+        facts: Facts<'a>,
+    ) -> Context<'a> {
         let tx = self.tx.as_ref();
-        let ctx = Context {
+        Context {
             stage,
             session_id: self.id,
             command,
@@ -389,14 +403,14 @@ impl Session {
             authenticated: self.authenticated,
             size: facts.size,
             message: facts.message,
-        };
-        self.policy.decide(&ctx, self.now)
+        }
     }
 
     /// Performs a decision: sends the scripted or the healthy reply. Returns
     /// true when the command takes effect (a positive reply).
     fn resolve(&mut self, decision: Option<Decision>, healthy: Result<Reply, Reply>) -> bool {
-        let d = decision.unwrap_or_else(Decision::accept);
+        let mut d = decision.unwrap_or_else(Decision::accept);
+        self.tag = d.tag.take();
         if !d.delay.is_zero() {
             self.out.push(Output::Wait(d.delay));
         }
@@ -422,6 +436,7 @@ impl Session {
                     drip: d.drip,
                     code,
                     rule: d.rule,
+                    tag: self.tag.take(),
                 });
                 let close = d.close.unwrap_or(code == Some(421));
                 if close {
@@ -457,6 +472,7 @@ impl Session {
             drip,
             code: Some(code),
             rule,
+            tag: self.tag.take(),
         });
         if close.unwrap_or(code == 421) {
             self.stop(CloseReason::AfterReply(code));
@@ -669,7 +685,26 @@ impl Session {
         if let Some(tx) = self.tx.as_mut() {
             tx.rcpt_attempts += 1;
         }
-        if self.resolve(d, healthy) {
+        let at = self.out.len();
+        let tag = d.as_ref().and_then(|d| d.tag.clone());
+        let ok = self.resolve(d, healthy);
+        let code = self.out[at..].iter().find_map(|o| match o {
+            Output::Send { code, .. } => *code,
+            _ => None,
+        });
+        if let Some(code) = code {
+            let facts = Facts {
+                rcpt: Some(&path.address),
+                ..Facts::default()
+            };
+            self.policy.observe_rcpt(
+                &self.context(Stage::Rcpt, Some(cmd), facts),
+                code,
+                tag.as_ref(),
+                self.now,
+            );
+        }
+        if ok {
             self.tx
                 .get_or_insert_with(Transaction::default)
                 .rcpts

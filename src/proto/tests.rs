@@ -450,6 +450,7 @@ fn delay_and_drip_are_outputs() {
         delay: Duration::from_secs(3),
         close: None,
         drip: Some(Duration::from_millis(200)),
+        tag: None,
     };
     let mut t = T::with(SessionConfig::default(), Arc::new(Script(Stage::Noop, d)));
     t.feed(b"NOOP\r\n");

@@ -8,7 +8,8 @@
 //! shared generator, so a seeded run gives the same answers whatever order
 //! concurrent sessions arrive in.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rand::{Rng, SeedableRng};
@@ -16,8 +17,8 @@ use rand_chacha::ChaCha8Rng;
 
 use super::magic;
 use super::model::*;
-use crate::proto::{Context, Decision, Outcome, Policy, Stage};
-use crate::state::{MemoryStore, StateStore};
+use crate::proto::{Context, Decision, Outcome, Policy, Stage, Tag};
+use crate::state::{Greylist, MemoryStore, StateStore};
 
 /// A scenario ready to serve, with its counters.
 pub struct Engine {
@@ -26,6 +27,9 @@ pub struct Engine {
     seed: u64,
     /// When `during` windows start counting (server start, reload or reset).
     epoch: Instant,
+    /// Open-session counters each session holds (for `concurrent`), to
+    /// release when it ends.
+    open: Mutex<HashMap<u64, Vec<String>>>,
 }
 
 impl Engine {
@@ -47,7 +51,37 @@ impl Engine {
             store,
             seed,
             epoch,
+            open: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Removes counters that can no longer change an answer.
+    pub fn sweep(&self, now: Instant) -> usize {
+        self.store.sweep(now)
+    }
+
+    /// At connect: every `concurrent` rule whose conditions hold counts this
+    /// session as open under its key. Returns (rule index, sessions open).
+    fn register(&self, ctx: &Context<'_>, now: Instant) -> Vec<(usize, u64)> {
+        let mut opened = vec![];
+        let mut keys = vec![];
+        for rule in &self.scenario.rules {
+            if matches!(rule.gate, Some(Gate::Concurrent { .. }))
+                && rule.applies_at(ctx.stage)
+                && self.holds(&rule.when, ctx, now)
+            {
+                let key = format!("c{}\u{1e}{}", rule.index, self.key(rule, ctx));
+                opened.push((rule.index, self.store.open(&key)));
+                keys.push(key);
+            }
+        }
+        if !keys.is_empty() {
+            self.open
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(ctx.session_id, keys);
+        }
+        opened
     }
 
     pub fn seed(&self) -> u64 {
@@ -80,11 +114,18 @@ impl Engine {
         self.store.incr(key)
     }
 
+    pub(super) fn greylist(
+        &self,
+        key: &str,
+        retry_after: Duration,
+        expire: Duration,
+        now: Instant,
+    ) -> Greylist {
+        self.store.greylist(key, retry_after, expire, now)
+    }
+
     fn key(&self, rule: &Rule, ctx: &Context<'_>) -> String {
-        let fields = rule
-            .key
-            .as_deref()
-            .unwrap_or(KeyField::default_for(ctx.stage));
+        let fields = rule.key_fields(ctx.stage);
         let mut key = String::new();
         for f in fields {
             match f {
@@ -155,17 +196,88 @@ impl Engine {
             }
         }
         if let Some(win) = &w.during {
-            if !win.contains(now.saturating_duration_since(self.epoch)) {
+            let elapsed = now.saturating_duration_since(self.epoch);
+            if !win.iter().any(|w| w.contains(elapsed)) {
                 return false;
             }
         }
         true
     }
 
-    fn try_rule(&self, rule: &Rule, ctx: &Context<'_>, now: Instant) -> Option<Decision> {
+    /// Whether the rule's gate lets it apply now; the tag says why.
+    fn gate(
+        &self,
+        rule: &Rule,
+        ctx: &Context<'_>,
+        now: Instant,
+        opened: &[(usize, u64)],
+    ) -> Option<Option<Tag>> {
+        let Some(gate) = rule.gate else {
+            return Some(None);
+        };
+        let key = || self.key(rule, ctx);
+        let i = rule.index;
+        let tag = match gate {
+            Gate::Rate { max, window } => {
+                if self
+                    .store
+                    .rate_pass(&format!("l{i}\u{1e}{}", key()), max, window, now)
+                {
+                    return None;
+                }
+                Tag::Rate { max, window }
+            }
+            Gate::Concurrent { max } => {
+                let (_, open) = opened.iter().find(|(r, _)| *r == i)?;
+                // `open` includes this session.
+                if *open <= max {
+                    return None;
+                }
+                Tag::Concurrent { max }
+            }
+            Gate::Greylist {
+                retry_after,
+                expire,
+            } => {
+                match self
+                    .store
+                    .greylist(&format!("g{i}\u{1e}{}", key()), retry_after, expire, now)
+                {
+                    Greylist::Passed => return None,
+                    Greylist::Refused { .. } => Tag::Greylist { retry_after },
+                }
+            }
+            Gate::Reputation {
+                window,
+                min_attempts,
+                max_failure_rate,
+            } => {
+                let t = self
+                    .store
+                    .tally(&format!("p{i}\u{1e}{}", key()), window, now);
+                if t.attempts < min_attempts || t.failure_rate() <= max_failure_rate {
+                    return None;
+                }
+                Tag::Reputation {
+                    attempts: t.attempts,
+                    failures: t.failures,
+                }
+            }
+        };
+        Some(Some(tag))
+    }
+
+    fn try_rule(
+        &self,
+        rule: &Rule,
+        ctx: &Context<'_>,
+        now: Instant,
+        opened: &[(usize, u64)],
+    ) -> Option<Decision> {
         if !rule.applies_at(ctx.stage) || !self.holds(&rule.when, ctx, now) {
             return None;
         }
+        let tag = self.gate(rule, ctx, now, opened)?;
         let (key, n) = if rule.counts() {
             let key = self.key(rule, ctx);
             let n = self.counter(&format!("r{}\u{1e}{key}", rule.index));
@@ -197,6 +309,7 @@ impl Engine {
             delay,
             close: rule.close,
             drip: rule.drip,
+            tag,
         })
     }
 }
@@ -213,14 +326,48 @@ pub(super) fn step_outcome(step: &Step) -> Outcome {
 
 impl Policy for Engine {
     fn decide(&self, ctx: &Context<'_>, now: Instant) -> Option<Decision> {
+        let opened = if ctx.stage == Stage::Connect {
+            self.register(ctx, now)
+        } else {
+            vec![]
+        };
         for rule in &self.scenario.rules {
-            if let Some(d) = self.try_rule(rule, ctx, now) {
+            if let Some(d) = self.try_rule(rule, ctx, now, &opened) {
                 return Some(d);
             }
         }
         if self.scenario.server.magic_recipients {
-            return magic::decide(self, ctx);
+            return magic::decide(self, ctx, now);
         }
         None
+    }
+
+    fn observe_rcpt(&self, ctx: &Context<'_>, code: u16, tag: Option<&Tag>, now: Instant) {
+        // Reputation counts recipients the receiver judged: accepted (2xx)
+        // or refused (5xx). Deferrals say nothing about the list, and the
+        // reputation rule's own replies must not feed it.
+        if !(200..300).contains(&code) && !(500..600).contains(&code) {
+            return;
+        }
+        if matches!(tag, Some(Tag::Reputation { .. })) {
+            return;
+        }
+        for rule in &self.scenario.rules {
+            if let Some(Gate::Reputation { window, .. }) = rule.gate {
+                let key = format!("p{}\u{1e}{}", rule.index, self.key(rule, ctx));
+                self.store.record(&key, code >= 500, window, now);
+            }
+        }
+    }
+
+    fn session_closed(&self, session_id: u64) {
+        let keys = self
+            .open
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&session_id);
+        for key in keys.into_iter().flatten() {
+            self.store.close(&key);
+        }
     }
 }

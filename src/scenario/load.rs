@@ -117,9 +117,31 @@ struct RawRule {
     probability: Option<Spanned<f64>>,
     times: Option<Spanned<i64>>,
     key: Option<Vec<Spanned<String>>>,
-    limit: Option<Spanned<Value>>,
-    greylist: Option<Spanned<Value>>,
-    reputation: Option<Spanned<Value>>,
+    limit: Option<Spanned<RawLimit>>,
+    greylist: Option<Spanned<RawGreylist>>,
+    reputation: Option<Spanned<RawReputation>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLimit {
+    rate: Option<Spanned<String>>,
+    concurrent: Option<Spanned<i64>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawGreylist {
+    retry_after: Spanned<String>,
+    expire: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawReputation {
+    window: Spanned<String>,
+    min_attempts: Option<Spanned<i64>>,
+    max_failure_rate: Spanned<f64>,
 }
 
 #[derive(Deserialize)]
@@ -133,7 +155,7 @@ struct RawWhen {
     authenticated: Option<bool>,
     size: Option<Spanned<String>>,
     header: Option<BTreeMap<String, Spanned<Value>>>,
-    during: Option<Spanned<String>>,
+    during: Option<Spanned<Value>>,
 }
 
 /// Collects diagnostics with positions computed from byte offsets.
@@ -359,6 +381,7 @@ fn check_rule(ck: &mut Checker<'_>, index: usize, raw: RawRule) -> Option<Rule> 
             }
         }
     }
+    let gate = check_gate(ck, &raw, &stages, any);
     let when = raw
         .when
         .map(|w| check_when(ck, w, &stages, any))
@@ -484,16 +507,26 @@ fn check_rule(ck: &mut Checker<'_>, index: usize, raw: RawRule) -> Option<Rule> 
             })
             .collect()
     });
-    for (what, v) in [
-        ("limit", &raw.limit),
-        ("greylist", &raw.greylist),
-        ("reputation", &raw.reputation),
-    ] {
-        if let Some(v) = v {
-            ck.at(
-                v,
-                format!("`{what}` is not supported by this version of mailfault yet"),
-            );
+    // Every key field must be known where the rule counts (reputation also
+    // counts at RCPT, where it records outcomes).
+    if let Some(fields) = &raw.key {
+        let mut at: Vec<Stage> = if any { vec![] } else { stages.clone() };
+        if matches!(gate, Some(Gate::Reputation { .. })) {
+            at.push(Stage::Rcpt);
+        }
+        for f in fields {
+            if let Some(k) = KeyField::from_name(f.get_ref()) {
+                if let Some(st) = at.iter().find(|s| !k.known_at(**s)) {
+                    ck.at(
+                        f,
+                        format!(
+                            "key field {:?} is not known at stage {}",
+                            f.get_ref(),
+                            st.name()
+                        ),
+                    );
+                }
+            }
         }
     }
     if ck.diagnostics.len() > before {
@@ -512,7 +545,115 @@ fn check_rule(ck: &mut Checker<'_>, index: usize, raw: RawRule) -> Option<Rule> 
         probability,
         times,
         key,
+        gate,
     })
+}
+
+fn dur(ck: &mut Checker<'_>, s: &Spanned<String>) -> Option<std::time::Duration> {
+    match units::duration(s.get_ref()) {
+        Ok(d) if !d.is_zero() => Some(d),
+        Ok(_) => {
+            ck.at(s, "must be longer than 0s");
+            None
+        }
+        Err(e) => {
+            ck.at(s, e);
+            None
+        }
+    }
+}
+
+/// `limit`, `greylist` or `reputation`: at most one per rule.
+fn check_gate(ck: &mut Checker<'_>, raw: &RawRule, stages: &[Stage], any: bool) -> Option<Gate> {
+    let given: Vec<(&str, usize)> = [
+        ("limit", raw.limit.as_ref().map(|v| v.span().start)),
+        ("greylist", raw.greylist.as_ref().map(|v| v.span().start)),
+        (
+            "reputation",
+            raw.reputation.as_ref().map(|v| v.span().start),
+        ),
+    ]
+    .into_iter()
+    .filter_map(|(k, o)| o.map(|o| (k, o)))
+    .collect();
+    if let [(first, _), rest @ ..] = given.as_slice() {
+        for (k, off) in rest {
+            ck.error(*off, format!("a rule takes one of limit, greylist, reputation, and this one already has `{first}`; remove `{k}`"));
+        }
+    }
+    if let Some(l) = &raw.limit {
+        let l_ref = l.get_ref();
+        return match (&l_ref.rate, &l_ref.concurrent) {
+            (Some(r), None) => match units::rate(r.get_ref()) {
+                Ok((max, window)) => Some(Gate::Rate { max, window }),
+                Err(e) => {
+                    ck.at(r, e);
+                    None
+                }
+            },
+            (None, Some(c)) => {
+                if any || stages != [Stage::Connect] {
+                    ck.at(l, "limit = { concurrent = N } counts open sessions: use it with on = \"connect\"");
+                }
+                match u64::try_from(*c.get_ref()) {
+                    Ok(max) if max > 0 => Some(Gate::Concurrent { max }),
+                    _ => {
+                        ck.at(c, "concurrent must be at least 1");
+                        None
+                    }
+                }
+            }
+            _ => {
+                ck.at(
+                    l,
+                    "limit takes one of rate = \"N/DURATION\" or concurrent = N",
+                );
+                None
+            }
+        };
+    }
+    if let Some(g) = &raw.greylist {
+        let retry_after = dur(ck, &g.get_ref().retry_after)?;
+        let expire = match &g.get_ref().expire {
+            Some(e) => dur(ck, e)?,
+            None => DEFAULT_GREYLIST_EXPIRE,
+        };
+        if expire <= retry_after {
+            ck.at(g, "greylist expire must be longer than retry_after");
+        }
+        return Some(Gate::Greylist {
+            retry_after,
+            expire,
+        });
+    }
+    if let Some(r) = &raw.reputation {
+        let r = r.get_ref();
+        let window = dur(ck, &r.window)?;
+        let min_attempts = match &r.min_attempts {
+            Some(m) => match u64::try_from(*m.get_ref()) {
+                Ok(v) if v > 0 => v,
+                _ => {
+                    ck.at(m, "min_attempts must be at least 1");
+                    return None;
+                }
+            },
+            None => DEFAULT_MIN_ATTEMPTS,
+        };
+        let max_failure_rate = *r.max_failure_rate.get_ref();
+        if !(0.0..1.0).contains(&max_failure_rate) {
+            ck.at(
+                &r.max_failure_rate,
+                "max_failure_rate is a share from 0 up to (not including) 1",
+            );
+            return None;
+        }
+        return Some(Gate::Reputation {
+            window,
+            min_attempts,
+            max_failure_rate,
+        });
+    }
+    None
 }
 
 fn preset_step(ck: &mut Checker<'_>, at: &Spanned<String>, id: &str) -> Option<Step> {
@@ -628,9 +769,15 @@ fn check_when(ck: &mut Checker<'_>, w: RawWhen, stages: &[Stage], any: bool) -> 
         }
     }
     if let Some(d) = &w.during {
-        match Window::parse(d.get_ref()) {
-            Ok(win) => out.during = Some(win),
-            Err(e) => ck.at(d, e),
+        if let Some(list) = strings(ck, d, "during") {
+            let mut windows = vec![];
+            for item in list {
+                match Window::parse(&item) {
+                    Ok(win) => windows.push(win),
+                    Err(e) => ck.at(d, e),
+                }
+            }
+            out.during = Some(windows);
         }
     }
     out
@@ -685,10 +832,18 @@ mod tests {
             err("[[rule]]\non = \"rcpt\"\nwhen = { rcpt = \"/(/\" }\naction = \"accept\"\n")
                 .starts_with("t.toml:3:17: bad regular expression")
         );
-        assert!(
-            err("[[rule]]\non = \"mail\"\nlimit = { rate = \"5/1m\" }\naction = \"accept\"\n")
-                .starts_with("t.toml:3:9: `limit`")
-        );
+        for (text, want) in [
+            ("[[rule]]\non = \"mail\"\nlimit = { rate = \"5 per minute\" }\naction = \"accept\"\n", "t.toml:3:18: bad rate"),
+            ("[[rule]]\non = \"mail\"\nlimit = { concurrent = 2 }\naction = \"accept\"\n", "t.toml:3:9: limit = { concurrent = N } counts open sessions"),
+            ("[[rule]]\non = \"rcpt\"\ngreylist = { retry_after = \"5m\", expire = \"1m\" }\naction = \"accept\"\n", "t.toml:3:12: greylist expire must be longer"),
+            ("[[rule]]\non = \"rcpt\"\ngreylist = { retry_after = \"5m\", wait = \"1m\" }\naction = \"accept\"\n", "t.toml:3:"),
+            ("[[rule]]\non = \"rcpt\"\nreputation = { window = \"1h\", max_failure_rate = 1.5 }\naction = \"accept\"\n", "t.toml:3:50: max_failure_rate"),
+            ("[[rule]]\non = \"rcpt\"\nlimit = { rate = \"5/1m\" }\ngreylist = { retry_after = \"5m\" }\naction = \"accept\"\n", "t.toml:4:12: a rule takes one of limit, greylist, reputation"),
+            ("[[rule]]\non = \"mail\"\nkey = [\"rcpt\"]\nreputation = { window = \"1h\", max_failure_rate = 0.1 }\naction = \"accept\"\n", "t.toml:3:8: key field \"rcpt\" is not known at stage mail"),
+        ] {
+            let got = err(text);
+            assert!(got.starts_with(want), "{text}: expected {want:?}, got {got:?}");
+        }
         assert!(
             err("[[rule]]\non = \"rcpt\"\n").starts_with("t.toml:2:6: a rule needs one outcome")
         );

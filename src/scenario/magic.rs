@@ -6,22 +6,29 @@
 //! |---|---|
 //! | `550-5.1.1`, any `CODE-X.Y.Z` | that reply at RCPT, with the catalog's text |
 //! | `421`, any `CODE` | that reply at RCPT |
+//! | `greylist` | 450 4.2.0 until a retry 60 s after the first attempt |
 //! | `tempfailN` | 451 4.3.0 after the message, N times per sender/recipient |
 //! | `slow` | every reply of the transaction 10 s late |
 //! | `drop` | connection closed without a reply after the message |
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::engine::Engine;
 use super::presets;
-use crate::proto::{Context, Decision, EnhancedCode, Outcome, Reply, Stage};
+use crate::proto::{Context, Decision, EnhancedCode, Outcome, Reply, Stage, Tag};
+use crate::state::Greylist;
 
 /// How late `slow@` replies are.
 pub const SLOW_DELAY: Duration = Duration::from_secs(10);
+/// How long `greylist@` makes a sender wait, and how long a known triplet
+/// is remembered.
+pub const GREYLIST_RETRY: Duration = Duration::from_secs(60);
+pub const GREYLIST_EXPIRE: Duration = Duration::from_secs(24 * 3600);
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Magic {
     Reply(Reply),
+    Greylist,
     Tempfail(u64),
     Slow,
     Drop,
@@ -36,6 +43,7 @@ pub fn parse(rcpt: &str) -> Option<Magic> {
     match local.as_str() {
         "slow" => return Some(Magic::Slow),
         "drop" => return Some(Magic::Drop),
+        "greylist" => return Some(Magic::Greylist),
         _ => {}
     }
     if let Some(n) = local.strip_prefix("tempfail") {
@@ -93,14 +101,41 @@ fn decision(name: &str, outcome: Outcome, delay: Duration) -> Decision {
         delay,
         close: None,
         drip: None,
+        tag: None,
     }
 }
 
-pub fn decide(engine: &Engine, ctx: &Context<'_>) -> Option<Decision> {
+pub fn decide(engine: &Engine, ctx: &Context<'_>, now: Instant) -> Option<Decision> {
     let slow = magic_rcpts(ctx).any(|(_, m)| m == Magic::Slow);
     match ctx.stage {
         Stage::Rcpt => match parse(ctx.rcpt?)? {
             Magic::Reply(r) => Some(decision(ctx.rcpt?, Outcome::Reply(r), Duration::ZERO)),
+            Magic::Greylist => {
+                let rcpt = ctx.rcpt?;
+                // The classic triplet: client IP, sender, recipient.
+                let key = format!(
+                    "magic grey\u{1e}{}\u{1f}{}\u{1f}{}",
+                    ctx.client_ip,
+                    ctx.mail_from.unwrap_or("").to_ascii_lowercase(),
+                    rcpt.to_ascii_lowercase()
+                );
+                match engine.greylist(&key, GREYLIST_RETRY, GREYLIST_EXPIRE, now) {
+                    Greylist::Passed => slow.then(|| decision("slow", Outcome::Accept, SLOW_DELAY)),
+                    Greylist::Refused { .. } => {
+                        let domain = rcpt.rsplit_once('@').map_or("", |(_, d)| d);
+                        let text = format!("450 4.2.0 Greylisted, see https://postgrey.schweikert.ch/help/{domain}.html");
+                        let mut d = decision(
+                            rcpt,
+                            Outcome::Reply(Reply::parse(&text).ok()?),
+                            Duration::ZERO,
+                        );
+                        d.tag = Some(Tag::Greylist {
+                            retry_after: GREYLIST_RETRY,
+                        });
+                        Some(d)
+                    }
+                }
+            }
             Magic::Slow => Some(decision("slow", Outcome::Accept, SLOW_DELAY)),
             _ if slow => Some(decision("slow", Outcome::Accept, SLOW_DELAY)),
             _ => None,

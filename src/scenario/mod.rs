@@ -13,3 +13,6 @@ pub mod units;
 pub use engine::Engine;
 pub use load::{default_scenario, load_file, parse, Diagnostic, LoadError};
 pub use model::Scenario;
+
+#[cfg(test)]
+mod tests;

@@ -82,6 +82,19 @@ impl KeyField {
         })
     }
 
+    /// True when the session knows this field at that stage.
+    pub fn known_at(self, stage: Stage) -> bool {
+        match self {
+            KeyField::ClientIp => true,
+            KeyField::Helo => stage != Stage::Connect,
+            KeyField::MailFrom => matches!(
+                stage,
+                Stage::Mail | Stage::Rcpt | Stage::Data | Stage::Message
+            ),
+            KeyField::Rcpt => matches!(stage, Stage::Rcpt | Stage::Data | Stage::Message),
+        }
+    }
+
     /// Every envelope field known at that stage (the contract's default).
     pub fn default_for(stage: Stage) -> &'static [KeyField] {
         use KeyField::*;
@@ -106,8 +119,38 @@ pub struct When {
     pub authenticated: Option<bool>,
     pub size: Option<SizeCmp>,
     pub header: Vec<(String, Pattern)>,
-    pub during: Option<Window>,
+    /// Any of these windows (time since start or reload).
+    pub during: Option<Vec<Window>>,
 }
+
+/// A gate that decides, per key, whether the rule applies.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Gate {
+    /// `limit = { rate = "N/DURATION" }`: applies beyond N passes in any
+    /// sliding window.
+    Rate { max: u64, window: Duration },
+    /// `limit = { concurrent = N }` at connect: applies when N sessions of
+    /// the key are already open.
+    Concurrent { max: u64 },
+    /// `greylist = { retry_after, expire }`.
+    Greylist {
+        retry_after: Duration,
+        expire: Duration,
+    },
+    /// `reputation = { window, min_attempts, max_failure_rate }`.
+    Reputation {
+        window: Duration,
+        min_attempts: u64,
+        max_failure_rate: f64,
+    },
+}
+
+/// Greylist entries are forgotten after this long without an attempt,
+/// unless the rule says otherwise.
+pub const DEFAULT_GREYLIST_EXPIRE: Duration = Duration::from_secs(24 * 3600);
+/// Reputation needs this many recipients before it judges, unless the rule
+/// says otherwise.
+pub const DEFAULT_MIN_ATTEMPTS: u64 = 10;
 
 /// One thing a rule (or one item of a sequence) does.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -143,6 +186,7 @@ pub struct Rule {
     pub probability: Option<f64>,
     pub times: Option<u64>,
     pub key: Option<Vec<KeyField>>,
+    pub gate: Option<Gate>,
 }
 
 impl Rule {
@@ -156,6 +200,18 @@ impl Rule {
 
     pub fn applies_at(&self, stage: Stage) -> bool {
         (self.any && stage.is_command()) || self.stages.contains(&stage)
+    }
+
+    /// The key fields: as written, or the stage's default. Reputation and
+    /// concurrency count per client IP unless told otherwise.
+    pub fn key_fields(&self, stage: Stage) -> &[KeyField] {
+        match (&self.key, &self.gate) {
+            (Some(k), _) => k,
+            (None, Some(Gate::Reputation { .. } | Gate::Concurrent { .. })) => {
+                &[KeyField::ClientIp]
+            }
+            (None, _) => KeyField::default_for(stage),
+        }
     }
 
     /// True when matching the rule needs a counter.

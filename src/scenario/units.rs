@@ -43,18 +43,30 @@ impl DurationRange {
     }
 }
 
-/// A time window since server start: `"0s..5m"`, `"10m.."` (open end).
+/// A time window since server start: `"0s..5m"`, `"10m.."` (open end),
+/// `"0s..30s every 1m"` (repeating: the first 30 s of every minute).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Window {
     pub start: Duration,
     pub end: Option<Duration>,
+    pub every: Option<Duration>,
 }
 
 impl Window {
     pub fn parse(s: &str) -> Result<Self, String> {
-        let Some((a, b)) = s.split_once("..") else {
+        let (range, every) = match s.split_once(" every ") {
+            Some((r, p)) => {
+                let p = duration(p)?;
+                if p.is_zero() {
+                    return Err(format!("window {s:?} repeats every 0s"));
+                }
+                (r, Some(p))
+            }
+            None => (s, None),
+        };
+        let Some((a, b)) = range.split_once("..") else {
             return Err(format!(
-                "bad window {s:?}; write \"START..END\" such as \"0s..5m\", or \"10m..\""
+                "bad window {s:?}; write \"START..END\" such as \"0s..5m\", \"10m..\" or \"0s..30s every 1m\""
             ));
         };
         let start = if a.trim().is_empty() {
@@ -70,12 +82,35 @@ impl Window {
         if end.is_some_and(|e| e < start) {
             return Err(format!("window {s:?} ends before it starts"));
         }
-        Ok(Self { start, end })
+        if let Some(p) = every {
+            if end.is_none_or(|e| e > p) {
+                return Err(format!("window {s:?} must end within its period"));
+            }
+        }
+        Ok(Self { start, end, every })
     }
 
     pub fn contains(&self, elapsed: Duration) -> bool {
-        elapsed >= self.start && self.end.is_none_or(|e| elapsed < e)
+        let t = match self.every {
+            Some(p) => Duration::from_nanos((elapsed.as_nanos() % p.as_nanos()) as u64),
+            None => elapsed,
+        };
+        t >= self.start && self.end.is_none_or(|e| t < e)
     }
+}
+
+/// A rate `"N/DURATION"`: `"5/1m"`, `"100/1h"`.
+pub fn rate(s: &str) -> Result<(u64, Duration), String> {
+    let bad = || format!("bad rate {s:?}; write \"N/DURATION\" such as \"5/1m\" or \"100/1h\"");
+    let (n, d) = s.split_once('/').ok_or_else(bad)?;
+    let n = crate::proto::command::parse_number(n.trim()).ok_or_else(bad)?;
+    let d = duration(d).map_err(|_| bad())?;
+    if n == 0 || d.is_zero() {
+        return Err(format!(
+            "rate {s:?} must allow at least 1 in a window longer than 0s"
+        ));
+    }
+    Ok((n, d))
 }
 
 /// A size: bytes as an integer, or a number with a unit. KB, MB, GB are
@@ -193,5 +228,10 @@ mod tests {
             .unwrap()
             .contains(Duration::from_secs(3600)));
         assert!(Window::parse("5m").is_err());
+        let flap = Window::parse("0s..30s every 1m").unwrap();
+        assert!(flap.contains(Duration::from_secs(10)));
+        assert!(!flap.contains(Duration::from_secs(45)));
+        assert!(flap.contains(Duration::from_secs(125)));
+        assert!(Window::parse("0s..2m every 1m").is_err());
     }
 }

@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::slot::Active;
 use crate::capture::{Capture, EventKind};
-use crate::proto::{CloseReason, Output, Session};
+use crate::proto::{CloseReason, Output, Policy, Session};
 
 /// Bytes per piece when a reply drips.
 pub const DRIP_CHUNK: usize = 4;
@@ -87,6 +87,7 @@ impl Driver<'_> {
                     drip,
                     code,
                     rule,
+                    tag,
                 } => {
                     let text = String::from_utf8_lossy(&bytes).into_owned();
                     tracing::debug!(
@@ -104,6 +105,7 @@ impl Driver<'_> {
                         text,
                         rule,
                         delay_ms: delay_ms.take(),
+                        limit: tag.map(Into::into),
                     });
                     if let Err(e) = sent {
                         self.closed("client", &format!("write failed: {e}"));
@@ -237,4 +239,5 @@ pub async fn serve(
         let _ = d.stream.shutdown().await;
         d.closed("server", &CloseReason::IdleTimeout.name());
     }
+    active.engine.session_closed(id);
 }

@@ -115,6 +115,7 @@ impl Server {
                 shutdown.clone(),
                 tracker.clone(),
             ));
+            tracker.spawn(sweep_loop(slot.clone(), shutdown.clone()));
             listeners.push(Bound { addr, slot });
         }
         let watcher = if opts.watch {
@@ -160,6 +161,26 @@ impl Server {
             let _ = tokio::time::timeout(Duration::from_secs(5), self.tracker.wait()).await;
         }
         self.capture.flush();
+    }
+}
+
+/// How often expired counters are removed.
+const SWEEP_EVERY: Duration = Duration::from_secs(10);
+
+/// Keeps a listener's counters bounded: removes entries that can no longer
+/// change an answer.
+async fn sweep_loop(slot: Arc<Slot>, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(SWEEP_EVERY);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                let removed = slot.current().engine.sweep(tokio::time::Instant::now().into_std());
+                if removed > 0 {
+                    tracing::debug!(removed, "expired counters removed");
+                }
+            }
+            _ = shutdown.cancelled() => return,
+        }
     }
 }
 

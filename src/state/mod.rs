@@ -1,104 +1,94 @@
-//! Counters shared across connections: how often a rule's key has matched.
+//! Counters shared across connections: match counts, sliding-window rates,
+//! greylist entries, open sessions and reputation tallies.
 //!
 //! They sit behind [`StateStore`] so that several servers can later share
 //! them (a Redis store is the intended next backend); [`MemoryStore`] keeps
 //! them in this process. Each listener's scenario has its own store.
+//!
+//! Every operation is atomic per key and takes `now` from the caller, so
+//! time-dependent behaviour is tested with plain instants and the server
+//! can run on tokio's paused clock.
+//!
+//! Memory stays bounded: an entry that can no longer change an answer
+//! (a rate window that emptied, a greylist entry past `expire`, a session
+//! count back at zero, a reputation window with no attempts) is removed by
+//! [`StateStore::sweep`], which the server calls every few seconds. Match
+//! counters for `times`/`sequence` are kept: they matter for the life of the
+//! scenario.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
+mod memory;
 
-/// Where counters live. Updates are atomic: two sessions incrementing the
-/// same key at once get distinct values.
+use std::time::{Duration, Instant};
+
+pub use memory::MemoryStore;
+
+/// The answer of a greylist lookup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Greylist {
+    /// Refused: the key was first seen at `first_seen`; it passes once
+    /// `retry_after` has gone by since then.
+    Refused { first_seen: Instant, first: bool },
+    /// The key waited long enough.
+    Passed,
+}
+
+/// Refused and total recipients of a key inside a reputation window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Tally {
+    pub attempts: u64,
+    pub failures: u64,
+}
+
+impl Tally {
+    pub fn failure_rate(&self) -> f64 {
+        if self.attempts == 0 {
+            0.0
+        } else {
+            self.failures as f64 / self.attempts as f64
+        }
+    }
+}
+
+/// Where counters live.
 pub trait StateStore: Send + Sync {
     /// Adds one to the counter `key` and returns its new value.
     fn incr(&self, key: &str) -> u64;
-    /// Forgets every counter (a reload or an explicit reset).
+
+    /// Sliding-window rate limit: true (and the pass is recorded) when fewer
+    /// than `max` passes of `key` happened in the `window` before `now`;
+    /// false when the key is over its rate. Refused attempts are not
+    /// recorded: at most `max` attempts get through in any window.
+    fn rate_pass(&self, key: &str, max: u64, window: Duration, now: Instant) -> bool;
+
+    /// Greylisting: the first attempt of a key (or the first after `expire`
+    /// without any attempt) starts its wait; attempts before `retry_after`
+    /// are refused; later ones pass, and keep the key known.
+    fn greylist(
+        &self,
+        key: &str,
+        retry_after: Duration,
+        expire: Duration,
+        now: Instant,
+    ) -> Greylist;
+
+    /// One more open session for `key`; returns how many are open now.
+    fn open(&self, key: &str) -> u64;
+    /// A session of `key` ended.
+    fn close(&self, key: &str);
+
+    /// Records one recipient's outcome for reputation.
+    fn record(&self, key: &str, failed: bool, window: Duration, now: Instant);
+    /// Recipients and refusals of `key` in the `window` before `now`.
+    fn tally(&self, key: &str, window: Duration, now: Instant) -> Tally;
+
+    /// Removes entries that can no longer change an answer; returns how
+    /// many were removed.
+    fn sweep(&self, now: Instant) -> usize;
+    /// Forgets everything (a reload or an explicit reset).
     fn reset(&self);
-    /// How many counters exist (for metrics and tests).
+    /// How many entries exist.
     fn len(&self) -> usize;
     fn is_empty(&self) -> bool {
         self.len() == 0
-    }
-}
-
-/// Counters in memory, sharded so that sessions touching different keys do
-/// not wait for each other.
-pub struct MemoryStore {
-    // Sharded by key hash: one mutex per shard keeps each update atomic while
-    // letting unrelated keys proceed in parallel.
-    shards: Vec<Mutex<HashMap<String, u64>>>,
-}
-
-const SHARDS: usize = 16;
-
-impl Default for MemoryStore {
-    fn default() -> Self {
-        Self {
-            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
-        }
-    }
-}
-
-impl MemoryStore {
-    fn shard(&self, key: &str) -> &Mutex<HashMap<String, u64>> {
-        let h = key.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
-            (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
-        });
-        &self.shards[(h as usize) % SHARDS]
-    }
-}
-
-impl StateStore for MemoryStore {
-    fn incr(&self, key: &str) -> u64 {
-        let mut map = self.shard(key).lock().unwrap_or_else(|p| p.into_inner());
-        match map.get_mut(key) {
-            Some(n) => {
-                *n = n.saturating_add(1);
-                *n
-            }
-            None => {
-                map.insert(key.to_string(), 1);
-                1
-            }
-        }
-    }
-
-    fn reset(&self) {
-        for s in &self.shards {
-            s.lock().unwrap_or_else(|p| p.into_inner()).clear();
-        }
-    }
-
-    fn len(&self) -> usize {
-        self.shards
-            .iter()
-            .map(|s| s.lock().unwrap_or_else(|p| p.into_inner()).len())
-            .sum()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::sync::Arc;
-
-    #[test]
-    fn increments_are_atomic_across_threads() {
-        let store = Arc::new(MemoryStore::default());
-        let handles: Vec<_> = (0..8)
-            .map(|_| {
-                let s = store.clone();
-                std::thread::spawn(move || (0..1000).map(|_| s.incr("k")).collect::<Vec<_>>())
-            })
-            .collect();
-        let mut all: Vec<u64> = handles
-            .into_iter()
-            .flat_map(|h| h.join().unwrap())
-            .collect();
-        all.sort_unstable();
-        assert_eq!(all, (1..=8000).collect::<Vec<_>>());
-        store.reset();
-        assert!(store.is_empty());
-        assert_eq!(store.incr("k"), 1);
     }
 }
