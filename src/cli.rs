@@ -13,7 +13,8 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
 
-use crate::capture::Capture;
+use crate::capture::{Capture, Event, EventKind};
+use crate::scenario::model::Expect;
 use crate::scenario::{self, presets, LoadError};
 use crate::server::{self, Options, Server, Source};
 
@@ -46,6 +47,21 @@ enum Command {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+    /// How the sender behaved: deliveries, findings, and the scenario's [[expect]].
+    Report {
+        /// Transcripts written by `serve --events` (`-` for stdin).
+        #[arg(required = true)]
+        events: Vec<PathBuf>,
+        /// Scenario whose [[expect]] to check (default: the one each listener served).
+        #[arg(long)]
+        scenario: Option<PathBuf>,
+        /// Exit 1 when an expectation failed or the sender misbehaved.
+        #[arg(long)]
+        check: bool,
+        /// JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// List the built-in replies of real providers (usable as `preset = "ID"`).
     Presets {
         /// Only this provider (matches the id prefix or the provider name).
@@ -75,6 +91,9 @@ struct ServeArgs {
     /// Write every session event as JSON Lines to this file.
     #[arg(long)]
     events: Option<PathBuf>,
+    /// When the server stops, write the sender report here (JSON if FILE ends in .json).
+    #[arg(long)]
+    report: Option<PathBuf>,
     /// Write each accepted message to DIR/<queue id>.eml.
     #[arg(long)]
     capture_dir: Option<PathBuf>,
@@ -131,6 +150,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Serve(args) => serve(args),
         Command::Check { files } => check(&files),
+        Command::Report {
+            events,
+            scenario,
+            check,
+            json,
+        } => report(&events, scenario.as_deref(), check, json),
         Command::Presets {
             provider,
             stage,
@@ -168,6 +193,108 @@ fn check(files: &[PathBuf]) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// Reads JSON Lines events; returns them and how many lines were not events.
+fn read_events(paths: &[PathBuf]) -> anyhow::Result<(Vec<Event>, usize)> {
+    let mut events = vec![];
+    let mut skipped = 0;
+    for p in paths {
+        let text = if p.as_os_str() == "-" {
+            std::io::read_to_string(std::io::stdin())?
+        } else {
+            std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))?
+        };
+        for line in text.lines().filter(|l| !l.trim().is_empty()) {
+            match serde_json::from_str::<Event>(line) {
+                Ok(e) => events.push(e),
+                Err(_) => skipped += 1,
+            }
+        }
+    }
+    // Several files: keep time order (RFC 3339 UTC sorts as text).
+    events.sort_by(|a, b| a.ts.cmp(&b.ts));
+    Ok((events, skipped))
+}
+
+/// The expectations of the scenarios the transcript's listeners served.
+fn expectations_from(events: &[Event]) -> anyhow::Result<Vec<Expect>> {
+    let mut files: Vec<String> = events
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::Listen { file } => file.clone(),
+            _ => None,
+        })
+        .collect();
+    files.dedup();
+    let mut out = vec![];
+    for f in files {
+        match scenario::load_file(std::path::Path::new(&f)) {
+            Ok(s) => out.extend(s.expects),
+            Err(e) => tracing::warn!("cannot read the expectations of {f}: {e}"),
+        }
+    }
+    Ok(out)
+}
+
+fn report(
+    paths: &[PathBuf],
+    scenario_file: Option<&std::path::Path>,
+    check: bool,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let (events, skipped) = read_events(paths)?;
+    let expects = match scenario_file {
+        Some(f) => scenario::load_file(f)?.expects,
+        None => expectations_from(&events)?,
+    };
+    let r = crate::report::build(&events, &expects, skipped);
+    let mut out = std::io::stdout().lock();
+    if json {
+        writeln!(out, "{}", serde_json::to_string_pretty(&r)?)?;
+    } else {
+        write!(out, "{}", crate::report::text(&r))?;
+    }
+    Ok(if check && !r.passed() {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// Writes the report when `serve` stops.
+fn write_report(
+    server: &Server,
+    events_file: Option<&std::path::Path>,
+    to: &std::path::Path,
+) -> anyhow::Result<()> {
+    let (events, skipped) = match events_file {
+        Some(f) => read_events(&[f.to_path_buf()])?,
+        None => {
+            if server.capture.events_truncated() {
+                tracing::warn!(
+                    "the report covers the last {} events only; use --events FILE for all",
+                    crate::capture::KEEP_EVENTS
+                );
+            }
+            (server.capture.events(), 0)
+        }
+    };
+    let expects: Vec<Expect> = server
+        .listeners
+        .iter()
+        .flat_map(|b| b.slot.current().engine.scenario.expects.clone())
+        .collect();
+    let r = crate::report::build(&events, &expects, skipped);
+    let body = if to.extension().is_some_and(|e| e == "json") {
+        serde_json::to_string_pretty(&r)?
+    } else {
+        crate::report::text(&r)
+    };
+    std::fs::write(to, body)
+        .with_context(|| format!("cannot write the report to {}", to.display()))?;
+    tracing::info!(file = %to.display(), passed = r.passed(), "report written");
+    Ok(())
 }
 
 fn list_presets(
@@ -267,7 +394,12 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         }
         wait_for_signals(&server).await?;
         tracing::info!("shutting down");
-        server.shutdown().await;
+        let report = args.report.clone();
+        let events = args.events.clone();
+        let server = server.shutdown().await;
+        if let Some(to) = report {
+            write_report(&server, events.as_deref(), &to)?;
+        }
         Ok(ExitCode::SUCCESS)
     })
 }

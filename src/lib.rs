@@ -8,6 +8,7 @@
 pub mod capture;
 pub mod cli;
 pub mod proto;
+pub mod report;
 pub mod scenario;
 pub mod server;
 pub mod state;

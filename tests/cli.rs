@@ -219,7 +219,8 @@ fn serve_prints_the_port_talks_smtp_and_stops_on_sigterm() {
                 .to_string()
         })
         .collect();
-    assert_eq!(kinds.first().unwrap(), "connect");
+    assert_eq!(kinds[0], "listen");
+    assert_eq!(kinds[1], "connect");
     assert_eq!(kinds.last().unwrap(), "close");
     assert!(text.contains("\"line\":\"RCPT TO:<550-5.1.1@x.test>\""));
     assert!(text.contains("\"rule\":\"magic recipient 550-5.1.1@x.test\""));

@@ -481,7 +481,7 @@ async fn transcript_records_commands_replies_and_rules() {
         .map(|e| serde_json::to_string(e).unwrap())
         .collect();
     let joined = lines.join("\n");
-    assert!(lines[0].contains("\"type\":\"connect\""), "{joined}");
+    assert!(lines[1].contains("\"type\":\"connect\""), "{joined}");
     assert!(
         joined.contains(
             "\"type\":\"command\",\"line\":\"RCPT TO:<nobody@x.test>\",\"stage\":\"rcpt\""

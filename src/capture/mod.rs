@@ -16,31 +16,37 @@ use serde::{Deserialize, Serialize};
 use crate::proto::{Captured, Tag};
 
 /// What happened in a session.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum EventKind {
+    /// A listener started (session 0): which scenario file it serves.
+    Listen {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        file: Option<String>,
+    },
     Connect {
         client: String,
     },
     /// A command line exactly as received (invalid UTF-8 replaced).
     Command {
         line: String,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        stage: Option<&'static str>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        stage: Option<String>,
+        #[serde(default)]
         pipelined: bool,
     },
     /// A reply as sent.
     Reply {
-        #[serde(skip_serializing_if = "Option::is_none")]
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         code: Option<u16>,
         text: String,
-        #[serde(skip_serializing_if = "Option::is_none")]
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         rule: Option<String>,
-        #[serde(skip_serializing_if = "Option::is_none")]
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         delay_ms: Option<u64>,
         /// Set when a stateful rule (rate, concurrency, greylist,
         /// reputation) decided this reply.
-        #[serde(skip_serializing_if = "Option::is_none")]
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         limit: Option<Limit>,
     },
     Message {
@@ -49,23 +55,23 @@ pub enum EventKind {
         rcpt: Vec<String>,
         size: u64,
         accepted: bool,
-        #[serde(skip_serializing_if = "Option::is_none")]
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         reply_code: Option<u16>,
         tls: bool,
         chunked: bool,
-        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         bare_lf: bool,
-        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         bare_cr: bool,
     },
     /// The server stopped reading and replying (`action = "hang"`).
     Hang {
-        #[serde(skip_serializing_if = "Option::is_none")]
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         rule: Option<String>,
     },
     Close {
         /// `client` or `server`.
-        by: &'static str,
+        by: String,
         reason: String,
     },
 }
@@ -98,7 +104,7 @@ impl From<Tag> for Limit {
 }
 
 /// One transcript event.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Event {
     /// RFC 3339, milliseconds, UTC.
     pub ts: String,
@@ -198,6 +204,11 @@ impl Capture {
             .iter()
             .cloned()
             .collect()
+    }
+
+    /// True when events were dropped from the in-memory ring.
+    pub fn events_truncated(&self) -> bool {
+        self.events.lock().unwrap_or_else(|p| p.into_inner()).len() == KEEP_EVENTS
     }
 
     /// Events kept, oldest first.

@@ -83,7 +83,20 @@ struct RawScenario {
     rule: Vec<RawRule>,
     auth: Option<Spanned<Value>>,
     tls: Option<Spanned<Value>>,
-    expect: Option<Spanned<Value>>,
+    #[serde(default)]
+    expect: Vec<Spanned<RawExpect>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawExpect {
+    name: Option<String>,
+    rcpt: Option<Spanned<Value>>,
+    mail_from: Option<Spanned<Value>>,
+    delivered: Option<bool>,
+    attempts: Option<Spanned<Value>>,
+    min_interval: Option<Spanned<String>>,
+    no_retry_after_permanent: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -210,11 +223,7 @@ pub fn parse(text: &str, file: &str, name: &str) -> Result<Scenario, LoadError> 
         }
     };
     let server = check_server(&mut ck, raw.server);
-    for (section, v) in [
-        ("[auth]", &raw.auth),
-        ("[tls]", &raw.tls),
-        ("[[expect]]", &raw.expect),
-    ] {
+    for (section, v) in [("[auth]", &raw.auth), ("[tls]", &raw.tls)] {
         if let Some(v) = v {
             ck.at(
                 v,
@@ -222,6 +231,12 @@ pub fn parse(text: &str, file: &str, name: &str) -> Result<Scenario, LoadError> 
             );
         }
     }
+    let expects = raw
+        .expect
+        .iter()
+        .enumerate()
+        .filter_map(|(i, e)| check_expect(&mut ck, i, e))
+        .collect();
     let rules = raw
         .rule
         .into_iter()
@@ -237,6 +252,78 @@ pub fn parse(text: &str, file: &str, name: &str) -> Result<Scenario, LoadError> 
         name: name.to_string(),
         server,
         rules,
+        expects,
+    })
+}
+
+fn check_expect(ck: &mut Checker<'_>, index: usize, raw: &Spanned<RawExpect>) -> Option<Expect> {
+    let before = ck.diagnostics.len();
+    let e = raw.get_ref();
+    let rcpt = e.rcpt.as_ref().and_then(|v| pattern(ck, v, "rcpt"));
+    let mail_from = e
+        .mail_from
+        .as_ref()
+        .and_then(|v| pattern(ck, v, "mail_from"));
+    let attempts = e.attempts.as_ref().and_then(|v| {
+        let parsed = match v.get_ref() {
+            Value::Integer(n) => u64::try_from(*n).ok().map(|n| (n, Some(n))),
+            Value::String(s) => match s.split_once("..") {
+                Some((a, b)) => {
+                    let lo = crate::proto::command::parse_number(a.trim());
+                    let hi = if b.trim().is_empty() {
+                        Some(None)
+                    } else {
+                        crate::proto::command::parse_number(b.trim()).map(Some)
+                    };
+                    match (lo, hi) {
+                        (Some(lo), Some(hi)) if hi.is_none_or(|h| h >= lo) => Some((lo, hi)),
+                        _ => None,
+                    }
+                }
+                None => crate::proto::command::parse_number(s.trim()).map(|n| (n, Some(n))),
+            },
+            _ => None,
+        };
+        if parsed.is_none() {
+            ck.at(
+                v,
+                "attempts is a number or a range such as \"3..5\" or \"2..\"",
+            );
+        }
+        parsed
+    });
+    let min_interval = e
+        .min_interval
+        .as_ref()
+        .and_then(|d| match units::duration(d.get_ref()) {
+            Ok(v) => Some(v),
+            Err(err) => {
+                ck.at(d, err);
+                None
+            }
+        });
+    let no_retry_after_permanent = e.no_retry_after_permanent.unwrap_or(false);
+    if e.delivered.is_none()
+        && attempts.is_none()
+        && min_interval.is_none()
+        && !no_retry_after_permanent
+    {
+        ck.at(raw, "this expectation checks nothing: give delivered, attempts, min_interval or no_retry_after_permanent");
+    }
+    if ck.diagnostics.len() > before {
+        return None;
+    }
+    Some(Expect {
+        name: e
+            .name
+            .clone()
+            .unwrap_or_else(|| format!("expectation #{}", index + 1)),
+        rcpt,
+        mail_from,
+        delivered: e.delivered,
+        attempts,
+        min_interval,
+        no_retry_after_permanent,
     })
 }
 

@@ -15,6 +15,25 @@ pub struct Scenario {
     pub name: String,
     pub server: ServerSettings,
     pub rules: Vec<Rule>,
+    /// `[[expect]]`: what the sender should have done (checked by the report).
+    pub expects: Vec<Expect>,
+}
+
+/// One `[[expect]]`.
+#[derive(Debug, Clone)]
+pub struct Expect {
+    pub name: String,
+    /// Which deliveries: by recipient and sender (absent: all).
+    pub rcpt: Option<Pattern>,
+    pub mail_from: Option<Pattern>,
+    /// One attempt finally got 250 after the message (or none did).
+    pub delivered: Option<bool>,
+    /// Attempts per delivery: at least, and at most.
+    pub attempts: Option<(u64, Option<u64>)>,
+    /// Between consecutive attempts of one delivery.
+    pub min_interval: Option<Duration>,
+    /// No attempt after a 5xx for that recipient.
+    pub no_retry_after_permanent: bool,
 }
 
 /// `[server]`.

@@ -50,10 +50,10 @@ impl Driver<'_> {
             .record(&self.conn.listener, &self.scenario, self.id, kind);
     }
 
-    fn closed(&self, by: &'static str, reason: &str) {
+    fn closed(&self, by: &str, reason: &str) {
         tracing::debug!(session = self.id, by, reason, "close");
         self.record(EventKind::Close {
-            by,
+            by: by.to_string(),
             reason: reason.to_string(),
         });
     }
@@ -71,7 +71,7 @@ impl Driver<'_> {
                     tracing::debug!(session = self.id, "<- {line}");
                     self.record(EventKind::Command {
                         line,
-                        stage: stage.map(|s| s.name()),
+                        stage: stage.map(|s| s.name().to_string()),
                         pipelined,
                     });
                 }

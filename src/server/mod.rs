@@ -116,6 +116,16 @@ impl Server {
                 tracker.clone(),
             ));
             tracker.spawn(sweep_loop(slot.clone(), shutdown.clone()));
+            let file = match &slot.source {
+                Source::File(p) => Some(p.display().to_string()),
+                _ => None,
+            };
+            opts.capture.record(
+                &addr.to_string(),
+                slot.current().scenario_name(),
+                0,
+                EventKind::Listen { file },
+            );
             listeners.push(Bound { addr, slot });
         }
         let watcher = if opts.watch {
@@ -148,8 +158,9 @@ impl Server {
     }
 
     /// Stops accepting, lets sessions finish for the grace period, then
-    /// closes the rest with 421 4.3.2.
-    pub async fn shutdown(self) {
+    /// closes the rest with 421 4.3.2. Returns the stopped server, whose
+    /// capture and scenarios can still be read.
+    pub async fn shutdown(self) -> Self {
         self.shutdown.cancel();
         self.tracker.close();
         if tokio::time::timeout(self.grace, self.tracker.wait())
@@ -161,6 +172,7 @@ impl Server {
             let _ = tokio::time::timeout(Duration::from_secs(5), self.tracker.wait()).await;
         }
         self.capture.flush();
+        self
     }
 }
 
@@ -237,7 +249,7 @@ async fn accept_loop(
                         &name,
                         id,
                         EventKind::Close {
-                            by: "server",
+                            by: "server".into(),
                             reason: "too many connections".into(),
                         },
                     );

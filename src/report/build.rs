@@ -1,0 +1,709 @@
+//! Builds a [`Report`] from transcript events.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::UNIX_EPOCH;
+
+use super::*;
+use crate::capture::{Event, EventKind, Limit};
+use crate::proto::command::parse_path;
+use crate::scenario::model::Expect;
+
+/// A reply as the report needs it.
+#[derive(Debug, Clone)]
+struct Said {
+    code: Option<u16>,
+    text: String,
+    rule: Option<String>,
+    limit: Option<Limit>,
+}
+
+impl Said {
+    fn first_line(&self) -> String {
+        self.text
+            .lines()
+            .last()
+            .unwrap_or("")
+            .trim_end()
+            .to_string()
+    }
+    fn class(&self) -> u16 {
+        self.code.unwrap_or(0) / 100
+    }
+}
+
+/// What the next reply answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Awaiting {
+    Greeting,
+    Ehlo,
+    Helo,
+    Mail,
+    Rcpt,
+    Data,
+    Message,
+    Other,
+}
+
+struct Pending {
+    rcpt: String,
+    time: String,
+    at_ms: u64,
+    reply: Option<Said>,
+}
+
+#[derive(Default)]
+struct Tx {
+    mail_from: String,
+    mail: Option<Said>,
+    rcpts: Vec<Pending>,
+    data: Option<Said>,
+    message: Option<Said>,
+}
+
+struct SessionState {
+    listener: String,
+    id: u64,
+    client: String,
+    awaiting: Awaiting,
+    /// None until an EHLO/HELO reply was seen.
+    pipelining: Option<bool>,
+    tx: Option<Tx>,
+    saw_421: bool,
+    flagged_421: bool,
+    flagged_pipelining: bool,
+    quit: bool,
+    started: bool,
+}
+
+/// One refusal by a rate limit.
+struct RateRefusal {
+    at_ms: u64,
+    window_ms: u64,
+    time: String,
+    session: u64,
+    reply: String,
+}
+
+struct Builder<'a> {
+    attempts: Vec<(String, Attempt)>,
+    refusals: Vec<Refusal>,
+    findings: Vec<Finding>,
+    /// (client, rule) -> its rate-limit refusals.
+    rate_refusals: BTreeMap<(String, String), Vec<RateRefusal>>,
+    /// client -> minute -> (attempts, failures)
+    judged: BTreeMap<String, BTreeMap<u64, (u64, u64)>>,
+    turned: HashMap<String, (String, Option<String>, u64, u64)>,
+    expects: &'a [Expect],
+}
+
+fn millis(ts: &str) -> u64 {
+    humantime::parse_rfc3339(ts)
+        .ok()
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn outcome_of(said: &Said) -> Outcome {
+    match said.class() {
+        2 | 3 => Outcome::Delivered,
+        4 => Outcome::Deferred,
+        _ => Outcome::Failed,
+    }
+}
+
+/// Builds the report. `expects` come from the scenario.
+pub fn build(events: &[Event], expects: &[Expect], skipped_lines: usize) -> Report {
+    let mut b = Builder {
+        attempts: vec![],
+        refusals: vec![],
+        findings: vec![],
+        rate_refusals: BTreeMap::new(),
+        judged: BTreeMap::new(),
+        turned: HashMap::new(),
+        expects,
+    };
+    let mut sessions: HashMap<(String, u64), SessionState> = HashMap::new();
+    let mut count = 0;
+    for ev in events {
+        let key = (ev.listener.clone(), ev.session);
+        match &ev.kind {
+            EventKind::Listen { .. } => {}
+            EventKind::Connect { client } => {
+                count += 1;
+                sessions.insert(
+                    key,
+                    SessionState {
+                        listener: ev.listener.clone(),
+                        id: ev.session,
+                        client: client.clone(),
+                        awaiting: Awaiting::Greeting,
+                        pipelining: None,
+                        tx: None,
+                        saw_421: false,
+                        flagged_421: false,
+                        flagged_pipelining: false,
+                        quit: false,
+                        started: false,
+                    },
+                );
+            }
+            EventKind::Command {
+                line,
+                stage,
+                pipelined,
+            } => {
+                if let Some(s) = sessions.get_mut(&key) {
+                    b.on_command(s, ev, line, stage.as_deref(), *pipelined);
+                }
+            }
+            EventKind::Reply {
+                code,
+                text,
+                rule,
+                limit,
+                ..
+            } => {
+                if let Some(s) = sessions.get_mut(&key) {
+                    let said = Said {
+                        code: *code,
+                        text: text.clone(),
+                        rule: rule.clone(),
+                        limit: limit.clone(),
+                    };
+                    b.on_reply(s, ev, said);
+                }
+            }
+            EventKind::Message { .. } | EventKind::Hang { .. } => {}
+            EventKind::Close { by, .. } => {
+                if let Some(mut s) = sessions.remove(&key) {
+                    b.finish_tx(&mut s, true);
+                    if by == "client" && !s.quit && !s.saw_421 {
+                        b.finding(
+                            &s,
+                            ev,
+                            "no_quit",
+                            Severity::Warning,
+                            "left without QUIT".into(),
+                        );
+                    }
+                }
+            }
+        }
+    }
+    // Sessions still open at the end of the transcript.
+    for (_, mut s) in sessions {
+        b.finish_tx(&mut s, false);
+    }
+    b.finish(count, skipped_lines)
+}
+
+impl Builder<'_> {
+    fn finding(
+        &mut self,
+        s: &SessionState,
+        ev: &Event,
+        kind: &'static str,
+        severity: Severity,
+        message: String,
+    ) {
+        self.findings.push(Finding {
+            kind,
+            severity,
+            time: ev.ts.clone(),
+            client: s.client.clone(),
+            session: s.id,
+            message,
+        });
+    }
+
+    fn on_command(
+        &mut self,
+        s: &mut SessionState,
+        ev: &Event,
+        line: &str,
+        stage: Option<&str>,
+        pipelined: bool,
+    ) {
+        if s.saw_421 && !s.flagged_421 {
+            s.flagged_421 = true;
+            self.finding(
+                s,
+                ev,
+                "command_after_421",
+                Severity::Error,
+                format!("sent {line:?} after a 421 reply on the same connection"),
+            );
+        }
+        if pipelined && s.pipelining == Some(false) && !s.flagged_pipelining {
+            s.flagged_pipelining = true;
+            self.finding(
+                s,
+                ev,
+                "pipelining_unadvertised",
+                Severity::Error,
+                format!("pipelined {line:?} although PIPELINING was not advertised"),
+            );
+        }
+        let upper = line.to_ascii_uppercase();
+        s.awaiting = match stage {
+            Some("ehlo") => {
+                self.finish_tx(s, false);
+                Awaiting::Ehlo
+            }
+            Some("helo") => {
+                self.finish_tx(s, false);
+                Awaiting::Helo
+            }
+            Some("mail") => {
+                self.finish_tx(s, false);
+                let args = line.get(5..).unwrap_or("").trim_start();
+                s.tx = Some(Tx {
+                    mail_from: parse_path(args, "FROM:").0.address,
+                    ..Tx::default()
+                });
+                Awaiting::Mail
+            }
+            Some("rcpt") => {
+                let args = line.get(5..).unwrap_or("").trim_start();
+                let rcpt = parse_path(args, "TO:").0.address;
+                if let Some(tx) = s.tx.as_mut() {
+                    tx.rcpts.push(Pending {
+                        rcpt,
+                        time: ev.ts.clone(),
+                        at_ms: millis(&ev.ts),
+                        reply: None,
+                    });
+                }
+                Awaiting::Rcpt
+            }
+            Some("data") => Awaiting::Data,
+            // A later BDAT: LAST brings the message reply.
+            None if upper.starts_with("BDAT") && upper.trim_end().ends_with("LAST") => {
+                Awaiting::Message
+            }
+            None if upper.starts_with("BDAT") => Awaiting::Other,
+            Some("rset") => {
+                self.finish_tx(s, false);
+                Awaiting::Other
+            }
+            Some("quit") => {
+                s.quit = true;
+                self.finish_tx(s, false);
+                Awaiting::Other
+            }
+            _ => Awaiting::Other,
+        };
+        s.started = true;
+    }
+
+    fn on_reply(&mut self, s: &mut SessionState, ev: &Event, said: Said) {
+        if said.code == Some(421) {
+            s.saw_421 = true;
+        }
+        if let Some(Limit::Rate { window_ms, .. }) = &said.limit {
+            self.rate_refusals
+                .entry((s.client.clone(), said.rule.clone().unwrap_or_default()))
+                .or_default()
+                .push(RateRefusal {
+                    at_ms: millis(&ev.ts),
+                    window_ms: *window_ms,
+                    time: ev.ts.clone(),
+                    session: s.id,
+                    reply: said.first_line(),
+                });
+        }
+        if let Some(Limit::Reputation { attempts, failures }) = &said.limit {
+            self.turned.entry(s.client.clone()).or_insert((
+                ev.ts.clone(),
+                said.rule.clone(),
+                *attempts,
+                *failures,
+            ));
+        }
+        match s.awaiting {
+            Awaiting::Greeting if said.class() != 2 => self.refusal(s, ev, "connect", None, &said),
+            Awaiting::Ehlo => {
+                if said.class() == 2 {
+                    s.pipelining = Some(said.text.to_ascii_uppercase().contains("PIPELINING"));
+                } else {
+                    self.refusal(s, ev, "ehlo", None, &said);
+                }
+            }
+            Awaiting::Helo => {
+                if said.class() == 2 {
+                    s.pipelining = Some(false);
+                } else {
+                    self.refusal(s, ev, "helo", None, &said);
+                }
+            }
+            Awaiting::Mail => {
+                if let Some(tx) = s.tx.as_mut() {
+                    tx.mail = Some(said.clone());
+                }
+                if said.class() != 2 {
+                    let from = s.tx.as_ref().map(|t| t.mail_from.clone());
+                    self.refusal(s, ev, "mail", from, &said);
+                }
+            }
+            Awaiting::Rcpt => {
+                if let Some(p) = s.tx.as_mut().and_then(|t| t.rcpts.last_mut()) {
+                    p.reply = Some(said.clone());
+                }
+                if matches!(said.class(), 2 | 5)
+                    && !matches!(said.limit, Some(Limit::Reputation { .. }))
+                {
+                    let minute = millis(&ev.ts) / 60_000;
+                    let e = self
+                        .judged
+                        .entry(s.client.clone())
+                        .or_default()
+                        .entry(minute)
+                        .or_default();
+                    e.0 += 1;
+                    e.1 += (said.class() == 5) as u64;
+                }
+            }
+            Awaiting::Data => {
+                if let Some(tx) = s.tx.as_mut() {
+                    tx.data = Some(said.clone());
+                }
+                if said.code == Some(354) {
+                    s.awaiting = Awaiting::Message;
+                    return;
+                }
+                // BDAT: a positive reply to the first chunk means more
+                // chunks (or the LAST reply) follow.
+            }
+            Awaiting::Message => {
+                if let Some(tx) = s.tx.as_mut() {
+                    tx.message = Some(said.clone());
+                }
+                self.finish_tx(s, false);
+            }
+            _ => {}
+        }
+        s.awaiting = Awaiting::Other;
+    }
+
+    fn refusal(
+        &mut self,
+        s: &SessionState,
+        ev: &Event,
+        stage: &str,
+        mail_from: Option<String>,
+        said: &Said,
+    ) {
+        self.refusals.push(Refusal {
+            time: ev.ts.clone(),
+            client: s.client.clone(),
+            session: s.id,
+            stage: stage.into(),
+            mail_from,
+            reply: said.first_line(),
+            rule: said.rule.clone(),
+        });
+    }
+
+    /// Turns the open transaction's recipients into attempts.
+    fn finish_tx(&mut self, s: &mut SessionState, closed: bool) {
+        let Some(tx) = s.tx.take() else { return };
+        for p in tx.rcpts {
+            let decided: Option<(&Said, &str)> = if tx.mail.as_ref().is_some_and(|m| m.class() != 2)
+            {
+                tx.mail.as_ref().map(|m| (m, "mail"))
+            } else if p.reply.as_ref().is_some_and(|r| r.class() != 2) {
+                p.reply.as_ref().map(|r| (r, "rcpt"))
+            } else if p.reply.is_none() {
+                None
+            } else if tx
+                .data
+                .as_ref()
+                .is_some_and(|d| !matches!(d.class(), 2 | 3))
+            {
+                tx.data.as_ref().map(|d| (d, "data"))
+            } else {
+                tx.message.as_ref().map(|m| (m, "message"))
+            };
+            let stage_reached = if p.reply.is_none() {
+                "rcpt"
+            } else if tx.data.is_none() {
+                "data"
+            } else {
+                "message"
+            };
+            let (outcome, stage, said) = match decided {
+                Some((said, stage)) => (outcome_of(said), stage, Some(said)),
+                // No reply where one was due: the connection ended (or the
+                // server never answered).
+                None if closed && (tx.data.is_some() || p.reply.is_none()) => {
+                    (Outcome::Dropped, stage_reached, None)
+                }
+                None => (Outcome::Abandoned, stage_reached, None),
+            };
+            let attempt = Attempt {
+                rcpt: p.rcpt,
+                time: p.time,
+                at_ms: p.at_ms,
+                listener: s.listener.clone(),
+                session: s.id,
+                client: s.client.clone(),
+                outcome,
+                stage: stage.into(),
+                reply: said.map(Said::first_line),
+                code: said.and_then(|x| x.code),
+                rule: said.and_then(|x| x.rule.clone()),
+                greylist_ms: said.and_then(|x| match x.limit {
+                    Some(Limit::Greylist { retry_after_ms }) => Some(retry_after_ms),
+                    _ => None,
+                }),
+            };
+            self.attempts.push((tx.mail_from.clone(), attempt));
+        }
+    }
+
+    fn finish(mut self, sessions: usize, skipped_lines: usize) -> Report {
+        self.attempts.sort_by_key(|(_, a)| a.at_ms);
+        let mut deliveries: Vec<Delivery> = vec![];
+        let mut open: HashMap<(String, String), usize> = HashMap::new();
+        for (from, a) in std::mem::take(&mut self.attempts) {
+            let key = (from.to_ascii_lowercase(), a.rcpt.to_ascii_lowercase());
+            let idx = match open.get(&key) {
+                Some(&i) if !deliveries[i].delivered() => i,
+                _ => {
+                    deliveries.push(Delivery {
+                        mail_from: from.clone(),
+                        rcpt: a.rcpt.clone(),
+                        outcome: a.outcome,
+                        attempts: vec![],
+                        intervals_ms: vec![],
+                    });
+                    open.insert(key, deliveries.len() - 1);
+                    deliveries.len() - 1
+                }
+            };
+            let d = &mut deliveries[idx];
+            if let Some(last) = d.attempts.last() {
+                d.intervals_ms.push(a.at_ms.saturating_sub(last.at_ms));
+            }
+            d.outcome = a.outcome;
+            d.attempts.push(a);
+        }
+        for d in &deliveries {
+            self.delivery_findings(d);
+        }
+        self.rate_findings();
+        self.findings.sort_by(|a, b| a.time.cmp(&b.time));
+        let expectations = self
+            .expects
+            .iter()
+            .map(|e| verdict(e, &deliveries))
+            .collect();
+        let reputation = self.reputation();
+        Report {
+            sessions,
+            deliveries,
+            refusals: self.refusals,
+            findings: self.findings,
+            reputation,
+            expectations,
+            skipped_lines,
+        }
+    }
+
+    fn delivery_findings(&mut self, d: &Delivery) {
+        let mut permanent: Option<&Attempt> = None;
+        let mut grey: Option<(&Attempt, u64)> = None;
+        for a in &d.attempts {
+            if let Some(p) = permanent {
+                self.findings.push(Finding {
+                    kind: "retry_after_permanent",
+                    severity: Severity::Error,
+                    time: a.time.clone(),
+                    client: a.client.clone(),
+                    session: a.session,
+                    message: format!(
+                        "{} -> {}: tried again {} after the permanent failure \"{}\"",
+                        d.mail_from,
+                        d.rcpt,
+                        human_ms(a.at_ms.saturating_sub(p.at_ms)),
+                        p.reply.as_deref().unwrap_or("")
+                    ),
+                });
+            }
+            if let Some((g, wait)) = grey {
+                let waited = a.at_ms.saturating_sub(g.at_ms);
+                if waited < wait {
+                    self.findings.push(Finding {
+                        kind: "greylist_retry_too_early",
+                        severity: Severity::Error,
+                        time: a.time.clone(),
+                        client: a.client.clone(),
+                        session: a.session,
+                        message: format!(
+                            "{} -> {}: retried {} after being greylisted; the server asked for {}",
+                            d.mail_from,
+                            d.rcpt,
+                            human_ms(waited),
+                            human_ms(wait)
+                        ),
+                    });
+                }
+            }
+            if a.outcome == Outcome::Failed && permanent.is_none() {
+                permanent = Some(a);
+            }
+            if let (Some(ms), None) = (a.greylist_ms, grey) {
+                grey = Some((a, ms));
+            }
+        }
+    }
+
+    fn rate_findings(&mut self) {
+        for ((client, rule), refusals) in &self.rate_refusals {
+            let Some(first) = refusals.first() else {
+                continue;
+            };
+            let again: Vec<&RateRefusal> = refusals[1..]
+                .iter()
+                .filter(|r| r.at_ms.saturating_sub(first.at_ms) < first.window_ms)
+                .collect();
+            if let Some(last) = again.last() {
+                self.findings.push(Finding {
+                    kind: "rate_limit_ignored",
+                    severity: Severity::Error,
+                    time: last.time.clone(),
+                    client: client.clone(),
+                    session: last.session,
+                    message: format!(
+                        "told \"{}\" at {} (rule {rule:?}, a {} window) and refused {} more time{} inside that window",
+                        first.reply,
+                        first.time,
+                        human_ms(first.window_ms),
+                        again.len(),
+                        if again.len() == 1 { "" } else { "s" }
+                    ),
+                });
+            }
+        }
+    }
+
+    fn reputation(&self) -> Vec<Reputation> {
+        let mut out = vec![];
+        for (client, minutes) in &self.judged {
+            let turned = self.turned.get(client);
+            let (attempts, failures) = minutes
+                .values()
+                .fold((0, 0), |(a, f), (x, y)| (a + x, f + y));
+            if failures == 0 && turned.is_none() {
+                continue;
+            }
+            out.push(Reputation {
+                client: client.clone(),
+                attempts,
+                failures,
+                series: minutes
+                    .iter()
+                    .map(|(m, (a, f))| ReputationPoint {
+                        minute: humantime::format_rfc3339_seconds(
+                            UNIX_EPOCH + std::time::Duration::from_secs(m * 60),
+                        )
+                        .to_string(),
+                        attempts: *a,
+                        failures: *f,
+                    })
+                    .collect(),
+                turned_at: turned.map(|t| t.0.clone()),
+                turned_by: turned.and_then(|t| t.1.clone()),
+                turned_after: turned.map(|t| (t.2, t.3)),
+            });
+        }
+        out
+    }
+}
+
+/// "1.5s", "120ms", "5m 3s".
+pub fn human_ms(ms: u64) -> String {
+    if ms < 1000 {
+        format!("{ms}ms")
+    } else if ms < 60_000 {
+        format!("{:.1}s", ms as f64 / 1000.0)
+    } else {
+        humantime::format_duration(std::time::Duration::from_secs(ms / 1000)).to_string()
+    }
+}
+
+fn verdict(e: &Expect, deliveries: &[Delivery]) -> Verdict {
+    let chosen: Vec<&Delivery> = deliveries
+        .iter()
+        .filter(|d| e.rcpt.as_ref().is_none_or(|p| p.matches(&d.rcpt)))
+        .filter(|d| e.mail_from.as_ref().is_none_or(|p| p.matches(&d.mail_from)))
+        .collect();
+    let fail = |detail: String| Verdict {
+        name: e.name.clone(),
+        passed: false,
+        detail,
+    };
+    if chosen.is_empty() {
+        return fail("no matching delivery was attempted".into());
+    }
+    for d in &chosen {
+        let who = format!("{} -> {}", d.mail_from, d.rcpt);
+        if let Some(want) = e.delivered {
+            if d.delivered() != want {
+                return fail(format!(
+                    "{who} was {}delivered after {} attempt{} (last: {})",
+                    if d.delivered() { "" } else { "not " },
+                    d.attempts.len(),
+                    if d.attempts.len() == 1 { "" } else { "s" },
+                    d.attempts
+                        .last()
+                        .and_then(|a| a.reply.clone())
+                        .unwrap_or_else(|| format!("{:?}", d.outcome).to_lowercase())
+                ));
+            }
+        }
+        if let Some((lo, hi)) = e.attempts {
+            let n = d.attempts.len() as u64;
+            if n < lo || hi.is_some_and(|h| n > h) {
+                let range = match hi {
+                    Some(h) if h == lo => format!("{lo}"),
+                    Some(h) => format!("{lo}..{h}"),
+                    None => format!("at least {lo}"),
+                };
+                return fail(format!(
+                    "{who} took {n} attempt{}, expected {range}",
+                    if n == 1 { "" } else { "s" }
+                ));
+            }
+        }
+        if let Some(min) = e.min_interval {
+            let min_ms = min.as_millis() as u64;
+            if let Some(&short) = d.intervals_ms.iter().find(|&&i| i < min_ms) {
+                return fail(format!(
+                    "{who} retried after {}, expected at least {}",
+                    human_ms(short),
+                    human_ms(min_ms)
+                ));
+            }
+        }
+        if e.no_retry_after_permanent {
+            if let Some(i) = d.attempts.iter().position(|a| a.outcome == Outcome::Failed) {
+                if i + 1 < d.attempts.len() {
+                    return fail(format!(
+                        "{who} was tried again after the permanent failure \"{}\"",
+                        d.attempts[i].reply.as_deref().unwrap_or("")
+                    ));
+                }
+            }
+        }
+    }
+    Verdict {
+        name: e.name.clone(),
+        passed: true,
+        detail: format!(
+            "{} deliver{} checked",
+            chosen.len(),
+            if chosen.len() == 1 { "y" } else { "ies" }
+        ),
+    }
+}
