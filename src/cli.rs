@@ -171,11 +171,16 @@ fn check(files: &[PathBuf]) -> anyhow::Result<ExitCode> {
         match scenario::load_file(f) {
             Ok(s) => writeln!(
                 out,
-                "{}: ok: scenario {:?}, {} rule{}{}",
+                "{}: ok: scenario {:?}, {} rule{}{}{}",
                 f.display(),
                 s.name,
                 s.rules.len(),
                 if s.rules.len() == 1 { "" } else { "s" },
+                match s.expects.len() {
+                    0 => String::new(),
+                    1 => ", 1 expectation".into(),
+                    n => format!(", {n} expectations"),
+                },
                 if s.server.magic_recipients {
                     ", magic recipients on"
                 } else {

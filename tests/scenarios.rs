@@ -229,3 +229,109 @@ async fn chaos_is_reproducible() {
         "{a:?}"
     );
 }
+
+/// MAIL and RCPT in a fresh session; returns the RCPT reply, or the first
+/// refusal before it.
+async fn try_rcpt(server: &mailfault::server::Server, to: &str) -> String {
+    let mut c = Client::connect(server).await;
+    let g = c.reply().await;
+    if !g.starts_with("220") {
+        return g;
+    }
+    c.cmd("EHLO x").await;
+    let m = c.cmd("MAIL FROM:<a@b.test>").await;
+    if !m.starts_with("250") {
+        return m;
+    }
+    let r = c.cmd(&format!("RCPT TO:<{to}>")).await;
+    c.cmd("QUIT").await;
+    r
+}
+
+#[tokio::test]
+async fn greylist_scenario() {
+    let server = serve_file("greylist.toml").await;
+    assert_eq!(
+        try_rcpt(&server, "a@example.test").await,
+        "450 4.2.0 Greylisted, see https://postgrey.schweikert.ch/help/example.test.html"
+    );
+    assert_eq!(
+        try_rcpt(&server, "a@example.test").await,
+        "450 4.2.0 Greylisted, see https://postgrey.schweikert.ch/help/example.test.html"
+    );
+    assert_eq!(try_rcpt(&server, "a@nogrey.test").await, "250 2.1.5 Ok");
+}
+
+#[tokio::test]
+async fn rate_limit_scenario() {
+    let server = serve_file("rate-limit.toml").await;
+    let mut got = vec![];
+    for _ in 0..7 {
+        got.push(try_rcpt(&server, "one@example.test").await);
+    }
+    assert!(got[..5].iter().all(|r| r == "250 2.1.5 Ok"), "{got:?}");
+    assert!(got[5].starts_with(
+        "450 4.2.1 The user you are trying to contact is receiving mail too quickly."
+    ));
+    // 7 MAILs so far: 20 a minute from one IP are allowed, the 21st is not.
+    for _ in 0..13 {
+        try_rcpt(&server, "other@example.test").await;
+    }
+    let r = try_rcpt(&server, "third@example.test").await;
+    assert!(
+        r.starts_with("421 4.7.0 Our system has detected an unusual rate of unsolicited mail"),
+        "{r}"
+    );
+    // Three open connections are fine, a fourth is not.
+    let mut open = vec![];
+    for _ in 0..3 {
+        let mut c = Client::connect(&server).await;
+        assert!(c.reply().await.starts_with("220"));
+        open.push(c);
+    }
+    let mut fourth = Client::connect(&server).await;
+    assert_eq!(
+        fourth.reply().await,
+        "421 4.7.0 Too many concurrent SMTP connections from this IP; please try again later"
+    );
+}
+
+#[tokio::test]
+async fn reputation_scenario_turns_on_a_dirty_list() {
+    let server = serve_file("reputation.toml").await;
+    let mut c = Client::connect(&server).await;
+    c.reply().await;
+    c.cmd("EHLO x").await;
+    c.expect("MAIL FROM:<list@sender.test>", "250").await;
+    for i in 0..18 {
+        c.expect(&format!("RCPT TO:<user{i}@example.test>"), "250 2.1.5")
+            .await;
+    }
+    for i in 0..4 {
+        c.expect(&format!("RCPT TO:<gone{i}@dead.test>"), "550 5.1.1")
+            .await;
+    }
+    c.expect("RSET", "250").await;
+    // 4 of 22 refused = 18%: over 10%, under 30%.
+    let r = c.cmd("MAIL FROM:<list@sender.test>").await;
+    assert!(
+        r.starts_with("421 4.7.0 Our system has detected an unusual rate of unsolicited mail"),
+        "{r}"
+    );
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let report = mailfault::report::build(&server.capture.events(), &[], 0);
+    let rep = &report.reputation[0];
+    assert_eq!((rep.attempts, rep.failures), (22, 4));
+    assert_eq!(rep.turned_by.as_deref(), Some("deferred: dirty list"));
+}
+
+#[tokio::test]
+async fn outage_scenario_starts_down() {
+    let server = serve_file("outage.toml").await;
+    let mut c = Client::connect(&server).await;
+    assert_eq!(
+        c.reply().await,
+        "421 4.3.2 System not accepting network messages"
+    );
+    assert!(c.closed().await);
+}
