@@ -42,7 +42,12 @@ fn measure(name: &str, fill: impl Fn(&MemoryStore, usize, Instant)) {
 }
 
 fn main() {
-    let key = |kind: &str, i: usize| format!("{kind}0\u{1e}198.51.100.{}\u{1f}sender{i}@example.test\u{1f}", i % 256);
+    let key = |kind: &str, i: usize| {
+        format!(
+            "{kind}0\u{1e}198.51.100.{}\u{1f}sender{i}@example.test\u{1f}",
+            i % 256
+        )
+    };
     // Each kind runs in a process of its own: freed memory stays with the
     // allocator, so measuring several kinds in one process would hide costs.
     match std::env::args().nth(1).as_deref() {
@@ -58,7 +63,12 @@ fn main() {
             }
         }),
         Some("grey") => measure("greylist triplets", |s, i, t| {
-            s.greylist(&key("g", i), Duration::from_secs(60), Duration::from_secs(4 * 3600), t);
+            s.greylist(
+                &key("g", i),
+                Duration::from_secs(60),
+                Duration::from_secs(4 * 3600),
+                t,
+            );
         }),
         Some("rep") => measure("reputation tallies", |s, i, t| {
             s.record(&key("p", i), i % 10 == 0, Duration::from_secs(3600), t);
@@ -67,7 +77,10 @@ fn main() {
             println!("{N} distinct keys per kind, keys of about 50 bytes\n");
             let me = std::env::current_exe().expect("own path");
             for kind in ["incr", "rate1", "rate5", "grey", "rep"] {
-                let status = std::process::Command::new(&me).arg(kind).status().expect("run");
+                let status = std::process::Command::new(&me)
+                    .arg(kind)
+                    .status()
+                    .expect("run");
                 assert!(status.success());
             }
         }

@@ -329,3 +329,54 @@ fn presets_lists_the_catalog() {
     assert_eq!(v[0]["id"], "gmail.server_busy");
     assert_eq!(v[0]["reply"], "421 4.4.5 Server busy, try again later.\r\n");
 }
+
+#[test]
+fn several_listeners_each_with_its_own_scenario() {
+    let d = tmp("multi");
+    let a = write(
+        &d,
+        "alpha.toml",
+        "[[rule]]\non = \"noop\"\nreply = \"250 alpha\"\n",
+    );
+    let b = write(
+        &d,
+        "beta.toml",
+        "[[rule]]\non = \"noop\"\nreply = \"250 beta\"\n",
+    );
+    let mut child = Command::new(bin())
+        .args([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:0={}", a.display()),
+            "--listen",
+            &format!("127.0.0.1:0={}", b.display()),
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut lines = vec![];
+    for _ in 0..2 {
+        let mut l = String::new();
+        out.read_line(&mut l).unwrap();
+        lines.push(l);
+    }
+    assert!(
+        lines[0].ends_with(" scenario=alpha\n") && lines[1].ends_with(" scenario=beta\n"),
+        "{lines:?}"
+    );
+    let addr = |l: &str| {
+        l.split("smtp://")
+            .nth(1)
+            .unwrap()
+            .split(' ')
+            .next()
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(talk(&addr(&lines[0]), &["NOOP"])[1], "250 alpha");
+    assert_eq!(talk(&addr(&lines[1]), &["NOOP"])[1], "250 beta");
+    let _ = child.kill();
+    let _ = child.wait();
+}

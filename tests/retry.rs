@@ -327,3 +327,54 @@ fn report_check_fails_a_sender_that_retries_a_550() {
         "{written}"
     );
 }
+
+/// The engine reads time from tokio's clock in the server, so a paused
+/// clock drives greylisting and windows without sleeping.
+#[tokio::test(start_paused = true)]
+async fn paused_clock_drives_greylist_and_windows() {
+    use mailfault::proto::{Context, Outcome, Policy, Stage};
+    let s = mailfault::scenario::parse(
+        "[[rule]]\non = \"rcpt\"\ngreylist = { retry_after = \"5m\" }\nreply = \"450 4.2.0 wait\"\n\
+         [[rule]]\non = \"mail\"\nwhen = { during = \"0s..10m\" }\nreply = \"421 4.3.2 down\"\n",
+        "t.toml",
+        "t",
+    )
+    .unwrap();
+    let now = || tokio::time::Instant::now().into_std();
+    let engine = mailfault::scenario::Engine::new(Arc::new(s), now());
+    let rcpts: Vec<String> = vec![];
+    let ctx = |stage| Context {
+        stage,
+        session_id: 1,
+        command: None,
+        client_ip: [127, 0, 0, 1].into(),
+        helo: Some("x"),
+        mail_from: Some("a@b.test"),
+        rcpt: Some("c@d.test"),
+        rcpts: &rcpts,
+        tls: false,
+        authenticated: false,
+        size: None,
+        message: None,
+    };
+    let is_refused = |d: Option<mailfault::proto::Decision>| {
+        matches!(d.map(|d| d.outcome), Some(Outcome::Reply(_)))
+    };
+    assert!(is_refused(engine.decide(&ctx(Stage::Rcpt), now())));
+    assert!(is_refused(engine.decide(&ctx(Stage::Mail), now())));
+    tokio::time::advance(Duration::from_secs(299)).await;
+    assert!(
+        is_refused(engine.decide(&ctx(Stage::Rcpt), now())),
+        "4 min 59 s: still greylisted"
+    );
+    tokio::time::advance(Duration::from_secs(1)).await;
+    assert!(
+        !is_refused(engine.decide(&ctx(Stage::Rcpt), now())),
+        "5 min: passes"
+    );
+    tokio::time::advance(Duration::from_secs(300)).await;
+    assert!(
+        !is_refused(engine.decide(&ctx(Stage::Mail), now())),
+        "10 min: the outage is over"
+    );
+}
