@@ -220,12 +220,6 @@ async fn magic_greylist_recipient() {
     );
 }
 
-fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("mailfault-retry-{}-{name}", std::process::id()));
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
 /// The real binary, a misbehaving sender, and `report --check` failing on it.
 #[test]
 fn report_check_fails_a_sender_that_retries_a_550() {

@@ -34,25 +34,30 @@ pub struct SessionConfig {
     pub extensions: Vec<String>,
 }
 
+/// Healthy-MTA defaults, shared with the scenario's `[server]`.
+pub const DEFAULT_HOSTNAME: &str = "mailfault.test";
+pub const DEFAULT_GREETING: &str = "ESMTP mailfault";
+pub const DEFAULT_MAX_MESSAGE_SIZE: u64 = 35_000_000;
+pub const DEFAULT_MAX_RECIPIENTS: usize = 100;
+pub const DEFAULT_EXTENSIONS: [&str; 7] = [
+    "PIPELINING",
+    "SIZE",
+    "8BITMIME",
+    "SMTPUTF8",
+    "ENHANCEDSTATUSCODES",
+    "CHUNKING",
+    "DSN",
+];
+
 impl Default for SessionConfig {
     fn default() -> Self {
         Self {
-            hostname: "mailfault.test".into(),
-            greeting: "ESMTP mailfault".into(),
-            max_message_size: 35_000_000,
-            max_recipients: 100,
+            hostname: DEFAULT_HOSTNAME.into(),
+            greeting: DEFAULT_GREETING.into(),
+            max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
+            max_recipients: DEFAULT_MAX_RECIPIENTS,
             require_tls: false,
-            extensions: [
-                "PIPELINING",
-                "SIZE",
-                "8BITMIME",
-                "SMTPUTF8",
-                "ENHANCEDSTATUSCODES",
-                "CHUNKING",
-                "DSN",
-            ]
-            .map(String::from)
-            .to_vec(),
+            extensions: DEFAULT_EXTENSIONS.map(String::from).to_vec(),
         }
     }
 }

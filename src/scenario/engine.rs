@@ -18,7 +18,7 @@ use rand_chacha::ChaCha8Rng;
 use super::magic;
 use super::model::*;
 use crate::proto::{Context, Decision, Outcome, Policy, Stage, Tag};
-use crate::state::{Greylist, MemoryStore, StateStore};
+use crate::state::{fnv1a, Greylist, MemoryStore, StateStore, FNV_OFFSET};
 
 /// A scenario ready to serve, with its counters.
 pub struct Engine {
@@ -94,19 +94,10 @@ impl Engine {
 
     /// A uniform draw in [0, 1) for this rule, key and match number.
     fn draw(&self, rule: usize, key: &str, n: u64, salt: u8) -> f64 {
-        let mut h = 0xcbf2_9ce4_8422_2325_u64 ^ self.seed;
-        let mix = |h: &mut u64, b: u8| *h = (*h ^ b as u64).wrapping_mul(0x100_0000_01b3);
-        for b in (rule as u64)
-            .to_le_bytes()
-            .into_iter()
-            .chain(n.to_le_bytes())
-            .chain([salt])
-        {
-            mix(&mut h, b);
-        }
-        for b in key.bytes() {
-            mix(&mut h, b);
-        }
+        let h = fnv1a(FNV_OFFSET ^ self.seed, &(rule as u64).to_le_bytes());
+        let h = fnv1a(h, &n.to_le_bytes());
+        let h = fnv1a(h, &[salt]);
+        let h = fnv1a(h, key.as_bytes());
         ChaCha8Rng::seed_from_u64(h).random::<f64>()
     }
 

@@ -50,20 +50,11 @@ pub struct ServerSettings {
     pub magic_recipients: bool,
 }
 
-pub const DEFAULT_HOSTNAME: &str = "mailfault.test";
-pub const DEFAULT_GREETING: &str = "ESMTP mailfault";
-pub const DEFAULT_MAX_MESSAGE_SIZE: u64 = 35_000_000;
-pub const DEFAULT_MAX_RECIPIENTS: usize = 100;
+pub use crate::proto::session::{
+    DEFAULT_EXTENSIONS, DEFAULT_GREETING, DEFAULT_HOSTNAME, DEFAULT_MAX_MESSAGE_SIZE,
+    DEFAULT_MAX_RECIPIENTS,
+};
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
-pub const DEFAULT_EXTENSIONS: [&str; 7] = [
-    "PIPELINING",
-    "SIZE",
-    "8BITMIME",
-    "SMTPUTF8",
-    "ENHANCEDSTATUSCODES",
-    "CHUNKING",
-    "DSN",
-];
 
 impl Default for ServerSettings {
     fn default() -> Self {

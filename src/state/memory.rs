@@ -69,9 +69,7 @@ impl Default for MemoryStore {
 
 impl MemoryStore {
     fn with<R>(&self, key: &str, f: impl FnOnce(&mut HashMap<String, Entry>) -> R) -> R {
-        let h = key.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
-            (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
-        });
+        let h = super::fnv1a(super::FNV_OFFSET, key.as_bytes());
         let mut map = self.shards[(h as usize) % SHARDS]
             .lock()
             .unwrap_or_else(|p| p.into_inner());

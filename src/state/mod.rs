@@ -22,6 +22,17 @@ use std::time::{Duration, Instant};
 
 pub use memory::MemoryStore;
 
+/// FNV-1a offset basis: the starting value for [`fnv1a`].
+pub const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+
+/// FNV-1a over `bytes`, continuing from `h`: a stable hash (the standard
+/// library's may change between releases, and seeded draws must not).
+pub fn fnv1a(h: u64, bytes: &[u8]) -> u64 {
+    bytes
+        .iter()
+        .fold(h, |h, &b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3))
+}
+
 /// The answer of a greylist lookup.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Greylist {

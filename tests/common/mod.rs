@@ -152,3 +152,10 @@ pub fn have(program: &str) -> bool {
     }
     found
 }
+
+/// A fresh folder for one test's files.
+pub fn tmp(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("mailfault-test-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
