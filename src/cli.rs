@@ -14,9 +14,10 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::capture::{Capture, Event, EventKind};
+use crate::scenario::model::CertFault;
 use crate::scenario::model::Expect;
 use crate::scenario::{self, presets, LoadError};
-use crate::server::{self, Options, Server, Source};
+use crate::server::{self, certs, CaStore, Options, Server, Source};
 
 #[derive(Parser)]
 #[command(
@@ -62,6 +63,15 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Write a test CA and a server certificate and key (PEM) for a host name.
+    Certs {
+        /// Folder to write ca.pem, ca.key, server.pem, server.key (a CA already there is reused).
+        #[arg(long)]
+        out: PathBuf,
+        /// The server's host name (localhost, 127.0.0.1 and ::1 are added).
+        #[arg(long, default_value = "mailfault.test")]
+        hostname: String,
+    },
     /// List the built-in replies of real providers (usable as `preset = "ID"`).
     Presets {
         /// Only this provider (matches the id prefix or the provider name).
@@ -81,10 +91,23 @@ struct ServeArgs {
     /// Scenario file (default: the built-in default scenario with magic recipients).
     #[arg(long)]
     scenario: Option<PathBuf>,
-    /// Address to listen on; repeat for several. `ADDR=FILE` gives that
-    /// listener its own scenario and counters. Port 0 picks a free port.
-    #[arg(long = "listen", default_value = "127.0.0.1:2525")]
+    /// Address to listen on (default 127.0.0.1:2525); repeat for several.
+    /// `ADDR=FILE` gives that listener its own scenario and counters. Port 0
+    /// picks a free port.
+    #[arg(long = "listen")]
     listen: Vec<String>,
+    /// Implicit-TLS listener (SMTPS: TLS from the first byte), `ADDR` or
+    /// `ADDR=FILE`; repeatable.
+    #[arg(long = "listen-tls")]
+    listen_tls: Vec<String>,
+    /// Folder of the test CA (`ca.pem`, `ca.key`), made there if missing
+    /// [default: mailfault-ca in the temporary folder].
+    #[arg(long)]
+    ca_dir: Option<PathBuf>,
+    /// Certificate fault for one listener, `ADDR=FAULT` (valid, self_signed,
+    /// expired, wrong_host, not_yet_valid); overrides the scenario's.
+    #[arg(long = "certificate")]
+    certificate: Vec<String>,
     /// Host name in the greeting and EHLO reply (overrides the scenario's).
     #[arg(long)]
     hostname: Option<String>,
@@ -150,6 +173,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Serve(args) => serve(args),
         Command::Check { files } => check(&files),
+        Command::Certs { out, hostname } => make_certs(&out, &hostname),
         Command::Report {
             events,
             scenario,
@@ -302,6 +326,18 @@ fn write_report(
     Ok(())
 }
 
+fn make_certs(dir: &std::path::Path, hostname: &str) -> anyhow::Result<ExitCode> {
+    let ca = certs::TestCa::load_or_create(dir)?;
+    let issued = ca.issue(&certs::server_names(hostname), CertFault::Valid)?;
+    std::fs::write(dir.join("server.pem"), &issued.cert_pem)?;
+    std::fs::write(dir.join("server.key"), &issued.key_pem)?;
+    let mut out = std::io::stdout().lock();
+    for f in ["ca.pem", "ca.key", "server.pem", "server.key"] {
+        writeln!(out, "{}", dir.join(f).display())?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 fn list_presets(
     provider: Option<String>,
     stage: Option<String>,
@@ -357,11 +393,40 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         Some(p) => Source::File(p.clone()),
         None => Source::Default,
     };
-    let listeners = args
-        .listen
-        .iter()
-        .map(|l| server::parse_listen(l, &default))
-        .collect::<anyhow::Result<Vec<_>>>()?;
+    let mut listeners = vec![];
+    let plain: Vec<String> = if args.listen.is_empty() && args.listen_tls.is_empty() {
+        vec!["127.0.0.1:2525".into()]
+    } else {
+        args.listen.clone()
+    };
+    for l in &plain {
+        listeners.push(server::parse_listen(l, &default)?);
+    }
+    for l in &args.listen_tls {
+        let mut spec = server::parse_listen(l, &default)?;
+        spec.tls.implicit = true;
+        listeners.push(spec);
+    }
+    for c in &args.certificate {
+        let (addr, fault) = c
+            .split_once('=')
+            .with_context(|| format!("--certificate {c:?}: write ADDR=FAULT"))?;
+        let fault = CertFault::from_name(fault).with_context(|| {
+            format!(
+                "--certificate {c:?}: the fault is one of {}",
+                CertFault::NAMES.join(", ")
+            )
+        })?;
+        let addr: std::net::SocketAddr = addr
+            .parse()
+            .with_context(|| format!("--certificate {c:?}: bad address"))?;
+        let spec = listeners
+            .iter_mut()
+            .find(|l| l.addr == addr)
+            .with_context(|| format!("--certificate {c:?}: no listener on {addr}"))?;
+        spec.tls.certificate = Some(fault);
+    }
+    let ca_dir = args.ca_dir.clone().unwrap_or_else(certs::default_ca_dir);
     let capture = Capture::new(args.events.as_deref(), args.capture_dir.as_deref())
         .context("cannot open the capture files")?;
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -375,15 +440,25 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             grace: args.grace,
             max_connections: args.max_connections,
             watch: !args.no_watch,
+            ca: Arc::new(CaStore::new(Some(ca_dir))),
         };
         let server = Server::start(opts).await?;
         {
             let mut out = std::io::stdout().lock();
             for b in &server.listeners {
                 let active = b.slot.current();
+                let scheme = if b.slot.implicit_tls() {
+                    "smtps"
+                } else {
+                    "smtp"
+                };
+                let ca = match (&active.tls, server.ca.path()) {
+                    (Some(_), Some(p)) => format!(" ca={}", p.display()),
+                    _ => String::new(),
+                };
                 writeln!(
                     out,
-                    "listening smtp://{} scenario={}",
+                    "listening {scheme}://{} scenario={}{ca}",
                     b.addr,
                     active.scenario_name()
                 )?;

@@ -194,6 +194,7 @@ async fn each_listener_has_its_own_counters() {
     let spec = |s: &Arc<_>| ListenerSpec {
         addr: "127.0.0.1:0".parse().unwrap(),
         source: Source::Given(Arc::clone(s)),
+        tls: Default::default(),
     };
     let server = Server::start(Options::new(vec![spec(&s), spec(&s)]))
         .await
@@ -348,6 +349,7 @@ async fn paused_clock_drives_greylist_and_windows() {
         rcpts: &rcpts,
         tls: false,
         authenticated: false,
+        auth_user: None,
         size: None,
         message: None,
     };

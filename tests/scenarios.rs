@@ -141,6 +141,7 @@ fn ctx<'a>(stage: Stage, rcpts: &'a [String]) -> Context<'a> {
         rcpts,
         tls: false,
         authenticated: false,
+        auth_user: None,
         size: Some(10),
         message: Some(b"hi\r\n"),
     }

@@ -503,6 +503,7 @@ async fn connection_cap_answers_421() {
     let mut opts = mailfault::server::Options::new(vec![mailfault::server::ListenerSpec {
         addr: "127.0.0.1:0".parse().unwrap(),
         source: mailfault::server::Source::Default,
+        tls: Default::default(),
     }]);
     opts.max_connections = 1;
     let server = mailfault::server::Server::start(opts).await.unwrap();

@@ -64,6 +64,11 @@ pub enum EventKind {
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         bare_cr: bool,
     },
+    /// The TLS handshake completed (STARTTLS or implicit TLS).
+    Tls {
+        version: String,
+        cipher: String,
+    },
     /// The server stopped reading and replying (`action = "hang"`).
     Hang {
         #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -2,6 +2,7 @@
 //! decoder, replies and the session state machine. Nothing here touches a
 //! socket, a clock or a task; the server drives it and performs what it asks.
 
+pub mod auth;
 pub mod command;
 pub mod data;
 pub mod line;

@@ -99,6 +99,9 @@ pub struct Context<'a> {
     pub rcpts: &'a [String],
     pub tls: bool,
     pub authenticated: bool,
+    /// The user name of AUTH: at `auth` the one just given, later the one
+    /// that authenticated.
+    pub auth_user: Option<&'a str>,
     /// At `mail`: the declared SIZE=; at `message`: the real size.
     pub size: Option<u64>,
     /// At `message`: the message as received (up to the size limit).

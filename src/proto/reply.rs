@@ -337,6 +337,43 @@ pub mod defaults {
     pub fn too_many_recipients() -> Reply {
         Reply::new(452, ec(4, 5, 3), "Error: too many recipients")
     }
+    pub fn cannot_decode() -> Reply {
+        Reply::new(501, ec(5, 5, 2), "Cannot decode response")
+    }
+    pub fn auth_cancelled() -> Reply {
+        Reply::new(501, ec(5, 0, 0), "Authentication aborted")
+    }
+    pub fn auth_ok() -> Reply {
+        Reply::new(235, ec(2, 7, 0), "Authentication successful")
+    }
+    pub fn auth_failed() -> Reply {
+        Reply::new(535, ec(5, 7, 8), "Error: authentication failed")
+    }
+    pub fn auth_required() -> Reply {
+        Reply::new(530, ec(5, 7, 0), "Authentication required")
+    }
+    pub fn encryption_required() -> Reply {
+        Reply::new(
+            538,
+            ec(5, 7, 11),
+            "Encryption required for requested authentication mechanism",
+        )
+    }
+    pub fn unknown_mechanism() -> Reply {
+        Reply::new(504, ec(5, 5, 4), "Unrecognized authentication type")
+    }
+    pub fn already_authenticated() -> Reply {
+        Reply::new(503, ec(5, 5, 1), "Error: already authenticated")
+    }
+    pub fn auth_in_transaction() -> Reply {
+        Reply::new(503, ec(5, 5, 1), "Error: MAIL transaction in progress")
+    }
+    pub fn ready_for_tls() -> Reply {
+        Reply::new(220, ec(2, 0, 0), "Ready to start TLS")
+    }
+    pub fn tls_already_active() -> Reply {
+        Reply::new(503, ec(5, 5, 1), "Error: TLS already active")
+    }
     pub fn must_starttls() -> Reply {
         Reply::new(530, ec(5, 7, 0), "Must issue a STARTTLS command first")
     }

@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::auth::{self, AuthConfig, Exchange, Step};
 use super::command::{parse_bdat, parse_number, parse_path, Command, PathArg, PathError, Verb};
 use super::data::{Body, DataDecoder};
 use super::line::{Frame, LineFramer};
@@ -32,6 +33,10 @@ pub struct SessionConfig {
     pub require_tls: bool,
     /// EHLO keywords, in order (`SIZE` gets the limit appended).
     pub extensions: Vec<String>,
+    /// Offer STARTTLS (the driver has a TLS configuration).
+    pub starttls: bool,
+    /// Offer AUTH.
+    pub auth: Option<Arc<AuthConfig>>,
 }
 
 /// Healthy-MTA defaults, shared with the scenario's `[server]`.
@@ -58,6 +63,8 @@ impl Default for SessionConfig {
             max_recipients: DEFAULT_MAX_RECIPIENTS,
             require_tls: false,
             extensions: DEFAULT_EXTENSIONS.map(String::from).to_vec(),
+            starttls: false,
+            auth: None,
         }
     }
 }
@@ -158,6 +165,8 @@ pub enum Output {
 #[derive(Debug)]
 enum Reader {
     Command,
+    /// An AUTH exchange waits for the client's next line.
+    Sasl(Exchange),
     Data(DataDecoder),
     /// Inside a BDAT chunk.
     Chunk(Box<Chunk>),
@@ -205,6 +214,7 @@ pub struct Session {
     esmtp: bool,
     tls: bool,
     authenticated: bool,
+    auth_user: Option<String>,
     /// The greeting was negative: RFC 5321 §3.1, only QUIT is served.
     refused_at_connect: bool,
     tx: Option<Transaction>,
@@ -232,6 +242,7 @@ impl Session {
             esmtp: false,
             tls: false,
             authenticated: false,
+            auth_user: None,
             refused_at_connect: false,
             tx: None,
             tag: None,
@@ -241,6 +252,11 @@ impl Session {
 
     pub fn id(&self) -> u64 {
         self.id
+    }
+
+    /// The connection is under TLS from its first byte (implicit TLS).
+    pub fn set_tls(&mut self) {
+        self.tls = true;
     }
 
     /// True while message bytes (DATA or a BDAT chunk) are being read.
@@ -273,12 +289,20 @@ impl Session {
             let rest = &input[pos..];
             match &mut self.reader {
                 Reader::Stopped => break,
-                Reader::Command => {
+                Reader::Command | Reader::Sasl(_) => {
                     let (n, frame) = self.framer.push(rest);
                     pos += n;
                     let pipelined = pos < input.len();
                     match frame {
-                        Some(Frame::Line(line)) => self.on_line(&line, pipelined),
+                        Some(Frame::Line(line)) => {
+                            match std::mem::replace(&mut self.reader, Reader::Command) {
+                                Reader::Sasl(state) => self.on_sasl_line(state, &line, pipelined),
+                                other => {
+                                    self.reader = other;
+                                    self.on_line(&line, pipelined)
+                                }
+                            }
+                        }
                         Some(Frame::TooLong) => {
                             self.out.push(Output::Command {
                                 line: format!(
@@ -355,6 +379,8 @@ impl Session {
         self.helo = None;
         self.esmtp = false;
         self.tx = None;
+        self.authenticated = false;
+        self.auth_user = None;
         self.framer = LineFramer::default();
         self.reader = Reader::Command;
     }
@@ -406,6 +432,7 @@ impl Session {
             rcpts: tx.map_or(&[][..], |t| &t.rcpts[..]),
             tls: self.tls,
             authenticated: self.authenticated,
+            auth_user: facts.auth_user.or(self.auth_user.as_deref()),
             size: facts.size,
             message: facts.message,
         }
@@ -503,8 +530,21 @@ impl Session {
             Verb::Auth => Some(Stage::Auth),
             Verb::Unknown => Some(Stage::Unknown),
         };
+        // Credentials never reach the transcript: an initial response on
+        // the AUTH line is hidden.
+        let shown = if cmd.verb == Verb::Auth
+            && cmd.args.split(' ').filter(|w| !w.is_empty()).count() > 1
+        {
+            format!(
+                "{} {} [initial response hidden]",
+                cmd.verb_text(),
+                cmd.args.split(' ').next().unwrap_or("")
+            )
+        } else {
+            cmd.line()
+        };
         self.out.push(Output::Command {
-            line: cmd.line(),
+            line: shown,
             stage,
             pipelined,
         });
@@ -520,6 +560,8 @@ impl Session {
             Verb::Data => self.on_data(&cmd),
             Verb::Bdat => self.on_bdat(&cmd, stage.is_some()),
             Verb::Quit => self.on_quit(&cmd),
+            Verb::Starttls => self.on_starttls(&cmd),
+            Verb::Auth => self.on_auth(&cmd),
             _ => self.on_simple(&cmd, stage.unwrap_or(Stage::Unknown)),
         }
     }
@@ -572,6 +614,7 @@ impl Session {
             rcpts: tx.map_or(&[][..], |t| &t.rcpts[..]),
             tls: self.tls,
             authenticated: self.authenticated,
+            auth_user: self.auth_user.as_deref(),
             size: None,
             message: None,
         };
@@ -586,6 +629,13 @@ impl Session {
             } else {
                 lines.push(ext.clone());
             }
+        }
+        if self.cfg.starttls && !self.tls {
+            lines.push("STARTTLS".into());
+        }
+        if let Some(a) = &self.cfg.auth {
+            let names: Vec<&str> = a.mechanisms.iter().map(|m| m.name()).collect();
+            lines.push(format!("AUTH {}", names.join(" ")));
         }
         Reply {
             code: 250,
@@ -631,6 +681,9 @@ impl Session {
         }
         if self.cfg.require_tls && !self.tls {
             return Err(defaults::must_starttls());
+        }
+        if self.cfg.auth.as_ref().is_some_and(|a| a.required) && !self.authenticated {
+            return Err(defaults::auth_required());
         }
         match err {
             Some(PathError::Syntax) => return Err(defaults::syntax("MAIL FROM:<address>")),
@@ -927,6 +980,110 @@ impl Session {
         }
     }
 
+    fn on_starttls(&mut self, cmd: &Command) {
+        let d = self.decide(Stage::Starttls, Some(cmd), Facts::default());
+        let healthy = if let Some(r) = self.refused() {
+            Err(r)
+        } else if !self.cfg.starttls {
+            Err(defaults::not_available("STARTTLS"))
+        } else if self.tls {
+            Err(defaults::tls_already_active())
+        } else if !cmd.args.is_empty() {
+            Err(defaults::no_arguments("STARTTLS"))
+        } else {
+            Ok(defaults::ready_for_tls())
+        };
+        if self.resolve(d, healthy) && !self.is_stopped() {
+            // RFC 3207 §4.2: nothing more is read in the clear.
+            self.out.push(Output::StartTls);
+            self.reader = Reader::Stopped;
+        }
+    }
+
+    fn on_auth(&mut self, cmd: &Command) {
+        let mut words = cmd.args.split(' ').filter(|w| !w.is_empty());
+        let mech = words.next().and_then(auth::Mechanism::from_name);
+        let initial = words.next().map(str::to_string);
+        let cfg = self.cfg.auth.clone();
+        let pre = match (&cfg, mech) {
+            _ if self.refused().is_some() => self.refused(),
+            (None, _) => Some(defaults::not_available("AUTH")),
+            _ if self.helo.is_none() => Some(defaults::need_helo()),
+            _ if self.authenticated => Some(defaults::already_authenticated()),
+            _ if self.tx.is_some() => Some(defaults::auth_in_transaction()),
+            (Some(c), Some(m)) if !c.mechanisms.contains(&m) => Some(defaults::unknown_mechanism()),
+            (_, None) => Some(defaults::unknown_mechanism()),
+            (Some(c), Some(m)) if m.sends_password() && !self.tls && !c.allow_plaintext => {
+                Some(defaults::encryption_required())
+            }
+            _ => None,
+        };
+        if let Some(r) = pre {
+            let d = self.decide(Stage::Auth, Some(cmd), Facts::default());
+            self.resolve(d, Err(r));
+            return;
+        }
+        let (Some(cfg), Some(mech)) = (cfg, mech) else {
+            return;
+        };
+        let nonce = format!(
+            "{}.{}@{}",
+            self.id,
+            QUEUE_ID.fetch_add(1, Ordering::Relaxed),
+            self.cfg.hostname
+        );
+        let step = auth::start(mech, initial.as_deref(), &cfg, &nonce);
+        self.auth_step(step);
+    }
+
+    fn on_sasl_line(&mut self, state: Exchange, line: &[u8], pipelined: bool) {
+        self.out.push(Output::Command {
+            line: "[SASL response hidden]".into(),
+            stage: Some(Stage::Auth),
+            pipelined,
+        });
+        let Some(cfg) = self.cfg.auth.clone() else {
+            return;
+        };
+        let step = auth::respond(state, &String::from_utf8_lossy(line), &cfg);
+        self.auth_step(step);
+    }
+
+    fn auth_step(&mut self, step: Step) {
+        match step {
+            Step::Challenge(state, text) => {
+                self.out.push(Output::Send {
+                    bytes: format!("334 {text}\r\n").into_bytes(),
+                    drip: None,
+                    code: Some(334),
+                    rule: None,
+                    tag: None,
+                });
+                self.reader = Reader::Sasl(state);
+            }
+            Step::Error(reply) => {
+                self.resolve(None, Err(reply));
+            }
+            Step::Done { user, ok } => {
+                // The scenario decides once the user is known.
+                let facts = Facts {
+                    auth_user: Some(&user),
+                    ..Facts::default()
+                };
+                let d = self.decide(Stage::Auth, None, facts);
+                let healthy = if ok {
+                    Ok(defaults::auth_ok())
+                } else {
+                    Err(defaults::auth_failed())
+                };
+                if self.resolve(d, healthy) {
+                    self.authenticated = true;
+                    self.auth_user = Some(user);
+                }
+            }
+        }
+    }
+
     fn on_simple(&mut self, cmd: &Command, stage: Stage) {
         let d = self.decide(stage, Some(cmd), Facts::default());
         let no_args = cmd.args.is_empty();
@@ -942,8 +1099,6 @@ impl Session {
             Stage::Expn if no_args => Err(defaults::syntax("EXPN mailing-list")),
             Stage::Expn => Ok(defaults::expn()),
             Stage::Help => Ok(defaults::help()),
-            Stage::Starttls => Err(defaults::not_available("STARTTLS")),
-            Stage::Auth => Err(defaults::not_available("AUTH")),
             _ => Err(defaults::unknown_command()),
         };
         if self.resolve(d, healthy) && stage == Stage::Rset {
@@ -956,6 +1111,7 @@ impl Session {
 #[derive(Default, Clone, Copy)]
 struct Facts<'a> {
     mail_from: Option<&'a str>,
+    auth_user: Option<&'a str>,
     rcpt: Option<&'a str>,
     size: Option<u64>,
     message: Option<&'a [u8]>,

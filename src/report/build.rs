@@ -173,7 +173,7 @@ pub fn build(events: &[Event], expects: &[Expect], skipped_lines: usize) -> Repo
                     b.on_reply(s, ev, said);
                 }
             }
-            EventKind::Message { .. } | EventKind::Hang { .. } => {}
+            EventKind::Message { .. } | EventKind::Hang { .. } | EventKind::Tls { .. } => {}
             EventKind::Close { by, .. } => {
                 if let Some(mut s) = sessions.remove(&key) {
                     b.finish_tx(&mut s, true);

@@ -165,6 +165,11 @@ impl Engine {
                 return false;
             }
         }
+        if let Some(p) = &w.auth_user {
+            if !ctx.auth_user.is_some_and(|u| p.matches(u)) {
+                return false;
+            }
+        }
         if w.tls.is_some_and(|t| t != ctx.tls)
             || w.authenticated.is_some_and(|a| a != ctx.authenticated)
         {
@@ -298,12 +303,19 @@ impl Engine {
             rule: Some(rule.label()),
             outcome: step_outcome(step),
             delay,
-            close: rule.close,
+            close: if matches!(step, Step::TlsAbort) {
+                Some(true)
+            } else {
+                rule.close
+            },
             drip: rule.drip,
             tag,
         })
     }
 }
+
+/// What `tls_abort` sends before it closes: the usual go-ahead.
+const TLS_ABORT: &[u8] = b"220 2.0.0 Ready to start TLS\r\n";
 
 pub(super) fn step_outcome(step: &Step) -> Outcome {
     match step {
@@ -312,6 +324,7 @@ pub(super) fn step_outcome(step: &Step) -> Outcome {
         Step::Disconnect => Outcome::Disconnect,
         Step::Hang => Outcome::Hang,
         Step::Raw(b) => Outcome::Raw(b.clone()),
+        Step::TlsAbort => Outcome::Raw(TLS_ABORT.to_vec()),
     }
 }
 

@@ -81,10 +81,28 @@ struct RawScenario {
     server: Option<RawServer>,
     #[serde(default)]
     rule: Vec<RawRule>,
-    auth: Option<Spanned<Value>>,
-    tls: Option<Spanned<Value>>,
+    auth: Option<Spanned<RawAuth>>,
+    tls: Option<Spanned<RawTls>>,
     #[serde(default)]
     expect: Vec<Spanned<RawExpect>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTls {
+    starttls: Option<bool>,
+    certificate: Option<Spanned<String>>,
+    key: Option<Spanned<String>>,
+    versions: Option<Vec<Spanned<String>>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAuth {
+    mechanisms: Option<Vec<Spanned<String>>>,
+    required: Option<bool>,
+    users: Option<BTreeMap<String, String>>,
+    allow_plaintext: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -169,6 +187,7 @@ struct RawWhen {
     size: Option<Spanned<String>>,
     header: Option<BTreeMap<String, Spanned<Value>>>,
     during: Option<Spanned<Value>>,
+    auth_user: Option<Spanned<Value>>,
 }
 
 /// Collects diagnostics with positions computed from byte offsets.
@@ -223,14 +242,8 @@ pub fn parse(text: &str, file: &str, name: &str) -> Result<Scenario, LoadError> 
         }
     };
     let server = check_server(&mut ck, raw.server);
-    for (section, v) in [("[auth]", &raw.auth), ("[tls]", &raw.tls)] {
-        if let Some(v) = v {
-            ck.at(
-                v,
-                format!("{section} is not supported by this version of mailfault yet"),
-            );
-        }
-    }
+    let tls = raw.tls.as_ref().map(|t| check_tls(&mut ck, t));
+    let auth = raw.auth.as_ref().map(|a| check_auth(&mut ck, a));
     let expects = raw
         .expect
         .iter()
@@ -253,7 +266,132 @@ pub fn parse(text: &str, file: &str, name: &str) -> Result<Scenario, LoadError> 
         server,
         rules,
         expects,
+        tls,
+        auth,
     })
+}
+
+/// Reads a PEM file named in `[tls]`: relative paths are taken from the
+/// scenario file's folder first, then from the current folder.
+fn read_pem(ck: &mut Checker<'_>, at: &Spanned<String>) -> Option<String> {
+    let given = std::path::Path::new(at.get_ref());
+    let beside = std::path::Path::new(ck.file)
+        .parent()
+        .map(|d| d.join(given));
+    let path = match beside {
+        Some(p) if given.is_relative() && p.exists() => p,
+        _ => given.to_path_buf(),
+    };
+    match std::fs::read_to_string(&path) {
+        Ok(t) => Some(t),
+        Err(e) => {
+            ck.at(at, format!("cannot read {}: {e}", path.display()));
+            None
+        }
+    }
+}
+
+fn check_tls(ck: &mut Checker<'_>, raw: &Spanned<RawTls>) -> TlsSettings {
+    let t = raw.get_ref();
+    let mut out = TlsSettings {
+        starttls: t.starttls.unwrap_or(true),
+        ..TlsSettings::default()
+    };
+    match (&t.certificate, &t.key) {
+        (None, Some(k)) => ck.at(k, "key goes with certificate = \"PATH\""),
+        (None, None) => {}
+        (Some(c), key) => match CertFault::from_name(c.get_ref()) {
+            Some(f) => {
+                if let Some(k) = key {
+                    ck.at(
+                        k,
+                        format!(
+                            "key is only for a certificate read from a file, not {:?}",
+                            c.get_ref()
+                        ),
+                    );
+                }
+                out.certificate = Certificate::Made(f);
+            }
+            None if c.get_ref().contains(['/', '.']) => {
+                let Some(k) = key else {
+                    ck.at(c, "a certificate file needs its key: key = \"PATH\"");
+                    return out;
+                };
+                if let (Some(cert_pem), Some(key_pem)) = (read_pem(ck, c), read_pem(ck, k)) {
+                    if let Err(e) = crate::server::certs::parse_chain(&cert_pem) {
+                        ck.at(c, e.to_string());
+                    }
+                    if let Err(e) = crate::server::certs::parse_key(&key_pem) {
+                        ck.at(k, e.to_string());
+                    }
+                    out.certificate = Certificate::Files { cert_pem, key_pem };
+                }
+            }
+            None => ck.at(
+                c,
+                format!(
+                    "unknown certificate {:?}; use {} or a path to a PEM file",
+                    c.get_ref(),
+                    CertFault::NAMES.join(", ")
+                ),
+            ),
+        },
+    }
+    if let Some(vs) = &t.versions {
+        out.versions = vec![];
+        for v in vs {
+            match v.get_ref().as_str() {
+                "1.2" => out.versions.push(TlsVersion::V1_2),
+                "1.3" => out.versions.push(TlsVersion::V1_3),
+                other => ck.at(
+                    v,
+                    format!("unknown TLS version {other:?}; use \"1.2\" or \"1.3\""),
+                ),
+            }
+        }
+        if vs.is_empty() {
+            ck.at(raw, "versions needs at least one of \"1.2\", \"1.3\"");
+        }
+    }
+    out
+}
+
+fn check_auth(ck: &mut Checker<'_>, raw: &Spanned<RawAuth>) -> crate::proto::auth::AuthConfig {
+    use crate::proto::auth::{AuthConfig, Mechanism};
+    let a = raw.get_ref();
+    let mut mechanisms = vec![];
+    match &a.mechanisms {
+        None => mechanisms = vec![Mechanism::Plain, Mechanism::Login],
+        Some(ms) => {
+            for m in ms {
+                match Mechanism::from_name(m.get_ref()) {
+                    Some(x) if !mechanisms.contains(&x) => mechanisms.push(x),
+                    Some(_) => {}
+                    None => ck.at(
+                        m,
+                        format!(
+                            "unknown mechanism {:?}; use {}",
+                            m.get_ref(),
+                            Mechanism::ALL.map(Mechanism::name).join(", ")
+                        ),
+                    ),
+                }
+            }
+            if ms.is_empty() {
+                ck.at(
+                    raw,
+                    "mechanisms needs at least one of PLAIN, LOGIN, CRAM-MD5, XOAUTH2",
+                );
+            }
+        }
+    }
+    AuthConfig {
+        mechanisms,
+        required: a.required.unwrap_or(false),
+        users: a.users.clone().unwrap_or_default(),
+        allow_plaintext: a.allow_plaintext.unwrap_or(false),
+    }
 }
 
 fn check_expect(ck: &mut Checker<'_>, index: usize, raw: &Spanned<RawExpect>) -> Option<Expect> {
@@ -519,11 +657,18 @@ fn check_rule(ck: &mut Checker<'_>, index: usize, raw: RawRule) -> Option<Rule> 
             "disconnect" => Some(Step::Disconnect),
             "hang" => Some(Step::Hang),
             "tls_abort" => {
-                ck.at(a, "action \"tls_abort\" needs [tls], which this version of mailfault does not support yet");
-                None
+                if any || stages != [Stage::Starttls] {
+                    ck.at(a, "action \"tls_abort\" works at stage starttls only");
+                }
+                Some(Step::TlsAbort)
             }
             other => {
-                ck.at(a, format!("unknown action {other:?}; actions are accept, disconnect, hang, tls_abort"));
+                ck.at(
+                    a,
+                    format!(
+                        "unknown action {other:?}; actions are accept, disconnect, hang, tls_abort"
+                    ),
+                );
                 None
             }
         }
@@ -828,6 +973,10 @@ fn check_when(ck: &mut Checker<'_>, w: RawWhen, stages: &[Stage], any: bool) -> 
         }
     }
     out.tls = w.tls;
+    out.auth_user = w
+        .auth_user
+        .as_ref()
+        .and_then(|v| pattern(ck, v, "auth_user"));
     out.authenticated = w.authenticated;
     if let Some(s) = &w.size {
         match SizeCmp::parse(s.get_ref()) {

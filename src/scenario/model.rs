@@ -17,6 +17,81 @@ pub struct Scenario {
     pub rules: Vec<Rule>,
     /// `[[expect]]`: what the sender should have done (checked by the report).
     pub expects: Vec<Expect>,
+    /// `[tls]`: absent means no STARTTLS (an implicit-TLS listener still
+    /// uses a valid certificate).
+    pub tls: Option<TlsSettings>,
+    /// `[auth]`.
+    pub auth: Option<crate::proto::auth::AuthConfig>,
+}
+
+/// A certificate made broken on purpose, or a healthy one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CertFault {
+    /// Signed by the test CA, valid now, for the server's names.
+    Valid,
+    /// Signed by itself: no client trusts it without being told.
+    SelfSigned,
+    /// Signed by the test CA, expired 30 days ago.
+    Expired,
+    /// Signed by the test CA, valid from 30 days from now.
+    NotYetValid,
+    /// Signed by the test CA, for `wrong-host.invalid` only.
+    WrongHost,
+}
+
+impl CertFault {
+    pub const NAMES: [&'static str; 5] = [
+        "valid",
+        "self_signed",
+        "expired",
+        "wrong_host",
+        "not_yet_valid",
+    ];
+
+    pub fn from_name(s: &str) -> Option<Self> {
+        Some(match s {
+            "valid" => CertFault::Valid,
+            "self_signed" => CertFault::SelfSigned,
+            "expired" => CertFault::Expired,
+            "wrong_host" => CertFault::WrongHost,
+            "not_yet_valid" => CertFault::NotYetValid,
+            _ => return None,
+        })
+    }
+}
+
+/// TLS protocol versions a listener offers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsVersion {
+    V1_2,
+    V1_3,
+}
+
+/// Where the server certificate comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Certificate {
+    /// Made at start-up by the test CA, healthy or broken on purpose.
+    Made(CertFault),
+    /// Read from PEM files.
+    Files { cert_pem: String, key_pem: String },
+}
+
+/// `[tls]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsSettings {
+    pub starttls: bool,
+    pub certificate: Certificate,
+    pub versions: Vec<TlsVersion>,
+}
+
+impl Default for TlsSettings {
+    fn default() -> Self {
+        Self {
+            starttls: true,
+            certificate: Certificate::Made(CertFault::Valid),
+            versions: vec![TlsVersion::V1_2, TlsVersion::V1_3],
+        }
+    }
 }
 
 /// One `[[expect]]`.
@@ -131,6 +206,7 @@ pub struct When {
     pub header: Vec<(String, Pattern)>,
     /// Any of these windows (time since start or reload).
     pub during: Option<Vec<Window>>,
+    pub auth_user: Option<Pattern>,
 }
 
 /// A gate that decides, per key, whether the rule applies.
@@ -170,6 +246,8 @@ pub enum Step {
     Disconnect,
     Hang,
     Raw(Vec<u8>),
+    /// At STARTTLS: answer 220, then close instead of the handshake.
+    TlsAbort,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

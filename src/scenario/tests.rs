@@ -56,6 +56,7 @@ impl Ctx {
             rcpts: &self.rcpts,
             tls: false,
             authenticated: false,
+            auth_user: None,
             size: None,
             message: None,
         }

@@ -6,9 +6,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::{sleep, timeout_at, Instant};
+use tokio_rustls::server::TlsStream;
 use tokio_util::sync::CancellationToken;
 
 use super::slot::Active;
@@ -30,15 +34,70 @@ pub struct Conn {
     pub hard_stop: CancellationToken,
 }
 
+/// How long a TLS handshake may take.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
+
 enum Flow {
     Continue,
     Closed,
     Hang,
+    StartTls,
+}
+
+/// The connection, in the clear or under TLS (after STARTTLS or from the
+/// first byte).
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+    /// Only while the handshake owns the socket.
+    Gone,
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+            Stream::Gone => Poll::Ready(Ok(())),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+            Stream::Gone => Poll::Ready(Err(std::io::ErrorKind::NotConnected.into())),
+        }
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+            Stream::Gone => Poll::Ready(Ok(())),
+        }
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+            Stream::Gone => Poll::Ready(Ok(())),
+        }
+    }
 }
 
 struct Driver<'a> {
     conn: &'a Conn,
-    stream: TcpStream,
+    stream: Stream,
     scenario: String,
     id: u64,
 }
@@ -136,10 +195,7 @@ impl Driver<'_> {
                     });
                     self.conn.capture.message(*m);
                 }
-                Output::StartTls => {
-                    // TLS is not configured in this version; the session
-                    // never asks for it.
-                }
+                Output::StartTls => return Flow::StartTls,
                 Output::Hang { rule } => {
                     self.record(EventKind::Hang { rule });
                     return Flow::Hang;
@@ -153,6 +209,52 @@ impl Driver<'_> {
             }
         }
         Flow::Continue
+    }
+
+    /// Performs a TLS handshake on the plain socket. Returns false (and
+    /// records why) when it failed.
+    async fn handshake(&mut self, config: Option<&Arc<rustls::ServerConfig>>) -> bool {
+        let Some(config) = config else {
+            self.closed(
+                "server",
+                "STARTTLS accepted by a rule, but this listener has no [tls]",
+            );
+            return false;
+        };
+        let Stream::Plain(tcp) = std::mem::replace(&mut self.stream, Stream::Gone) else {
+            self.closed("server", "TLS already active");
+            return false;
+        };
+        let acceptor = tokio_rustls::TlsAcceptor::from(config.clone());
+        let result = tokio::select! {
+            r = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)) => r,
+            _ = self.conn.hard_stop.cancelled() => return false,
+        };
+        match result {
+            Ok(Ok(tls)) => {
+                let (_, state) = tls.get_ref();
+                let version = state
+                    .protocol_version()
+                    .map(|v| format!("{v:?}"))
+                    .unwrap_or_default();
+                let cipher = state
+                    .negotiated_cipher_suite()
+                    .map(|c| format!("{:?}", c.suite()))
+                    .unwrap_or_default();
+                tracing::debug!(session = self.id, version, cipher, "TLS established");
+                self.record(EventKind::Tls { version, cipher });
+                self.stream = Stream::Tls(Box::new(tls));
+                true
+            }
+            Ok(Err(e)) => {
+                self.closed("client", &format!("TLS handshake failed: {e}"));
+                false
+            }
+            Err(_) => {
+                self.closed("client", "TLS handshake timed out");
+                false
+            }
+        }
     }
 
     async fn drip(&mut self, bytes: &[u8], pause: Duration) -> std::io::Result<()> {
@@ -177,12 +279,13 @@ pub async fn serve(
     peer: SocketAddr,
     active: Arc<Active>,
     id: u64,
+    implicit_tls: bool,
 ) {
     let _ = stream.set_nodelay(true);
     let mut session = Session::new(active.session.clone(), active.engine.clone(), peer, id);
     let mut d = Driver {
         conn: &conn,
-        stream,
+        stream: Stream::Plain(stream),
         scenario: active.scenario_name().to_string(),
         id,
     };
@@ -190,12 +293,31 @@ pub async fn serve(
     d.record(EventKind::Connect {
         client: peer.to_string(),
     });
+    if implicit_tls {
+        if !d.handshake(active.tls.as_ref()).await {
+            active.engine.session_closed(id);
+            return;
+        }
+        session.set_tls();
+    }
     let idle = active.idle_timeout;
     let session_end = Instant::now() + MAX_SESSION;
     let mut flow = d.perform(session.greet(Instant::now().into_std())).await;
     let mut buf = vec![0u8; READ_BUFFER];
     let mut deadline = Instant::now() + idle;
-    while let Flow::Continue = flow {
+    loop {
+        match flow {
+            Flow::Continue => {}
+            Flow::StartTls => {
+                if !d.handshake(active.tls.as_ref()).await {
+                    flow = Flow::Closed;
+                    break;
+                }
+                session.tls_established();
+                deadline = Instant::now() + idle;
+            }
+            Flow::Closed | Flow::Hang => break,
+        }
         if conn.hard_stop.is_cancelled() {
             flow = d.perform(session.shutdown()).await;
             continue;

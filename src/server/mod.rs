@@ -5,6 +5,7 @@
 //! grace period `hard_stop` tells every session still open to answer
 //! 421 4.3.2 and close.
 
+pub mod certs;
 mod connection;
 pub mod slot;
 mod watch;
@@ -24,7 +25,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::capture::{Capture, EventKind};
 use crate::proto::reply::defaults;
-pub use slot::{Active, Slot, Source};
+pub use slot::{Active, CaStore, Slot, Source, TlsOptions};
 
 pub use connection::{DRIP_CHUNK, MAX_SESSION};
 
@@ -33,6 +34,7 @@ pub use connection::{DRIP_CHUNK, MAX_SESSION};
 pub struct ListenerSpec {
     pub addr: SocketAddr,
     pub source: Source,
+    pub tls: TlsOptions,
 }
 
 /// How to run the server.
@@ -47,6 +49,8 @@ pub struct Options {
     pub max_connections: usize,
     /// Reload scenario files when they change.
     pub watch: bool,
+    /// The test CA for TLS listeners.
+    pub ca: Arc<CaStore>,
 }
 
 impl Options {
@@ -58,6 +62,7 @@ impl Options {
             grace: Duration::from_secs(10),
             max_connections: 1000,
             watch: false,
+            ca: Arc::new(CaStore::new(None)),
         }
     }
 }
@@ -72,6 +77,8 @@ pub struct Bound {
 pub struct Server {
     pub listeners: Vec<Bound>,
     pub capture: Arc<Capture>,
+    /// The test CA (made on first use).
+    pub ca: Arc<CaStore>,
     shutdown: CancellationToken,
     hard_stop: CancellationToken,
     tracker: TaskTracker,
@@ -96,7 +103,12 @@ impl Server {
         let ids = Arc::new(AtomicU64::new(1));
         let mut listeners = vec![];
         for spec in &opts.listeners {
-            let slot = Arc::new(Slot::new(spec.source.clone(), opts.hostname.clone())?);
+            let slot = Arc::new(Slot::new(
+                spec.source.clone(),
+                opts.hostname.clone(),
+                spec.tls.clone(),
+                opts.ca.clone(),
+            )?);
             let listener = TcpListener::bind(spec.addr)
                 .await
                 .with_context(|| format!("cannot listen on {}", spec.addr))?;
@@ -136,6 +148,7 @@ impl Server {
         Ok(Self {
             listeners,
             capture: opts.capture,
+            ca: opts.ca,
             shutdown,
             hard_stop,
             tracker,
@@ -222,10 +235,11 @@ async fn accept_loop(
         let id = ids.fetch_add(1, Ordering::Relaxed);
         let active = slot.current();
         let conn = conn.clone();
+        let implicit = slot.implicit_tls();
         match permits.clone().try_acquire_owned() {
             Ok(permit) => {
                 tracker.spawn(async move {
-                    connection::serve(conn, stream, peer, active, id).await;
+                    connection::serve(conn, stream, peer, active, id, implicit).await;
                     drop(permit);
                 });
             }
@@ -268,5 +282,9 @@ pub fn parse_listen(s: &str, default: &Source) -> anyhow::Result<ListenerSpec> {
     let addr = addr.parse().with_context(|| {
         format!("bad listen address {addr:?}: write IP:PORT, e.g. 127.0.0.1:2525 or [::1]:2525")
     })?;
-    Ok(ListenerSpec { addr, source })
+    Ok(ListenerSpec {
+        addr,
+        source,
+        tls: TlsOptions::default(),
+    })
 }

@@ -2,18 +2,25 @@
 //! a snapshot when they start, so a reload changes new sessions only.
 
 use std::path::PathBuf;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Duration;
 
+use anyhow::Context as _;
+use rustls::ServerConfig;
+
+use super::certs::{self, TestCa};
 use crate::proto::SessionConfig;
-use crate::scenario::model::DEFAULT_HOSTNAME;
-use crate::scenario::{self, Engine, LoadError, Scenario};
+use crate::scenario::model::{CertFault, Certificate, TlsSettings, TlsVersion, DEFAULT_HOSTNAME};
+use crate::scenario::{self, Engine, Scenario};
 
 /// What one listener serves right now.
 pub struct Active {
     pub engine: Arc<Engine>,
     pub session: Arc<SessionConfig>,
     pub idle_timeout: Duration,
+    /// The TLS configuration, when the scenario has `[tls]` or the listener
+    /// is implicit TLS.
+    pub tls: Option<Arc<ServerConfig>>,
 }
 
 impl Active {
@@ -32,24 +39,83 @@ pub enum Source {
     Given(Arc<Scenario>),
 }
 
+/// The test CA, made or read the first time a listener needs it.
+pub struct CaStore {
+    dir: Option<PathBuf>,
+    ca: OnceLock<Arc<TestCa>>,
+}
+
+impl CaStore {
+    /// `dir`: where the CA is kept (None: a CA in memory only).
+    pub fn new(dir: Option<PathBuf>) -> Self {
+        Self {
+            dir,
+            ca: OnceLock::new(),
+        }
+    }
+
+    /// A store with this CA already in it.
+    pub fn with(ca: TestCa) -> Self {
+        let s = Self::new(None);
+        let _ = s.ca.set(Arc::new(ca));
+        s
+    }
+
+    pub fn get(&self) -> anyhow::Result<Arc<TestCa>> {
+        if let Some(ca) = self.ca.get() {
+            return Ok(ca.clone());
+        }
+        let ca = match &self.dir {
+            Some(d) => TestCa::load_or_create(d)?,
+            None => TestCa::generate()?,
+        };
+        Ok(self.ca.get_or_init(|| Arc::new(ca)).clone())
+    }
+
+    /// Where `ca.pem` is, once the CA exists and was written.
+    pub fn path(&self) -> Option<PathBuf> {
+        self.ca.get().and_then(|c| c.path.clone())
+    }
+}
+
+/// How a listener speaks TLS.
+#[derive(Clone, Default)]
+pub struct TlsOptions {
+    /// TLS from the first byte (SMTPS).
+    pub implicit: bool,
+    /// Replaces the scenario's `[tls] certificate`.
+    pub certificate: Option<CertFault>,
+}
+
 pub struct Slot {
     pub source: Source,
     hostname: Option<String>,
+    tls: TlsOptions,
+    ca: Arc<CaStore>,
     active: RwLock<Arc<Active>>,
 }
 
 impl Slot {
-    pub fn new(source: Source, hostname: Option<String>) -> Result<Self, LoadError> {
+    /// Loads the scenario. A bad scenario is an error carrying its
+    /// [`scenario::LoadError`].
+    pub fn new(
+        source: Source,
+        hostname: Option<String>,
+        tls: TlsOptions,
+        ca: Arc<CaStore>,
+    ) -> anyhow::Result<Self> {
         let scenario = Self::read(&source)?;
-        let active = RwLock::new(Arc::new(build(scenario, hostname.as_deref())));
+        let active = build(scenario, hostname.as_deref(), &tls, &ca)?;
         Ok(Self {
             source,
             hostname,
-            active,
+            tls,
+            ca,
+            active: RwLock::new(Arc::new(active)),
         })
     }
 
-    fn read(source: &Source) -> Result<Arc<Scenario>, LoadError> {
+    fn read(source: &Source) -> Result<Arc<Scenario>, scenario::LoadError> {
         Ok(match source {
             Source::Default => Arc::new(scenario::default_scenario()),
             Source::File(p) => Arc::new(scenario::load_file(p)?),
@@ -64,34 +130,96 @@ impl Slot {
             .clone()
     }
 
+    pub fn implicit_tls(&self) -> bool {
+        self.tls.implicit
+    }
+
     /// Reads the scenario again. A bad file leaves the running one in place
     /// and returns why. A good one starts with fresh counters.
-    pub fn reload(&self) -> Result<Arc<Active>, LoadError> {
+    pub fn reload(&self) -> anyhow::Result<Arc<Active>> {
         let scenario = Self::read(&self.source)?;
-        let active = Arc::new(build(scenario, self.hostname.as_deref()));
+        let active = Arc::new(build(
+            scenario,
+            self.hostname.as_deref(),
+            &self.tls,
+            &self.ca,
+        )?);
         *self.active.write().unwrap_or_else(|p| p.into_inner()) = active.clone();
         Ok(active)
     }
 }
 
-fn build(scenario: Arc<Scenario>, hostname: Option<&str>) -> Active {
+fn build(
+    scenario: Arc<Scenario>,
+    hostname: Option<&str>,
+    opts: &TlsOptions,
+    ca: &CaStore,
+) -> anyhow::Result<Active> {
     let s = &scenario.server;
+    let hostname = hostname
+        .map(String::from)
+        .or_else(|| s.hostname.clone())
+        .unwrap_or_else(|| DEFAULT_HOSTNAME.into());
+    let tls_settings = match (&scenario.tls, opts.implicit) {
+        (Some(t), _) => Some(t.clone()),
+        (None, true) => Some(TlsSettings::default()),
+        (None, false) => None,
+    };
+    let tls = match &tls_settings {
+        Some(t) => {
+            Some(server_config(t, &hostname, opts.certificate, ca).context("cannot set up TLS")?)
+        }
+        None => None,
+    };
     let session = SessionConfig {
-        hostname: hostname
-            .map(String::from)
-            .or_else(|| s.hostname.clone())
-            .unwrap_or_else(|| DEFAULT_HOSTNAME.into()),
+        hostname,
         greeting: s.greeting.clone(),
         max_message_size: s.max_message_size,
         max_recipients: s.max_recipients,
         require_tls: s.require_tls,
         extensions: s.extensions.clone(),
+        starttls: tls_settings.as_ref().is_some_and(|t| t.starttls) && !opts.implicit,
+        auth: scenario.auth.clone().map(Arc::new),
     };
     let idle_timeout = s.idle_timeout;
     let epoch = tokio::time::Instant::now().into_std();
-    Active {
+    Ok(Active {
         engine: Arc::new(Engine::new(scenario, epoch)),
         session: Arc::new(session),
         idle_timeout,
-    }
+        tls,
+    })
+}
+
+/// A rustls configuration for the scenario's certificate (or the listener's
+/// override) and versions.
+fn server_config(
+    t: &TlsSettings,
+    hostname: &str,
+    over: Option<CertFault>,
+    ca: &CaStore,
+) -> anyhow::Result<Arc<ServerConfig>> {
+    let (chain, key) = match (over, &t.certificate) {
+        (Some(fault), _) | (None, &Certificate::Made(fault)) => {
+            let issued = ca.get()?.issue(&certs::server_names(hostname), fault)?;
+            (issued.chain()?, issued.key()?)
+        }
+        (None, Certificate::Files { cert_pem, key_pem }) => {
+            (certs::parse_chain(cert_pem)?, certs::parse_key(key_pem)?)
+        }
+    };
+    let versions: Vec<&'static rustls::SupportedProtocolVersion> = t
+        .versions
+        .iter()
+        .map(|v| match v {
+            TlsVersion::V1_2 => &rustls::version::TLS12,
+            TlsVersion::V1_3 => &rustls::version::TLS13,
+        })
+        .collect();
+    let cfg =
+        ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_protocol_versions(&versions)?
+            .with_no_client_auth()
+            .with_single_cert(chain, key)?;
+    Ok(Arc::new(cfg))
 }

@@ -25,8 +25,13 @@ pub fn reload(slot: &Slot) {
             "scenario reloaded"
         ),
         Err(e) => {
-            for d in &e.diagnostics {
-                tracing::error!("{d}");
+            match e.downcast_ref::<crate::scenario::LoadError>() {
+                Some(le) => {
+                    for d in &le.diagnostics {
+                        tracing::error!("{d}");
+                    }
+                }
+                None => tracing::error!("{e:#}"),
             }
             tracing::error!("reload refused: the previous scenario keeps running");
         }

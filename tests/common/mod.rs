@@ -25,6 +25,7 @@ pub async fn start_with(source: Source) -> Server {
     let mut opts = Options::new(vec![ListenerSpec {
         addr: "127.0.0.1:0".parse().unwrap(),
         source,
+        tls: Default::default(),
     }]);
     opts.grace = Duration::from_millis(200);
     Server::start(opts).await.unwrap()
