@@ -160,3 +160,27 @@ pub fn tmp(name: &str) -> std::path::PathBuf {
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
+
+/// Starts a TLS-capable server: STARTTLS on a plain listener (or implicit
+/// TLS), with its own in-memory test CA. Returns the server and the CA PEM.
+pub async fn start_tls(
+    toml: &str,
+    implicit: bool,
+    fault: Option<mailfault::scenario::model::CertFault>,
+) -> (Server, String) {
+    use mailfault::server::{certs::TestCa, CaStore, TlsOptions};
+    let s = scenario::parse(toml, "test.toml", "test").unwrap_or_else(|e| panic!("{e}"));
+    let ca = TestCa::generate().unwrap();
+    let pem = ca.cert_pem.clone();
+    let mut opts = Options::new(vec![ListenerSpec {
+        addr: "127.0.0.1:0".parse().unwrap(),
+        source: Source::Given(Arc::new(s)),
+        tls: TlsOptions {
+            implicit,
+            certificate: fault,
+        },
+    }]);
+    opts.ca = Arc::new(CaStore::with(ca));
+    opts.grace = Duration::from_millis(200);
+    (Server::start(opts).await.unwrap(), pem)
+}
