@@ -336,3 +336,47 @@ async fn outage_scenario_starts_down() {
     );
     assert!(c.closed().await);
 }
+
+#[tokio::test]
+async fn tls_scenarios() {
+    let server = serve_file("tls-required.toml").await;
+    let mut c = Client::connect(&server).await;
+    c.reply().await;
+    assert!(c.cmd("EHLO x").await.ends_with("250 STARTTLS"));
+    assert_eq!(
+        c.cmd("MAIL FROM:<a@b.test>").await,
+        "530 5.7.0 Must issue a STARTTLS command first"
+    );
+    assert_eq!(c.cmd("STARTTLS").await, "220 2.0.0 Ready to start TLS");
+
+    let server = serve_file("tls-broken.toml").await;
+    let mut c = Client::connect(&server).await;
+    c.reply().await;
+    c.cmd("EHLO busy.example").await;
+    assert_eq!(
+        c.cmd("STARTTLS").await,
+        "454 4.7.0 TLS not available due to temporary reason"
+    );
+    let mut c = Client::connect(&server).await;
+    c.reply().await;
+    c.cmd("EHLO abort.example").await;
+    assert_eq!(c.cmd("STARTTLS").await, "220 2.0.0 Ready to start TLS");
+    assert!(c.closed().await);
+
+    let server = serve_file("submission.toml").await;
+    let mut c = Client::connect(&server).await;
+    c.reply().await;
+    let ehlo = c.cmd("EHLO x").await;
+    assert!(
+        ehlo.ends_with("250-STARTTLS\n250 AUTH PLAIN LOGIN CRAM-MD5 XOAUTH2"),
+        "{ehlo}"
+    );
+    assert_eq!(
+        c.cmd("MAIL FROM:<a@b.test>").await,
+        "530 5.7.0 Authentication required"
+    );
+    assert_eq!(
+        c.cmd("AUTH PLAIN AGFsaWNlAHNlY3JldA==").await,
+        "538 5.7.11 Encryption required for requested authentication mechanism"
+    );
+}

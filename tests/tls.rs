@@ -619,3 +619,64 @@ fn certs_command_writes_a_ca_and_a_certificate_openssl_accepts() {
         );
     }
 }
+
+#[test]
+fn serve_listen_tls_prints_the_ca_and_overrides_certificates() {
+    let dir = tmp("serve-tls");
+    let scenario = dir.join("t.toml");
+    std::fs::write(&scenario, TLS).unwrap();
+    let mut child = Command::new(bin())
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--listen-tls",
+            "127.0.0.1:0",
+            "--ca-dir",
+        ])
+        .arg(dir.join("ca"))
+        .arg("--scenario")
+        .arg(&scenario)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut lines = vec![];
+    for _ in 0..2 {
+        let mut l = String::new();
+        std::io::BufRead::read_line(&mut out, &mut l).unwrap();
+        lines.push(l.trim_end().to_string());
+    }
+    let ca = dir.join("ca").join("ca.pem");
+    assert!(
+        lines[0].starts_with("listening smtp://127.0.0.1:"),
+        "{lines:?}"
+    );
+    assert!(
+        lines[0].ends_with(&format!(" scenario=t ca={}", ca.display())),
+        "{lines:?}"
+    );
+    assert!(
+        lines[1].starts_with("listening smtps://127.0.0.1:"),
+        "{lines:?}"
+    );
+    assert!(ca.exists() && dir.join("ca").join("ca.key").exists());
+    let _ = child.kill();
+    let _ = child.wait();
+
+    // --certificate names a listener that does not exist: a clear error.
+    let out = Command::new(bin())
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--certificate",
+            "127.0.0.1:9=expired",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr)
+        .contains("--certificate \"127.0.0.1:9=expired\": no listener on 127.0.0.1:9"));
+}
