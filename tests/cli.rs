@@ -60,6 +60,11 @@ fn check_rejects_bad_files_with_positions() {
         ("regex.toml", "[[rule]]\non = \"mail\"\nwhen = { mail_from = \"/[a-/\" }\naction = \"accept\"\n", ":3:22: bad regular expression /[a-/: unclosed character class\n"),
         ("rate.toml", "[[rule]]\non = \"mail\"\nlimit = { rate = \"five a minute\" }\naction = \"accept\"\n", ":3:18: bad rate \"five a minute\""),
         ("syntax.toml", "[[rule]]\non = \"rcpt\nreply = \"550\"\n", ":2:"),
+        ("tls.toml", "[tls]\ncertificate = \"expird\"\n", ":2:15: unknown certificate \"expird\""),
+        ("tls-key.toml", "[tls]\ncertificate = \"expired\"\nkey = \"x.key\"\n", ":3:7: key is only for a certificate read from a file"),
+        ("tls-file.toml", "[tls]\ncertificate = \"/no/such/cert.pem\"\nkey = \"/no/such/key.pem\"\n", ":2:15: cannot read /no/such/cert.pem"),
+        ("auth.toml", "[auth]\nmechanisms = [\"NTLM\"]\n", ":2:15: unknown mechanism \"NTLM\""),
+        ("abort.toml", "[[rule]]\non = \"rcpt\"\naction = \"tls_abort\"\n", ":3:10: action \"tls_abort\" works at stage starttls only"),
     ];
     for (name, text, want) in cases {
         let f = write(&d, name, text);
