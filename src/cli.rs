@@ -63,6 +63,18 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// What an SMTP reply means and what a sender should do (argument or stdin).
+    Explain {
+        /// The reply, e.g. "550 5.1.1 User unknown"; several arguments are
+        /// joined; none (or `-`) reads stdin, multi-line replies included.
+        reply: Vec<String>,
+        /// JSON instead of text.
+        #[arg(long)]
+        json: bool,
+        /// Also give the human text in this language (ja).
+        #[arg(long, value_parser = ["en", "ja"])]
+        lang: Option<String>,
+    },
     /// Write a test CA and a server certificate and key (PEM) for a host name.
     Certs {
         /// Folder to write ca.pem, ca.key, server.pem, server.key (a CA already there is reused).
@@ -174,6 +186,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Serve(args) => serve(args),
         Command::Check { files } => check(&files),
         Command::Certs { out, hostname } => make_certs(&out, &hostname),
+        Command::Explain { reply, json, lang } => {
+            explain(&reply, json, lang.as_deref() == Some("ja"))
+        }
         Command::Report {
             events,
             scenario,
@@ -324,6 +339,26 @@ fn write_report(
         .with_context(|| format!("cannot write the report to {}", to.display()))?;
     tracing::info!(file = %to.display(), passed = r.passed(), "report written");
     Ok(())
+}
+
+fn explain(args: &[String], json: bool, ja: bool) -> anyhow::Result<ExitCode> {
+    let input = if args.is_empty() || args == ["-"] {
+        std::io::read_to_string(std::io::stdin())?
+    } else {
+        args.join(" ")
+    };
+    let Some(reply) = crate::bounce::explain::ReadReply::parse(&input) else {
+        eprintln!("mailfault: no SMTP reply code (200-599) found in the input");
+        return Ok(ExitCode::from(1));
+    };
+    let e = crate::bounce::explain::explain(reply, ja);
+    let mut out = std::io::stdout().lock();
+    if json {
+        writeln!(out, "{}", serde_json::to_string_pretty(&e)?)?;
+    } else {
+        write!(out, "{}", crate::bounce::explain::render(&e))?;
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn make_certs(dir: &std::path::Path, hostname: &str) -> anyhow::Result<ExitCode> {

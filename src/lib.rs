@@ -5,6 +5,7 @@
 //!
 //! - [`proto`]: the SMTP session, sans-I/O. Bytes in, replies and actions
 //!   out; no sockets, no clock, no tasks.
+pub mod bounce;
 pub mod capture;
 pub mod cli;
 pub mod proto;

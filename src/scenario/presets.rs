@@ -68,6 +68,73 @@ pub fn status_name(e: EnhancedCode) -> Option<&'static str> {
         .and_then(|cols| cols.get(2).copied())
 }
 
+/// One row of the enhanced status code registry.
+#[derive(Debug, Clone, Copy)]
+pub struct StatusRow {
+    pub name: &'static str,
+    pub defined_in: &'static str,
+    /// The registry's "associated basic status code" column, verbatim.
+    pub usual_basic_codes: &'static str,
+}
+
+fn registry_rows() -> impl Iterator<Item = Vec<&'static str>> {
+    STATUS_REGISTRY
+        .lines()
+        .skip(1)
+        .map(|l| l.split('\t').collect())
+}
+
+/// The registry's row for `X.subject.detail`.
+pub fn status_row(e: EnhancedCode) -> Option<StatusRow> {
+    let want = format!("X.{}.{}", e.subject, e.detail);
+    registry_rows()
+        .find(|c| c.first() == Some(&want.as_str()) && c.get(1) == Some(&"enumerated"))
+        .map(|c| StatusRow {
+            name: c.get(2).copied().unwrap_or(""),
+            defined_in: c.get(3).copied().unwrap_or(""),
+            usual_basic_codes: c.get(4).copied().unwrap_or(""),
+        })
+}
+
+/// The registry's name of a subject (`X.1.YYY` -> "Addressing Status").
+pub fn subject_name(subject: u16) -> Option<&'static str> {
+    let want = format!("X.{subject}.YYY");
+    registry_rows()
+        .find(|c| c.first() == Some(&want.as_str()))
+        .and_then(|c| c.get(2).copied())
+}
+
+/// The registry's name of a class (`5` -> "Permanent Failure").
+pub fn class_name(class: u8) -> Option<&'static str> {
+    let want = format!("{class}.XXX.YYY");
+    registry_rows()
+        .find(|c| c.first() == Some(&want.as_str()))
+        .and_then(|c| c.get(2).copied())
+}
+
+/// Every enumerated code of the registry, as `X.s.d` strings.
+pub fn registered_codes() -> Vec<&'static str> {
+    registry_rows()
+        .filter(|c| c.get(1) == Some(&"enumerated"))
+        .filter_map(|c| c.first().copied())
+        .collect()
+}
+
+/// The commands whose replies may legitimately carry this code (RFC 5321
+/// §4.3.2 and the extensions' RFCs).
+pub fn commands_for(code: u16) -> Vec<&'static str> {
+    let code = code.to_string();
+    let mut out: Vec<&'static str> = REPLY_CODES
+        .lines()
+        .skip(1)
+        .map(|l| l.split('\t').collect::<Vec<_>>())
+        .filter(|c| c.get(1) == Some(&code.as_str()) && c.first().is_some_and(|x| *x != "*"))
+        .filter_map(|c| c.first().copied())
+        .collect();
+    out.dedup();
+    out
+}
+
 /// RFC 5321's words for a basic reply code, without placeholders.
 pub fn basic_meaning(code: u16) -> Option<String> {
     let code = code.to_string();

@@ -1,0 +1,6 @@
+//! Reading replies and bounces: `explain` says what a reply means and what a
+//! sender should do; `from-bounce` finds the failed recipients in a bounce
+//! message and writes a scenario that reproduces each failure.
+
+pub mod category;
+pub mod explain;
