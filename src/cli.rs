@@ -75,6 +75,14 @@ enum Command {
         #[arg(long, value_parser = ["en", "ja"])]
         lang: Option<String>,
     },
+    /// Read a bounce message and print a scenario that reproduces it.
+    FromBounce {
+        /// The bounce (an .eml file), or `-` for stdin.
+        file: PathBuf,
+        /// Print the facts found (JSON) instead of a scenario.
+        #[arg(long)]
+        json: bool,
+    },
     /// Write a test CA and a server certificate and key (PEM) for a host name.
     Certs {
         /// Folder to write ca.pem, ca.key, server.pem, server.key (a CA already there is reused).
@@ -186,6 +194,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Serve(args) => serve(args),
         Command::Check { files } => check(&files),
         Command::Certs { out, hostname } => make_certs(&out, &hostname),
+        Command::FromBounce { file, json } => from_bounce(&file, json),
         Command::Explain { reply, json, lang } => {
             explain(&reply, json, lang.as_deref() == Some("ja"))
         }
@@ -357,6 +366,38 @@ fn explain(args: &[String], json: bool, ja: bool) -> anyhow::Result<ExitCode> {
         writeln!(out, "{}", serde_json::to_string_pretty(&e)?)?;
     } else {
         write!(out, "{}", crate::bounce::explain::render(&e))?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn from_bounce(file: &std::path::Path, json: bool) -> anyhow::Result<ExitCode> {
+    let bytes = if file.as_os_str() == "-" {
+        let mut v = vec![];
+        std::io::Read::read_to_end(&mut std::io::stdin(), &mut v)?;
+        v
+    } else {
+        std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?
+    };
+    let bounce = match crate::bounce::dsn::parse(&bytes) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("{}: {e}", file.display());
+            return Ok(ExitCode::from(1));
+        }
+    };
+    let mut out = std::io::stdout().lock();
+    if json {
+        writeln!(out, "{}", serde_json::to_string_pretty(&bounce)?)?;
+    } else {
+        let name = file
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "stdin".into());
+        write!(
+            out,
+            "{}",
+            crate::bounce::reproduce::scenario(&bounce, &name)
+        )?;
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -62,7 +62,16 @@ impl ReadReply {
                 _ => line,
             };
             let rest = rest.trim_start();
+            let rest = rest.trim_start_matches([',', ' ']);
+            // "554 554 5.7.0 ...": the code repeated by a relaying reporter.
+            let rest = match rest.strip_prefix(c.as_str()) {
+                Some(r) if r.starts_with(' ') && status.is_none() && lines.is_empty() => {
+                    r.trim_start()
+                }
+                _ => rest,
+            };
             let (first, after) = rest.split_once(' ').unwrap_or((rest, ""));
+            let first = first.trim_start_matches(['\'', '"']);
             let rest = if loose_status(first).is_some() {
                 if status.is_none() {
                     status = Some(first.to_string());
@@ -88,14 +97,16 @@ impl ReadReply {
 
 /// Byte offset of the first reply code in a line: at its start, or after
 /// "smtp;", ":" or "said:".
-fn find_code(line: &str) -> Option<usize> {
+pub(crate) fn find_code(line: &str) -> Option<usize> {
     let b = line.as_bytes();
     let is_code = |i: usize| {
         i + 3 <= b.len()
             && (b'2'..=b'5').contains(&b[i])
             && b[i + 1].is_ascii_digit()
             && b[i + 2].is_ascii_digit()
-            && (i + 3 == b.len() || matches!(b[i + 3], b' ' | b'-'))
+            && (i + 3 == b.len()
+                || matches!(b[i + 3], b' ' | b'-' | b',')
+                || (b[i + 3] == b':' && b.get(i + 4) == Some(&b' ')))
             && (i == 0 || matches!(b[i - 1], b' ' | b';' | b':' | b'\'' | b'"' | b'('))
     };
     (0..b.len()).find(|&i| is_code(i))

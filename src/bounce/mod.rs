@@ -3,4 +3,6 @@
 //! message and writes a scenario that reproduces each failure.
 
 pub mod category;
+pub mod dsn;
 pub mod explain;
+pub mod reproduce;

@@ -123,6 +123,12 @@ impl Client {
         self.expect(&format!("RCPT TO:<{to}>"), "250 ").await;
     }
 
+    /// The message after a 354 (already received); returns the final reply.
+    pub async fn data_body(&mut self, body: &str) -> String {
+        self.send(body.as_bytes()).await;
+        self.cmd(".").await
+    }
+
     /// DATA with a small message; returns the final reply.
     pub async fn data(&mut self, body: &str) -> String {
         self.expect("DATA", "354 ").await;

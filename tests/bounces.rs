@@ -1,0 +1,244 @@
+//! `from-bounce` on the sample corpus (tests/bounces/, from
+//! sisimai/set-of-emails, BSD-2-Clause): agreement with another analyser's
+//! statuses and reply codes, CRLF and CR variants, and generated scenarios
+//! that load and answer with the extracted reply.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use mailfault::bounce::dsn;
+
+fn corpus() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/bounces")
+}
+
+struct Label {
+    index: usize,
+    status: String,
+    reply_code: String,
+}
+
+fn labels() -> BTreeMap<String, Vec<Label>> {
+    let text = std::fs::read_to_string(corpus().join("labels.tsv")).unwrap();
+    let mut out: BTreeMap<String, Vec<Label>> = BTreeMap::new();
+    for line in text.lines().skip(1) {
+        let c: Vec<&str> = line.split('\t').collect();
+        out.entry(c[0].to_string()).or_default().push(Label {
+            index: c[1].parse().unwrap(),
+            status: c[2].to_string(),
+            reply_code: c[3].to_string(),
+        });
+    }
+    out
+}
+
+/// A standard RFC 3463 code (the analyser's own pseudo-codes have a detail
+/// of 900 and above).
+fn standard(status: &str) -> bool {
+    status
+        .split('.')
+        .nth(2)
+        .and_then(|d| d.parse::<u32>().ok())
+        .is_some_and(|d| d < 900)
+}
+
+#[test]
+fn agreement_with_the_labels() {
+    let labels = labels();
+    let (mut status_total, mut status_ok, mut code_total, mut code_ok) = (0, 0, 0, 0);
+    let mut misses = vec![];
+    for (file, rows) in &labels {
+        let bytes = std::fs::read(corpus().join("samples").join(file)).unwrap();
+        let parsed = dsn::parse(&bytes);
+        for row in rows {
+            let f = parsed
+                .as_ref()
+                .ok()
+                .and_then(|b| b.failures.get(row.index - 1));
+            if standard(&row.status) {
+                status_total += 1;
+                let got = f.and_then(|f| f.status.clone()).unwrap_or_default();
+                if got == row.status {
+                    status_ok += 1;
+                } else {
+                    misses.push(format!(
+                        "{file}#{}: status {got:?} want {}",
+                        row.index, row.status
+                    ));
+                }
+            }
+            if !row.reply_code.is_empty() {
+                code_total += 1;
+                let got = f
+                    .and_then(|f| f.reply_code)
+                    .map(|c| c.to_string())
+                    .unwrap_or_default();
+                if got == row.reply_code {
+                    code_ok += 1;
+                } else {
+                    misses.push(format!(
+                        "{file}#{}: code {got:?} want {}",
+                        row.index, row.reply_code
+                    ));
+                }
+            }
+        }
+    }
+    let s = status_ok as f64 / status_total as f64;
+    let c = code_ok as f64 / code_total as f64;
+    eprintln!(
+        "status {status_ok}/{status_total} = {:.1}%, reply code {code_ok}/{code_total} = {:.1}%",
+        100.0 * s,
+        100.0 * c
+    );
+    for m in &misses {
+        eprintln!("  {m}");
+    }
+    assert!(s > 0.95 && c > 0.95, "agreement below 95%");
+}
+
+fn samples() -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(corpus().join("samples"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn crlf_and_cr_variants_parse_the_same() {
+    for p in samples() {
+        let raw = std::fs::read(&p).unwrap();
+        let lf = String::from_utf8_lossy(&raw)
+            .replace("\r\n", "\n")
+            .replace('\r', "\n");
+        let crlf: Vec<u8> = lf.replace('\n', "\r\n").into_bytes();
+        let cr: Vec<u8> = lf.replace('\n', "\r").into_bytes();
+        let a = dsn::parse(lf.as_bytes());
+        assert_eq!(a, dsn::parse(&crlf), "{}: CRLF", p.display());
+        assert_eq!(a, dsn::parse(&cr), "{}: CR", p.display());
+    }
+}
+
+#[test]
+fn truncated_and_mangled_bounces_never_panic() {
+    for p in samples() {
+        let bytes = std::fs::read(&p).unwrap();
+        for cut in (0..bytes.len()).step_by(97) {
+            let _ = dsn::parse(&bytes[..cut]);
+        }
+        let mut flipped = bytes.clone();
+        for i in (0..flipped.len()).step_by(13) {
+            flipped[i] ^= 0x80;
+        }
+        let _ = dsn::parse(&flipped);
+    }
+}
+
+#[test]
+fn a_message_that_is_not_a_bounce_is_refused() {
+    let plain =
+        b"From: a@example.test\nTo: b@example.test\nSubject: lunch\n\nShall we meet at noon?\n";
+    assert!(dsn::parse(plain).is_err());
+    assert!(dsn::parse(b"not a message at all").is_err());
+    let out = std::process::Command::new(common::bin())
+        .args(["from-bounce", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    let mut child = out;
+    child.stdin.take().unwrap().write_all(plain).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(out.stdout.is_empty(), "no scenario is invented");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a bounce"));
+}
+
+/// Sends up to the failure's stage and returns the reply there.
+async fn reply_at(addr: std::net::SocketAddr, stage: &str, rcpt: &str) -> String {
+    let mut c = common::Client::connect_addr(addr).await;
+    let greeting = c.reply().await;
+    if stage == "connect" {
+        return greeting;
+    }
+    let ehlo = c.cmd("EHLO client.test").await;
+    if stage == "ehlo" {
+        return ehlo;
+    }
+    let mail = c.cmd("MAIL FROM:<sender@example.test>").await;
+    if stage == "mail" {
+        return mail;
+    }
+    let r = c.cmd(&format!("RCPT TO:<{rcpt}>")).await;
+    if stage == "rcpt" {
+        return r;
+    }
+    let d = c.cmd("DATA").await;
+    if stage == "data" {
+        return d;
+    }
+    c.data_body("Subject: x\r\n\r\nhi\r\n").await
+}
+
+#[tokio::test]
+async fn every_generated_scenario_loads_and_answers_with_the_extracted_reply() {
+    let mut served = 0;
+    for p in samples() {
+        let Ok(b) = dsn::parse(&std::fs::read(&p).unwrap()) else {
+            continue;
+        };
+        let text =
+            mailfault::bounce::reproduce::scenario(&b, &p.file_name().unwrap().to_string_lossy());
+        let s = mailfault::scenario::parse(&text, "generated.toml", "generated")
+            .unwrap_or_else(|e| panic!("{}: {e}\n{text}", p.display()));
+        let server =
+            common::start_with(mailfault::server::Source::Given(std::sync::Arc::new(s))).await;
+        // Each failure at its stage; for several recipients at the same
+        // stage the first rule decides, so check the first of each stage.
+        let mut seen = std::collections::HashSet::new();
+        let mut rcpts = std::collections::HashSet::new();
+        for f in &b.failures {
+            if !rcpts.insert(f.recipient.to_ascii_lowercase()) {
+                continue;
+            }
+            let stage = f.stage.clone().unwrap_or_else(|| "rcpt".into());
+            if !seen.insert(stage.clone()) && matches!(stage.as_str(), "connect" | "ehlo" | "mail")
+            {
+                continue;
+            }
+            let got = reply_at(server.addr(), &stage, &f.recipient).await;
+            if f.reply.is_empty() {
+                let code = if f.status.as_deref().is_some_and(|s| s.starts_with('4')) {
+                    "450"
+                } else {
+                    "550"
+                };
+                assert!(got.starts_with(code), "{}: {got}", p.display());
+            } else {
+                // Served word for word as the bounce quotes it; a last line
+                // marked as a continuation ("550-...") is sent as the last.
+                let mut want = f.reply.clone();
+                if let Some(last) = want.last_mut() {
+                    if last.as_bytes().get(3) == Some(&b'-') {
+                        last.replace_range(3..4, " ");
+                    }
+                }
+                let got_lines: Vec<String> = got.lines().map(String::from).collect();
+                assert_eq!(got_lines, want, "{}", p.display());
+                assert!(
+                    got.starts_with(&f.reply_code.unwrap().to_string()),
+                    "{}",
+                    p.display()
+                );
+            }
+            served += 1;
+        }
+    }
+    assert!(served > 250, "{served}");
+}
