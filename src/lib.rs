@@ -4,7 +4,17 @@
 //! # Layout
 //!
 //! - [`proto`]: the SMTP session, sans-I/O. Bytes in, replies and actions
-//!   out; no sockets, no clock, no tasks.
+//!   out; no sockets, no clock, no tasks. Also the SASL exchanges of AUTH.
+//! - [`scenario`]: the TOML model, validation with `file:line:col`, the
+//!   preset catalog, and the rule engine the session asks at every stage.
+//! - [`state`]: counters shared across connections (times, sequences,
+//!   rates, greylisting, open sessions, reputation) behind one trait.
+//! - [`server`]: listeners, the per-connection driver, TLS and the test CA,
+//!   hot reload, the connection cap and graceful shutdown.
+//! - [`capture`]: transcripts (JSON Lines) and captured messages.
+//! - [`report`]: how the sender behaved: deliveries, findings, `[[expect]]`.
+//! - [`bounce`]: `explain` for replies, `from-bounce` for bounce messages.
+//! - [`cli`]: the command line.
 pub mod bounce;
 pub mod capture;
 pub mod cli;
