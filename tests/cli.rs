@@ -103,14 +103,7 @@ impl Serve {
             .read_line(&mut line)
             .unwrap();
         assert!(line.starts_with("listening smtp://127.0.0.1:"), "{line:?}");
-        let addr = line
-            .split("smtp://")
-            .nth(1)
-            .unwrap()
-            .split(' ')
-            .next()
-            .unwrap()
-            .to_string();
+        let addr = common::listening_addr(&line).to_string();
         let (tx, rx) = std::sync::mpsc::channel();
         let err = child.stderr.take().unwrap();
         std::thread::spawn(move || {

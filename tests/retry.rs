@@ -252,15 +252,7 @@ fn report_check_fails_a_sender_that_retries_a_550() {
         &mut line,
     )
     .unwrap();
-    let addr: std::net::SocketAddr = line
-        .split("smtp://")
-        .nth(1)
-        .unwrap()
-        .split(' ')
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let addr = listening_addr(&line);
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         // Good behaviour for the flaky domain: back off and retry.

@@ -458,29 +458,14 @@ async fn openssl_swaks_and_curl() {
     let ca_s = ca_file.to_str().unwrap().to_string();
 
     if have("openssl") {
-        let (p, c) = (port.clone(), ca_s.clone());
-        let out = tokio::task::spawn_blocking(move || {
-            Command::new("sh")
-                .args(["-c", &format!("(sleep 1; printf 'quit\\r\\n'; sleep 1) | openssl s_client -starttls smtp -connect 127.0.0.1:{p} -CAfile {c} -verify_return_error -brief 2>&1")])
-                .output()
-                .unwrap()
-        })
-        .await
-        .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout);
+        let text = openssl_starttls(server.addr().port(), ca_s.clone()).await;
         assert!(text.contains("Verification: OK"), "{text}");
         assert!(text.contains("221 2.0.0 Bye"), "{text}");
-        let ep = expired.addr().port();
-        let c = expired_ca_file.to_str().unwrap().to_string();
-        let out = tokio::task::spawn_blocking(move || {
-            Command::new("sh")
-                .args(["-c", &format!("(sleep 1; printf 'quit\\r\\n'; sleep 1) | openssl s_client -starttls smtp -connect 127.0.0.1:{ep} -CAfile {c} -verify_return_error -brief 2>&1")])
-                .output()
-                .unwrap()
-        })
-        .await
-        .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout);
+        let text = openssl_starttls(
+            expired.addr().port(),
+            expired_ca_file.to_str().unwrap().to_string(),
+        )
+        .await;
         assert!(text.contains("certificate has expired"), "{text}");
     }
 
@@ -577,6 +562,21 @@ async fn openssl_swaks_and_curl() {
         assert!(text.contains("SSL certificate verify ok"), "{text}");
         assert!(text.contains("< 250 2.0.0 Ok: queued as"), "{text}");
     }
+}
+
+/// `openssl s_client -starttls smtp` verifying against `ca`; its output.
+/// The QUIT is sent in lower case: s_client takes a line starting with "Q"
+/// as its own command to quit.
+async fn openssl_starttls(port: u16, ca: String) -> String {
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new("sh")
+            .args(["-c", &format!("(sleep 1; printf 'quit\\r\\n'; sleep 1) | openssl s_client -starttls smtp -connect 127.0.0.1:{port} -CAfile {ca} -verify_return_error -brief 2>&1")])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 #[test]

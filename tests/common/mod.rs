@@ -190,3 +190,12 @@ pub async fn start_tls(
     opts.grace = Duration::from_millis(200);
     (Server::start(opts).await.unwrap(), pem)
 }
+
+/// Reads `listening smtp://ADDR scenario=...` lines printed by `serve`.
+pub fn listening_addr(line: &str) -> std::net::SocketAddr {
+    line.split("://")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("not a listening line: {line:?}"))
+}
