@@ -365,12 +365,7 @@ fn nested_reply(d: &str) -> Option<String> {
 }
 
 fn is_status(s: &str) -> bool {
-    let p: Vec<&str> = s.split('.').collect();
-    p.len() == 3
-        && matches!(p[0], "2" | "4" | "5")
-        && p[1..]
-            .iter()
-            .all(|x| !x.is_empty() && x.len() <= 3 && x.bytes().all(|b| b.is_ascii_digit()))
+    crate::proto::EnhancedCode::parse(s).is_some()
 }
 
 fn clean_addr(s: &str) -> String {
@@ -541,21 +536,13 @@ fn multi(body: &str) -> Vec<String> {
     for l in body.lines().map(str::trim).filter(|l| !l.is_empty()) {
         let continued = l.starts_with(&format!("{code}-")) || l.starts_with(&format!("{code} "));
         match out.last_mut() {
-            Some(last) if !continued && !last.starts_with(&format!("{code}-")) => {
-                last.push(' ');
-                last.push_str(l);
-            }
             Some(last) if !continued => {
                 last.push(' ');
                 last.push_str(l);
             }
             _ => out.push(l.to_string()),
         }
-        if out
-            .last()
-            .is_some_and(|x| x.starts_with(&format!("{code} ")))
-            && continued
-        {
+        if continued && l.starts_with(&format!("{code} ")) {
             // The final line: stop at it, what follows is prose.
             break;
         }
@@ -569,7 +556,8 @@ fn multi(body: &str) -> Vec<String> {
     out
 }
 
-/// An address alone at the start of a line: `<a@b>:`, `a@b`, `"a@b":`.
+/// The address at the start of a line (`<a@b>:`, `a@b ...`, `"a@b":`,
+/// `Recipient address: a@b`): a recipient block starts there.
 fn address_line(line: &str) -> Option<String> {
     let mut t = line.trim();
     for lead in [
@@ -602,9 +590,6 @@ fn address_line(line: &str) -> Option<String> {
     {
         return None;
     }
-    // The address must end its word (or be followed by ':', '>', "...").
-    let rest = t[t.find(word).unwrap_or(0) + word.len()..].trim_start();
-    let _ = rest;
     Some(clean_addr(w))
 }
 
@@ -649,15 +634,12 @@ fn text_hits(text: &str) -> Vec<Hit> {
             block.push(lines[j].trim());
             j += 1;
         }
-        // Exim and others: a blank line may separate the address from its
-        // reason when the next line is indented.
         i = j;
         // The same address again inside its own block (Exim repeats it
         // after "RCPT TO:"): one block.
-        if let Some(prev) = hits.last_mut().filter(|p: &&mut Hit| {
+        if hits.last().is_some_and(|p: &Hit| {
             p.recipient.as_deref() == Some(addr.as_str()) && p.reply.is_none()
         }) {
-            let _ = prev;
             hits.pop();
         }
         let joined = block.join(" ");
@@ -922,7 +904,7 @@ fn host_in(text: &str) -> Option<String> {
     None
 }
 
-fn merge_text(bounce: &mut Bounce, hits: Vec<Hit>, msg: &mail_parser::Message<'_>, _human: &str) {
+fn merge_text(bounce: &mut Bounce, hits: Vec<Hit>, msg: &mail_parser::Message<'_>, human: &str) {
     let apply = |f: &mut Failure, h: &Hit| {
         if let Some(r) = &h.reply {
             // Prefer the text part's reply when it has the stage or more
@@ -1040,7 +1022,7 @@ fn merge_text(bounce: &mut Bounce, hits: Vec<Hit>, msg: &mail_parser::Message<'_
             (Some(r), _, _) => (r.clone(), "the text part"),
             (None, Some(r), _) => (r.clone(), "X-Failed-Recipients header"),
             (None, None, Some(r)) => (r.clone(), "To: of the returned message"),
-            _ => match first_address(_human) {
+            _ => match first_address(human) {
                 Some(r) => (r, "the first address in the text part"),
                 None => continue,
             },

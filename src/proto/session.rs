@@ -426,7 +426,7 @@ impl Session {
             session_id: self.id,
             command,
             client_ip: self.client.ip(),
-            helo: self.helo.as_deref(),
+            helo: facts.helo.or(self.helo.as_deref()),
             mail_from: facts.mail_from.or(tx.map(|t| t.mail_from.as_str())),
             rcpt: facts.rcpt,
             rcpts: tx.map_or(&[][..], |t| &t.rcpts[..]),
@@ -578,7 +578,15 @@ impl Session {
             Stage::Helo
         };
         let arg = cmd.args.split(' ').next().unwrap_or("").to_string();
-        let d = self.decide_with_helo(stage, cmd, &arg);
+        // The EHLO argument is what `helo` matches at this very command.
+        let d = self.decide(
+            stage,
+            Some(cmd),
+            Facts {
+                helo: Some(&arg),
+                ..Facts::default()
+            },
+        );
         let healthy = if let Some(r) = self.refused() {
             Err(r)
         } else if arg.is_empty() {
@@ -598,27 +606,6 @@ impl Session {
             self.esmtp = stage == Stage::Ehlo;
             self.tx = None;
         }
-    }
-
-    fn decide_with_helo(&self, stage: Stage, cmd: &Command, arg: &str) -> Option<Decision> {
-        // The EHLO argument is what `helo` matches at this very command.
-        let tx = self.tx.as_ref();
-        let ctx = Context {
-            stage,
-            session_id: self.id,
-            command: Some(cmd),
-            client_ip: self.client.ip(),
-            helo: Some(arg),
-            mail_from: tx.map(|t| t.mail_from.as_str()),
-            rcpt: None,
-            rcpts: tx.map_or(&[][..], |t| &t.rcpts[..]),
-            tls: self.tls,
-            authenticated: self.authenticated,
-            auth_user: self.auth_user.as_deref(),
-            size: None,
-            message: None,
-        };
-        self.policy.decide(&ctx, self.now)
     }
 
     fn ehlo_reply(&self) -> Reply {
@@ -890,11 +877,9 @@ impl Session {
             pending,
             keep,
         };
+        self.reader = Reader::Chunk(Box::new(chunk));
         if arg.size == 0 {
-            self.reader = Reader::Chunk(Box::new(chunk));
             self.end_chunk();
-        } else {
-            self.reader = Reader::Chunk(Box::new(chunk));
         }
     }
 
@@ -1088,8 +1073,8 @@ impl Session {
         let d = self.decide(stage, Some(cmd), Facts::default());
         let no_args = cmd.args.is_empty();
         let healthy = match stage {
-            _ if self.refused().is_some() && stage != Stage::Noop => {
-                Err(self.refused().unwrap_or_else(defaults::need_helo))
+            _ if self.refused_at_connect && stage != Stage::Noop => {
+                Err(defaults::refused_session())
             }
             Stage::Rset if !no_args => Err(defaults::no_arguments("RSET")),
             Stage::Rset => Ok(defaults::ok()),
@@ -1110,6 +1095,7 @@ impl Session {
 /// Facts of the command at hand that the session does not hold yet.
 #[derive(Default, Clone, Copy)]
 struct Facts<'a> {
+    helo: Option<&'a str>,
     mail_from: Option<&'a str>,
     auth_user: Option<&'a str>,
     rcpt: Option<&'a str>,

@@ -8,6 +8,7 @@
 //! shared generator, so a seeded run gives the same answers whatever order
 //! concurrent sessions arrive in.
 
+use std::cell::OnceCell;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -15,6 +16,7 @@ use std::time::{Duration, Instant};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+use super::headers::Headers;
 use super::magic;
 use super::model::*;
 use crate::proto::{Context, Decision, Outcome, Policy, Stage, Tag};
@@ -68,7 +70,7 @@ impl Engine {
         for rule in &self.scenario.rules {
             if matches!(rule.gate, Some(Gate::Concurrent { .. }))
                 && rule.applies_at(ctx.stage)
-                && self.holds(&rule.when, ctx, now)
+                && self.holds(&rule.when, ctx, now, &OnceCell::new())
             {
                 let key = format!("c{}\u{1e}{}", rule.index, self.key(rule, ctx));
                 opened.push((rule.index, self.store.open(&key)));
@@ -101,20 +103,6 @@ impl Engine {
         ChaCha8Rng::seed_from_u64(h).random::<f64>()
     }
 
-    pub(super) fn counter(&self, key: &str) -> u64 {
-        self.store.incr(key)
-    }
-
-    pub(super) fn greylist(
-        &self,
-        key: &str,
-        retry_after: Duration,
-        expire: Duration,
-        now: Instant,
-    ) -> Greylist {
-        self.store.greylist(key, retry_after, expire, now)
-    }
-
     fn key(&self, rule: &Rule, ctx: &Context<'_>) -> String {
         let fields = rule.key_fields(ctx.stage);
         let mut key = String::new();
@@ -140,7 +128,15 @@ impl Engine {
         key
     }
 
-    fn holds(&self, w: &When, ctx: &Context<'_>, now: Instant) -> bool {
+    /// `headers` is parsed at most once per decision, by the first rule
+    /// with a `header` condition.
+    fn holds(
+        &self,
+        w: &When,
+        ctx: &Context<'_>,
+        now: Instant,
+        headers: &OnceCell<Headers>,
+    ) -> bool {
         if let Some(nets) = &w.client_ip {
             if !nets.iter().any(|n| n.contains(&ctx.client_ip)) {
                 return false;
@@ -182,7 +178,7 @@ impl Engine {
         }
         if !w.header.is_empty() {
             let Some(msg) = ctx.message else { return false };
-            let headers = super::headers::Headers::parse(msg);
+            let headers = headers.get_or_init(|| Headers::parse(msg));
             if !w
                 .header
                 .iter()
@@ -204,20 +200,19 @@ impl Engine {
     fn gate(
         &self,
         rule: &Rule,
-        ctx: &Context<'_>,
+        key: &str,
         now: Instant,
         opened: &[(usize, u64)],
     ) -> Option<Option<Tag>> {
         let Some(gate) = rule.gate else {
             return Some(None);
         };
-        let key = || self.key(rule, ctx);
         let i = rule.index;
         let tag = match gate {
             Gate::Rate { max, window } => {
                 if self
                     .store
-                    .rate_pass(&format!("l{i}\u{1e}{}", key()), max, window, now)
+                    .rate_pass(&format!("l{i}\u{1e}{}", key), max, window, now)
                 {
                     return None;
                 }
@@ -237,7 +232,7 @@ impl Engine {
             } => {
                 match self
                     .store
-                    .greylist(&format!("g{i}\u{1e}{}", key()), retry_after, expire, now)
+                    .greylist(&format!("g{i}\u{1e}{}", key), retry_after, expire, now)
                 {
                     Greylist::Passed => return None,
                     Greylist::Refused { .. } => Tag::Greylist { retry_after },
@@ -248,9 +243,7 @@ impl Engine {
                 min_attempts,
                 max_failure_rate,
             } => {
-                let t = self
-                    .store
-                    .tally(&format!("p{i}\u{1e}{}", key()), window, now);
+                let t = self.store.tally(&format!("p{i}\u{1e}{}", key), window, now);
                 if t.attempts < min_attempts || t.failure_rate() <= max_failure_rate {
                     return None;
                 }
@@ -269,17 +262,22 @@ impl Engine {
         ctx: &Context<'_>,
         now: Instant,
         opened: &[(usize, u64)],
+        headers: &OnceCell<Headers>,
     ) -> Option<Decision> {
-        if !rule.applies_at(ctx.stage) || !self.holds(&rule.when, ctx, now) {
+        if !rule.applies_at(ctx.stage) || !self.holds(&rule.when, ctx, now, headers) {
             return None;
         }
-        let tag = self.gate(rule, ctx, now, opened)?;
-        let (key, n) = if rule.counts() {
-            let key = self.key(rule, ctx);
-            let n = self.counter(&format!("r{}\u{1e}{key}", rule.index));
-            (key, n)
+        // The key is built once, for the gate and the counters alike.
+        let key = if rule.gate.is_some() || rule.counts() {
+            self.key(rule, ctx)
         } else {
-            (String::new(), 1)
+            String::new()
+        };
+        let tag = self.gate(rule, &key, now, opened)?;
+        let n = if rule.counts() {
+            self.store.incr(&format!("r{}\u{1e}{key}", rule.index))
+        } else {
+            1
         };
         if rule.times.is_some_and(|t| n > t) {
             return None;
@@ -335,8 +333,9 @@ impl Policy for Engine {
         } else {
             vec![]
         };
+        let headers = OnceCell::new();
         for rule in &self.scenario.rules {
-            if let Some(d) = self.try_rule(rule, ctx, now, &opened) {
+            if let Some(d) = self.try_rule(rule, ctx, now, &opened, &headers) {
                 return Some(d);
             }
         }

@@ -119,7 +119,10 @@ pub fn decide(engine: &Engine, ctx: &Context<'_>, now: Instant) -> Option<Decisi
                     ctx.mail_from.unwrap_or("").to_ascii_lowercase(),
                     rcpt.to_ascii_lowercase()
                 );
-                match engine.greylist(&key, GREYLIST_RETRY, GREYLIST_EXPIRE, now) {
+                match engine
+                    .store()
+                    .greylist(&key, GREYLIST_RETRY, GREYLIST_EXPIRE, now)
+                {
                     Greylist::Passed => slow.then(|| decision("slow", Outcome::Accept, SLOW_DELAY)),
                     Greylist::Refused { .. } => {
                         let domain = rcpt.rsplit_once('@').map_or("", |(_, d)| d);
@@ -154,7 +157,7 @@ pub fn decide(engine: &Engine, ctx: &Context<'_>, now: Instant) -> Option<Decisi
                         ctx.mail_from.unwrap_or("").to_ascii_lowercase(),
                         rcpt.to_ascii_lowercase()
                     );
-                    if engine.counter(&key) <= n {
+                    if engine.store().incr(&key) <= n {
                         fail.get_or_insert(rcpt);
                     }
                 }

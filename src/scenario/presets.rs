@@ -59,13 +59,7 @@ const REPLY_CODES: &str = include_str!("../../data/reply-codes.tsv");
 /// The registry's name of an enhanced status code (RFC 3463 / IANA), e.g.
 /// 5.1.1 -> "Bad destination mailbox address".
 pub fn status_name(e: EnhancedCode) -> Option<&'static str> {
-    let want = format!("X.{}.{}", e.subject, e.detail);
-    STATUS_REGISTRY
-        .lines()
-        .skip(1)
-        .map(|l| l.split('\t').collect::<Vec<_>>())
-        .find(|cols| cols.first() == Some(&want.as_str()) && cols.get(1) == Some(&"enumerated"))
-        .and_then(|cols| cols.get(2).copied())
+    status_row(e).map(|r| r.name)
 }
 
 /// One row of the enhanced status code registry.
