@@ -3,8 +3,6 @@
 
 mod common;
 
-use std::process::Command;
-
 use common::*;
 use lettre::message::Mailbox;
 use lettre::transport::smtp::AsyncSmtpTransport;
@@ -143,28 +141,27 @@ async fn swaks() {
     }
     let server = start("[[rule]]\non = \"rcpt\"\nwhen = { rcpt = \"nobody@*\" }\npreset = \"gmail.user_unknown\"\n").await;
     let port = server.addr().port().to_string();
-    let run = |to: &'static str, port: String| {
-        tokio::task::spawn_blocking(move || {
-            Command::new("swaks")
-                .args([
-                    "--server",
-                    "127.0.0.1",
-                    "--port",
-                    &port,
-                    "--to",
-                    to,
-                    "--from",
-                    "swaks@example.test",
-                    "--helo",
-                    "swaks.test",
-                    "--timeout",
-                    "20",
-                ])
-                .output()
-                .unwrap()
-        })
+    let run = |to: &'static str, port: String| async move {
+        output(
+            "swaks",
+            &[
+                "--server",
+                "127.0.0.1",
+                "--port",
+                &port,
+                "--to",
+                to,
+                "--from",
+                "swaks@example.test",
+                "--helo",
+                "swaks.test",
+                "--timeout",
+                "20",
+            ],
+        )
+        .await
     };
-    let ok = run("someone@example.test", port.clone()).await.unwrap();
+    let ok = run("someone@example.test", port.clone()).await;
     let out = String::from_utf8_lossy(&ok.stdout);
     assert!(ok.status.success(), "{out}");
     assert!(
@@ -172,7 +169,7 @@ async fn swaks() {
         "{out}"
     );
     assert!(out.contains("<-  250 2.0.0 Ok: queued as "), "{out}");
-    let bad = run("nobody@example.test", port).await.unwrap();
+    let bad = run("nobody@example.test", port).await;
     let out = String::from_utf8_lossy(&bad.stdout);
     assert!(!bad.status.success());
     assert!(
@@ -188,41 +185,39 @@ async fn curl() {
     }
     let server = start_default().await;
     let url = format!("smtp://127.0.0.1:{}/curl.test", server.addr().port());
-    let send = |rcpt: &'static str, url: String| {
-        tokio::task::spawn_blocking(move || {
-            let file =
-                std::env::temp_dir().join(format!("mailfault-curl-{}.eml", std::process::id()));
-            std::fs::write(&file, "Subject: curl\r\n\r\nhello from curl\r\n").unwrap();
-            let out = Command::new("curl")
-                .args([
-                    "-sS",
-                    "-v",
-                    "--max-time",
-                    "20",
-                    &url,
-                    "--mail-from",
-                    "curl@example.test",
-                    "--mail-rcpt",
-                    rcpt,
-                    "--upload-file",
-                ])
-                .arg(&file)
-                .output()
-                .unwrap();
-            (
-                out.status.code(),
-                String::from_utf8_lossy(&out.stderr).into_owned(),
-            )
-        })
+    let send = |rcpt: &'static str, url: String| async move {
+        let file = std::env::temp_dir().join(format!("mailfault-curl-{}.eml", std::process::id()));
+        std::fs::write(&file, "Subject: curl\r\n\r\nhello from curl\r\n").unwrap();
+        let out = output(
+            "curl",
+            &[
+                "-sS",
+                "-v",
+                "--max-time",
+                "20",
+                &url,
+                "--mail-from",
+                "curl@example.test",
+                "--mail-rcpt",
+                rcpt,
+                "--upload-file",
+                file.to_str().unwrap(),
+            ],
+        )
+        .await;
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
     };
-    let (code, err) = send("ok@example.test", url.clone()).await.unwrap();
+    let (code, err) = send("ok@example.test", url.clone()).await;
     assert_eq!(code, Some(0), "{err}");
     assert!(err.contains("< 250 2.0.0 Ok: queued as"), "{err}");
     assert_eq!(
         server.capture.messages()[0].body,
         b"Subject: curl\r\n\r\nhello from curl\r\n"
     );
-    let (code, err) = send("553-5.1.3@example.test", url).await.unwrap();
+    let (code, err) = send("553-5.1.3@example.test", url).await;
     assert_ne!(code, Some(0));
     assert!(err.contains("< 553 5.1.3 "), "{err}");
 }

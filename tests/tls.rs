@@ -470,30 +470,27 @@ async fn openssl_swaks_and_curl() {
     }
 
     if have("swaks") {
-        let (p, c) = (port.clone(), ca_s.clone());
-        let out = tokio::task::spawn_blocking(move || {
-            Command::new("swaks")
-                .args([
-                    "--server",
-                    "127.0.0.1",
-                    "--port",
-                    &p,
-                    "--to",
-                    "r@example.test",
-                    "--tls",
-                    "--tls-verify",
-                    "--tls-ca-path",
-                    &c,
-                    "--tls-sni",
-                    "localhost",
-                    "--timeout",
-                    "20",
-                ])
-                .output()
-                .unwrap()
-        })
-        .await
-        .unwrap();
+        let (p, c) = (&port, &ca_s);
+        let out = output(
+            "swaks",
+            &[
+                "--server",
+                "127.0.0.1",
+                "--port",
+                p,
+                "--to",
+                "r@example.test",
+                "--tls",
+                "--tls-verify",
+                "--tls-ca-path",
+                c,
+                "--tls-sni",
+                "localhost",
+                "--timeout",
+                "20",
+            ],
+        )
+        .await;
         let text = String::from_utf8_lossy(&out.stdout);
         assert!(
             out.status.success(),
@@ -504,24 +501,21 @@ async fn openssl_swaks_and_curl() {
         assert!(text.contains(" ~> MAIL FROM:"), "{text}");
         assert!(text.contains("\n<~  250 2.0.0 Ok: queued as"), "{text}");
         let sp = smtps.addr().port().to_string();
-        let out = tokio::task::spawn_blocking(move || {
-            Command::new("swaks")
-                .args([
-                    "--server",
-                    "127.0.0.1",
-                    "--port",
-                    &sp,
-                    "--to",
-                    "r@example.test",
-                    "--tlsc",
-                    "--timeout",
-                    "20",
-                ])
-                .output()
-                .unwrap()
-        })
-        .await
-        .unwrap();
+        let out = output(
+            "swaks",
+            &[
+                "--server",
+                "127.0.0.1",
+                "--port",
+                &sp,
+                "--to",
+                "r@example.test",
+                "--tlsc",
+                "--timeout",
+                "20",
+            ],
+        )
+        .await;
         let text = String::from_utf8_lossy(&out.stdout);
         assert!(out.status.success(), "{text}");
         assert!(
@@ -532,31 +526,28 @@ async fn openssl_swaks_and_curl() {
 
     if have("curl") {
         let url = format!("smtps://127.0.0.1:{}/curl.test", smtps.addr().port());
-        let c = smtps_ca_file.to_str().unwrap().to_string();
+        let c = smtps_ca_file.to_str().unwrap();
         let file = dir.join("m.eml");
         std::fs::write(&file, "Subject: curl tls\r\n\r\nhi\r\n").unwrap();
-        let out = tokio::task::spawn_blocking(move || {
-            Command::new("curl")
-                .args([
-                    "-sS",
-                    "-v",
-                    "--max-time",
-                    "20",
-                    &url,
-                    "--cacert",
-                    &c,
-                    "--mail-from",
-                    "c@example.test",
-                    "--mail-rcpt",
-                    "r@example.test",
-                    "--upload-file",
-                ])
-                .arg(&file)
-                .output()
-                .unwrap()
-        })
-        .await
-        .unwrap();
+        let out = output(
+            "curl",
+            &[
+                "-sS",
+                "-v",
+                "--max-time",
+                "20",
+                &url,
+                "--cacert",
+                c,
+                "--mail-from",
+                "c@example.test",
+                "--mail-rcpt",
+                "r@example.test",
+                "--upload-file",
+                file.to_str().unwrap(),
+            ],
+        )
+        .await;
         let text = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(0), "{text}");
         assert!(text.contains("SSL certificate verify ok"), "{text}");
@@ -568,14 +559,7 @@ async fn openssl_swaks_and_curl() {
 /// The QUIT is sent in lower case: s_client takes a line starting with "Q"
 /// as its own command to quit.
 async fn openssl_starttls(port: u16, ca: String) -> String {
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new("sh")
-            .args(["-c", &format!("(sleep 1; printf 'quit\\r\\n'; sleep 1) | openssl s_client -starttls smtp -connect 127.0.0.1:{port} -CAfile {ca} -verify_return_error -brief 2>&1")])
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
+    let out = output("sh", &["-c", &format!("(sleep 1; printf 'quit\\r\\n'; sleep 1) | openssl s_client -starttls smtp -connect 127.0.0.1:{port} -CAfile {ca} -verify_return_error -brief 2>&1")]).await;
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 

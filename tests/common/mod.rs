@@ -199,3 +199,13 @@ pub fn listening_addr(line: &str) -> std::net::SocketAddr {
         .and_then(|a| a.parse().ok())
         .unwrap_or_else(|| panic!("not a listening line: {line:?}"))
 }
+
+/// Runs a client program (swaks, curl, openssl...) to the end on a blocking
+/// thread, so the in-process server keeps running meanwhile.
+pub async fn output(program: &str, args: &[&str]) -> std::process::Output {
+    let mut cmd = std::process::Command::new(program);
+    cmd.args(args);
+    tokio::task::spawn_blocking(move || cmd.output().unwrap())
+        .await
+        .unwrap()
+}
