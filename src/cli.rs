@@ -158,7 +158,8 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 /// Runs the command line and returns the process exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logs(cli.log_format);
+    // Kept to the end of main: dropping it flushes the last log lines.
+    let _logs = init_logs(cli.log_format);
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
@@ -177,16 +178,30 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn init_logs(format: LogFormat) {
+/// Sets up logs on stderr and returns the guard that flushes them at exit.
+///
+/// Colour codes only when stderr is a terminal (and `NO_COLOR` is unset):
+/// logs sent to a file or a pipe stay plain text.
+///
+/// Lines go through a non-blocking writer: a thread of its own writes them,
+/// so an stderr nobody reads (a full pipe) never stalls an SMTP session.
+/// The price is that it is lossy: when the queue of pending lines is full
+/// (128,000 lines), new lines are dropped rather than waited for.
+fn init_logs(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
+    use std::io::IsTerminal as _;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    let (writer, guard) = tracing_appender::non_blocking(std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_ansi(ansi)
+        .with_writer(writer);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
     }
+    guard
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -538,13 +553,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
                     b.addr,
                     active.scenario_name()
                 )?;
-                tracing::info!(
-                    addr = %b.addr,
-                    scenario = active.scenario_name(),
-                    rules = active.engine.scenario.rules.len(),
-                    seed = active.engine.seed(),
-                    "listening (set [server] seed to replay random choices)"
-                );
+                b.log_listening();
             }
             out.flush()?;
         }

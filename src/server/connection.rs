@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::slot::Active;
 use crate::capture::{Capture, EventKind};
-use crate::proto::{CloseReason, Output, Policy, Session};
+use crate::proto::{CloseReason, Output, Policy, Session, Stage};
 
 /// Bytes per piece when a reply drips.
 pub const DRIP_CHUNK: usize = 4;
@@ -100,6 +100,9 @@ struct Driver<'a> {
     stream: Stream,
     scenario: String,
     id: u64,
+    client: SocketAddr,
+    /// The stage the next reply answers, for the refusal log.
+    stage: &'static str,
 }
 
 impl Driver<'_> {
@@ -117,6 +120,25 @@ impl Driver<'_> {
         });
     }
 
+    /// Logs a reply that refuses (code 400 and up) at info: users grep their
+    /// logs for what the server turned down, at any stage. A raw reply
+    /// without a parsed code counts by its first three digits.
+    fn log_refusal(&self, code: Option<u16>, text: &str, rule: Option<&str>) {
+        let code = code.or_else(|| text.get(..3).and_then(|c| c.parse().ok()));
+        let Some(code) = code.filter(|c| *c >= 400) else {
+            return;
+        };
+        tracing::info!(
+            session = self.id,
+            client = %self.client,
+            stage = %self.stage,
+            code,
+            reply = text.trim_end(),
+            rule,
+            "refused"
+        );
+    }
+
     /// Performs outputs in order. Waits end early at hard stop.
     async fn perform(&mut self, outputs: Vec<Output>) -> Flow {
         let mut delay_ms = None;
@@ -128,6 +150,7 @@ impl Driver<'_> {
                     pipelined,
                 } => {
                     tracing::debug!(session = self.id, "<- {line}");
+                    self.stage = stage.map_or("unknown", |s| s.name());
                     self.record(EventKind::Command {
                         line,
                         stage: stage.map(|s| s.name().to_string()),
@@ -155,6 +178,7 @@ impl Driver<'_> {
                         "-> {}",
                         text.trim_end()
                     );
+                    self.log_refusal(code, &text, rule.as_deref());
                     let sent = match drip {
                         Some(pause) => self.drip(&bytes, pause).await,
                         None => self.stream.write_all(&bytes).await,
@@ -172,6 +196,7 @@ impl Driver<'_> {
                     }
                 }
                 Output::Message(m) => {
+                    self.stage = Stage::Message.name();
                     tracing::info!(
                         session = self.id,
                         id = %m.id,
@@ -288,6 +313,8 @@ pub async fn serve(
         stream: Stream::Plain(stream),
         scenario: active.scenario_name().to_string(),
         id,
+        client: peer,
+        stage: Stage::Connect.name(),
     };
     tracing::debug!(session = id, client = %peer, "connect");
     d.record(EventKind::Connect {

@@ -73,6 +73,38 @@ pub struct Bound {
     pub slot: Arc<Slot>,
 }
 
+impl Bound {
+    /// Logs what this listener serves. The seed is named, with the hint to
+    /// fix it, only when the scenario draws random choices without a
+    /// `[server] seed`: otherwise there is nothing to replay.
+    pub fn log_listening(&self) {
+        let active = self.slot.current();
+        let scenario = active.scenario_name();
+        let rules = active.engine.scenario.rules.len();
+        match unseeded_random(&active) {
+            Some(seed) => tracing::info!(
+                addr = %self.addr,
+                scenario,
+                rules,
+                seed,
+                "listening; to replay its random choices, set [server] seed = {seed}"
+            ),
+            None => tracing::info!(addr = %self.addr, scenario, rules, "listening"),
+        }
+    }
+}
+
+/// The seed drawn for this scenario, when it has random rules (a
+/// `probability` or a delay range) and no `[server] seed` of its own.
+pub(crate) fn unseeded_random(active: &Active) -> Option<u64> {
+    let scenario = &active.engine.scenario;
+    let random = scenario
+        .rules
+        .iter()
+        .any(|r| r.probability.is_some() || r.delay.is_some_and(|d| d.min != d.max));
+    (random && scenario.server.seed.is_none()).then(|| active.engine.seed())
+}
+
 /// A running server.
 pub struct Server {
     pub listeners: Vec<Bound>,
@@ -247,6 +279,15 @@ async fn accept_loop(
                 // Show the refusal instead of hiding it in the backlog.
                 tracker.spawn(async move {
                     let reply = defaults::too_many_connections(&active.session.hostname);
+                    tracing::info!(
+                        session = id,
+                        client = %peer,
+                        stage = "connect",
+                        code = reply.code,
+                        reply = reply.to_string().as_str(),
+                        reason = "--max-connections reached",
+                        "refused"
+                    );
                     let name = active.scenario_name().to_string();
                     conn.capture.record(
                         &conn.listener,

@@ -1,29 +1,44 @@
 //! Hot reload: watches scenario files (notify) and reloads the listeners
-//! that use them. A bad new version is refused and the old one keeps
-//! serving.
+//! that use them. A change is loaded only once the file has been quiet for
+//! [`QUIET`] and its size and modification time have not moved since the
+//! last event: a shell `>` redirect or a slow generator truncates the file
+//! first and writes it later, and that half-written file must never serve.
+//! A bad new version is refused and the old one keeps serving.
 
-use std::collections::HashSet;
-use std::path::PathBuf;
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use notify::{RecursiveMode, Watcher as _};
+use tokio::sync::mpsc::UnboundedReceiver;
+use tokio::time::{sleep_until, Instant};
 
 use super::slot::{Slot, Source};
+
+/// How long a scenario file must see no change before it is loaded.
+pub const QUIET: Duration = Duration::from_millis(300);
 
 /// Keeps the file watcher alive.
 pub struct Watcher {
     _inner: notify::RecommendedWatcher,
 }
-
 /// Reloads one slot and logs the outcome.
 pub fn reload(slot: &Slot) {
     match slot.reload() {
-        Ok(active) => tracing::info!(
-            scenario = active.scenario_name(),
-            rules = active.engine.scenario.rules.len(),
-            "scenario reloaded"
-        ),
+        Ok(active) => {
+            let scenario = active.scenario_name();
+            let rules = active.engine.scenario.rules.len();
+            match super::unseeded_random(&active) {
+                Some(seed) => tracing::info!(
+                    scenario,
+                    rules,
+                    seed,
+                    "scenario reloaded; to replay its random choices, set [server] seed = {seed}"
+                ),
+                None => tracing::info!(scenario, rules, "scenario reloaded"),
+            }
+        }
         Err(e) => {
             match e.downcast_ref::<crate::scenario::LoadError>() {
                 Some(le) => {
@@ -53,7 +68,7 @@ impl Watcher {
         if files.is_empty() {
             return None;
         }
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<PathBuf>();
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<PathBuf>();
         let mut inner = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
             if let Ok(ev) = res {
                 if ev.kind.is_modify() || ev.kind.is_create() {
@@ -76,24 +91,74 @@ impl Watcher {
                 tracing::warn!("cannot watch {}: {e}", d.display());
             }
         }
-        tokio::spawn(async move {
-            while let Some(first) = rx.recv().await {
-                // Let a burst of events from one save settle.
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                let mut changed = HashSet::from([first]);
-                while let Ok(p) = rx.try_recv() {
-                    changed.insert(p);
+        tokio::spawn(settle_and_reload(files, rx));
+        Some(Self { _inner: inner })
+    }
+}
+
+/// What a file looked like at one moment: a write that raised no event
+/// (or whose event is still on its way) still changes one of these.
+#[derive(PartialEq, Eq)]
+struct Stamp {
+    len: u64,
+    modified: Option<SystemTime>,
+}
+
+fn stamp(path: &Path) -> Option<Stamp> {
+    let m = std::fs::metadata(path).ok()?;
+    Some(Stamp {
+        len: m.len(),
+        modified: m.modified().ok(),
+    })
+}
+
+/// A file changed and waits to be quiet.
+struct Pending {
+    due: Instant,
+    seen: Option<Stamp>,
+}
+
+/// True when an event on `changed` concerns the watched `path` (events
+/// may name it by another spelling of the same folder).
+fn concerns(changed: &Path, path: &Path) -> bool {
+    changed == path || changed.file_name() == path.file_name() && changed.parent() == path.parent()
+}
+
+/// Reloads each file once it has been quiet for [`QUIET`]: every event
+/// pushes its deadline back, and at the deadline a file whose size or
+/// modification time moved since the last event waits once more.
+async fn settle_and_reload(files: Vec<(PathBuf, Arc<Slot>)>, mut rx: UnboundedReceiver<PathBuf>) {
+    let mut pending: HashMap<usize, Pending> = HashMap::new();
+    loop {
+        let next = pending.values().map(|p| p.due).min();
+        tokio::select! {
+            changed = rx.recv() => {
+                let Some(changed) = changed else { return };
+                for (i, (path, _)) in files.iter().enumerate() {
+                    if concerns(&changed, path) {
+                        let due = Instant::now() + QUIET;
+                        pending.insert(i, Pending { due, seen: stamp(path) });
+                    }
                 }
-                for (path, slot) in &files {
-                    if changed.iter().any(|c| {
-                        c == path
-                            || c.file_name() == path.file_name() && c.parent() == path.parent()
-                    }) {
+            }
+            _ = sleep_until(next.unwrap_or_else(Instant::now)), if next.is_some() => {
+                let now = Instant::now();
+                let due: Vec<usize> = pending
+                    .iter()
+                    .filter(|(_, p)| p.due <= now)
+                    .map(|(i, _)| *i)
+                    .collect();
+                for i in due {
+                    let Some(p) = pending.remove(&i) else { continue };
+                    let (path, slot) = &files[i];
+                    let now_seen = stamp(path);
+                    if now_seen != p.seen {
+                        pending.insert(i, Pending { due: now + QUIET, seen: now_seen });
+                    } else {
                         reload(slot);
                     }
                 }
             }
-        });
-        Some(Self { _inner: inner })
+        }
     }
 }
