@@ -282,7 +282,7 @@ async fn accept_loop(
                     tracing::info!(
                         session = id,
                         client = %peer,
-                        stage = "connect",
+                        stage = %"connect",
                         code = reply.code,
                         reply = reply.to_string().as_str(),
                         reason = "--max-connections reached",
