@@ -1,0 +1,136 @@
+//! Hot reload loads only finished files: a scenario written in two steps
+//! (truncated, half written, a pause, the rest) never serves its first half.
+
+mod common;
+
+use std::io::Write;
+use std::path::Path;
+use std::time::Duration;
+
+use common::{tmp, Client};
+use mailfault::server::{ListenerSpec, Options, Server, Source};
+use tokio::time::Instant;
+
+async fn serve_file(path: &Path) -> Server {
+    let mut opts = Options::new(vec![ListenerSpec {
+        addr: "127.0.0.1:0".parse().unwrap(),
+        source: Source::File(path.to_path_buf()),
+        tls: Default::default(),
+    }]);
+    opts.watch = true;
+    opts.grace = Duration::from_millis(200);
+    Server::start(opts).await.unwrap()
+}
+
+/// One session: the reply to RCPT TO:<probe@x.test> and to NOOP.
+async fn probe(server: &Server) -> (String, String) {
+    let mut c = Client::connect(server).await;
+    assert!(c.reply().await.starts_with("220 "));
+    c.cmd("EHLO reload.test").await;
+    c.cmd("MAIL FROM:<a@reload.test>").await;
+    let rcpt = c.cmd("RCPT TO:<probe@x.test>").await;
+    let noop = c.cmd("NOOP").await;
+    c.cmd("QUIT").await;
+    (rcpt, noop)
+}
+
+const FIRST: &str = "[[rule]]\non = \"noop\"\nreply = \"250 version one\"\n";
+
+/// Writes `halves` the way a shell `>` redirect or a slow generator does:
+/// truncate, write the first half, pause, write the rest, close. Probes
+/// during the pause and returns every answer seen.
+async fn write_slowly(
+    server: &Server,
+    path: &Path,
+    halves: [&str; 2],
+    pause: Duration,
+) -> Vec<(String, String)> {
+    let mut seen = vec![];
+    let mut f = std::fs::File::create(path).unwrap();
+    f.write_all(halves[0].as_bytes()).unwrap();
+    f.flush().unwrap();
+    let end = Instant::now() + pause;
+    while Instant::now() < end {
+        seen.push(probe(server).await);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    f.write_all(halves[1].as_bytes()).unwrap();
+    drop(f);
+    seen
+}
+
+/// Probes until NOOP answers `want` (at most 5 s); returns every answer.
+async fn until_noop(server: &Server, want: &str) -> Vec<(String, String)> {
+    let end = Instant::now() + Duration::from_secs(5);
+    let mut seen = vec![];
+    loop {
+        let got = probe(server).await;
+        let done = got.1 == want;
+        seen.push(got);
+        if done {
+            return seen;
+        }
+        assert!(Instant::now() < end, "never served {want:?}: {seen:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_valid_first_half_is_never_served() {
+    let d = tmp("reload-half-valid");
+    let path = d.join("live.toml");
+    std::fs::write(&path, FIRST).unwrap();
+    let server = serve_file(&path).await;
+    assert_eq!(probe(&server).await.1, "250 version one");
+
+    // The first half alone is a valid scenario that refuses every
+    // recipient; the whole file refuses only nobody@.
+    let halves = [
+        "[[rule]]\non = \"rcpt\"\nreply = \"550 5.1.1 half written\"\n",
+        "when = { rcpt = \"nobody@*\" }\n\n[[rule]]\non = \"noop\"\nreply = \"250 version two\"\n",
+    ];
+    let mut seen = write_slowly(&server, &path, halves, Duration::from_millis(150)).await;
+    seen.extend(until_noop(&server, "250 version two").await);
+    for (rcpt, noop) in &seen {
+        assert!(rcpt.starts_with("250 "), "half-written file served: {rcpt}");
+        assert!(
+            noop == "250 version one" || noop == "250 version two",
+            "{noop}"
+        );
+    }
+    assert!(seen.iter().any(|s| s.1 == "250 version one"), "{seen:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalid_first_half_leaves_the_old_scenario_until_the_file_is_done() {
+    let d = tmp("reload-half-invalid");
+    let path = d.join("live.toml");
+    std::fs::write(&path, FIRST).unwrap();
+    let server = serve_file(&path).await;
+
+    // Cut inside a string: not TOML yet.
+    let halves = ["[[rule]]\non = \"noop\"\nreply = \"250 vers", "ion two\"\n"];
+    let mut seen = write_slowly(&server, &path, halves, Duration::from_millis(150)).await;
+    assert!(seen.iter().all(|s| s.1 == "250 version one"), "{seen:?}");
+    seen = until_noop(&server, "250 version two").await;
+    assert!(seen.iter().all(|s| s.0.starts_with("250 ")), "{seen:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_is_loaded_after_a_short_quiet_moment() {
+    let d = tmp("reload-quiet");
+    let path = d.join("live.toml");
+    std::fs::write(&path, FIRST).unwrap();
+    let server = serve_file(&path).await;
+    let t = Instant::now();
+    std::fs::write(
+        &path,
+        "[[rule]]\non = \"noop\"\nreply = \"250 version two\"\n",
+    )
+    .unwrap();
+    until_noop(&server, "250 version two").await;
+    // Quiet for 300 ms, so not before that; and not much later.
+    let took = t.elapsed();
+    assert!(took >= Duration::from_millis(300), "{took:?}");
+    assert!(took < Duration::from_secs(3), "{took:?}");
+}
