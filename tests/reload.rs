@@ -134,3 +134,71 @@ async fn a_change_is_loaded_after_a_short_quiet_moment() {
     assert!(took >= Duration::from_millis(300), "{took:?}");
     assert!(took < Duration::from_secs(3), "{took:?}");
 }
+
+/// The real binary, its stderr in a file: a slow writer causes no error,
+/// one "scenario reloaded" once done, and SIGHUP still reloads at once.
+#[test]
+fn the_binary_reports_no_error_for_a_slow_writer_and_reloads_on_sighup() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let d = tmp("reload-binary");
+    let path = d.join("live.toml");
+    std::fs::write(&path, FIRST).unwrap();
+    let log = d.join("stderr.log");
+    let mut child = Killed(
+        Command::new(common::bin())
+            .args(["serve", "--listen", "127.0.0.1:0", "--scenario"])
+            .arg(&path)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let mut line = String::new();
+    BufReader::new(child.0.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let wait_for = |needle: &str, count: usize| {
+        let end = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let text = std::fs::read_to_string(&log).unwrap();
+            if text.matches(needle).count() >= count {
+                return text;
+            }
+            assert!(
+                std::time::Instant::now() < end,
+                "{needle:?} x{count}:\n{text}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+
+    let mut f = std::fs::File::create(&path).unwrap();
+    f.write_all(b"[[rule]]\non = \"noop\"\nreply = \"250 vers")
+        .unwrap();
+    f.flush().unwrap();
+    std::thread::sleep(Duration::from_millis(150));
+    f.write_all(b"ion two\"\n").unwrap();
+    drop(f);
+    let text = wait_for("scenario reloaded", 1);
+    assert!(!text.contains("ERROR"), "{text}");
+
+    Command::new("kill")
+        .args(["-HUP", &child.0.id().to_string()])
+        .status()
+        .unwrap();
+    let text = wait_for("scenario reloaded", 2);
+    assert!(text.contains("SIGHUP: reloading scenarios"), "{text}");
+    assert!(!text.contains("ERROR"), "{text}");
+}
+
+/// A child process killed when the test ends, even by a failed assertion.
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
