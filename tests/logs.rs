@@ -118,6 +118,18 @@ name = "unknown user"
 on = "rcpt"
 when = { rcpt = "nobody@*" }
 reply = "550 5.1.1 The email account that you tried to reach does not exist."
+
+[[rule]]
+name = "bad sender"
+on = "mail"
+when = { mail_from = "bad@*" }
+reply = "553 5.7.1 Sender refused"
+
+[[rule]]
+name = "spam"
+on = "message"
+when = { rcpt = "spam@*" }
+reply = "554 5.7.1 Message refused as spam"
 "#;
 
 #[test]
@@ -126,7 +138,7 @@ fn logs_to_a_file_are_plain_and_name_every_refusal() {
     let f = write(&d, "refusals.toml", REFUSALS);
     let log = d.join("stderr.log");
     let s = Serve::start(
-        &["--scenario", f.to_str().unwrap(), "--max-connections", "1"],
+        &["--scenario", f.to_str().unwrap()],
         Stdio::from(std::fs::File::create(&log).unwrap()),
         "info",
     );
@@ -146,10 +158,19 @@ fn logs_to_a_file_are_plain_and_name_every_refusal() {
         c.cmd("RCPT TO:<nobody@x.test>"),
         "550 5.1.1 The email account that you tried to reach does not exist."
     );
-    // The one allowed session is open: the next client is turned away.
-    let mut other = s.connect();
-    assert!(other.reply().starts_with("421 4.7.0 "));
-
+    assert_eq!(
+        c.cmd("MAIL FROM:<bad@logs.test>"),
+        "553 5.7.1 Sender refused"
+    );
+    assert!(c.cmd("FROB").starts_with("502 "));
+    assert!(c.cmd("RSET").starts_with("250 "));
+    assert!(c.cmd("MAIL FROM:<a@logs.test>").starts_with("250 "));
+    assert!(c.cmd("RCPT TO:<spam@x.test>").starts_with("250 "));
+    assert!(c.cmd("DATA").starts_with("354 "));
+    assert_eq!(
+        c.cmd("Subject: hi\r\n\r\nhello\r\n."),
+        "554 5.7.1 Message refused as spam"
+    );
     wait_line(
         &log,
         &[
@@ -170,16 +191,43 @@ fn logs_to_a_file_are_plain_and_name_every_refusal() {
     );
     wait_line(
         &log,
-        &[
-            "stage=connect code=421 reply=\"421 4.7.0 ",
-            "reason=\"--max-connections reached\"",
-        ],
+        &["stage=mail code=553 reply=\"553 5.7.1 Sender refused\" rule=\"bad sender\""],
+    );
+    let unknown = wait_line(&log, &["stage=unknown code=502 reply=\"502 "]);
+    assert!(!unknown.contains("rule="), "{unknown}");
+    wait_line(
+        &log,
+        &["stage=message code=554 reply=\"554 5.7.1 Message refused as spam\" rule=\"spam\""],
     );
     let text = std::fs::read(&log).unwrap();
     assert!(
         !text.windows(2).any(|w| w == b"\x1b["),
         "colour codes in a log file:\n{}",
         String::from_utf8_lossy(&text)
+    );
+}
+
+#[test]
+fn a_client_over_the_connection_cap_is_logged_as_refused() {
+    let d = tmp("logs-cap");
+    let log = d.join("stderr.log");
+    let s = Serve::start(
+        &["--max-connections", "1"],
+        Stdio::from(std::fs::File::create(&log).unwrap()),
+        "info",
+    );
+    let mut first = s.connect();
+    assert!(first.reply().starts_with("220 "));
+    let mut other = s.connect();
+    assert!(other.reply().starts_with("421 4.7.0 "));
+    wait_line(
+        &log,
+        &[
+            " refused ",
+            "client=127.0.0.1:",
+            "stage=connect code=421 reply=\"421 4.7.0 ",
+            "reason=\"--max-connections reached\"",
+        ],
     );
 }
 
