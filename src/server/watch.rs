@@ -23,6 +23,7 @@ pub const QUIET: Duration = Duration::from_millis(300);
 pub struct Watcher {
     _inner: notify::RecommendedWatcher,
 }
+
 /// Reloads one slot and logs the outcome.
 pub fn reload(slot: &Slot) {
     match slot.reload() {
