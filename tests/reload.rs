@@ -135,6 +135,27 @@ async fn a_change_is_loaded_after_a_short_quiet_moment() {
     assert!(took < Duration::from_secs(3), "{took:?}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_editor_that_saves_by_renaming_is_followed() {
+    let d = tmp("reload-rename");
+    let path = d.join("live.toml");
+    std::fs::write(&path, FIRST).unwrap();
+    let server = serve_file(&path).await;
+    // Written in full under another name, then moved over the scenario:
+    // the half-written temporary file is never the scenario.
+    let temp = d.join(".live.toml.swp");
+    let mut f = std::fs::File::create(&temp).unwrap();
+    f.write_all(b"[[rule]]\non = \"noop\"\nreply = \"250 vers")
+        .unwrap();
+    f.flush().unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    f.write_all(b"ion two\"\n").unwrap();
+    drop(f);
+    std::fs::rename(&temp, &path).unwrap();
+    let seen = until_noop(&server, "250 version two").await;
+    assert!(seen.iter().all(|s| s.0.starts_with("250 ")), "{seen:?}");
+}
+
 /// The real binary, its stderr in a file: a slow writer causes no error,
 /// one "scenario reloaded" once done, and SIGHUP still reloads at once.
 #[test]
