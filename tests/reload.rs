@@ -212,6 +212,26 @@ fn the_binary_reports_no_error_for_a_slow_writer_and_reloads_on_sighup() {
     let text = wait_for("scenario reloaded", 2);
     assert!(text.contains("SIGHUP: reloading scenarios"), "{text}");
     assert!(!text.contains("ERROR"), "{text}");
+    assert!(
+        !text.contains("seed"),
+        "no random rules, no seed hint:\n{text}"
+    );
+
+    // A version with random rules and no seed names the seed it drew.
+    std::fs::write(
+        &path,
+        "[[rule]]\non = \"rcpt\"\nprobability = 0.5\nreply = \"451 4.3.0 Try later\"\n",
+    )
+    .unwrap();
+    let text = wait_for("scenario reloaded", 3);
+    let last = text
+        .lines()
+        .rfind(|l| l.contains("scenario reloaded"))
+        .unwrap();
+    assert!(
+        last.contains("to replay its random choices, set [server] seed = "),
+        "{last}"
+    );
 }
 
 /// A child process killed when the test ends, even by a failed assertion.
