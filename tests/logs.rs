@@ -163,6 +163,9 @@ fn logs_to_a_file_are_plain_and_name_every_refusal() {
         "553 5.7.1 Sender refused"
     );
     assert!(c.cmd("FROB").starts_with("502 "));
+    assert!(c.cmd("STARTTLS").starts_with("502 "));
+    assert!(c.cmd("AUTH PLAIN AGFsaWNlAHNlY3JldA==").starts_with("502 "));
+    assert!(c.cmd("HELO").starts_with("501 "));
     assert!(c.cmd("RSET").starts_with("250 "));
     assert!(c.cmd("MAIL FROM:<a@logs.test>").starts_with("250 "));
     assert!(c.cmd("RCPT TO:<spam@x.test>").starts_with("250 "));
@@ -195,6 +198,9 @@ fn logs_to_a_file_are_plain_and_name_every_refusal() {
     );
     let unknown = wait_line(&log, &["stage=unknown code=502 reply=\"502 "]);
     assert!(!unknown.contains("rule="), "{unknown}");
+    wait_line(&log, &["stage=starttls code=502 reply=\"502 5.5.1 "]);
+    wait_line(&log, &["stage=auth code=502 reply=\"502 5.5.1 "]);
+    wait_line(&log, &["stage=helo code=501 reply=\"501 5.5.4 "]);
     wait_line(
         &log,
         &["stage=message code=554 reply=\"554 5.7.1 Message refused as spam\" rule=\"spam\""],
