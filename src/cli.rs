@@ -14,10 +14,10 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::capture::{Capture, Event, EventKind};
-use crate::scenario::model::CertFault;
+use crate::certs::{self, CertFault};
 use crate::scenario::model::Expect;
 use crate::scenario::{self, presets, LoadError};
-use crate::server::{self, certs, CaStore, Options, Server, Source};
+use crate::server::{self, CaStore, Options, Server, Source};
 
 #[derive(Parser)]
 #[command(

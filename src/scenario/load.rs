@@ -319,10 +319,10 @@ fn check_tls(ck: &mut Checker<'_>, raw: &Spanned<RawTls>) -> TlsSettings {
                     return out;
                 };
                 if let (Some(cert_pem), Some(key_pem)) = (read_pem(ck, c), read_pem(ck, k)) {
-                    if let Err(e) = crate::server::certs::parse_chain(&cert_pem) {
+                    if let Err(e) = crate::certs::parse_chain(&cert_pem) {
                         ck.at(c, e.to_string());
                     }
-                    if let Err(e) = crate::server::certs::parse_key(&key_pem) {
+                    if let Err(e) = crate::certs::parse_key(&key_pem) {
                         ck.at(k, e.to_string());
                     }
                     out.certificate = Certificate::Files { cert_pem, key_pem };

@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use rustls::ServerConfig;
 
-use super::certs::{self, TestCa};
+use crate::certs::{self, TestCa};
 use crate::proto::SessionConfig;
 use crate::scenario::model::{CertFault, Certificate, TlsSettings, TlsVersion, DEFAULT_HOSTNAME};
 use crate::scenario::{self, Engine, Scenario};
