@@ -7,11 +7,13 @@ use std::path::Path;
 
 use ipnet::IpNet;
 use serde::Deserialize;
+use toml::de::{DeTable, DeValue, ValueDeserializer};
 use toml::{Spanned, Value};
 
 use super::model::*;
 use super::pattern::Pattern;
 use super::presets;
+use super::stage_codes;
 use super::units::{self, DurationRange, SizeCmp, Window};
 use crate::proto::{Reply, Stage};
 
@@ -75,17 +77,21 @@ pub fn default_scenario() -> Scenario {
 
 pub const DEFAULT_TOML: &str = include_str!("../../scenarios/default.toml");
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
+/// The file's sections, each read on its own so that a problem in one rule
+/// does not hide the problems in the others. A rule or expectation that
+/// could not be read at all is `None` and keeps its place (rule #N).
+#[derive(Default)]
 struct RawScenario {
     server: Option<RawServer>,
-    #[serde(default)]
-    rule: Vec<RawRule>,
+    /// Each rule, and whether all its keys could be read.
+    rule: Vec<Option<(RawRule, bool)>>,
     auth: Option<Spanned<RawAuth>>,
     tls: Option<Spanned<RawTls>>,
-    #[serde(default)]
-    expect: Vec<Spanned<RawExpect>>,
+    expect: Vec<Option<Spanned<RawExpect>>>,
 }
+
+/// The top-level keys of a scenario.
+const SECTIONS: &str = "`server`, `rule`, `auth`, `tls`, `expect`";
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -210,6 +216,100 @@ impl Checker<'_> {
     fn at<T>(&mut self, s: &Spanned<T>, message: impl Into<String>) {
         self.error(s.span().start, message);
     }
+
+    /// Every diagnostic, in file order.
+    fn into_error(mut self) -> LoadError {
+        self.diagnostics.sort_by_key(|d| d.position);
+        LoadError {
+            diagnostics: self.diagnostics,
+        }
+    }
+}
+
+/// A TOML error's message on one line.
+fn one_line(message: &str) -> String {
+    message.trim_end().replace('\n', " ")
+}
+
+/// Splits the document into its sections. TOML syntax errors stop here
+/// (all of them are reported); a section or rule that does not fit its
+/// shape is reported and the others are still read.
+fn read_sections(ck: &mut Checker<'_>) -> Option<RawScenario> {
+    let (root, errors) = DeTable::parse_recoverable(ck.text);
+    if !errors.is_empty() {
+        for e in errors {
+            ck.error(e.span().map_or(0, |s| s.start), one_line(e.message()));
+        }
+        return None;
+    }
+    let mut raw = RawScenario::default();
+    for (key, value) in root.into_inner() {
+        match key.get_ref().as_ref() {
+            "server" => raw.server = section(ck, value).map(|(t, _)| t),
+            "tls" => raw.tls = section(ck, value).map(|(t, _)| t),
+            "auth" => raw.auth = section(ck, value).map(|(t, _)| t),
+            "rule" => raw.rule = tables(ck, value, "rule"),
+            "expect" => {
+                raw.expect = tables(ck, value, "expect")
+                    .into_iter()
+                    .map(|e| e.map(|(t, _)| t))
+                    .collect()
+            }
+            other => ck.error(
+                key.span().start,
+                format!("unknown field `{other}`, expected one of {SECTIONS}"),
+            ),
+        }
+    }
+    Some(raw)
+}
+
+/// Each table of an array of tables (`[[rule]]`), read on its own.
+fn tables<T: serde::de::DeserializeOwned>(
+    ck: &mut Checker<'_>,
+    value: Spanned<DeValue<'_>>,
+    name: &str,
+) -> Vec<Option<(T, bool)>> {
+    let start = value.span().start;
+    match value.into_inner() {
+        DeValue::Array(items) => items.into_iter().map(|v| section(ck, v)).collect(),
+        _ => {
+            ck.error(
+                start,
+                format!("{name} is a list of tables: write [[{name}]]"),
+            );
+            vec![]
+        }
+    }
+}
+
+/// Reads one table into its shape. A key that does not fit (unknown, or a
+/// value of the wrong type) is reported and left out, and the table is read
+/// again, so every bad key of the table is reported, not only the first.
+/// The flag says whether every key was read.
+fn section<T: serde::de::DeserializeOwned>(
+    ck: &mut Checker<'_>,
+    mut value: Spanned<DeValue<'_>>,
+) -> Option<(T, bool)> {
+    let mut complete = true;
+    loop {
+        let err = match T::deserialize(ValueDeserializer::from(value.clone())) {
+            Ok(t) => return Some((t, complete)),
+            Err(e) => e,
+        };
+        let at = err.span().map_or(value.span().start, |s| s.start);
+        ck.error(at, one_line(err.message()));
+        let DeValue::Table(table) = value.get_mut() else {
+            return None;
+        };
+        let bad = table
+            .iter()
+            .find(|(k, v)| k.span().start <= at && at < v.span().end)
+            .map(|(k, _)| k.clone());
+        // No key holds it: the problem is the table as a whole (a missing key).
+        table.remove(&bad?);
+        complete = false;
+    }
 }
 
 /// 1-based line and column (in characters) of a byte offset.
@@ -231,15 +331,8 @@ pub fn parse(text: &str, file: &str, name: &str) -> Result<Scenario, LoadError> 
         file,
         diagnostics: vec![],
     };
-    let raw: RawScenario = match toml::from_str(text) {
-        Ok(r) => r,
-        Err(e) => {
-            let offset = e.span().map_or(0, |s| s.start);
-            ck.error(offset, e.message().trim_end().replace('\n', " "));
-            return Err(LoadError {
-                diagnostics: ck.diagnostics,
-            });
-        }
+    let Some(raw) = read_sections(&mut ck) else {
+        return Err(ck.into_error());
     };
     let server = check_server(&mut ck, raw.server);
     let tls = raw.tls.as_ref().map(|t| check_tls(&mut ck, t));
@@ -248,18 +341,19 @@ pub fn parse(text: &str, file: &str, name: &str) -> Result<Scenario, LoadError> 
         .expect
         .iter()
         .enumerate()
-        .filter_map(|(i, e)| check_expect(&mut ck, i, e))
+        .filter_map(|(i, e)| check_expect(&mut ck, i, e.as_ref()?))
         .collect();
     let rules = raw
         .rule
         .into_iter()
         .enumerate()
-        .filter_map(|(i, r)| check_rule(&mut ck, i, r))
+        .filter_map(|(i, r)| {
+            let (r, complete) = r?;
+            check_rule(&mut ck, i, r, complete)
+        })
         .collect();
     if !ck.diagnostics.is_empty() {
-        return Err(LoadError {
-            diagnostics: ck.diagnostics,
-        });
+        return Err(ck.into_error());
     }
     Ok(Scenario {
         name: name.to_string(),
@@ -316,7 +410,7 @@ fn check_tls(ck: &mut Checker<'_>, raw: &Spanned<RawTls>) -> TlsSettings {
             None if c.get_ref().contains(['/', '.']) => {
                 let Some(k) = key else {
                     ck.at(c, "a certificate file needs its key: key = \"PATH\"");
-                    return out;
+                    return check_versions(ck, raw, out);
                 };
                 if let (Some(cert_pem), Some(key_pem)) = (read_pem(ck, c), read_pem(ck, k)) {
                     if let Err(e) = crate::certs::parse_chain(&cert_pem) {
@@ -338,7 +432,16 @@ fn check_tls(ck: &mut Checker<'_>, raw: &Spanned<RawTls>) -> TlsSettings {
             ),
         },
     }
-    if let Some(vs) = &t.versions {
+    check_versions(ck, raw, out)
+}
+
+/// `[tls] versions`.
+fn check_versions(
+    ck: &mut Checker<'_>,
+    raw: &Spanned<RawTls>,
+    mut out: TlsSettings,
+) -> TlsSettings {
+    if let Some(vs) = &raw.get_ref().versions {
         out.versions = vec![];
         for v in vs {
             match v.get_ref().as_str() {
@@ -584,7 +687,64 @@ fn reply(ck: &mut Checker<'_>, s: &Spanned<String>) -> Option<Reply> {
     }
 }
 
-fn check_rule(ck: &mut Checker<'_>, index: usize, raw: RawRule) -> Option<Rule> {
+/// `complete`: false when a key of the rule could not be read (already
+/// reported), so a missing outcome may be that key.
+/// The stages a rule answers.
+struct RuleStages<'a> {
+    stages: &'a [Stage],
+    /// `on` includes `any`: every command stage too.
+    any: bool,
+}
+
+/// Refuses a scripted reply whose success or intermediate code makes no
+/// sense at a stage the rule answers (see `stage_codes`); `raw` still sends
+/// it, unchecked, for tests of deliberately impossible replies.
+fn fits_stage(ck: &mut Checker<'_>, at: &Spanned<String>, step: &Step, on: &RuleStages<'_>) {
+    let Step::Reply(r) = step else { return };
+    let commands = Stage::ALL.into_iter().filter(|s| s.is_command());
+    let stages: Vec<Stage> = match on.any {
+        true => on.stages.iter().copied().chain(commands).collect(),
+        false => on.stages.to_vec(),
+    };
+    let Some(row) = stage_codes::first_refusing(&stages, r.code) else {
+        return;
+    };
+    let wire = String::from_utf8_lossy(&r.to_wire()).into_owned();
+    let via_any = match on.stages.contains(&row.stage) {
+        true => "",
+        false => " (on = \"any\" includes it)",
+    };
+    ck.at(
+        at,
+        format!(
+            "reply code {} is not a reply to {}{via_any}, which takes {} or a 4xx/5xx refusal; to send it anyway, use raw = {}",
+            r.code,
+            row.stage.name(),
+            row.describe(),
+            toml_string(&wire)
+        ),
+    );
+}
+
+/// `s` as a TOML basic string.
+fn toml_string(s: &str) -> String {
+    let mut out = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\r' => out.push_str("\\r"),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            c if c.is_control() => out.push_str(&format!("\\u{:04X}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+fn check_rule(ck: &mut Checker<'_>, index: usize, raw: RawRule, complete: bool) -> Option<Rule> {
     let before = ck.diagnostics.len();
     let mut stages = vec![];
     let mut any = false;
@@ -625,6 +785,7 @@ fn check_rule(ck: &mut Checker<'_>, index: usize, raw: RawRule) -> Option<Rule> 
     .collect();
     let mut outcome = None;
     match present.as_slice() {
+        [] if !complete => {}
         [] => ck.error(
             raw.on.span().start,
             "a rule needs one outcome: reply, preset, sequence, action or raw",
@@ -636,6 +797,10 @@ fn check_rule(ck: &mut Checker<'_>, index: usize, raw: RawRule) -> Option<Rule> 
             }
         }
     }
+    let on = RuleStages {
+        stages: &stages,
+        any,
+    };
     if let Some(r) = &raw.reply {
         outcome = reply(ck, r).map(|r| RuleOutcome::Step(Step::Reply(r)));
     } else if let Some(p) = &raw.preset {
@@ -647,6 +812,7 @@ fn check_rule(ck: &mut Checker<'_>, index: usize, raw: RawRule) -> Option<Rule> 
         let mut steps = vec![];
         for item in seq.get_ref() {
             if let Some(step) = sequence_item(ck, item) {
+                fits_stage(ck, item, &step, &on);
                 steps.push(step);
             }
         }
@@ -680,6 +846,12 @@ fn check_rule(ck: &mut Checker<'_>, index: usize, raw: RawRule) -> Option<Rule> 
         outcome = Some(RuleOutcome::Step(Step::Raw(
             r.get_ref().as_bytes().to_vec(),
         )));
+    }
+
+    if let (Some(RuleOutcome::Step(step)), Some(at)) =
+        (&outcome, raw.reply.as_ref().or(raw.preset.as_ref()))
+    {
+        fits_stage(ck, at, step, &on);
     }
 
     let delay = raw
@@ -845,11 +1017,13 @@ fn check_gate(ck: &mut Checker<'_>, raw: &RawRule, stages: &[Stage], any: bool) 
         };
     }
     if let Some(g) = &raw.greylist {
-        let retry_after = dur(ck, &g.get_ref().retry_after)?;
+        // Both durations are checked before giving up, so both are reported.
+        let retry_after = dur(ck, &g.get_ref().retry_after);
         let expire = match &g.get_ref().expire {
-            Some(e) => dur(ck, e)?,
-            None => DEFAULT_GREYLIST_EXPIRE,
+            Some(e) => dur(ck, e),
+            None => Some(DEFAULT_GREYLIST_EXPIRE),
         };
+        let (retry_after, expire) = (retry_after?, expire?);
         if expire <= retry_after {
             ck.at(g, "greylist expire must be longer than retry_after");
         }
@@ -1095,6 +1269,76 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(e.diagnostics.len(), 3);
+    }
+
+    #[test]
+    fn every_bad_key_of_every_section_is_reported_in_file_order() {
+        let text = "[server]\nhostnme = \"x\"\nmax_recipients = 0\n\n[[rule]]\non = \"rcpt\"\nreplyy = \"550 x\"\ntimes = \"three\"\n\n[[rule]]\non = \"mail\"\nreply = \"650 nope\"\n\n[[rule]]\non = \"data\"\nwhen = { rcpt = \"x\", bogus = 1 }\nreply = \"550 5.1.1 x\"\n\n[extra]\na = 1\n";
+        let e = parse(text, "t.toml", "t").unwrap_err();
+        let want = [
+            "t.toml:2:1: unknown field `hostnme`",
+            "t.toml:3:18: max_recipients must be at least 1",
+            "t.toml:7:1: unknown field `replyy`",
+            "t.toml:8:9: invalid type: string \"three\"",
+            "t.toml:12:9: bad reply \"650 nope\"",
+            "t.toml:16:22: unknown field `bogus`",
+            "t.toml:19:2: unknown field `extra`",
+        ];
+        assert_eq!(e.diagnostics.len(), want.len(), "{e}");
+        for (d, w) in e.diagnostics.iter().zip(want) {
+            assert!(d.to_string().starts_with(w), "{d} does not start with {w}");
+        }
+        // A rule whose outcome key was misspelt is not also "without outcome".
+        assert!(!e.to_string().contains("needs one outcome"), "{e}");
+    }
+
+    #[test]
+    fn syntax_errors_stop_before_the_sections() {
+        let e = parse("[[rule]\non = \"x\"\n", "t.toml", "t").unwrap_err();
+        assert_eq!(e.diagnostics[0].position, Some((1, 8)));
+        assert!(
+            err("rule = 3\n").starts_with("t.toml:1:8: rule is a list of tables: write [[rule]]")
+        );
+    }
+
+    #[test]
+    fn a_success_code_out_of_its_stage_points_to_raw() {
+        assert_eq!(
+            err("[[rule]]\non = \"connect\"\nreply = \"354 go \\\"on\\\"\"\n"),
+            "t.toml:3:9: reply code 354 is not a reply to connect, which takes 220 (RFC 5321 §4.3.2) or a 4xx/5xx refusal; to send it anyway, use raw = \"354 go \\\"on\\\"\\r\\n\""
+        );
+        assert!(
+            err("[[rule]]\non = \"rcpt\"\nsequence = [\"250 ok\", \"221 bye\"]\n").starts_with(
+                "t.toml:3:23: reply code 221 is not a reply to rcpt, which takes 250 or 251"
+            )
+        );
+        assert!(err("[[rule]]\non = \"mail\"\nreply = \"334 x\"\n")
+            .starts_with("t.toml:3:9: reply code 334 is not a reply to mail"));
+        assert!(
+            err("[[rule]]\non = \"any\"\nreply = \"250 fine\"\n").starts_with(
+                "t.toml:3:9: reply code 250 is not a reply to starttls (on = \"any\" includes it)"
+            )
+        );
+        assert!(err("[[rule]]\non = [\"mail\", \"quit\"]\npreset = \"gmail.server_busy\"\n[[rule]]\non = \"rcpt\"\nreply = \"250 ok\"\n[[rule]]\non = \"quit\"\nreply = \"250 ok\"\n")
+            .starts_with("t.toml:9:9: reply code 250 is not a reply to quit"));
+        for ok in [
+            "[[rule]]\non = \"connect\"\nraw = \"354 go on\\r\\n\"\n",
+            "[[rule]]\non = \"auth\"\nreply = \"334 VXNlcm5hbWU6\"\n",
+            "[[rule]]\non = \"data\"\nsequence = [\"354 go\", \"250 chunk\"]\n",
+            "[[rule]]\non = \"rcpt\"\nreply = \"554 5.7.1 Relay access denied\"\n",
+            "[[rule]]\non = \"unknown\"\nreply = \"220 XCLIENT ok\"\n",
+            "[[rule]]\non = \"any\"\nreply = \"421 4.3.2 bye\"\n",
+        ] {
+            parse(ok, "t.toml", "t").unwrap_or_else(|e| panic!("{e}\n{ok}"));
+        }
+    }
+
+    #[test]
+    fn every_preset_fits_its_own_stage() {
+        for p in presets::all() {
+            let text = format!("[[rule]]\non = {:?}\npreset = {:?}\n", p.stage, p.id);
+            parse(&text, "t.toml", "t").unwrap_or_else(|e| panic!("{e}\n{text}"));
+        }
     }
 
     #[test]
