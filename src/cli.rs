@@ -414,12 +414,48 @@ fn make_certs(dir: &std::path::Path, hostname: &str) -> anyhow::Result<ExitCode>
     Ok(ExitCode::SUCCESS)
 }
 
+/// An unknown `--provider` or `--stage` is an error listing the valid
+/// values, not an empty table.
+fn check_preset_filters(provider: Option<&str>, stage: Option<&str>) -> anyhow::Result<()> {
+    let all = presets::all();
+    if let Some(want) = provider {
+        let known = all.iter().any(|p| {
+            p.id.split('.').next() == Some(want) || p.provider.to_ascii_lowercase().contains(want)
+        });
+        if !known {
+            let mut prefixes: Vec<&str> = vec![];
+            for prefix in all.iter().filter_map(|p| p.id.split('.').next()) {
+                if !prefixes.contains(&prefix) {
+                    prefixes.push(prefix);
+                }
+            }
+            anyhow::bail!(
+                "--provider {want:?}: no such provider; use one of {} (or a part of a provider's name)",
+                prefixes.join(", ")
+            );
+        }
+    }
+    if let Some(want) = stage {
+        let mut stages: Vec<&str> = all.iter().map(|p| p.stage.as_str()).collect();
+        stages.sort_unstable();
+        stages.dedup();
+        if !stages.contains(&want) {
+            anyhow::bail!(
+                "--stage {want:?}: no presets for that stage; use one of {}",
+                stages.join(", ")
+            );
+        }
+    }
+    Ok(())
+}
+
 fn list_presets(
     provider: Option<String>,
     stage: Option<String>,
     json: bool,
 ) -> anyhow::Result<ExitCode> {
     let provider = provider.map(|p| p.to_ascii_lowercase());
+    check_preset_filters(provider.as_deref(), stage.as_deref())?;
     let chosen: Vec<&presets::Preset> = presets::all()
         .iter()
         .filter(|p| {
@@ -464,12 +500,58 @@ fn list_presets(
     Ok(ExitCode::SUCCESS)
 }
 
+/// Applies one `--certificate ADDR=FAULT` to the one listener on ADDR. An
+/// ADDR that could mean two listeners (port 0, or an address given twice)
+/// or two different faults for one listener is an error, not a guess.
+fn apply_certificate(
+    listeners: &mut [server::ListenerSpec],
+    flags: &[String],
+    c: &str,
+) -> anyhow::Result<()> {
+    let (addr, fault) = c
+        .split_once('=')
+        .with_context(|| format!("--certificate {c:?}: write ADDR=FAULT"))?;
+    let fault = CertFault::from_name(fault).with_context(|| {
+        format!(
+            "--certificate {c:?}: the fault is one of {}",
+            CertFault::NAMES.join(", ")
+        )
+    })?;
+    let addr: std::net::SocketAddr = addr
+        .parse()
+        .with_context(|| format!("--certificate {c:?}: bad address"))?;
+    let matching: Vec<usize> = (0..listeners.len())
+        .filter(|&i| listeners[i].addr == addr)
+        .collect();
+    let i = match matching.as_slice() {
+        [] => anyhow::bail!("--certificate {c:?}: no listener on {addr}"),
+        [i] => *i,
+        [a, b, ..] => anyhow::bail!(
+            "--certificate {c:?} could mean two listeners: {} and {}; give each its own address",
+            flags[*a],
+            flags[*b]
+        ),
+    };
+    let spec = &mut listeners[i].tls;
+    match spec.certificate {
+        Some(before) if before != fault => anyhow::bail!(
+            "--certificate {c:?}: {} already has certificate {}",
+            flags[i],
+            before.name()
+        ),
+        _ => spec.certificate = Some(fault),
+    }
+    Ok(())
+}
+
 fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let default = match &args.scenario {
         Some(p) => Source::File(p.clone()),
         None => Source::Default,
     };
     let mut listeners = vec![];
+    // How each listener was asked for, to name it in errors.
+    let mut flags = vec![];
     let plain: Vec<String> = if args.listen.is_empty() && args.listen_tls.is_empty() {
         vec!["127.0.0.1:2525".into()]
     } else {
@@ -477,30 +559,16 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     };
     for l in &plain {
         listeners.push(server::parse_listen(l, &default)?);
+        flags.push(format!("--listen {l}"));
     }
     for l in &args.listen_tls {
         let mut spec = server::parse_listen(l, &default)?;
         spec.tls.implicit = true;
         listeners.push(spec);
+        flags.push(format!("--listen-tls {l}"));
     }
     for c in &args.certificate {
-        let (addr, fault) = c
-            .split_once('=')
-            .with_context(|| format!("--certificate {c:?}: write ADDR=FAULT"))?;
-        let fault = CertFault::from_name(fault).with_context(|| {
-            format!(
-                "--certificate {c:?}: the fault is one of {}",
-                CertFault::NAMES.join(", ")
-            )
-        })?;
-        let addr: std::net::SocketAddr = addr
-            .parse()
-            .with_context(|| format!("--certificate {c:?}: bad address"))?;
-        let spec = listeners
-            .iter_mut()
-            .find(|l| l.addr == addr)
-            .with_context(|| format!("--certificate {c:?}: no listener on {addr}"))?;
-        spec.tls.certificate = Some(fault);
+        apply_certificate(&mut listeners, &flags, c)?;
     }
     let ca_dir = args.ca_dir.clone().unwrap_or_else(certs::default_ca_dir);
     let capture = Capture::new(args.events.as_deref(), args.capture_dir.as_deref())
@@ -528,13 +596,17 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
                 } else {
                     "smtp"
                 };
+                let certificate = active
+                    .certificate
+                    .map(|c| format!(" certificate={c}"))
+                    .unwrap_or_default();
                 let ca = match (&active.tls, server.ca.path()) {
                     (Some(_), Some(p)) => format!(" ca={}", p.display()),
                     _ => String::new(),
                 };
                 writeln!(
                     out,
-                    "listening {scheme}://{} scenario={}{ca}",
+                    "listening {scheme}://{} scenario={}{certificate}{ca}",
                     b.addr,
                     active.scenario_name()
                 )?;
