@@ -43,7 +43,7 @@ enum LogFormat {
 enum Command {
     /// Run the fake MX.
     Serve(ServeArgs),
-    /// Validate scenario files: FILE:LINE:COL errors and exit 1, or a summary.
+    /// Validate scenario files: every FILE:LINE:COL error and exit 1, or a summary.
     Check {
         #[arg(required = true)]
         files: Vec<PathBuf>,
@@ -94,10 +94,12 @@ enum Command {
     },
     /// List the built-in replies of real providers (usable as `preset = "ID"`).
     Presets {
-        /// Only this provider (matches the id prefix or the provider name).
+        /// Only this provider (matches the id prefix or the provider name);
+        /// an unknown one is an error listing them.
         #[arg(long)]
         provider: Option<String>,
-        /// Only presets for this stage.
+        /// Only presets for this stage; one without presets is an error
+        /// listing those that have some.
         #[arg(long)]
         stage: Option<String>,
         /// JSON instead of a table.
@@ -125,7 +127,8 @@ struct ServeArgs {
     #[arg(long)]
     ca_dir: Option<PathBuf>,
     /// Certificate fault for one listener, `ADDR=FAULT` (valid, self_signed,
-    /// expired, wrong_host, not_yet_valid); overrides the scenario's.
+    /// expired, wrong_host, not_yet_valid); overrides the scenario's. ADDR
+    /// must name exactly one listener.
     #[arg(long = "certificate")]
     certificate: Vec<String>,
     /// Host name in the greeting and EHLO reply (overrides the scenario's).

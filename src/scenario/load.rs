@@ -226,9 +226,17 @@ impl Checker<'_> {
     }
 }
 
-/// A TOML error's message on one line.
+/// A TOML error's message on one line, without our type names: "expected
+/// struct RawGreylist" reads "expected a table".
 fn one_line(message: &str) -> String {
-    message.trim_end().replace('\n', " ")
+    let mut m = message.trim_end().replace('\n', " ");
+    while let Some(i) = m.find("struct Raw") {
+        let end = m[i + 7..]
+            .find(|c: char| !c.is_ascii_alphanumeric())
+            .map_or(m.len(), |e| i + 7 + e);
+        m.replace_range(i..end, "a table");
+    }
+    m
 }
 
 /// Splits the document into its sections. TOML syntax errors stop here
@@ -245,6 +253,10 @@ fn read_sections(ck: &mut Checker<'_>) -> Option<RawScenario> {
     let mut raw = RawScenario::default();
     for (key, value) in root.into_inner() {
         match key.get_ref().as_ref() {
+            "server" | "tls" | "auth" if !value.get_ref().is_table() => {
+                let k = key.get_ref();
+                ck.error(key.span().start, format!("{k} is a table: write [{k}]"));
+            }
             "server" => raw.server = section(ck, value).map(|(t, _)| t),
             "tls" => raw.tls = section(ck, value).map(|(t, _)| t),
             "auth" => raw.auth = section(ck, value).map(|(t, _)| t),
@@ -1298,6 +1310,16 @@ mod tests {
         assert_eq!(e.diagnostics[0].position, Some((1, 8)));
         assert!(
             err("rule = 3\n").starts_with("t.toml:1:8: rule is a list of tables: write [[rule]]")
+        );
+    }
+
+    #[test]
+    fn a_section_of_the_wrong_shape_says_what_to_write() {
+        assert_eq!(
+            err("server = 5\n[[tls]]\nstarttls = true\n[[rule]]\non = \"rcpt\"\nreply = \"550 x\"\ngreylist = 3\n"),
+            "t.toml:1:1: server is a table: write [server]\n\
+             t.toml:2:3: tls is a table: write [tls]\n\
+             t.toml:7:12: invalid type: integer `3`, expected a table"
         );
     }
 
