@@ -699,8 +699,6 @@ fn reply(ck: &mut Checker<'_>, s: &Spanned<String>) -> Option<Reply> {
     }
 }
 
-/// `complete`: false when a key of the rule could not be read (already
-/// reported), so a missing outcome may be that key.
 /// The stages a rule answers.
 struct RuleStages<'a> {
     stages: &'a [Stage],
@@ -756,116 +754,18 @@ fn toml_string(s: &str) -> String {
     out
 }
 
+/// `complete`: false when a key of the rule could not be read (already
+/// reported), so a missing outcome may be that key.
 fn check_rule(ck: &mut Checker<'_>, index: usize, raw: RawRule, complete: bool) -> Option<Rule> {
     let before = ck.diagnostics.len();
-    let mut stages = vec![];
-    let mut any = false;
-    if let Some(names) = strings(ck, &raw.on, "on") {
-        if names.is_empty() {
-            ck.at(&raw.on, "on needs at least one stage");
-        }
-        for n in names {
-            match (n.as_str(), Stage::from_name(&n)) {
-                ("any", _) => any = true,
-                (_, Some(st)) => stages.push(st),
-                (_, None) => ck.at(
-                    &raw.on,
-                    format!(
-                        "unknown stage {n:?}; stages are {}, any",
-                        Stage::ALL.map(Stage::name).join(", ")
-                    ),
-                ),
-            }
-        }
-    }
+    let (stages, any) = check_on(ck, &raw.on);
     let gate = check_gate(ck, &raw, &stages, any);
-    let when = raw
-        .when
-        .map(|w| check_when(ck, w, &stages, any))
-        .unwrap_or_default();
-
-    // Exactly one outcome.
-    let present: Vec<(&str, usize)> = [
-        ("reply", raw.reply.as_ref().map(|s| s.span().start)),
-        ("preset", raw.preset.as_ref().map(|s| s.span().start)),
-        ("sequence", raw.sequence.as_ref().map(|s| s.span().start)),
-        ("action", raw.action.as_ref().map(|s| s.span().start)),
-        ("raw", raw.raw.as_ref().map(|s| s.span().start)),
-    ]
-    .into_iter()
-    .filter_map(|(k, o)| o.map(|o| (k, o)))
-    .collect();
-    let mut outcome = None;
-    match present.as_slice() {
-        [] if !complete => {}
-        [] => ck.error(
-            raw.on.span().start,
-            "a rule needs one outcome: reply, preset, sequence, action or raw",
-        ),
-        [_] => {}
-        [(first, _), rest @ ..] => {
-            for (k, off) in rest {
-                ck.error(*off, format!("a rule has exactly one outcome, and this one already has `{first}`; remove `{k}`"));
-            }
-        }
-    }
     let on = RuleStages {
         stages: &stages,
         any,
     };
-    if let Some(r) = &raw.reply {
-        outcome = reply(ck, r).map(|r| RuleOutcome::Step(Step::Reply(r)));
-    } else if let Some(p) = &raw.preset {
-        outcome = preset_step(ck, p, p.get_ref()).map(RuleOutcome::Step);
-    } else if let Some(seq) = &raw.sequence {
-        if seq.get_ref().is_empty() {
-            ck.at(seq, "sequence needs at least one item");
-        }
-        let mut steps = vec![];
-        for item in seq.get_ref() {
-            if let Some(step) = sequence_item(ck, item) {
-                fits_stage(ck, item, &step, &on);
-                steps.push(step);
-            }
-        }
-        outcome = Some(RuleOutcome::Sequence(steps));
-    } else if let Some(a) = &raw.action {
-        outcome = match a.get_ref().as_str() {
-            "accept" => Some(Step::Accept),
-            "disconnect" => Some(Step::Disconnect),
-            "hang" => Some(Step::Hang),
-            "tls_abort" => {
-                if any || stages != [Stage::Starttls] {
-                    ck.at(a, "action \"tls_abort\" works at stage starttls only");
-                }
-                Some(Step::TlsAbort)
-            }
-            other => {
-                ck.at(
-                    a,
-                    format!(
-                        "unknown action {other:?}; actions are accept, disconnect, hang, tls_abort"
-                    ),
-                );
-                None
-            }
-        }
-        .map(RuleOutcome::Step);
-    } else if let Some(r) = &raw.raw {
-        if r.get_ref().is_empty() {
-            ck.at(r, "raw needs at least one byte");
-        }
-        outcome = Some(RuleOutcome::Step(Step::Raw(
-            r.get_ref().as_bytes().to_vec(),
-        )));
-    }
-
-    if let (Some(RuleOutcome::Step(step)), Some(at)) =
-        (&outcome, raw.reply.as_ref().or(raw.preset.as_ref()))
-    {
-        fits_stage(ck, at, step, &on);
-    }
-
+    let outcome = check_outcome(ck, &raw, &on, complete);
+    let key = check_key(ck, &raw, &on, gate.as_ref());
     let delay = raw
         .delay
         .as_ref()
@@ -905,46 +805,10 @@ fn check_rule(ck: &mut Checker<'_>, index: usize, raw: RawRule, complete: bool) 
                 None
             }
         });
-    let key = raw.key.as_ref().map(|fields| {
-        fields
-            .iter()
-            .filter_map(|f| match KeyField::from_name(f.get_ref()) {
-                Some(k) => Some(k),
-                None => {
-                    ck.at(
-                        f,
-                        format!(
-                            "unknown key field {:?}; use client_ip, helo, mail_from, rcpt",
-                            f.get_ref()
-                        ),
-                    );
-                    None
-                }
-            })
-            .collect()
-    });
-    // Every key field must be known where the rule counts (reputation also
-    // counts at RCPT, where it records outcomes).
-    if let Some(fields) = &raw.key {
-        let mut at: Vec<Stage> = if any { vec![] } else { stages.clone() };
-        if matches!(gate, Some(Gate::Reputation { .. })) {
-            at.push(Stage::Rcpt);
-        }
-        for f in fields {
-            if let Some(k) = KeyField::from_name(f.get_ref()) {
-                if let Some(st) = at.iter().find(|s| !k.known_at(**s)) {
-                    ck.at(
-                        f,
-                        format!(
-                            "key field {:?} is not known at stage {}",
-                            f.get_ref(),
-                            st.name()
-                        ),
-                    );
-                }
-            }
-        }
-    }
+    let when = raw
+        .when
+        .map(|w| check_when(ck, w, &stages, any))
+        .unwrap_or_default();
     if ck.diagnostics.len() > before {
         return None;
     }
@@ -963,6 +827,159 @@ fn check_rule(ck: &mut Checker<'_>, index: usize, raw: RawRule, complete: bool) 
         key,
         gate,
     })
+}
+
+/// `on`: the stages, and whether `any` is among them.
+fn check_on(ck: &mut Checker<'_>, on: &Spanned<Value>) -> (Vec<Stage>, bool) {
+    let mut stages = vec![];
+    let mut any = false;
+    let Some(names) = strings(ck, on, "on") else {
+        return (stages, any);
+    };
+    if names.is_empty() {
+        ck.at(on, "on needs at least one stage");
+    }
+    for n in names {
+        match (n.as_str(), Stage::from_name(&n)) {
+            ("any", _) => any = true,
+            (_, Some(st)) => stages.push(st),
+            (_, None) => ck.at(
+                on,
+                format!(
+                    "unknown stage {n:?}; stages are {}, any",
+                    Stage::ALL.map(Stage::name).join(", ")
+                ),
+            ),
+        }
+    }
+    (stages, any)
+}
+
+/// Exactly one of reply, preset, sequence, action, raw; replies must fit
+/// the rule's stages.
+fn check_outcome(
+    ck: &mut Checker<'_>,
+    raw: &RawRule,
+    on: &RuleStages<'_>,
+    complete: bool,
+) -> Option<RuleOutcome> {
+    let present: Vec<(&str, usize)> = [
+        ("reply", raw.reply.as_ref().map(|s| s.span().start)),
+        ("preset", raw.preset.as_ref().map(|s| s.span().start)),
+        ("sequence", raw.sequence.as_ref().map(|s| s.span().start)),
+        ("action", raw.action.as_ref().map(|s| s.span().start)),
+        ("raw", raw.raw.as_ref().map(|s| s.span().start)),
+    ]
+    .into_iter()
+    .filter_map(|(k, o)| o.map(|o| (k, o)))
+    .collect();
+    match present.as_slice() {
+        [] if !complete => {}
+        [] => ck.error(
+            raw.on.span().start,
+            "a rule needs one outcome: reply, preset, sequence, action or raw",
+        ),
+        [_] => {}
+        [(first, _), rest @ ..] => {
+            for (k, off) in rest {
+                ck.error(*off, format!("a rule has exactly one outcome, and this one already has `{first}`; remove `{k}`"));
+            }
+        }
+    }
+    if let Some(r) = &raw.reply {
+        let step = Step::Reply(reply(ck, r)?);
+        fits_stage(ck, r, &step, on);
+        Some(RuleOutcome::Step(step))
+    } else if let Some(p) = &raw.preset {
+        let step = preset_step(ck, p, p.get_ref())?;
+        fits_stage(ck, p, &step, on);
+        Some(RuleOutcome::Step(step))
+    } else if let Some(seq) = &raw.sequence {
+        if seq.get_ref().is_empty() {
+            ck.at(seq, "sequence needs at least one item");
+        }
+        let mut steps = vec![];
+        for item in seq.get_ref() {
+            if let Some(step) = sequence_item(ck, item) {
+                fits_stage(ck, item, &step, on);
+                steps.push(step);
+            }
+        }
+        Some(RuleOutcome::Sequence(steps))
+    } else if let Some(a) = &raw.action {
+        action(ck, a, on).map(RuleOutcome::Step)
+    } else {
+        let r = raw.raw.as_ref()?;
+        if r.get_ref().is_empty() {
+            ck.at(r, "raw needs at least one byte");
+        }
+        Some(RuleOutcome::Step(Step::Raw(
+            r.get_ref().as_bytes().to_vec(),
+        )))
+    }
+}
+
+fn action(ck: &mut Checker<'_>, a: &Spanned<String>, on: &RuleStages<'_>) -> Option<Step> {
+    match a.get_ref().as_str() {
+        "accept" => Some(Step::Accept),
+        "disconnect" => Some(Step::Disconnect),
+        "hang" => Some(Step::Hang),
+        "tls_abort" => {
+            if on.any || on.stages != [Stage::Starttls] {
+                ck.at(a, "action \"tls_abort\" works at stage starttls only");
+            }
+            Some(Step::TlsAbort)
+        }
+        other => {
+            ck.at(
+                a,
+                format!(
+                    "unknown action {other:?}; actions are accept, disconnect, hang, tls_abort"
+                ),
+            );
+            None
+        }
+    }
+}
+
+/// `key`: known field names, each known wherever the rule counts
+/// (reputation also counts at RCPT, where it records outcomes).
+fn check_key(
+    ck: &mut Checker<'_>,
+    raw: &RawRule,
+    on: &RuleStages<'_>,
+    gate: Option<&Gate>,
+) -> Option<Vec<KeyField>> {
+    let fields = raw.key.as_ref()?;
+    let mut at: Vec<Stage> = if on.any { vec![] } else { on.stages.to_vec() };
+    if matches!(gate, Some(Gate::Reputation { .. })) {
+        at.push(Stage::Rcpt);
+    }
+    let mut key = vec![];
+    for f in fields {
+        let Some(k) = KeyField::from_name(f.get_ref()) else {
+            ck.at(
+                f,
+                format!(
+                    "unknown key field {:?}; use client_ip, helo, mail_from, rcpt",
+                    f.get_ref()
+                ),
+            );
+            continue;
+        };
+        if let Some(st) = at.iter().find(|s| !k.known_at(**s)) {
+            ck.at(
+                f,
+                format!(
+                    "key field {:?} is not known at stage {}",
+                    f.get_ref(),
+                    st.name()
+                ),
+            );
+        }
+        key.push(k);
+    }
+    Some(key)
 }
 
 fn dur(ck: &mut Checker<'_>, s: &Spanned<String>) -> Option<std::time::Duration> {
@@ -997,81 +1014,98 @@ fn check_gate(ck: &mut Checker<'_>, raw: &RawRule, stages: &[Stage], any: bool) 
             ck.error(*off, format!("a rule takes one of limit, greylist, reputation, and this one already has `{first}`; remove `{k}`"));
         }
     }
-    if let Some(l) = &raw.limit {
-        let l_ref = l.get_ref();
-        return match (&l_ref.rate, &l_ref.concurrent) {
-            (Some(r), None) => match units::rate(r.get_ref()) {
-                Ok((max, window)) => Some(Gate::Rate { max, window }),
-                Err(e) => {
-                    ck.at(r, e);
-                    None
-                }
-            },
-            (None, Some(c)) => {
-                if any || stages != [Stage::Connect] {
-                    ck.at(l, "limit = { concurrent = N } counts open sessions: use it with on = \"connect\"");
-                }
-                match u64::try_from(*c.get_ref()) {
-                    Ok(max) if max > 0 => Some(Gate::Concurrent { max }),
-                    _ => {
-                        ck.at(c, "concurrent must be at least 1");
-                        None
-                    }
-                }
-            }
-            _ => {
-                ck.at(
-                    l,
-                    "limit takes one of rate = \"N/DURATION\" or concurrent = N",
-                );
+    // Each is checked, so all their problems are reported at once.
+    let limit = raw
+        .limit
+        .as_ref()
+        .and_then(|l| limit_gate(ck, l, stages, any));
+    let greylist = raw.greylist.as_ref().and_then(|g| greylist_gate(ck, g));
+    let reputation = raw.reputation.as_ref().and_then(|r| reputation_gate(ck, r));
+    limit.or(greylist).or(reputation)
+}
+
+fn limit_gate(
+    ck: &mut Checker<'_>,
+    l: &Spanned<RawLimit>,
+    stages: &[Stage],
+    any: bool,
+) -> Option<Gate> {
+    let l_ref = l.get_ref();
+    match (&l_ref.rate, &l_ref.concurrent) {
+        (Some(r), None) => match units::rate(r.get_ref()) {
+            Ok((max, window)) => Some(Gate::Rate { max, window }),
+            Err(e) => {
+                ck.at(r, e);
                 None
             }
-        };
-    }
-    if let Some(g) = &raw.greylist {
-        // Both durations are checked before giving up, so both are reported.
-        let retry_after = dur(ck, &g.get_ref().retry_after);
-        let expire = match &g.get_ref().expire {
-            Some(e) => dur(ck, e),
-            None => Some(DEFAULT_GREYLIST_EXPIRE),
-        };
-        let (retry_after, expire) = (retry_after?, expire?);
-        if expire <= retry_after {
-            ck.at(g, "greylist expire must be longer than retry_after");
-        }
-        return Some(Gate::Greylist {
-            retry_after,
-            expire,
-        });
-    }
-    if let Some(r) = &raw.reputation {
-        let r = r.get_ref();
-        let window = dur(ck, &r.window)?;
-        let min_attempts = match &r.min_attempts {
-            Some(m) => match u64::try_from(*m.get_ref()) {
-                Ok(v) if v > 0 => v,
+        },
+        (None, Some(c)) => {
+            if any || stages != [Stage::Connect] {
+                ck.at(
+                    l,
+                    "limit = { concurrent = N } counts open sessions: use it with on = \"connect\"",
+                );
+            }
+            match u64::try_from(*c.get_ref()) {
+                Ok(max) if max > 0 => Some(Gate::Concurrent { max }),
                 _ => {
-                    ck.at(m, "min_attempts must be at least 1");
-                    return None;
+                    ck.at(c, "concurrent must be at least 1");
+                    None
                 }
-            },
-            None => DEFAULT_MIN_ATTEMPTS,
-        };
-        let max_failure_rate = *r.max_failure_rate.get_ref();
-        if !(0.0..1.0).contains(&max_failure_rate) {
-            ck.at(
-                &r.max_failure_rate,
-                "max_failure_rate is a share from 0 up to (not including) 1",
-            );
-            return None;
+            }
         }
-        return Some(Gate::Reputation {
-            window,
-            min_attempts,
-            max_failure_rate,
-        });
+        _ => {
+            ck.at(
+                l,
+                "limit takes one of rate = \"N/DURATION\" or concurrent = N",
+            );
+            None
+        }
     }
-    None
+}
+
+fn greylist_gate(ck: &mut Checker<'_>, g: &Spanned<RawGreylist>) -> Option<Gate> {
+    let retry_after = dur(ck, &g.get_ref().retry_after);
+    let expire = match &g.get_ref().expire {
+        Some(e) => dur(ck, e),
+        None => Some(DEFAULT_GREYLIST_EXPIRE),
+    };
+    let (retry_after, expire) = (retry_after?, expire?);
+    if expire <= retry_after {
+        ck.at(g, "greylist expire must be longer than retry_after");
+    }
+    Some(Gate::Greylist {
+        retry_after,
+        expire,
+    })
+}
+
+fn reputation_gate(ck: &mut Checker<'_>, r: &Spanned<RawReputation>) -> Option<Gate> {
+    let r = r.get_ref();
+    let window = dur(ck, &r.window);
+    let min_attempts = match &r.min_attempts {
+        Some(m) => match u64::try_from(*m.get_ref()) {
+            Ok(v) if v > 0 => Some(v),
+            _ => {
+                ck.at(m, "min_attempts must be at least 1");
+                None
+            }
+        },
+        None => Some(DEFAULT_MIN_ATTEMPTS),
+    };
+    let max_failure_rate = *r.max_failure_rate.get_ref();
+    if !(0.0..1.0).contains(&max_failure_rate) {
+        ck.at(
+            &r.max_failure_rate,
+            "max_failure_rate is a share from 0 up to (not including) 1",
+        );
+        return None;
+    }
+    Some(Gate::Reputation {
+        window: window?,
+        min_attempts: min_attempts?,
+        max_failure_rate,
+    })
 }
 
 fn preset_step(ck: &mut Checker<'_>, at: &Spanned<String>, id: &str) -> Option<Step> {
@@ -1110,23 +1144,31 @@ fn sequence_item(ck: &mut Checker<'_>, item: &Spanned<String>) -> Option<Step> {
     }
 }
 
+/// `when.client_ip`: CIDRs or single addresses.
+fn client_ip(ck: &mut Checker<'_>, v: &Spanned<Value>) -> Option<Vec<IpNet>> {
+    let list = strings(ck, v, "client_ip")?;
+    let mut nets = vec![];
+    for s in list {
+        match s
+            .parse::<IpNet>()
+            .or_else(|_| s.parse::<std::net::IpAddr>().map(IpNet::from))
+        {
+            Ok(n) => nets.push(n),
+            Err(_) => ck.at(
+                v,
+                format!("bad client_ip {s:?}: write a CIDR such as \"10.0.0.0/8\" or an address"),
+            ),
+        }
+    }
+    Some(nets)
+}
+
 fn check_when(ck: &mut Checker<'_>, w: RawWhen, stages: &[Stage], any: bool) -> When {
     let mut out = When::default();
     let only = |allowed: &[Stage]| {
         !any && !stages.is_empty() && stages.iter().all(|s| allowed.contains(s))
     };
-    if let Some(v) = &w.client_ip {
-        if let Some(list) = strings(ck, v, "client_ip") {
-            let mut nets = vec![];
-            for s in list {
-                match s.parse::<IpNet>().or_else(|_| s.parse::<std::net::IpAddr>().map(IpNet::from)) {
-                    Ok(n) => nets.push(n),
-                    Err(_) => ck.at(v, format!("bad client_ip {s:?}: write a CIDR such as \"10.0.0.0/8\" or an address")),
-                }
-            }
-            out.client_ip = Some(nets);
-        }
-    }
+    out.client_ip = w.client_ip.as_ref().and_then(|v| client_ip(ck, v));
     out.helo = w.helo.as_ref().and_then(|v| pattern(ck, v, "helo"));
     out.mail_from = w
         .mail_from
@@ -1134,24 +1176,16 @@ fn check_when(ck: &mut Checker<'_>, w: RawWhen, stages: &[Stage], any: bool) -> 
         .and_then(|v| pattern(ck, v, "mail_from"));
     if let Some(v) = &w.rcpt {
         out.rcpt = pattern(ck, v, "rcpt");
-        if !stages.is_empty()
-            && !any
-            && !stages.iter().any(|s| {
-                matches!(
-                    s,
-                    Stage::Rcpt
-                        | Stage::Data
-                        | Stage::Message
-                        | Stage::Rset
-                        | Stage::Noop
-                        | Stage::Vrfy
-                        | Stage::Expn
-                        | Stage::Help
-                        | Stage::Quit
-                        | Stage::Unknown
-                )
-            })
-        {
+        // Before RCPT no recipient is known: such a rule could never match.
+        let before_rcpt = [
+            Stage::Connect,
+            Stage::Ehlo,
+            Stage::Helo,
+            Stage::Starttls,
+            Stage::Auth,
+            Stage::Mail,
+        ];
+        if !stages.is_empty() && !any && stages.iter().all(|s| before_rcpt.contains(s)) {
             ck.at(
                 v,
                 "rcpt is only known from stage rcpt on (rcpt, data, message)",
