@@ -547,6 +547,19 @@ fn apply_certificate(
     Ok(())
 }
 
+/// A `--certificate` for a listener that speaks no TLS (no `[tls]` in its
+/// scenario, not `--listen-tls`) changes nothing: say so.
+fn warn_unused_certificates(server: &Server, overridden: &[bool]) {
+    for (b, _) in server.listeners.iter().zip(overridden).filter(|(_, o)| **o) {
+        if b.slot.current().certificate.is_none() {
+            tracing::warn!(
+                addr = %b.addr,
+                "--certificate has no effect here: this listener has no TLS (its scenario has no [tls] and it is not --listen-tls)"
+            );
+        }
+    }
+}
+
 fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let default = match &args.scenario {
         Some(p) => Source::File(p.clone()),
@@ -573,6 +586,10 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     for c in &args.certificate {
         apply_certificate(&mut listeners, &flags, c)?;
     }
+    let overridden: Vec<bool> = listeners
+        .iter()
+        .map(|l| l.tls.certificate.is_some())
+        .collect();
     let ca_dir = args.ca_dir.clone().unwrap_or_else(certs::default_ca_dir);
     let capture = Capture::new(args.events.as_deref(), args.capture_dir.as_deref())
         .context("cannot open the capture files")?;
@@ -590,6 +607,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             ca: Arc::new(CaStore::new(Some(ca_dir))),
         };
         let server = Server::start(opts).await?;
+        warn_unused_certificates(&server, &overridden);
         {
             let mut out = std::io::stdout().lock();
             for b in &server.listeners {

@@ -595,3 +595,21 @@ fn listening_line_names_each_certificate_fault() {
         format!("listening smtps://{fixed} scenario=tls-broken certificate=wrong_host{ca}")
     );
 }
+
+#[test]
+fn certificate_for_a_listener_without_tls_is_a_warning() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let fixed = format!("127.0.0.1:{port}");
+    let s = Serve::start(&[
+        "--listen",
+        &fixed,
+        "--certificate",
+        &format!("{fixed}=expired"),
+    ]);
+    let line = s.wait_log("--certificate has no effect here");
+    assert!(line.contains("WARN") && line.contains(&fixed), "{line}");
+}
