@@ -14,10 +14,10 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::capture::{Capture, Event, EventKind};
-use crate::scenario::model::CertFault;
+use crate::certs::{self, CertFault};
 use crate::scenario::model::Expect;
 use crate::scenario::{self, presets, LoadError};
-use crate::server::{self, certs, CaStore, Options, Server, Source};
+use crate::server::{self, CaStore, Options, Server, Source};
 
 #[derive(Parser)]
 #[command(
@@ -43,7 +43,7 @@ enum LogFormat {
 enum Command {
     /// Run the fake MX.
     Serve(ServeArgs),
-    /// Validate scenario files: FILE:LINE:COL errors and exit 1, or a summary.
+    /// Validate scenario files: every FILE:LINE:COL error and exit 1, or a summary.
     Check {
         #[arg(required = true)]
         files: Vec<PathBuf>,
@@ -94,10 +94,12 @@ enum Command {
     },
     /// List the built-in replies of real providers (usable as `preset = "ID"`).
     Presets {
-        /// Only this provider (matches the id prefix or the provider name).
+        /// Only this provider (matches the id prefix or the provider name);
+        /// an unknown one is an error listing them.
         #[arg(long)]
         provider: Option<String>,
-        /// Only presets for this stage.
+        /// Only presets for this stage; one without presets is an error
+        /// listing those that have some.
         #[arg(long)]
         stage: Option<String>,
         /// JSON instead of a table.
@@ -125,7 +127,8 @@ struct ServeArgs {
     #[arg(long)]
     ca_dir: Option<PathBuf>,
     /// Certificate fault for one listener, `ADDR=FAULT` (valid, self_signed,
-    /// expired, wrong_host, not_yet_valid); overrides the scenario's.
+    /// expired, wrong_host, not_yet_valid); overrides the scenario's. ADDR
+    /// must name exactly one listener.
     #[arg(long = "certificate")]
     certificate: Vec<String>,
     /// Host name in the greeting and EHLO reply (overrides the scenario's).
@@ -429,12 +432,48 @@ fn make_certs(dir: &std::path::Path, hostname: &str) -> anyhow::Result<ExitCode>
     Ok(ExitCode::SUCCESS)
 }
 
+/// An unknown `--provider` or `--stage` is an error listing the valid
+/// values, not an empty table.
+fn check_preset_filters(provider: Option<&str>, stage: Option<&str>) -> anyhow::Result<()> {
+    let all = presets::all();
+    if let Some(want) = provider {
+        let known = all.iter().any(|p| {
+            p.id.split('.').next() == Some(want) || p.provider.to_ascii_lowercase().contains(want)
+        });
+        if !known {
+            let mut prefixes: Vec<&str> = vec![];
+            for prefix in all.iter().filter_map(|p| p.id.split('.').next()) {
+                if !prefixes.contains(&prefix) {
+                    prefixes.push(prefix);
+                }
+            }
+            anyhow::bail!(
+                "--provider {want:?}: no such provider; use one of {} (or a part of a provider's name)",
+                prefixes.join(", ")
+            );
+        }
+    }
+    if let Some(want) = stage {
+        let mut stages: Vec<&str> = all.iter().map(|p| p.stage.as_str()).collect();
+        stages.sort_unstable();
+        stages.dedup();
+        if !stages.contains(&want) {
+            anyhow::bail!(
+                "--stage {want:?}: no presets for that stage; use one of {}",
+                stages.join(", ")
+            );
+        }
+    }
+    Ok(())
+}
+
 fn list_presets(
     provider: Option<String>,
     stage: Option<String>,
     json: bool,
 ) -> anyhow::Result<ExitCode> {
     let provider = provider.map(|p| p.to_ascii_lowercase());
+    check_preset_filters(provider.as_deref(), stage.as_deref())?;
     let chosen: Vec<&presets::Preset> = presets::all()
         .iter()
         .filter(|p| {
@@ -479,12 +518,71 @@ fn list_presets(
     Ok(ExitCode::SUCCESS)
 }
 
+/// Applies one `--certificate ADDR=FAULT` to the one listener on ADDR. An
+/// ADDR that could mean two listeners (port 0, or an address given twice)
+/// or two different faults for one listener is an error, not a guess.
+fn apply_certificate(
+    listeners: &mut [server::ListenerSpec],
+    flags: &[String],
+    c: &str,
+) -> anyhow::Result<()> {
+    let (addr, fault) = c
+        .split_once('=')
+        .with_context(|| format!("--certificate {c:?}: write ADDR=FAULT"))?;
+    let fault = CertFault::from_name(fault).with_context(|| {
+        format!(
+            "--certificate {c:?}: the fault is one of {}",
+            CertFault::NAMES.join(", ")
+        )
+    })?;
+    let addr: std::net::SocketAddr = addr
+        .parse()
+        .with_context(|| format!("--certificate {c:?}: bad address"))?;
+    let matching: Vec<usize> = (0..listeners.len())
+        .filter(|&i| listeners[i].addr == addr)
+        .collect();
+    let i = match matching.as_slice() {
+        [] => anyhow::bail!("--certificate {c:?}: no listener on {addr}"),
+        [i] => *i,
+        [a, b, ..] => anyhow::bail!(
+            "--certificate {c:?} could mean two listeners: {} and {}; give each its own address",
+            flags[*a],
+            flags[*b]
+        ),
+    };
+    let spec = &mut listeners[i].tls;
+    match spec.certificate {
+        Some(before) if before != fault => anyhow::bail!(
+            "--certificate {c:?}: {} already has certificate {}",
+            flags[i],
+            before.name()
+        ),
+        _ => spec.certificate = Some(fault),
+    }
+    Ok(())
+}
+
+/// A `--certificate` for a listener that speaks no TLS (no `[tls]` in its
+/// scenario, not `--listen-tls`) changes nothing: say so.
+fn warn_unused_certificates(server: &Server, overridden: &[bool]) {
+    for (b, _) in server.listeners.iter().zip(overridden).filter(|(_, o)| **o) {
+        if b.slot.current().certificate.is_none() {
+            tracing::warn!(
+                addr = %b.addr,
+                "--certificate has no effect here: this listener has no TLS (its scenario has no [tls] and it is not --listen-tls)"
+            );
+        }
+    }
+}
+
 fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let default = match &args.scenario {
         Some(p) => Source::File(p.clone()),
         None => Source::Default,
     };
     let mut listeners = vec![];
+    // How each listener was asked for, to name it in errors.
+    let mut flags = vec![];
     let plain: Vec<String> = if args.listen.is_empty() && args.listen_tls.is_empty() {
         vec!["127.0.0.1:2525".into()]
     } else {
@@ -492,31 +590,21 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     };
     for l in &plain {
         listeners.push(server::parse_listen(l, &default)?);
+        flags.push(format!("--listen {l}"));
     }
     for l in &args.listen_tls {
         let mut spec = server::parse_listen(l, &default)?;
         spec.tls.implicit = true;
         listeners.push(spec);
+        flags.push(format!("--listen-tls {l}"));
     }
     for c in &args.certificate {
-        let (addr, fault) = c
-            .split_once('=')
-            .with_context(|| format!("--certificate {c:?}: write ADDR=FAULT"))?;
-        let fault = CertFault::from_name(fault).with_context(|| {
-            format!(
-                "--certificate {c:?}: the fault is one of {}",
-                CertFault::NAMES.join(", ")
-            )
-        })?;
-        let addr: std::net::SocketAddr = addr
-            .parse()
-            .with_context(|| format!("--certificate {c:?}: bad address"))?;
-        let spec = listeners
-            .iter_mut()
-            .find(|l| l.addr == addr)
-            .with_context(|| format!("--certificate {c:?}: no listener on {addr}"))?;
-        spec.tls.certificate = Some(fault);
+        apply_certificate(&mut listeners, &flags, c)?;
     }
+    let overridden: Vec<bool> = listeners
+        .iter()
+        .map(|l| l.tls.certificate.is_some())
+        .collect();
     let ca_dir = args.ca_dir.clone().unwrap_or_else(certs::default_ca_dir);
     let capture = Capture::new(args.events.as_deref(), args.capture_dir.as_deref())
         .context("cannot open the capture files")?;
@@ -534,6 +622,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             ca: Arc::new(CaStore::new(Some(ca_dir))),
         };
         let server = Server::start(opts).await?;
+        warn_unused_certificates(&server, &overridden);
         {
             let mut out = std::io::stdout().lock();
             for b in &server.listeners {
@@ -543,13 +632,17 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
                 } else {
                     "smtp"
                 };
+                let certificate = active
+                    .certificate
+                    .map(|c| format!(" certificate={c}"))
+                    .unwrap_or_default();
                 let ca = match (&active.tls, server.ca.path()) {
                     (Some(_), Some(p)) => format!(" ca={}", p.display()),
                     _ => String::new(),
                 };
                 writeln!(
                     out,
-                    "listening {scheme}://{} scenario={}{ca}",
+                    "listening {scheme}://{} scenario={}{certificate}{ca}",
                     b.addr,
                     active.scenario_name()
                 )?;

@@ -9,14 +9,17 @@
 //!   preset catalog, and the rule engine the session asks at every stage.
 //! - [`state`]: counters shared across connections (times, sequences,
 //!   rates, greylisting, open sessions, reputation) behind one trait.
-//! - [`server`]: listeners, the per-connection driver, TLS and the test CA,
-//!   hot reload, the connection cap and graceful shutdown.
+//! - [`certs`]: certificates without sockets: the faults a scenario names,
+//!   PEM parsing, the test CA and the broken certificates it signs.
+//! - [`server`]: listeners, the per-connection driver, TLS set-up, hot
+//!   reload, the connection cap and graceful shutdown.
 //! - [`capture`]: transcripts (JSON Lines) and captured messages.
 //! - [`report`]: how the sender behaved: deliveries, findings, `[[expect]]`.
 //! - [`bounce`]: `explain` for replies, `from-bounce` for bounce messages.
 //! - [`cli`]: the command line.
 pub mod bounce;
 pub mod capture;
+pub mod certs;
 pub mod cli;
 pub mod proto;
 pub mod report;

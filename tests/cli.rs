@@ -372,3 +372,244 @@ fn several_listeners_each_with_its_own_scenario() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+#[test]
+fn check_reports_every_error_with_its_position() {
+    let d = tmp("every-error");
+    let f = write(
+        &d,
+        "many.toml",
+        "[server]\nhostnme = \"x\"\nmax_recipients = 0\n\n\
+         [[rule]]\non = \"rcpt\"\nreplyy = \"550 x\"\ntimes = \"three\"\n\n\
+         [[rule]]\non = \"mail\"\nreply = \"650 nope\"\n\n\
+         [[rule]]\non = \"rcpt_to\"\nreply = \"550 5.1.1 x\"\ndelay = \"soon\"\n",
+    );
+    let (code, out, err) = check(&[&f]);
+    assert_eq!(code, 1, "{out}{err}");
+    let file = f.display().to_string();
+    let want = [
+        ":2:1: unknown field `hostnme`",
+        ":3:18: max_recipients must be at least 1",
+        ":7:1: unknown field `replyy`",
+        ":8:9: invalid type: string \"three\", expected i64",
+        ":12:9: bad reply \"650 nope\": reply code 650 is outside 200-599",
+        ":15:6: unknown stage \"rcpt_to\"",
+        ":17:9: bad duration \"soon\"",
+    ];
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), want.len(), "{err}");
+    for (line, w) in lines.iter().zip(want) {
+        assert!(
+            line.starts_with(&format!("{file}{w}")),
+            "expected {file}{w}, got {line}"
+        );
+    }
+}
+
+#[test]
+fn check_refuses_354_at_connect_and_points_to_raw() {
+    let d = tmp("354");
+    let f = write(
+        &d,
+        "greeting.toml",
+        "[[rule]]\non = \"connect\"\nreply = \"354 Start mail input\"\n",
+    );
+    let (code, _, err) = check(&[&f]);
+    assert_eq!(code, 1);
+    assert_eq!(
+        err,
+        format!(
+            "{}:3:9: reply code 354 is not a reply to connect, which takes 220 (RFC 5321 §4.3.2) \
+             or a 4xx/5xx refusal; to send it anyway, use raw = \"354 Start mail input\\r\\n\"\n",
+            f.display()
+        )
+    );
+    // The suggested raw line is accepted as it is.
+    let raw = write(
+        &d,
+        "raw.toml",
+        "[[rule]]\non = \"connect\"\nraw = \"354 Start mail input\\r\\n\"\n",
+    );
+    let (code, out, err) = check(&[&raw]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains(": ok: scenario \"raw\", 1 rule"), "{out}");
+}
+
+#[test]
+fn check_accepts_every_shipped_scenario() {
+    let files: Vec<PathBuf> =
+        std::fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+            .collect();
+    assert!(files.len() >= 10);
+    let refs: Vec<&Path> = files.iter().map(PathBuf::as_path).collect();
+    let (code, out, err) = check(&refs);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.lines().count(), files.len(), "{out}");
+}
+
+fn presets(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(bin())
+        .arg("presets")
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn presets_refuses_an_unknown_stage_or_provider_and_lists_the_valid_ones() {
+    let (code, out, err) = presets(&["--stage", "rcpt_to"]);
+    assert_eq!(code, 2, "{out}{err}");
+    assert_eq!(out, "");
+    assert_eq!(
+        err,
+        "mailfault: --stage \"rcpt_to\": no presets for that stage; use one of \
+         any, auth, connect, data, ehlo, mail, message, rcpt, starttls\n"
+    );
+    let (code, out, err) = presets(&["--provider", "hotmial"]);
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(
+        err.starts_with(
+            "mailfault: --provider \"hotmial\": no such provider; use one of gmail, ms, yahoo,"
+        ),
+        "{err}"
+    );
+    // Known values still list presets.
+    let (code, out, _) = presets(&["--provider", "microsoft", "--stage", "rcpt"]);
+    assert_eq!(code, 0);
+    assert!(out.lines().skip(1).all(|l| l.starts_with("ms.")), "{out}");
+    assert!(out.lines().count() > 1, "{out}");
+}
+
+fn serve_err(args: &[&str]) -> (Option<i32>, String) {
+    let out = Command::new(bin())
+        .arg("serve")
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn certificate_for_an_address_two_listeners_share_is_refused() {
+    let (code, err) = serve_err(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--listen-tls",
+        "127.0.0.1:0",
+        "--certificate",
+        "127.0.0.1:0=expired",
+    ]);
+    assert_eq!(code, Some(2), "{err}");
+    assert_eq!(
+        err,
+        "mailfault: --certificate \"127.0.0.1:0=expired\" could mean two listeners: \
+         --listen 127.0.0.1:0 and --listen-tls 127.0.0.1:0; give each its own address\n"
+    );
+    // The same address given twice: both are named.
+    let (code, err) = serve_err(&[
+        "--listen",
+        "127.0.0.1:1=a.toml",
+        "--listen",
+        "127.0.0.1:1=b.toml",
+        "--certificate",
+        "127.0.0.1:1=valid",
+    ]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains(
+            "could mean two listeners: --listen 127.0.0.1:1=a.toml and --listen 127.0.0.1:1=b.toml"
+        ),
+        "{err}"
+    );
+    // Two different faults for one listener.
+    let (code, err) = serve_err(&[
+        "--listen",
+        "127.0.0.1:1",
+        "--certificate",
+        "127.0.0.1:1=expired",
+        "--certificate",
+        "127.0.0.1:1=valid",
+    ]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("--certificate \"127.0.0.1:1=valid\": --listen 127.0.0.1:1 already has certificate expired"),
+        "{err}"
+    );
+}
+
+#[test]
+fn listening_line_names_each_certificate_fault() {
+    let d = tmp("listen-cert");
+    let f = write(&d, "tls-broken.toml", "[tls]\ncertificate = \"expired\"\n");
+    let plain = write(&d, "plain.toml", "");
+    // A fixed port is needed to name a listener in --certificate: find a
+    // free one, then give it back.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let fixed = format!("127.0.0.1:{port}");
+    let mut child = Command::new(bin())
+        .args(["serve", "--scenario"])
+        .arg(&f)
+        .args(["--listen", "127.0.0.1:0", "--listen-tls", &fixed])
+        .args(["--listen", &format!("127.0.0.1:0={}", plain.display())])
+        .args(["--certificate", &format!("{fixed}=wrong_host")])
+        .arg("--ca-dir")
+        .arg(d.join("ca"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut lines = vec![];
+    for _ in 0..3 {
+        let mut l = String::new();
+        out.read_line(&mut l).unwrap();
+        lines.push(l.trim_end().to_string());
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let ca = format!(" ca={}", d.join("ca").join("ca.pem").display());
+    assert!(
+        lines[0].starts_with("listening smtp://127.0.0.1:")
+            && lines[0].ends_with(&format!(" scenario=tls-broken certificate=expired{ca}")),
+        "{lines:?}"
+    );
+    // Without [tls] a plain listener has no certificate to name.
+    assert!(lines[1].ends_with(" scenario=plain"), "{lines:?}");
+    assert_eq!(
+        lines[2],
+        format!("listening smtps://{fixed} scenario=tls-broken certificate=wrong_host{ca}")
+    );
+}
+
+#[test]
+fn certificate_for_a_listener_without_tls_is_a_warning() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let fixed = format!("127.0.0.1:{port}");
+    let s = Serve::start(&[
+        "--listen",
+        &fixed,
+        "--certificate",
+        &format!("{fixed}=expired"),
+    ]);
+    let line = s.wait_log("--certificate has no effect here");
+    assert!(line.contains("WARN") && line.contains(&fixed), "{line}");
+}

@@ -380,3 +380,28 @@ async fn tls_scenarios() {
         "538 5.7.11 Encryption required for requested authentication mechanism"
     );
 }
+
+/// The rules and the certificates know no sockets: nothing in `scenario/`
+/// or `certs/` reaches into `server/` (and `certs/` knows no scenario).
+#[test]
+fn scenario_and_certs_do_not_reach_into_the_server() {
+    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    for (room, forbidden) in [
+        ("scenario", &["crate::server", "tokio::net"][..]),
+        (
+            "certs",
+            &["crate::server", "crate::scenario", "tokio::net"][..],
+        ),
+    ] {
+        let mut files = 0;
+        for entry in std::fs::read_dir(src.join(room)).unwrap() {
+            let path = entry.unwrap().path();
+            let text = std::fs::read_to_string(&path).unwrap();
+            files += 1;
+            for f in forbidden {
+                assert!(!text.contains(f), "{} uses {f}", path.display());
+            }
+        }
+        assert!(files > 0, "no files in src/{room}");
+    }
+}

@@ -638,7 +638,10 @@ fn serve_listen_tls_prints_the_ca_and_overrides_certificates() {
         "{lines:?}"
     );
     assert!(
-        lines[0].ends_with(&format!(" scenario=t ca={}", ca.display())),
+        lines[0].ends_with(&format!(
+            " scenario=t certificate=valid ca={}",
+            ca.display()
+        )),
         "{lines:?}"
     );
     assert!(

@@ -7,11 +7,13 @@ use std::path::Path;
 
 use ipnet::IpNet;
 use serde::Deserialize;
+use toml::de::{DeTable, DeValue, ValueDeserializer};
 use toml::{Spanned, Value};
 
 use super::model::*;
 use super::pattern::Pattern;
 use super::presets;
+use super::stage_codes;
 use super::units::{self, DurationRange, SizeCmp, Window};
 use crate::proto::{Reply, Stage};
 
@@ -75,17 +77,21 @@ pub fn default_scenario() -> Scenario {
 
 pub const DEFAULT_TOML: &str = include_str!("../../scenarios/default.toml");
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
+/// The file's sections, each read on its own so that a problem in one rule
+/// does not hide the problems in the others. A rule or expectation that
+/// could not be read at all is `None` and keeps its place (rule #N).
+#[derive(Default)]
 struct RawScenario {
     server: Option<RawServer>,
-    #[serde(default)]
-    rule: Vec<RawRule>,
+    /// Each rule, and whether all its keys could be read.
+    rule: Vec<Option<(RawRule, bool)>>,
     auth: Option<Spanned<RawAuth>>,
     tls: Option<Spanned<RawTls>>,
-    #[serde(default)]
-    expect: Vec<Spanned<RawExpect>>,
+    expect: Vec<Option<Spanned<RawExpect>>>,
 }
+
+/// The top-level keys of a scenario.
+const SECTIONS: &str = "`server`, `rule`, `auth`, `tls`, `expect`";
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -210,6 +216,112 @@ impl Checker<'_> {
     fn at<T>(&mut self, s: &Spanned<T>, message: impl Into<String>) {
         self.error(s.span().start, message);
     }
+
+    /// Every diagnostic, in file order.
+    fn into_error(mut self) -> LoadError {
+        self.diagnostics.sort_by_key(|d| d.position);
+        LoadError {
+            diagnostics: self.diagnostics,
+        }
+    }
+}
+
+/// A TOML error's message on one line, without our type names: "expected
+/// struct RawGreylist" reads "expected a table".
+fn one_line(message: &str) -> String {
+    let mut m = message.trim_end().replace('\n', " ");
+    while let Some(i) = m.find("struct Raw") {
+        let end = m[i + 7..]
+            .find(|c: char| !c.is_ascii_alphanumeric())
+            .map_or(m.len(), |e| i + 7 + e);
+        m.replace_range(i..end, "a table");
+    }
+    m
+}
+
+/// Splits the document into its sections. TOML syntax errors stop here
+/// (all of them are reported); a section or rule that does not fit its
+/// shape is reported and the others are still read.
+fn read_sections(ck: &mut Checker<'_>) -> Option<RawScenario> {
+    let (root, errors) = DeTable::parse_recoverable(ck.text);
+    if !errors.is_empty() {
+        for e in errors {
+            ck.error(e.span().map_or(0, |s| s.start), one_line(e.message()));
+        }
+        return None;
+    }
+    let mut raw = RawScenario::default();
+    for (key, value) in root.into_inner() {
+        match key.get_ref().as_ref() {
+            "server" | "tls" | "auth" if !value.get_ref().is_table() => {
+                let k = key.get_ref();
+                ck.error(key.span().start, format!("{k} is a table: write [{k}]"));
+            }
+            "server" => raw.server = section(ck, value).map(|(t, _)| t),
+            "tls" => raw.tls = section(ck, value).map(|(t, _)| t),
+            "auth" => raw.auth = section(ck, value).map(|(t, _)| t),
+            "rule" => raw.rule = tables(ck, value, "rule"),
+            "expect" => {
+                raw.expect = tables(ck, value, "expect")
+                    .into_iter()
+                    .map(|e| e.map(|(t, _)| t))
+                    .collect()
+            }
+            other => ck.error(
+                key.span().start,
+                format!("unknown field `{other}`, expected one of {SECTIONS}"),
+            ),
+        }
+    }
+    Some(raw)
+}
+
+/// Each table of an array of tables (`[[rule]]`), read on its own.
+fn tables<T: serde::de::DeserializeOwned>(
+    ck: &mut Checker<'_>,
+    value: Spanned<DeValue<'_>>,
+    name: &str,
+) -> Vec<Option<(T, bool)>> {
+    let start = value.span().start;
+    match value.into_inner() {
+        DeValue::Array(items) => items.into_iter().map(|v| section(ck, v)).collect(),
+        _ => {
+            ck.error(
+                start,
+                format!("{name} is a list of tables: write [[{name}]]"),
+            );
+            vec![]
+        }
+    }
+}
+
+/// Reads one table into its shape. A key that does not fit (unknown, or a
+/// value of the wrong type) is reported and left out, and the table is read
+/// again, so every bad key of the table is reported, not only the first.
+/// The flag says whether every key was read.
+fn section<T: serde::de::DeserializeOwned>(
+    ck: &mut Checker<'_>,
+    mut value: Spanned<DeValue<'_>>,
+) -> Option<(T, bool)> {
+    let mut complete = true;
+    loop {
+        let err = match T::deserialize(ValueDeserializer::from(value.clone())) {
+            Ok(t) => return Some((t, complete)),
+            Err(e) => e,
+        };
+        let at = err.span().map_or(value.span().start, |s| s.start);
+        ck.error(at, one_line(err.message()));
+        let DeValue::Table(table) = value.get_mut() else {
+            return None;
+        };
+        let bad = table
+            .iter()
+            .find(|(k, v)| k.span().start <= at && at < v.span().end)
+            .map(|(k, _)| k.clone());
+        // No key holds it: the problem is the table as a whole (a missing key).
+        table.remove(&bad?);
+        complete = false;
+    }
 }
 
 /// 1-based line and column (in characters) of a byte offset.
@@ -231,15 +343,8 @@ pub fn parse(text: &str, file: &str, name: &str) -> Result<Scenario, LoadError> 
         file,
         diagnostics: vec![],
     };
-    let raw: RawScenario = match toml::from_str(text) {
-        Ok(r) => r,
-        Err(e) => {
-            let offset = e.span().map_or(0, |s| s.start);
-            ck.error(offset, e.message().trim_end().replace('\n', " "));
-            return Err(LoadError {
-                diagnostics: ck.diagnostics,
-            });
-        }
+    let Some(raw) = read_sections(&mut ck) else {
+        return Err(ck.into_error());
     };
     let server = check_server(&mut ck, raw.server);
     let tls = raw.tls.as_ref().map(|t| check_tls(&mut ck, t));
@@ -248,18 +353,19 @@ pub fn parse(text: &str, file: &str, name: &str) -> Result<Scenario, LoadError> 
         .expect
         .iter()
         .enumerate()
-        .filter_map(|(i, e)| check_expect(&mut ck, i, e))
+        .filter_map(|(i, e)| check_expect(&mut ck, i, e.as_ref()?))
         .collect();
     let rules = raw
         .rule
         .into_iter()
         .enumerate()
-        .filter_map(|(i, r)| check_rule(&mut ck, i, r))
+        .filter_map(|(i, r)| {
+            let (r, complete) = r?;
+            check_rule(&mut ck, i, r, complete)
+        })
         .collect();
     if !ck.diagnostics.is_empty() {
-        return Err(LoadError {
-            diagnostics: ck.diagnostics,
-        });
+        return Err(ck.into_error());
     }
     Ok(Scenario {
         name: name.to_string(),
@@ -316,13 +422,13 @@ fn check_tls(ck: &mut Checker<'_>, raw: &Spanned<RawTls>) -> TlsSettings {
             None if c.get_ref().contains(['/', '.']) => {
                 let Some(k) = key else {
                     ck.at(c, "a certificate file needs its key: key = \"PATH\"");
-                    return out;
+                    return check_versions(ck, raw, out);
                 };
                 if let (Some(cert_pem), Some(key_pem)) = (read_pem(ck, c), read_pem(ck, k)) {
-                    if let Err(e) = crate::server::certs::parse_chain(&cert_pem) {
+                    if let Err(e) = crate::certs::parse_chain(&cert_pem) {
                         ck.at(c, e.to_string());
                     }
-                    if let Err(e) = crate::server::certs::parse_key(&key_pem) {
+                    if let Err(e) = crate::certs::parse_key(&key_pem) {
                         ck.at(k, e.to_string());
                     }
                     out.certificate = Certificate::Files { cert_pem, key_pem };
@@ -338,7 +444,16 @@ fn check_tls(ck: &mut Checker<'_>, raw: &Spanned<RawTls>) -> TlsSettings {
             ),
         },
     }
-    if let Some(vs) = &t.versions {
+    check_versions(ck, raw, out)
+}
+
+/// `[tls] versions`.
+fn check_versions(
+    ck: &mut Checker<'_>,
+    raw: &Spanned<RawTls>,
+    mut out: TlsSettings,
+) -> TlsSettings {
+    if let Some(vs) = &raw.get_ref().versions {
         out.versions = vec![];
         for v in vs {
             match v.get_ref().as_str() {
@@ -584,104 +699,73 @@ fn reply(ck: &mut Checker<'_>, s: &Spanned<String>) -> Option<Reply> {
     }
 }
 
-fn check_rule(ck: &mut Checker<'_>, index: usize, raw: RawRule) -> Option<Rule> {
-    let before = ck.diagnostics.len();
-    let mut stages = vec![];
-    let mut any = false;
-    if let Some(names) = strings(ck, &raw.on, "on") {
-        if names.is_empty() {
-            ck.at(&raw.on, "on needs at least one stage");
-        }
-        for n in names {
-            match (n.as_str(), Stage::from_name(&n)) {
-                ("any", _) => any = true,
-                (_, Some(st)) => stages.push(st),
-                (_, None) => ck.at(
-                    &raw.on,
-                    format!(
-                        "unknown stage {n:?}; stages are {}, any",
-                        Stage::ALL.map(Stage::name).join(", ")
-                    ),
-                ),
-            }
-        }
-    }
-    let gate = check_gate(ck, &raw, &stages, any);
-    let when = raw
-        .when
-        .map(|w| check_when(ck, w, &stages, any))
-        .unwrap_or_default();
+/// The stages a rule answers.
+struct RuleStages<'a> {
+    stages: &'a [Stage],
+    /// `on` includes `any`: every command stage too.
+    any: bool,
+}
 
-    // Exactly one outcome.
-    let present: Vec<(&str, usize)> = [
-        ("reply", raw.reply.as_ref().map(|s| s.span().start)),
-        ("preset", raw.preset.as_ref().map(|s| s.span().start)),
-        ("sequence", raw.sequence.as_ref().map(|s| s.span().start)),
-        ("action", raw.action.as_ref().map(|s| s.span().start)),
-        ("raw", raw.raw.as_ref().map(|s| s.span().start)),
-    ]
-    .into_iter()
-    .filter_map(|(k, o)| o.map(|o| (k, o)))
-    .collect();
-    let mut outcome = None;
-    match present.as_slice() {
-        [] => ck.error(
-            raw.on.span().start,
-            "a rule needs one outcome: reply, preset, sequence, action or raw",
+/// Refuses a scripted reply whose success or intermediate code makes no
+/// sense at a stage the rule answers (see `stage_codes`); `raw` still sends
+/// it, unchecked, for tests of deliberately impossible replies.
+fn fits_stage(ck: &mut Checker<'_>, at: &Spanned<String>, step: &Step, on: &RuleStages<'_>) {
+    let Step::Reply(r) = step else { return };
+    let commands = Stage::ALL.into_iter().filter(|s| s.is_command());
+    let stages: Vec<Stage> = match on.any {
+        true => on.stages.iter().copied().chain(commands).collect(),
+        false => on.stages.to_vec(),
+    };
+    let Some(row) = stage_codes::first_refusing(&stages, r.code) else {
+        return;
+    };
+    let wire = String::from_utf8_lossy(&r.to_wire()).into_owned();
+    let via_any = match on.stages.contains(&row.stage) {
+        true => "",
+        false => " (on = \"any\" includes it)",
+    };
+    ck.at(
+        at,
+        format!(
+            "reply code {} is not a reply to {}{via_any}, which takes {} or a 4xx/5xx refusal; to send it anyway, use raw = {}",
+            r.code,
+            row.stage.name(),
+            row.describe(),
+            toml_string(&wire)
         ),
-        [_] => {}
-        [(first, _), rest @ ..] => {
-            for (k, off) in rest {
-                ck.error(*off, format!("a rule has exactly one outcome, and this one already has `{first}`; remove `{k}`"));
-            }
-        }
-    }
-    if let Some(r) = &raw.reply {
-        outcome = reply(ck, r).map(|r| RuleOutcome::Step(Step::Reply(r)));
-    } else if let Some(p) = &raw.preset {
-        outcome = preset_step(ck, p, p.get_ref()).map(RuleOutcome::Step);
-    } else if let Some(seq) = &raw.sequence {
-        if seq.get_ref().is_empty() {
-            ck.at(seq, "sequence needs at least one item");
-        }
-        let mut steps = vec![];
-        for item in seq.get_ref() {
-            if let Some(step) = sequence_item(ck, item) {
-                steps.push(step);
-            }
-        }
-        outcome = Some(RuleOutcome::Sequence(steps));
-    } else if let Some(a) = &raw.action {
-        outcome = match a.get_ref().as_str() {
-            "accept" => Some(Step::Accept),
-            "disconnect" => Some(Step::Disconnect),
-            "hang" => Some(Step::Hang),
-            "tls_abort" => {
-                if any || stages != [Stage::Starttls] {
-                    ck.at(a, "action \"tls_abort\" works at stage starttls only");
-                }
-                Some(Step::TlsAbort)
-            }
-            other => {
-                ck.at(
-                    a,
-                    format!(
-                        "unknown action {other:?}; actions are accept, disconnect, hang, tls_abort"
-                    ),
-                );
-                None
-            }
-        }
-        .map(RuleOutcome::Step);
-    } else if let Some(r) = &raw.raw {
-        if r.get_ref().is_empty() {
-            ck.at(r, "raw needs at least one byte");
-        }
-        outcome = Some(RuleOutcome::Step(Step::Raw(
-            r.get_ref().as_bytes().to_vec(),
-        )));
-    }
+    );
+}
 
+/// `s` as a TOML basic string.
+fn toml_string(s: &str) -> String {
+    let mut out = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\r' => out.push_str("\\r"),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            c if c.is_control() => out.push_str(&format!("\\u{:04X}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// `complete`: false when a key of the rule could not be read (already
+/// reported), so a missing outcome may be that key.
+fn check_rule(ck: &mut Checker<'_>, index: usize, raw: RawRule, complete: bool) -> Option<Rule> {
+    let before = ck.diagnostics.len();
+    let (stages, any) = check_on(ck, &raw.on);
+    let gate = check_gate(ck, &raw, &stages, any);
+    let on = RuleStages {
+        stages: &stages,
+        any,
+    };
+    let outcome = check_outcome(ck, &raw, &on, complete);
+    let key = check_key(ck, &raw, &on, gate.as_ref());
     let delay = raw
         .delay
         .as_ref()
@@ -721,46 +805,10 @@ fn check_rule(ck: &mut Checker<'_>, index: usize, raw: RawRule) -> Option<Rule> 
                 None
             }
         });
-    let key = raw.key.as_ref().map(|fields| {
-        fields
-            .iter()
-            .filter_map(|f| match KeyField::from_name(f.get_ref()) {
-                Some(k) => Some(k),
-                None => {
-                    ck.at(
-                        f,
-                        format!(
-                            "unknown key field {:?}; use client_ip, helo, mail_from, rcpt",
-                            f.get_ref()
-                        ),
-                    );
-                    None
-                }
-            })
-            .collect()
-    });
-    // Every key field must be known where the rule counts (reputation also
-    // counts at RCPT, where it records outcomes).
-    if let Some(fields) = &raw.key {
-        let mut at: Vec<Stage> = if any { vec![] } else { stages.clone() };
-        if matches!(gate, Some(Gate::Reputation { .. })) {
-            at.push(Stage::Rcpt);
-        }
-        for f in fields {
-            if let Some(k) = KeyField::from_name(f.get_ref()) {
-                if let Some(st) = at.iter().find(|s| !k.known_at(**s)) {
-                    ck.at(
-                        f,
-                        format!(
-                            "key field {:?} is not known at stage {}",
-                            f.get_ref(),
-                            st.name()
-                        ),
-                    );
-                }
-            }
-        }
-    }
+    let when = raw
+        .when
+        .map(|w| check_when(ck, w, &stages, any))
+        .unwrap_or_default();
     if ck.diagnostics.len() > before {
         return None;
     }
@@ -779,6 +827,159 @@ fn check_rule(ck: &mut Checker<'_>, index: usize, raw: RawRule) -> Option<Rule> 
         key,
         gate,
     })
+}
+
+/// `on`: the stages, and whether `any` is among them.
+fn check_on(ck: &mut Checker<'_>, on: &Spanned<Value>) -> (Vec<Stage>, bool) {
+    let mut stages = vec![];
+    let mut any = false;
+    let Some(names) = strings(ck, on, "on") else {
+        return (stages, any);
+    };
+    if names.is_empty() {
+        ck.at(on, "on needs at least one stage");
+    }
+    for n in names {
+        match (n.as_str(), Stage::from_name(&n)) {
+            ("any", _) => any = true,
+            (_, Some(st)) => stages.push(st),
+            (_, None) => ck.at(
+                on,
+                format!(
+                    "unknown stage {n:?}; stages are {}, any",
+                    Stage::ALL.map(Stage::name).join(", ")
+                ),
+            ),
+        }
+    }
+    (stages, any)
+}
+
+/// Exactly one of reply, preset, sequence, action, raw; replies must fit
+/// the rule's stages.
+fn check_outcome(
+    ck: &mut Checker<'_>,
+    raw: &RawRule,
+    on: &RuleStages<'_>,
+    complete: bool,
+) -> Option<RuleOutcome> {
+    let present: Vec<(&str, usize)> = [
+        ("reply", raw.reply.as_ref().map(|s| s.span().start)),
+        ("preset", raw.preset.as_ref().map(|s| s.span().start)),
+        ("sequence", raw.sequence.as_ref().map(|s| s.span().start)),
+        ("action", raw.action.as_ref().map(|s| s.span().start)),
+        ("raw", raw.raw.as_ref().map(|s| s.span().start)),
+    ]
+    .into_iter()
+    .filter_map(|(k, o)| o.map(|o| (k, o)))
+    .collect();
+    match present.as_slice() {
+        [] if !complete => {}
+        [] => ck.error(
+            raw.on.span().start,
+            "a rule needs one outcome: reply, preset, sequence, action or raw",
+        ),
+        [_] => {}
+        [(first, _), rest @ ..] => {
+            for (k, off) in rest {
+                ck.error(*off, format!("a rule has exactly one outcome, and this one already has `{first}`; remove `{k}`"));
+            }
+        }
+    }
+    if let Some(r) = &raw.reply {
+        let step = Step::Reply(reply(ck, r)?);
+        fits_stage(ck, r, &step, on);
+        Some(RuleOutcome::Step(step))
+    } else if let Some(p) = &raw.preset {
+        let step = preset_step(ck, p, p.get_ref())?;
+        fits_stage(ck, p, &step, on);
+        Some(RuleOutcome::Step(step))
+    } else if let Some(seq) = &raw.sequence {
+        if seq.get_ref().is_empty() {
+            ck.at(seq, "sequence needs at least one item");
+        }
+        let mut steps = vec![];
+        for item in seq.get_ref() {
+            if let Some(step) = sequence_item(ck, item) {
+                fits_stage(ck, item, &step, on);
+                steps.push(step);
+            }
+        }
+        Some(RuleOutcome::Sequence(steps))
+    } else if let Some(a) = &raw.action {
+        action(ck, a, on).map(RuleOutcome::Step)
+    } else {
+        let r = raw.raw.as_ref()?;
+        if r.get_ref().is_empty() {
+            ck.at(r, "raw needs at least one byte");
+        }
+        Some(RuleOutcome::Step(Step::Raw(
+            r.get_ref().as_bytes().to_vec(),
+        )))
+    }
+}
+
+fn action(ck: &mut Checker<'_>, a: &Spanned<String>, on: &RuleStages<'_>) -> Option<Step> {
+    match a.get_ref().as_str() {
+        "accept" => Some(Step::Accept),
+        "disconnect" => Some(Step::Disconnect),
+        "hang" => Some(Step::Hang),
+        "tls_abort" => {
+            if on.any || on.stages != [Stage::Starttls] {
+                ck.at(a, "action \"tls_abort\" works at stage starttls only");
+            }
+            Some(Step::TlsAbort)
+        }
+        other => {
+            ck.at(
+                a,
+                format!(
+                    "unknown action {other:?}; actions are accept, disconnect, hang, tls_abort"
+                ),
+            );
+            None
+        }
+    }
+}
+
+/// `key`: known field names, each known wherever the rule counts
+/// (reputation also counts at RCPT, where it records outcomes).
+fn check_key(
+    ck: &mut Checker<'_>,
+    raw: &RawRule,
+    on: &RuleStages<'_>,
+    gate: Option<&Gate>,
+) -> Option<Vec<KeyField>> {
+    let fields = raw.key.as_ref()?;
+    let mut at: Vec<Stage> = if on.any { vec![] } else { on.stages.to_vec() };
+    if matches!(gate, Some(Gate::Reputation { .. })) {
+        at.push(Stage::Rcpt);
+    }
+    let mut key = vec![];
+    for f in fields {
+        let Some(k) = KeyField::from_name(f.get_ref()) else {
+            ck.at(
+                f,
+                format!(
+                    "unknown key field {:?}; use client_ip, helo, mail_from, rcpt",
+                    f.get_ref()
+                ),
+            );
+            continue;
+        };
+        if let Some(st) = at.iter().find(|s| !k.known_at(**s)) {
+            ck.at(
+                f,
+                format!(
+                    "key field {:?} is not known at stage {}",
+                    f.get_ref(),
+                    st.name()
+                ),
+            );
+        }
+        key.push(k);
+    }
+    Some(key)
 }
 
 fn dur(ck: &mut Checker<'_>, s: &Spanned<String>) -> Option<std::time::Duration> {
@@ -813,79 +1014,98 @@ fn check_gate(ck: &mut Checker<'_>, raw: &RawRule, stages: &[Stage], any: bool) 
             ck.error(*off, format!("a rule takes one of limit, greylist, reputation, and this one already has `{first}`; remove `{k}`"));
         }
     }
-    if let Some(l) = &raw.limit {
-        let l_ref = l.get_ref();
-        return match (&l_ref.rate, &l_ref.concurrent) {
-            (Some(r), None) => match units::rate(r.get_ref()) {
-                Ok((max, window)) => Some(Gate::Rate { max, window }),
-                Err(e) => {
-                    ck.at(r, e);
-                    None
-                }
-            },
-            (None, Some(c)) => {
-                if any || stages != [Stage::Connect] {
-                    ck.at(l, "limit = { concurrent = N } counts open sessions: use it with on = \"connect\"");
-                }
-                match u64::try_from(*c.get_ref()) {
-                    Ok(max) if max > 0 => Some(Gate::Concurrent { max }),
-                    _ => {
-                        ck.at(c, "concurrent must be at least 1");
-                        None
-                    }
-                }
-            }
-            _ => {
-                ck.at(
-                    l,
-                    "limit takes one of rate = \"N/DURATION\" or concurrent = N",
-                );
+    // Each is checked, so all their problems are reported at once.
+    let limit = raw
+        .limit
+        .as_ref()
+        .and_then(|l| limit_gate(ck, l, stages, any));
+    let greylist = raw.greylist.as_ref().and_then(|g| greylist_gate(ck, g));
+    let reputation = raw.reputation.as_ref().and_then(|r| reputation_gate(ck, r));
+    limit.or(greylist).or(reputation)
+}
+
+fn limit_gate(
+    ck: &mut Checker<'_>,
+    l: &Spanned<RawLimit>,
+    stages: &[Stage],
+    any: bool,
+) -> Option<Gate> {
+    let l_ref = l.get_ref();
+    match (&l_ref.rate, &l_ref.concurrent) {
+        (Some(r), None) => match units::rate(r.get_ref()) {
+            Ok((max, window)) => Some(Gate::Rate { max, window }),
+            Err(e) => {
+                ck.at(r, e);
                 None
             }
-        };
-    }
-    if let Some(g) = &raw.greylist {
-        let retry_after = dur(ck, &g.get_ref().retry_after)?;
-        let expire = match &g.get_ref().expire {
-            Some(e) => dur(ck, e)?,
-            None => DEFAULT_GREYLIST_EXPIRE,
-        };
-        if expire <= retry_after {
-            ck.at(g, "greylist expire must be longer than retry_after");
-        }
-        return Some(Gate::Greylist {
-            retry_after,
-            expire,
-        });
-    }
-    if let Some(r) = &raw.reputation {
-        let r = r.get_ref();
-        let window = dur(ck, &r.window)?;
-        let min_attempts = match &r.min_attempts {
-            Some(m) => match u64::try_from(*m.get_ref()) {
-                Ok(v) if v > 0 => v,
+        },
+        (None, Some(c)) => {
+            if any || stages != [Stage::Connect] {
+                ck.at(
+                    l,
+                    "limit = { concurrent = N } counts open sessions: use it with on = \"connect\"",
+                );
+            }
+            match u64::try_from(*c.get_ref()) {
+                Ok(max) if max > 0 => Some(Gate::Concurrent { max }),
                 _ => {
-                    ck.at(m, "min_attempts must be at least 1");
-                    return None;
+                    ck.at(c, "concurrent must be at least 1");
+                    None
                 }
-            },
-            None => DEFAULT_MIN_ATTEMPTS,
-        };
-        let max_failure_rate = *r.max_failure_rate.get_ref();
-        if !(0.0..1.0).contains(&max_failure_rate) {
-            ck.at(
-                &r.max_failure_rate,
-                "max_failure_rate is a share from 0 up to (not including) 1",
-            );
-            return None;
+            }
         }
-        return Some(Gate::Reputation {
-            window,
-            min_attempts,
-            max_failure_rate,
-        });
+        _ => {
+            ck.at(
+                l,
+                "limit takes one of rate = \"N/DURATION\" or concurrent = N",
+            );
+            None
+        }
     }
-    None
+}
+
+fn greylist_gate(ck: &mut Checker<'_>, g: &Spanned<RawGreylist>) -> Option<Gate> {
+    let retry_after = dur(ck, &g.get_ref().retry_after);
+    let expire = match &g.get_ref().expire {
+        Some(e) => dur(ck, e),
+        None => Some(DEFAULT_GREYLIST_EXPIRE),
+    };
+    let (retry_after, expire) = (retry_after?, expire?);
+    if expire <= retry_after {
+        ck.at(g, "greylist expire must be longer than retry_after");
+    }
+    Some(Gate::Greylist {
+        retry_after,
+        expire,
+    })
+}
+
+fn reputation_gate(ck: &mut Checker<'_>, r: &Spanned<RawReputation>) -> Option<Gate> {
+    let r = r.get_ref();
+    let window = dur(ck, &r.window);
+    let min_attempts = match &r.min_attempts {
+        Some(m) => match u64::try_from(*m.get_ref()) {
+            Ok(v) if v > 0 => Some(v),
+            _ => {
+                ck.at(m, "min_attempts must be at least 1");
+                None
+            }
+        },
+        None => Some(DEFAULT_MIN_ATTEMPTS),
+    };
+    let max_failure_rate = *r.max_failure_rate.get_ref();
+    if !(0.0..1.0).contains(&max_failure_rate) {
+        ck.at(
+            &r.max_failure_rate,
+            "max_failure_rate is a share from 0 up to (not including) 1",
+        );
+        return None;
+    }
+    Some(Gate::Reputation {
+        window: window?,
+        min_attempts: min_attempts?,
+        max_failure_rate,
+    })
 }
 
 fn preset_step(ck: &mut Checker<'_>, at: &Spanned<String>, id: &str) -> Option<Step> {
@@ -924,23 +1144,31 @@ fn sequence_item(ck: &mut Checker<'_>, item: &Spanned<String>) -> Option<Step> {
     }
 }
 
+/// `when.client_ip`: CIDRs or single addresses.
+fn client_ip(ck: &mut Checker<'_>, v: &Spanned<Value>) -> Option<Vec<IpNet>> {
+    let list = strings(ck, v, "client_ip")?;
+    let mut nets = vec![];
+    for s in list {
+        match s
+            .parse::<IpNet>()
+            .or_else(|_| s.parse::<std::net::IpAddr>().map(IpNet::from))
+        {
+            Ok(n) => nets.push(n),
+            Err(_) => ck.at(
+                v,
+                format!("bad client_ip {s:?}: write a CIDR such as \"10.0.0.0/8\" or an address"),
+            ),
+        }
+    }
+    Some(nets)
+}
+
 fn check_when(ck: &mut Checker<'_>, w: RawWhen, stages: &[Stage], any: bool) -> When {
     let mut out = When::default();
     let only = |allowed: &[Stage]| {
         !any && !stages.is_empty() && stages.iter().all(|s| allowed.contains(s))
     };
-    if let Some(v) = &w.client_ip {
-        if let Some(list) = strings(ck, v, "client_ip") {
-            let mut nets = vec![];
-            for s in list {
-                match s.parse::<IpNet>().or_else(|_| s.parse::<std::net::IpAddr>().map(IpNet::from)) {
-                    Ok(n) => nets.push(n),
-                    Err(_) => ck.at(v, format!("bad client_ip {s:?}: write a CIDR such as \"10.0.0.0/8\" or an address")),
-                }
-            }
-            out.client_ip = Some(nets);
-        }
-    }
+    out.client_ip = w.client_ip.as_ref().and_then(|v| client_ip(ck, v));
     out.helo = w.helo.as_ref().and_then(|v| pattern(ck, v, "helo"));
     out.mail_from = w
         .mail_from
@@ -948,24 +1176,16 @@ fn check_when(ck: &mut Checker<'_>, w: RawWhen, stages: &[Stage], any: bool) -> 
         .and_then(|v| pattern(ck, v, "mail_from"));
     if let Some(v) = &w.rcpt {
         out.rcpt = pattern(ck, v, "rcpt");
-        if !stages.is_empty()
-            && !any
-            && !stages.iter().any(|s| {
-                matches!(
-                    s,
-                    Stage::Rcpt
-                        | Stage::Data
-                        | Stage::Message
-                        | Stage::Rset
-                        | Stage::Noop
-                        | Stage::Vrfy
-                        | Stage::Expn
-                        | Stage::Help
-                        | Stage::Quit
-                        | Stage::Unknown
-                )
-            })
-        {
+        // Before RCPT no recipient is known: such a rule could never match.
+        let before_rcpt = [
+            Stage::Connect,
+            Stage::Ehlo,
+            Stage::Helo,
+            Stage::Starttls,
+            Stage::Auth,
+            Stage::Mail,
+        ];
+        if !stages.is_empty() && !any && stages.iter().all(|s| before_rcpt.contains(s)) {
             ck.at(
                 v,
                 "rcpt is only known from stage rcpt on (rcpt, data, message)",
@@ -1095,6 +1315,86 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(e.diagnostics.len(), 3);
+    }
+
+    #[test]
+    fn every_bad_key_of_every_section_is_reported_in_file_order() {
+        let text = "[server]\nhostnme = \"x\"\nmax_recipients = 0\n\n[[rule]]\non = \"rcpt\"\nreplyy = \"550 x\"\ntimes = \"three\"\n\n[[rule]]\non = \"mail\"\nreply = \"650 nope\"\n\n[[rule]]\non = \"data\"\nwhen = { rcpt = \"x\", bogus = 1 }\nreply = \"550 5.1.1 x\"\n\n[extra]\na = 1\n";
+        let e = parse(text, "t.toml", "t").unwrap_err();
+        let want = [
+            "t.toml:2:1: unknown field `hostnme`",
+            "t.toml:3:18: max_recipients must be at least 1",
+            "t.toml:7:1: unknown field `replyy`",
+            "t.toml:8:9: invalid type: string \"three\"",
+            "t.toml:12:9: bad reply \"650 nope\"",
+            "t.toml:16:22: unknown field `bogus`",
+            "t.toml:19:2: unknown field `extra`",
+        ];
+        assert_eq!(e.diagnostics.len(), want.len(), "{e}");
+        for (d, w) in e.diagnostics.iter().zip(want) {
+            assert!(d.to_string().starts_with(w), "{d} does not start with {w}");
+        }
+        // A rule whose outcome key was misspelt is not also "without outcome".
+        assert!(!e.to_string().contains("needs one outcome"), "{e}");
+    }
+
+    #[test]
+    fn syntax_errors_stop_before_the_sections() {
+        let e = parse("[[rule]\non = \"x\"\n", "t.toml", "t").unwrap_err();
+        assert_eq!(e.diagnostics[0].position, Some((1, 8)));
+        assert!(
+            err("rule = 3\n").starts_with("t.toml:1:8: rule is a list of tables: write [[rule]]")
+        );
+    }
+
+    #[test]
+    fn a_section_of_the_wrong_shape_says_what_to_write() {
+        assert_eq!(
+            err("server = 5\n[[tls]]\nstarttls = true\n[[rule]]\non = \"rcpt\"\nreply = \"550 x\"\ngreylist = 3\n"),
+            "t.toml:1:1: server is a table: write [server]\n\
+             t.toml:2:3: tls is a table: write [tls]\n\
+             t.toml:7:12: invalid type: integer `3`, expected a table"
+        );
+    }
+
+    #[test]
+    fn a_success_code_out_of_its_stage_points_to_raw() {
+        assert_eq!(
+            err("[[rule]]\non = \"connect\"\nreply = \"354 go \\\"on\\\"\"\n"),
+            "t.toml:3:9: reply code 354 is not a reply to connect, which takes 220 (RFC 5321 §4.3.2) or a 4xx/5xx refusal; to send it anyway, use raw = \"354 go \\\"on\\\"\\r\\n\""
+        );
+        assert!(
+            err("[[rule]]\non = \"rcpt\"\nsequence = [\"250 ok\", \"221 bye\"]\n").starts_with(
+                "t.toml:3:23: reply code 221 is not a reply to rcpt, which takes 250 or 251"
+            )
+        );
+        assert!(err("[[rule]]\non = \"mail\"\nreply = \"334 x\"\n")
+            .starts_with("t.toml:3:9: reply code 334 is not a reply to mail"));
+        assert!(
+            err("[[rule]]\non = \"any\"\nreply = \"250 fine\"\n").starts_with(
+                "t.toml:3:9: reply code 250 is not a reply to starttls (on = \"any\" includes it)"
+            )
+        );
+        assert!(err("[[rule]]\non = [\"mail\", \"quit\"]\npreset = \"gmail.server_busy\"\n[[rule]]\non = \"rcpt\"\nreply = \"250 ok\"\n[[rule]]\non = \"quit\"\nreply = \"250 ok\"\n")
+            .starts_with("t.toml:9:9: reply code 250 is not a reply to quit"));
+        for ok in [
+            "[[rule]]\non = \"connect\"\nraw = \"354 go on\\r\\n\"\n",
+            "[[rule]]\non = \"auth\"\nreply = \"334 VXNlcm5hbWU6\"\n",
+            "[[rule]]\non = \"data\"\nsequence = [\"354 go\", \"250 chunk\"]\n",
+            "[[rule]]\non = \"rcpt\"\nreply = \"554 5.7.1 Relay access denied\"\n",
+            "[[rule]]\non = \"unknown\"\nreply = \"220 XCLIENT ok\"\n",
+            "[[rule]]\non = \"any\"\nreply = \"421 4.3.2 bye\"\n",
+        ] {
+            parse(ok, "t.toml", "t").unwrap_or_else(|e| panic!("{e}\n{ok}"));
+        }
+    }
+
+    #[test]
+    fn every_preset_fits_its_own_stage() {
+        for p in presets::all() {
+            let text = format!("[[rule]]\non = {:?}\npreset = {:?}\n", p.stage, p.id);
+            parse(&text, "t.toml", "t").unwrap_or_else(|e| panic!("{e}\n{text}"));
+        }
     }
 
     #[test]

@@ -8,6 +8,7 @@ pub mod magic;
 pub mod model;
 pub mod pattern;
 pub mod presets;
+pub mod stage_codes;
 pub mod units;
 
 pub use engine::Engine;

@@ -24,41 +24,7 @@ pub struct Scenario {
     pub auth: Option<crate::proto::auth::AuthConfig>,
 }
 
-/// A certificate made broken on purpose, or a healthy one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CertFault {
-    /// Signed by the test CA, valid now, for the server's names.
-    Valid,
-    /// Signed by itself: no client trusts it without being told.
-    SelfSigned,
-    /// Signed by the test CA, expired 30 days ago.
-    Expired,
-    /// Signed by the test CA, valid from 30 days from now.
-    NotYetValid,
-    /// Signed by the test CA, for `wrong-host.invalid` only.
-    WrongHost,
-}
-
-impl CertFault {
-    pub const NAMES: [&'static str; 5] = [
-        "valid",
-        "self_signed",
-        "expired",
-        "wrong_host",
-        "not_yet_valid",
-    ];
-
-    pub fn from_name(s: &str) -> Option<Self> {
-        Some(match s {
-            "valid" => CertFault::Valid,
-            "self_signed" => CertFault::SelfSigned,
-            "expired" => CertFault::Expired,
-            "wrong_host" => CertFault::WrongHost,
-            "not_yet_valid" => CertFault::NotYetValid,
-            _ => return None,
-        })
-    }
-}
+pub use crate::certs::CertFault;
 
 /// TLS protocol versions a listener offers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

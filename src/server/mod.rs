@@ -5,7 +5,6 @@
 //! grace period `hard_stop` tells every session still open to answer
 //! 421 4.3.2 and close.
 
-pub mod certs;
 mod connection;
 pub mod slot;
 mod watch;

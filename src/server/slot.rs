@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use rustls::ServerConfig;
 
-use super::certs::{self, TestCa};
+use crate::certs::{self, TestCa};
 use crate::proto::SessionConfig;
 use crate::scenario::model::{CertFault, Certificate, TlsSettings, TlsVersion, DEFAULT_HOSTNAME};
 use crate::scenario::{self, Engine, Scenario};
@@ -21,6 +21,9 @@ pub struct Active {
     /// The TLS configuration, when the scenario has `[tls]` or the listener
     /// is implicit TLS.
     pub tls: Option<Arc<ServerConfig>>,
+    /// The certificate the listener presents, for the listening line: a
+    /// fault name (`expired`...) or `file`; `None` without TLS.
+    pub certificate: Option<&'static str>,
 }
 
 impl Active {
@@ -181,6 +184,12 @@ fn build(
         starttls: tls_settings.as_ref().is_some_and(|t| t.starttls) && !opts.implicit,
         auth: scenario.auth.clone().map(Arc::new),
     };
+    let certificate = tls_settings
+        .as_ref()
+        .map(|t| match (opts.certificate, &t.certificate) {
+            (Some(fault), _) | (None, &Certificate::Made(fault)) => fault.name(),
+            (None, Certificate::Files { .. }) => "file",
+        });
     let idle_timeout = s.idle_timeout;
     let epoch = tokio::time::Instant::now().into_std();
     Ok(Active {
@@ -188,6 +197,7 @@ fn build(
         session: Arc::new(session),
         idle_timeout,
         tls,
+        certificate,
     })
 }
 

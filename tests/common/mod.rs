@@ -174,7 +174,8 @@ pub async fn start_tls(
     implicit: bool,
     fault: Option<mailfault::scenario::model::CertFault>,
 ) -> (Server, String) {
-    use mailfault::server::{certs::TestCa, CaStore, TlsOptions};
+    use mailfault::certs::TestCa;
+    use mailfault::server::{CaStore, TlsOptions};
     let s = scenario::parse(toml, "test.toml", "test").unwrap_or_else(|e| panic!("{e}"));
     let ca = TestCa::generate().unwrap();
     let pem = ca.cert_pem.clone();

@@ -1,6 +1,10 @@
-//! Test certificates (rcgen): a test CA, and server certificates signed by
-//! it, healthy or broken on purpose (expired, not yet valid, for the wrong
-//! host, self-signed) so senders' certificate checks can be tested.
+//! Certificates, with no sockets: the faults a scenario can ask for, PEM
+//! parsing of certificate files, a test CA (rcgen), and server certificates
+//! signed by it, healthy or broken on purpose (expired, not yet valid, for
+//! the wrong host, self-signed) so senders' certificate checks can be tested.
+//!
+//! `scenario/` uses it to check `[tls]` when a file is loaded; `server/`
+//! uses it to build each listener's TLS configuration. It knows neither.
 //!
 //! The CA lives in a folder (`--ca-dir`, by default `mailfault-ca` in the
 //! system's temporary folder) and is reused across runs, so a client can
@@ -17,7 +21,53 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use time::{Duration, OffsetDateTime};
 
-pub use crate::scenario::model::CertFault;
+/// A certificate made broken on purpose, or a healthy one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CertFault {
+    /// Signed by the test CA, valid now, for the server's names.
+    Valid,
+    /// Signed by itself: no client trusts it without being told.
+    SelfSigned,
+    /// Signed by the test CA, expired 30 days ago.
+    Expired,
+    /// Signed by the test CA, valid from 30 days from now.
+    NotYetValid,
+    /// Signed by the test CA, for `wrong-host.invalid` only.
+    WrongHost,
+}
+
+impl CertFault {
+    /// Every fault, by the name scenarios and `--certificate` use.
+    const TABLE: [(&'static str, CertFault); 5] = [
+        ("valid", CertFault::Valid),
+        ("self_signed", CertFault::SelfSigned),
+        ("expired", CertFault::Expired),
+        ("wrong_host", CertFault::WrongHost),
+        ("not_yet_valid", CertFault::NotYetValid),
+    ];
+
+    pub const NAMES: [&'static str; 5] = {
+        let mut names = [""; 5];
+        let mut i = 0;
+        while i < names.len() {
+            names[i] = Self::TABLE[i].0;
+            i += 1;
+        }
+        names
+    };
+
+    pub fn from_name(s: &str) -> Option<Self> {
+        Self::TABLE.iter().find(|(n, _)| *n == s).map(|(_, f)| *f)
+    }
+
+    /// The name scenarios use, e.g. `self_signed`.
+    pub fn name(self) -> &'static str {
+        Self::TABLE
+            .iter()
+            .find(|(_, f)| *f == self)
+            .map_or("valid", |(n, _)| n)
+    }
+}
 
 /// The name a wrong-host certificate is made for.
 pub const WRONG_HOST: &str = "wrong-host.invalid";
@@ -37,6 +87,7 @@ impl Issued {
     }
 }
 
+/// The certificates of a PEM file, leaf first; an error when there is none.
 pub fn parse_chain(pem: &str) -> anyhow::Result<Vec<CertificateDer<'static>>> {
     let chain: Vec<_> = CertificateDer::pem_slice_iter(pem.as_bytes())
         .collect::<Result<_, _>>()
@@ -45,6 +96,7 @@ pub fn parse_chain(pem: &str) -> anyhow::Result<Vec<CertificateDer<'static>>> {
     Ok(chain)
 }
 
+/// The first private key of a PEM file.
 pub fn parse_key(pem: &str) -> anyhow::Result<PrivateKeyDer<'static>> {
     PrivateKeyDer::from_pem_slice(pem.as_bytes())
         .map_err(|e| anyhow::anyhow!("bad private key PEM: {e}"))
@@ -197,6 +249,7 @@ mod tests {
         let ca = TestCa::generate().unwrap();
         for f in CertFault::NAMES {
             let fault = CertFault::from_name(f).unwrap();
+            assert_eq!(fault.name(), f);
             let issued = ca.issue(&server_names("mx.test"), fault).unwrap();
             assert_eq!(issued.chain().unwrap().len(), 1);
             issued.key().unwrap();
