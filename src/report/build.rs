@@ -63,7 +63,12 @@ struct Tx {
 struct SessionState {
     listener: String,
     id: u64,
+    /// The connection's `IP:port`, as shown.
     client: String,
+    /// Who sent: the client's IP. Real MTAs open a new connection (a new
+    /// port) for every retry, so this is what groups their attempts.
+    sender: String,
+    helo: Option<String>,
     awaiting: Awaiting,
     /// None until an EHLO/HELO reply was seen.
     pipelining: Option<bool>,
@@ -88,12 +93,29 @@ struct Builder<'a> {
     attempts: Vec<(String, Attempt)>,
     refusals: Vec<Refusal>,
     findings: Vec<Finding>,
-    /// (client, rule) -> its rate-limit refusals.
+    /// (sender, rule) -> its rate-limit refusals.
     rate_refusals: BTreeMap<(String, String), Vec<RateRefusal>>,
-    /// client -> minute -> (attempts, failures)
+    /// sender -> minute -> (attempts, failures)
     judged: BTreeMap<String, BTreeMap<u64, (u64, u64)>>,
     turned: HashMap<String, (String, Option<String>, u64, u64)>,
+    /// sender -> HELO names it used, and its connections.
+    senders: BTreeMap<String, SenderSeen>,
     expects: &'a [Expect],
+}
+
+#[derive(Default)]
+struct SenderSeen {
+    helos: Vec<String>,
+    connections: u64,
+}
+
+/// The sender of a connection: the IP of `IP:port` (`[v6]:port` too);
+/// anything else is taken whole.
+pub fn sender_of(client: &str) -> String {
+    if let Ok(sa) = client.parse::<std::net::SocketAddr>() {
+        return sa.ip().to_string();
+    }
+    client.to_string()
 }
 
 fn millis(ts: &str) -> u64 {
@@ -120,6 +142,7 @@ pub fn build(events: &[Event], expects: &[Expect], skipped_lines: usize) -> Repo
         rate_refusals: BTreeMap::new(),
         judged: BTreeMap::new(),
         turned: HashMap::new(),
+        senders: BTreeMap::new(),
         expects,
     };
     let mut sessions: HashMap<(String, u64), SessionState> = HashMap::new();
@@ -130,12 +153,16 @@ pub fn build(events: &[Event], expects: &[Expect], skipped_lines: usize) -> Repo
             EventKind::Listen { .. } => {}
             EventKind::Connect { client } => {
                 count += 1;
+                let sender = sender_of(client);
+                b.senders.entry(sender.clone()).or_default().connections += 1;
                 sessions.insert(
                     key,
                     SessionState {
                         listener: ev.listener.clone(),
                         id: ev.session,
                         client: client.clone(),
+                        sender,
+                        helo: None,
                         awaiting: Awaiting::Greeting,
                         pipelining: None,
                         tx: None,
@@ -190,11 +217,11 @@ pub fn build(events: &[Event], expects: &[Expect], skipped_lines: usize) -> Repo
             }
         }
     }
-    // Sessions still open at the end of the transcript.
-    for (_, mut s) in sessions {
-        b.finish_tx(&mut s, false);
-    }
-    b.finish(count, skipped_lines)
+    // Sessions still open at the end of the transcript (a live file, or a
+    // server stopped mid-session): their finished transactions are judged
+    // already; the open one is in progress, neither delivered nor failed.
+    let in_progress = sessions.len();
+    b.finish(count, in_progress, skipped_lines)
 }
 
 impl Builder<'_> {
@@ -210,7 +237,7 @@ impl Builder<'_> {
             kind,
             severity,
             time: ev.ts.clone(),
-            client: s.client.clone(),
+            client: s.sender.clone(),
             session: s.id,
             message,
         });
@@ -245,6 +272,10 @@ impl Builder<'_> {
             );
         }
         let upper = line.to_ascii_uppercase();
+        if matches!(stage, Some("ehlo" | "helo")) {
+            let name = line.split_whitespace().nth(1).unwrap_or("").to_string();
+            s.helo = Some(name);
+        }
         s.awaiting = match stage {
             Some("ehlo") => {
                 self.finish_tx(s, false);
@@ -302,7 +333,7 @@ impl Builder<'_> {
         }
         if let Some(Limit::Rate { window_ms, .. }) = &said.limit {
             self.rate_refusals
-                .entry((s.client.clone(), said.rule.clone().unwrap_or_default()))
+                .entry((s.sender.clone(), said.rule.clone().unwrap_or_default()))
                 .or_default()
                 .push(RateRefusal {
                     at_ms: millis(&ev.ts),
@@ -313,7 +344,7 @@ impl Builder<'_> {
                 });
         }
         if let Some(Limit::Reputation { attempts, failures }) = &said.limit {
-            self.turned.entry(s.client.clone()).or_insert((
+            self.turned.entry(s.sender.clone()).or_insert((
                 ev.ts.clone(),
                 said.rule.clone(),
                 *attempts,
@@ -322,20 +353,18 @@ impl Builder<'_> {
         }
         match s.awaiting {
             Awaiting::Greeting if said.class() != 2 => self.refusal(s, ev, "connect", None, &said),
-            Awaiting::Ehlo => {
-                if said.class() == 2 {
-                    s.pipelining = Some(said.text.to_ascii_uppercase().contains("PIPELINING"));
-                } else {
-                    self.refusal(s, ev, "ehlo", None, &said);
+            Awaiting::Ehlo | Awaiting::Helo if said.class() == 2 => {
+                let seen = self.senders.entry(s.sender.clone()).or_default();
+                if let Some(h) = s.helo.as_ref().filter(|h| !seen.helos.contains(h)) {
+                    seen.helos.push(h.clone());
                 }
+                s.pipelining = Some(
+                    s.awaiting == Awaiting::Ehlo
+                        && said.text.to_ascii_uppercase().contains("PIPELINING"),
+                );
             }
-            Awaiting::Helo => {
-                if said.class() == 2 {
-                    s.pipelining = Some(false);
-                } else {
-                    self.refusal(s, ev, "helo", None, &said);
-                }
-            }
+            Awaiting::Ehlo => self.refusal(s, ev, "ehlo", None, &said),
+            Awaiting::Helo => self.refusal(s, ev, "helo", None, &said),
             Awaiting::Mail => {
                 if let Some(tx) = s.tx.as_mut() {
                     tx.mail = Some(said.clone());
@@ -355,7 +384,7 @@ impl Builder<'_> {
                     let minute = millis(&ev.ts) / 60_000;
                     let e = self
                         .judged
-                        .entry(s.client.clone())
+                        .entry(s.sender.clone())
                         .or_default()
                         .entry(minute)
                         .or_default();
@@ -396,6 +425,7 @@ impl Builder<'_> {
         self.refusals.push(Refusal {
             time: ev.ts.clone(),
             client: s.client.clone(),
+            sender: s.sender.clone(),
             session: s.id,
             stage: stage.into(),
             mail_from,
@@ -447,6 +477,7 @@ impl Builder<'_> {
                 listener: s.listener.clone(),
                 session: s.id,
                 client: s.client.clone(),
+                sender: s.sender.clone(),
                 outcome,
                 stage: stage.into(),
                 reply: said.map(Said::first_line),
@@ -461,7 +492,7 @@ impl Builder<'_> {
         }
     }
 
-    fn finish(mut self, sessions: usize, skipped_lines: usize) -> Report {
+    fn finish(mut self, sessions: usize, in_progress: usize, skipped_lines: usize) -> Report {
         self.attempts.sort_by_key(|(_, a)| a.at_ms);
         let mut deliveries: Vec<Delivery> = vec![];
         let mut open: HashMap<(String, String), usize> = HashMap::new();
@@ -493,6 +524,7 @@ impl Builder<'_> {
         }
         self.rate_findings();
         self.findings.sort_by(|a, b| a.time.cmp(&b.time));
+        self.findings = per_sender(std::mem::take(&mut self.findings));
         let expectations = self
             .expects
             .iter()
@@ -501,6 +533,8 @@ impl Builder<'_> {
         let reputation = self.reputation();
         Report {
             sessions,
+            in_progress,
+            senders: self.senders.len(),
             deliveries,
             refusals: self.refusals,
             findings: self.findings,
@@ -519,7 +553,7 @@ impl Builder<'_> {
                     kind: "retry_after_permanent",
                     severity: Severity::Error,
                     time: a.time.clone(),
-                    client: a.client.clone(),
+                    client: a.sender.clone(),
                     session: a.session,
                     message: format!(
                         "{} -> {}: tried again {} after the permanent failure \"{}\"",
@@ -537,7 +571,7 @@ impl Builder<'_> {
                         kind: "greylist_retry_too_early",
                         severity: Severity::Error,
                         time: a.time.clone(),
-                        client: a.client.clone(),
+                        client: a.sender.clone(),
                         session: a.session,
                         message: format!(
                             "{} -> {}: retried {} after being greylisted; the server asked for {}",
@@ -597,8 +631,11 @@ impl Builder<'_> {
             if failures == 0 && turned.is_none() {
                 continue;
             }
+            let seen = self.senders.get(client);
             out.push(Reputation {
                 client: client.clone(),
+                helos: seen.map(|s| s.helos.clone()).unwrap_or_default(),
+                connections: seen.map_or(0, |s| s.connections),
                 attempts,
                 failures,
                 series: minutes
@@ -619,6 +656,34 @@ impl Builder<'_> {
         }
         out
     }
+}
+
+/// Findings about one connection's manners (421, pipelining, QUIT) once
+/// per sender and kind: a sender that reconnects for every retry repeats
+/// them on each connection, and one line with the count says it better.
+fn per_sender(findings: Vec<Finding>) -> Vec<Finding> {
+    const PER_CONNECTION: [&str; 3] = ["command_after_421", "pipelining_unadvertised", "no_quit"];
+    let mut out: Vec<Finding> = vec![];
+    let mut first: HashMap<(&'static str, String), (usize, u64)> = HashMap::new();
+    for f in findings {
+        if !PER_CONNECTION.contains(&f.kind) {
+            out.push(f);
+            continue;
+        }
+        match first.get_mut(&(f.kind, f.client.clone())) {
+            Some((_, n)) => *n += 1,
+            None => {
+                first.insert((f.kind, f.client.clone()), (out.len(), 1));
+                out.push(f);
+            }
+        }
+    }
+    for (i, n) in first.into_values() {
+        if n > 1 {
+            out[i].message = format!("{} (on {n} connections)", out[i].message);
+        }
+    }
+    out
 }
 
 /// "1.5s", "120ms", "5m 3s".
