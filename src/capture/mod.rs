@@ -15,7 +15,7 @@ use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
-use crate::proto::{Captured, Tag};
+use crate::proto::{Answer, Captured, Fact, Stage, Tag, TxEnd};
 
 /// What happened in a session.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -33,11 +33,12 @@ pub enum EventKind {
     Connect {
         client: String,
     },
-    /// A command line exactly as received (invalid UTF-8 replaced).
+    /// A command line exactly as received (invalid UTF-8 replaced), and
+    /// the stage it opened (none for a BDAT after the first, a line too long).
     Command {
         line: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
-        stage: Option<String>,
+        stage: Option<Stage>,
         #[serde(default)]
         pipelined: bool,
     },
@@ -70,6 +71,39 @@ pub enum EventKind {
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         bare_cr: bool,
     },
+    /// HELO/EHLO accepted: the client's name, and whether PIPELINING was
+    /// offered to it.
+    Greeted {
+        helo: String,
+        esmtp: bool,
+        pipelining: bool,
+    },
+    /// The greeting, HELO or EHLO was refused.
+    Refused {
+        stage: Stage,
+        answer: Said,
+    },
+    /// MAIL answered; a positive answer opened a transaction.
+    Mail {
+        mail_from: String,
+        answer: Said,
+    },
+    /// One recipient's result at RCPT.
+    Rcpt {
+        rcpt: String,
+        answer: Said,
+    },
+    /// A transaction ended: its accepted recipients, how (delivered,
+    /// refused, reset, abandoned, dropped), at which stage, and the reply
+    /// that ended it.
+    Transaction {
+        mail_from: String,
+        rcpts: Vec<String>,
+        end: TxEnd,
+        stage: Stage,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        answer: Option<Said>,
+    },
     /// The TLS handshake completed (STARTTLS or implicit TLS).
     Tls {
         version: String,
@@ -85,6 +119,71 @@ pub enum EventKind {
         by: String,
         reason: String,
     },
+}
+
+/// A deciding reply in a typed event.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Said {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<u16>,
+    /// Its last line, the one that carries its meaning.
+    pub reply: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<Limit>,
+}
+
+impl From<Answer> for Said {
+    fn from(a: Answer) -> Self {
+        Self {
+            code: a.code,
+            reply: a.reply,
+            rule: a.rule,
+            limit: a.tag.map(Into::into),
+        }
+    }
+}
+
+impl From<Fact> for EventKind {
+    fn from(f: Fact) -> Self {
+        match f {
+            Fact::Greeted {
+                helo,
+                esmtp,
+                pipelining,
+            } => EventKind::Greeted {
+                helo,
+                esmtp,
+                pipelining,
+            },
+            Fact::Refused { stage, answer } => EventKind::Refused {
+                stage,
+                answer: answer.into(),
+            },
+            Fact::Mail { mail_from, answer } => EventKind::Mail {
+                mail_from,
+                answer: answer.into(),
+            },
+            Fact::Rcpt { rcpt, answer } => EventKind::Rcpt {
+                rcpt,
+                answer: answer.into(),
+            },
+            Fact::Transaction {
+                mail_from,
+                rcpts,
+                end,
+                stage,
+                answer,
+            } => EventKind::Transaction {
+                mail_from,
+                rcpts,
+                end,
+                stage,
+                answer: answer.map(Into::into),
+            },
+        }
+    }
 }
 
 /// What a stateful rule knew when it replied: the report uses it to judge

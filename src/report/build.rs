@@ -1,63 +1,32 @@
-//! Builds a [`Report`] from transcript events.
+//! Builds a [`Report`] by folding over the typed events of transcripts:
+//! `mail`, `rcpt` and `transaction` give the attempts, `greeted`,
+//! `command` and `reply` the manners and the limits. Senders are client
+//! IPs, so attempts group across connections.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::UNIX_EPOCH;
 
 use super::*;
-use crate::capture::{Event, EventKind, Limit};
-use crate::proto::command::parse_path;
+use crate::capture::{Event, EventKind, Limit, Said};
+use crate::proto::{Stage, TxEnd};
 use crate::scenario::model::Expect;
 
-/// A reply as the report needs it.
-#[derive(Debug, Clone)]
-struct Said {
-    code: Option<u16>,
-    text: String,
-    rule: Option<String>,
-    limit: Option<Limit>,
-}
-
 impl Said {
-    fn first_line(&self) -> String {
-        self.text
-            .lines()
-            .last()
-            .unwrap_or("")
-            .trim_end()
-            .to_string()
-    }
     fn class(&self) -> u16 {
         self.code.unwrap_or(0) / 100
     }
 }
 
-/// What the next reply answers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Awaiting {
-    Greeting,
-    Ehlo,
-    Helo,
-    Mail,
-    Rcpt,
-    Data,
-    Message,
-    Other,
-}
-
+/// A recipient accepted in the open transaction, waiting for its end.
 struct Pending {
     rcpt: String,
     time: String,
     at_ms: u64,
-    reply: Option<Said>,
 }
 
-#[derive(Default)]
-struct Tx {
+struct OpenTx {
     mail_from: String,
-    mail: Option<Said>,
     rcpts: Vec<Pending>,
-    data: Option<Said>,
-    message: Option<Said>,
 }
 
 struct SessionState {
@@ -68,16 +37,15 @@ struct SessionState {
     /// Who sent: the client's IP. Real MTAs open a new connection (a new
     /// port) for every retry, so this is what groups their attempts.
     sender: String,
-    helo: Option<String>,
-    awaiting: Awaiting,
-    /// None until an EHLO/HELO reply was seen.
+    /// None until HELO/EHLO was accepted; then whether PIPELINING was offered.
     pipelining: Option<bool>,
-    tx: Option<Tx>,
+    tx: Option<OpenTx>,
+    /// MAIL was refused: recipients sent anyway are decided by that reply.
+    refused_mail: Option<(String, Said)>,
     saw_421: bool,
     flagged_421: bool,
     flagged_pipelining: bool,
     quit: bool,
-    started: bool,
 }
 
 /// One refusal by a rate limit.
@@ -149,71 +117,19 @@ pub fn build(events: &[Event], expects: &[Expect], skipped_lines: usize) -> Repo
     let mut count = 0;
     for ev in events {
         let key = (ev.listener.clone(), ev.session);
-        match &ev.kind {
-            EventKind::Listen { .. } => {}
-            EventKind::Connect { client } => {
-                count += 1;
-                let sender = sender_of(client);
-                b.senders.entry(sender.clone()).or_default().connections += 1;
-                sessions.insert(
-                    key,
-                    SessionState {
-                        listener: ev.listener.clone(),
-                        id: ev.session,
-                        client: client.clone(),
-                        sender,
-                        helo: None,
-                        awaiting: Awaiting::Greeting,
-                        pipelining: None,
-                        tx: None,
-                        saw_421: false,
-                        flagged_421: false,
-                        flagged_pipelining: false,
-                        quit: false,
-                        started: false,
-                    },
-                );
-            }
-            EventKind::Command {
-                line,
-                stage,
-                pipelined,
-            } => {
-                if let Some(s) = sessions.get_mut(&key) {
-                    b.on_command(s, ev, line, stage.as_deref(), *pipelined);
-                }
-            }
-            EventKind::Reply {
-                code,
-                text,
-                rule,
-                limit,
-                ..
-            } => {
-                if let Some(s) = sessions.get_mut(&key) {
-                    let said = Said {
-                        code: *code,
-                        text: text.clone(),
-                        rule: rule.clone(),
-                        limit: limit.clone(),
-                    };
-                    b.on_reply(s, ev, said);
-                }
-            }
-            EventKind::Message { .. } | EventKind::Hang { .. } | EventKind::Tls { .. } => {}
-            EventKind::Close { by, .. } => {
-                if let Some(mut s) = sessions.remove(&key) {
-                    b.finish_tx(&mut s, true);
-                    if by == "client" && !s.quit && !s.saw_421 {
-                        b.finding(
-                            &s,
-                            ev,
-                            "no_quit",
-                            Severity::Warning,
-                            "left without QUIT".into(),
-                        );
-                    }
-                }
+        if let EventKind::Connect { client } = &ev.kind {
+            count += 1;
+            let sender = sender_of(client);
+            b.senders.entry(sender.clone()).or_default().connections += 1;
+            sessions.insert(key, SessionState::new(ev, client, sender));
+            continue;
+        }
+        let Some(s) = sessions.get_mut(&key) else {
+            continue;
+        };
+        if b.on_event(s, ev) {
+            if let Some(s) = sessions.remove(&key) {
+                b.on_close(s, ev);
             }
         }
     }
@@ -224,7 +140,96 @@ pub fn build(events: &[Event], expects: &[Expect], skipped_lines: usize) -> Repo
     b.finish(count, in_progress, skipped_lines)
 }
 
+impl SessionState {
+    fn new(ev: &Event, client: &str, sender: String) -> Self {
+        Self {
+            listener: ev.listener.clone(),
+            id: ev.session,
+            client: client.to_string(),
+            sender,
+            pipelining: None,
+            tx: None,
+            refused_mail: None,
+            saw_421: false,
+            flagged_421: false,
+            flagged_pipelining: false,
+            quit: false,
+        }
+    }
+}
+
 impl Builder<'_> {
+    /// Folds one event of a session; true when the session closed.
+    fn on_event(&mut self, s: &mut SessionState, ev: &Event) -> bool {
+        match &ev.kind {
+            EventKind::Command {
+                line,
+                stage,
+                pipelined,
+            } => self.on_command(s, ev, line, *stage, *pipelined),
+            EventKind::Reply {
+                code,
+                rule,
+                limit,
+                text,
+                ..
+            } => self.on_reply(s, ev, *code, rule, limit.as_ref(), text),
+            EventKind::Greeted {
+                helo, pipelining, ..
+            } => {
+                s.pipelining = Some(*pipelining);
+                let seen = self.senders.entry(s.sender.clone()).or_default();
+                if !seen.helos.contains(helo) {
+                    seen.helos.push(helo.clone());
+                }
+            }
+            EventKind::Refused { stage, answer } => {
+                self.refusal(s, ev, *stage, None, answer);
+            }
+            EventKind::Mail { mail_from, answer } => {
+                s.refused_mail = None;
+                if answer.class() == 2 {
+                    s.tx = Some(OpenTx {
+                        mail_from: mail_from.clone(),
+                        rcpts: vec![],
+                    });
+                } else {
+                    self.refusal(s, ev, Stage::Mail, Some(mail_from.clone()), answer);
+                    s.refused_mail = Some((mail_from.clone(), answer.clone()));
+                }
+            }
+            EventKind::Rcpt { rcpt, answer } => self.on_rcpt(s, ev, rcpt, answer),
+            EventKind::Transaction {
+                end, stage, answer, ..
+            } => self.on_tx_end(s, *end, *stage, answer.as_ref()),
+            EventKind::Close { .. } => return true,
+            _ => {}
+        }
+        false
+    }
+
+    fn on_close(&mut self, mut s: SessionState, ev: &Event) {
+        let EventKind::Close { by, .. } = &ev.kind else {
+            return;
+        };
+        // No Transaction event: the connection ended under it.
+        let end = if by == "server" {
+            TxEnd::Dropped
+        } else {
+            TxEnd::Abandoned
+        };
+        self.on_tx_end(&mut s, end, Stage::Rcpt, None);
+        if by == "client" && !s.quit && !s.saw_421 {
+            self.finding(
+                &s,
+                ev,
+                "no_quit",
+                Severity::Warning,
+                "left without QUIT".into(),
+            );
+        }
+    }
+
     fn finding(
         &mut self,
         s: &SessionState,
@@ -248,9 +253,11 @@ impl Builder<'_> {
         s: &mut SessionState,
         ev: &Event,
         line: &str,
-        stage: Option<&str>,
+        stage: Option<Stage>,
         pipelined: bool,
     ) {
+        // RFC 5321 §3.8: after 421 the server closes; a client that keeps
+        // talking did not read the reply.
         if s.saw_421 && !s.flagged_421 {
             s.flagged_421 = true;
             self.finding(
@@ -261,6 +268,8 @@ impl Builder<'_> {
                 format!("sent {line:?} after a 421 reply on the same connection"),
             );
         }
+        // RFC 2920 §3: only a server that offered PIPELINING may be sent
+        // commands without waiting for each reply.
         if pipelined && s.pipelining == Some(false) && !s.flagged_pipelining {
             s.flagged_pipelining = true;
             self.finding(
@@ -271,154 +280,135 @@ impl Builder<'_> {
                 format!("pipelined {line:?} although PIPELINING was not advertised"),
             );
         }
-        let upper = line.to_ascii_uppercase();
-        if matches!(stage, Some("ehlo" | "helo")) {
-            let name = line.split_whitespace().nth(1).unwrap_or("").to_string();
-            s.helo = Some(name);
+        if stage == Some(Stage::Quit) {
+            s.quit = true;
         }
-        s.awaiting = match stage {
-            Some("ehlo") => {
-                self.finish_tx(s, false);
-                Awaiting::Ehlo
-            }
-            Some("helo") => {
-                self.finish_tx(s, false);
-                Awaiting::Helo
-            }
-            Some("mail") => {
-                self.finish_tx(s, false);
-                let args = line.get(5..).unwrap_or("").trim_start();
-                s.tx = Some(Tx {
-                    mail_from: parse_path(args, "FROM:").0.address,
-                    ..Tx::default()
-                });
-                Awaiting::Mail
-            }
-            Some("rcpt") => {
-                let args = line.get(5..).unwrap_or("").trim_start();
-                let rcpt = parse_path(args, "TO:").0.address;
-                if let Some(tx) = s.tx.as_mut() {
-                    tx.rcpts.push(Pending {
-                        rcpt,
-                        time: ev.ts.clone(),
-                        at_ms: millis(&ev.ts),
-                        reply: None,
-                    });
-                }
-                Awaiting::Rcpt
-            }
-            Some("data") => Awaiting::Data,
-            // A later BDAT: LAST brings the message reply.
-            None if upper.starts_with("BDAT") && upper.trim_end().ends_with("LAST") => {
-                Awaiting::Message
-            }
-            None if upper.starts_with("BDAT") => Awaiting::Other,
-            Some("rset") => {
-                self.finish_tx(s, false);
-                Awaiting::Other
-            }
-            Some("quit") => {
-                s.quit = true;
-                self.finish_tx(s, false);
-                Awaiting::Other
-            }
-            _ => Awaiting::Other,
-        };
-        s.started = true;
     }
 
-    fn on_reply(&mut self, s: &mut SessionState, ev: &Event, said: Said) {
-        if said.code == Some(421) {
+    fn on_reply(
+        &mut self,
+        s: &mut SessionState,
+        ev: &Event,
+        code: Option<u16>,
+        rule: &Option<String>,
+        limit: Option<&Limit>,
+        text: &str,
+    ) {
+        if code == Some(421) {
             s.saw_421 = true;
         }
-        if let Some(Limit::Rate { window_ms, .. }) = &said.limit {
-            self.rate_refusals
-                .entry((s.sender.clone(), said.rule.clone().unwrap_or_default()))
+        match limit {
+            Some(Limit::Rate { window_ms, .. }) => self
+                .rate_refusals
+                .entry((s.sender.clone(), rule.clone().unwrap_or_default()))
                 .or_default()
                 .push(RateRefusal {
                     at_ms: millis(&ev.ts),
                     window_ms: *window_ms,
                     time: ev.ts.clone(),
                     session: s.id,
-                    reply: said.first_line(),
-                });
-        }
-        if let Some(Limit::Reputation { attempts, failures }) = &said.limit {
-            self.turned.entry(s.sender.clone()).or_insert((
-                ev.ts.clone(),
-                said.rule.clone(),
-                *attempts,
-                *failures,
-            ));
-        }
-        match s.awaiting {
-            Awaiting::Greeting if said.class() != 2 => self.refusal(s, ev, "connect", None, &said),
-            Awaiting::Ehlo | Awaiting::Helo if said.class() == 2 => {
-                let seen = self.senders.entry(s.sender.clone()).or_default();
-                if let Some(h) = s.helo.as_ref().filter(|h| !seen.helos.contains(h)) {
-                    seen.helos.push(h.clone());
-                }
-                s.pipelining = Some(
-                    s.awaiting == Awaiting::Ehlo
-                        && said.text.to_ascii_uppercase().contains("PIPELINING"),
-                );
-            }
-            Awaiting::Ehlo => self.refusal(s, ev, "ehlo", None, &said),
-            Awaiting::Helo => self.refusal(s, ev, "helo", None, &said),
-            Awaiting::Mail => {
-                if let Some(tx) = s.tx.as_mut() {
-                    tx.mail = Some(said.clone());
-                }
-                if said.class() != 2 {
-                    let from = s.tx.as_ref().map(|t| t.mail_from.clone());
-                    self.refusal(s, ev, "mail", from, &said);
-                }
-            }
-            Awaiting::Rcpt => {
-                if let Some(p) = s.tx.as_mut().and_then(|t| t.rcpts.last_mut()) {
-                    p.reply = Some(said.clone());
-                }
-                if matches!(said.class(), 2 | 5)
-                    && !matches!(said.limit, Some(Limit::Reputation { .. }))
-                {
-                    let minute = millis(&ev.ts) / 60_000;
-                    let e = self
-                        .judged
-                        .entry(s.sender.clone())
-                        .or_default()
-                        .entry(minute)
-                        .or_default();
-                    e.0 += 1;
-                    e.1 += (said.class() == 5) as u64;
-                }
-            }
-            Awaiting::Data => {
-                if let Some(tx) = s.tx.as_mut() {
-                    tx.data = Some(said.clone());
-                }
-                if said.code == Some(354) {
-                    s.awaiting = Awaiting::Message;
-                    return;
-                }
-                // BDAT: a positive reply to the first chunk means more
-                // chunks (or the LAST reply) follow.
-            }
-            Awaiting::Message => {
-                if let Some(tx) = s.tx.as_mut() {
-                    tx.message = Some(said.clone());
-                }
-                self.finish_tx(s, false);
+                    reply: text.lines().last().unwrap_or("").trim_end().to_string(),
+                }),
+            Some(Limit::Reputation { attempts, failures }) => {
+                self.turned.entry(s.sender.clone()).or_insert((
+                    ev.ts.clone(),
+                    rule.clone(),
+                    *attempts,
+                    *failures,
+                ));
             }
             _ => {}
         }
-        s.awaiting = Awaiting::Other;
+    }
+
+    fn on_rcpt(&mut self, s: &mut SessionState, ev: &Event, rcpt: &str, answer: &Said) {
+        // Reputation counts what the receiver judged about the recipient
+        // itself: accepted or refused for good, not deferred or refused by
+        // the reputation rule.
+        if matches!(answer.class(), 2 | 5)
+            && !matches!(answer.limit, Some(Limit::Reputation { .. }))
+        {
+            let e = self
+                .judged
+                .entry(s.sender.clone())
+                .or_default()
+                .entry(millis(&ev.ts) / 60_000)
+                .or_default();
+            e.0 += 1;
+            e.1 += (answer.class() == 5) as u64;
+        }
+        let pending = Pending {
+            rcpt: rcpt.to_string(),
+            time: ev.ts.clone(),
+            at_ms: millis(&ev.ts),
+        };
+        if answer.class() == 2 {
+            if let Some(tx) = s.tx.as_mut() {
+                tx.rcpts.push(pending);
+            }
+            return;
+        }
+        // Refused: this attempt ends here, or at the refused MAIL before it.
+        let (from, said, stage) = match (&s.tx, &s.refused_mail) {
+            (None, Some((from, mail))) => (from.clone(), mail.clone(), Stage::Mail),
+            (tx, _) => (
+                tx.as_ref().map(|t| t.mail_from.clone()).unwrap_or_default(),
+                answer.clone(),
+                Stage::Rcpt,
+            ),
+        };
+        let outcome = outcome_of(&said);
+        self.attempt(s, from, pending, outcome, stage, Some(&said));
+    }
+
+    fn on_tx_end(&mut self, s: &mut SessionState, end: TxEnd, stage: Stage, answer: Option<&Said>) {
+        let Some(tx) = s.tx.take() else { return };
+        let outcome = match (end, answer) {
+            (TxEnd::Delivered, _) => Outcome::Delivered,
+            (TxEnd::Refused, Some(a)) => outcome_of(a),
+            (TxEnd::Refused | TxEnd::Dropped, _) => Outcome::Dropped,
+            (TxEnd::Reset | TxEnd::Abandoned, _) => Outcome::Abandoned,
+        };
+        for p in tx.rcpts {
+            self.attempt(s, tx.mail_from.clone(), p, outcome, stage, answer);
+        }
+    }
+
+    fn attempt(
+        &mut self,
+        s: &SessionState,
+        mail_from: String,
+        p: Pending,
+        outcome: Outcome,
+        stage: Stage,
+        said: Option<&Said>,
+    ) {
+        let attempt = Attempt {
+            rcpt: p.rcpt,
+            time: p.time,
+            at_ms: p.at_ms,
+            listener: s.listener.clone(),
+            session: s.id,
+            client: s.client.clone(),
+            sender: s.sender.clone(),
+            outcome,
+            stage: stage.name().into(),
+            reply: said.map(|x| x.reply.clone()),
+            code: said.and_then(|x| x.code),
+            rule: said.and_then(|x| x.rule.clone()),
+            greylist_ms: said.and_then(|x| match x.limit {
+                Some(Limit::Greylist { retry_after_ms }) => Some(retry_after_ms),
+                _ => None,
+            }),
+        };
+        self.attempts.push((mail_from, attempt));
     }
 
     fn refusal(
         &mut self,
         s: &SessionState,
         ev: &Event,
-        stage: &str,
+        stage: Stage,
         mail_from: Option<String>,
         said: &Said,
     ) {
@@ -427,69 +417,11 @@ impl Builder<'_> {
             client: s.client.clone(),
             sender: s.sender.clone(),
             session: s.id,
-            stage: stage.into(),
+            stage: stage.name().into(),
             mail_from,
-            reply: said.first_line(),
+            reply: said.reply.clone(),
             rule: said.rule.clone(),
         });
-    }
-
-    /// Turns the open transaction's recipients into attempts.
-    fn finish_tx(&mut self, s: &mut SessionState, closed: bool) {
-        let Some(tx) = s.tx.take() else { return };
-        for p in tx.rcpts {
-            let decided: Option<(&Said, &str)> = if tx.mail.as_ref().is_some_and(|m| m.class() != 2)
-            {
-                tx.mail.as_ref().map(|m| (m, "mail"))
-            } else if p.reply.as_ref().is_some_and(|r| r.class() != 2) {
-                p.reply.as_ref().map(|r| (r, "rcpt"))
-            } else if p.reply.is_none() {
-                None
-            } else if tx
-                .data
-                .as_ref()
-                .is_some_and(|d| !matches!(d.class(), 2 | 3))
-            {
-                tx.data.as_ref().map(|d| (d, "data"))
-            } else {
-                tx.message.as_ref().map(|m| (m, "message"))
-            };
-            let stage_reached = if p.reply.is_none() {
-                "rcpt"
-            } else if tx.data.is_none() {
-                "data"
-            } else {
-                "message"
-            };
-            let (outcome, stage, said) = match decided {
-                Some((said, stage)) => (outcome_of(said), stage, Some(said)),
-                // No reply where one was due: the connection ended (or the
-                // server never answered).
-                None if closed && (tx.data.is_some() || p.reply.is_none()) => {
-                    (Outcome::Dropped, stage_reached, None)
-                }
-                None => (Outcome::Abandoned, stage_reached, None),
-            };
-            let attempt = Attempt {
-                rcpt: p.rcpt,
-                time: p.time,
-                at_ms: p.at_ms,
-                listener: s.listener.clone(),
-                session: s.id,
-                client: s.client.clone(),
-                sender: s.sender.clone(),
-                outcome,
-                stage: stage.into(),
-                reply: said.map(Said::first_line),
-                code: said.and_then(|x| x.code),
-                rule: said.and_then(|x| x.rule.clone()),
-                greylist_ms: said.and_then(|x| match x.limit {
-                    Some(Limit::Greylist { retry_after_ms }) => Some(retry_after_ms),
-                    _ => None,
-                }),
-            };
-            self.attempts.push((tx.mail_from.clone(), attempt));
-        }
     }
 
     fn finish(mut self, sessions: usize, in_progress: usize, skipped_lines: usize) -> Report {

@@ -130,10 +130,11 @@ impl Driver<'_> {
                     tracing::debug!(session = self.id, "<- {line}");
                     self.record(EventKind::Command {
                         line,
-                        stage: stage.map(|s| s.name().to_string()),
+                        stage,
                         pipelined,
                     });
                 }
+                Output::Fact(f) => self.record(f.into()),
                 Output::Wait(d) => {
                     delay_ms = Some(d.as_millis() as u64);
                     tokio::select! {
