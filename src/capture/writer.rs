@@ -122,3 +122,50 @@ fn flush(out: &mut BufWriter<File>) {
         tracing::warn!("cannot flush the events file: {e}");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::capture::EventKind;
+
+    fn event(n: u64) -> Event {
+        Event {
+            ts: "2026-01-01T00:00:00.000Z".into(),
+            listener: "127.0.0.1:2525".into(),
+            scenario: "t".into(),
+            session: n,
+            kind: EventKind::Connect {
+                client: format!("127.0.0.1:{n}"),
+            },
+        }
+    }
+
+    fn lines(path: &std::path::Path) -> usize {
+        std::fs::read_to_string(path).unwrap().lines().count()
+    }
+
+    #[test]
+    fn events_reach_the_file_without_a_flush_call() {
+        let path =
+            std::env::temp_dir().join(format!("mailfault-writer-{}.jsonl", std::process::id()));
+        let w = Writer::start(File::create(&path).unwrap()).unwrap();
+        let t0 = Instant::now();
+        for n in 0..1000 {
+            w.send(event(n));
+        }
+        // No flush(): the writer thread flushes by itself when idle.
+        while lines(&path) < 1000 {
+            assert!(
+                t0.elapsed() < Duration::from_secs(1),
+                "{} lines after 1 s",
+                lines(&path)
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        w.send(event(1000));
+        w.flush();
+        assert_eq!(lines(&path), 1001);
+        assert_eq!(w.dropped(), 0);
+        let _ = std::fs::remove_file(&path);
+    }
+}
