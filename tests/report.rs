@@ -353,3 +353,140 @@ fn check_with_nothing_to_judge_exits_2() {
     assert!(help.contains("Exit codes: 0 the report was made"), "{help}");
     assert!(help.contains("2 nothing to judge"), "{help}");
 }
+
+const EVERY_FINDING: &str = r#"
+[[rule]]
+on = "rcpt"
+when = { rcpt = "*@grey.test" }
+greylist = { retry_after = "5s" }
+reply = "450 4.2.0 Greylisted"
+
+[[rule]]
+on = "rcpt"
+when = { rcpt = "gone@*" }
+reply = "550 5.1.1 no such user"
+
+[[rule]]
+name = "busy"
+on = "rcpt"
+when = { rcpt = "*@busy.test" }
+key = ["rcpt"]
+limit = { rate = "1/1m" }
+reply = "450 4.2.1 slow down"
+
+[[rule]]
+on = "mail"
+when = { mail_from = "*@421.test" }
+reply = "421 4.7.0 try later"
+close = false
+"#;
+
+/// One attempt on a new connection: greeting, EHLO, MAIL, RCPT, and DATA
+/// when RCPT was accepted; QUIT at the end. Returns the RCPT reply.
+async fn attempt(server: &mailfault::server::Server, from: &str, to: &str) -> String {
+    let mut c = Client::connect(server).await;
+    assert!(c.reply().await.starts_with("220 "));
+    c.expect("EHLO mta.sender.test", "250-").await;
+    c.cmd(&format!("MAIL FROM:<{from}>")).await;
+    let rcpt = c.cmd(&format!("RCPT TO:<{to}>")).await;
+    if rcpt.starts_with("250") {
+        assert!(c.data("Subject: t\r\n\r\nhi\r\n").await.starts_with("250 "));
+    }
+    c.cmd("QUIT").await;
+    rcpt
+}
+
+/// Every finding, made by a sender that opens a new connection (a new
+/// source port) for every attempt, on real TCP connections.
+#[tokio::test]
+async fn every_finding_for_a_sender_that_reconnects() {
+    let server = start(EVERY_FINDING).await;
+    // Greylisted, retried 0 s later instead of 5 s.
+    for _ in 0..2 {
+        assert_eq!(
+            attempt(&server, "a@b.test", "x@grey.test").await,
+            "450 4.2.0 Greylisted"
+        );
+    }
+    // 550, tried again.
+    for _ in 0..2 {
+        assert_eq!(
+            attempt(&server, "a@b.test", "gone@x.test").await,
+            "550 5.1.1 no such user"
+        );
+    }
+    // Rate 1/1m: accepted, refused, refused again inside the minute.
+    let mut got = vec![];
+    for _ in 0..3 {
+        got.push(attempt(&server, "a@b.test", "u@busy.test").await);
+    }
+    assert_eq!(got[1..], ["450 4.2.1 slow down", "450 4.2.1 slow down"]);
+    // Talking on after a 421, on two connections.
+    for _ in 0..2 {
+        let mut c = Client::connect(&server).await;
+        c.reply().await;
+        c.expect("EHLO mta.sender.test", "250-").await;
+        c.expect("MAIL FROM:<m@421.test>", "421 4.7.0").await;
+        c.cmd("RCPT TO:<x@y.test>").await;
+        c.cmd("QUIT").await;
+    }
+    // Pipelining after HELO (not offered), then leaving without QUIT.
+    for _ in 0..2 {
+        let mut c = Client::connect(&server).await;
+        c.reply().await;
+        c.expect("HELO mta.sender.test", "250 ").await;
+        c.send(b"MAIL FROM:<a@b.test>\r\nRCPT TO:<p@y.test>\r\n")
+            .await;
+        assert!(c.reply().await.starts_with("250 "));
+        assert!(c.reply().await.starts_with("250 "));
+    }
+    // Every close is recorded before the report is made.
+    let t0 = Instant::now();
+    while server
+        .capture
+        .events()
+        .iter()
+        .filter(|e| matches!(e.kind, mailfault::capture::EventKind::Close { .. }))
+        .count()
+        < 11
+    {
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "sessions did not close"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let r = mailfault::report::build(&server.capture.events(), &[], 0);
+    let ports: HashSet<&str> = r
+        .deliveries
+        .iter()
+        .flat_map(|d| d.attempts.iter().map(|a| a.client.as_str()))
+        .collect();
+    assert_eq!(ports.len(), 11, "each attempt from its own port: {ports:?}");
+    assert_eq!(r.senders, 1);
+    let mut kinds: Vec<&str> = r.findings.iter().map(|f| f.kind).collect();
+    kinds.sort();
+    assert_eq!(
+        kinds,
+        [
+            "command_after_421",
+            "greylist_retry_too_early",
+            "no_quit",
+            "pipelining_unadvertised",
+            "rate_limit_ignored",
+            "retry_after_permanent",
+        ],
+        "{}",
+        mailfault::report::text(&r)
+    );
+    assert!(r.findings.iter().all(|f| f.client == "127.0.0.1"));
+    for kind in ["command_after_421", "pipelining_unadvertised", "no_quit"] {
+        let f = r.findings.iter().find(|f| f.kind == kind).unwrap();
+        assert!(
+            f.message.ends_with("(on 2 connections)"),
+            "{kind}: {}",
+            f.message
+        );
+    }
+    assert!(!r.passed());
+}
