@@ -358,6 +358,13 @@ impl Capture {
     pub fn flush(&self) {
         if let Some(w) = &self.events_file {
             w.flush();
+            if w.dropped() > 0 {
+                tracing::warn!(
+                    dropped = w.dropped(),
+                    "the events file misses {} event(s): its writer could not keep up",
+                    w.dropped()
+                );
+            }
         }
     }
 

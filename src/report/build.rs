@@ -189,6 +189,9 @@ impl Builder<'_> {
             EventKind::Mail { mail_from, answer } => {
                 s.refused_mail = None;
                 if answer.class() == 2 {
+                    // A transaction the session dropped without a word
+                    // (STARTTLS forgets it, RFC 3207 §4.2) ends here.
+                    self.on_tx_end(s, TxEnd::Reset, Stage::Mail, None);
                     s.tx = Some(OpenTx {
                         mail_from: mail_from.clone(),
                         rcpts: vec![],
