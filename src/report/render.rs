@@ -60,6 +60,15 @@ pub fn text(r: &Report) -> String {
         );
     }
 
+    expectations(&mut o, r);
+    findings(&mut o, r);
+    deliveries(&mut o, r);
+    refusals(&mut o, r);
+    reputation(&mut o, r);
+    o
+}
+
+fn expectations(o: &mut String, r: &Report) {
     if !r.expectations.is_empty() {
         let _ = writeln!(o, "\nExpectations");
         for v in &r.expectations {
@@ -72,7 +81,9 @@ pub fn text(r: &Report) -> String {
             );
         }
     }
+}
 
+fn findings(o: &mut String, r: &Report) {
     if !r.findings.is_empty() {
         let _ = writeln!(o, "\nFindings");
         for f in &r.findings {
@@ -87,7 +98,9 @@ pub fn text(r: &Report) -> String {
             );
         }
     }
+}
 
+fn deliveries(o: &mut String, r: &Report) {
     if !r.deliveries.is_empty() {
         let _ = writeln!(o, "\nDeliveries");
         for d in &r.deliveries {
@@ -129,7 +142,9 @@ pub fn text(r: &Report) -> String {
             }
         }
     }
+}
 
+fn refusals(o: &mut String, r: &Report) {
     if !r.refusals.is_empty() {
         let _ = writeln!(o, "\nRefused before any recipient");
         for x in &r.refusals {
@@ -150,7 +165,9 @@ pub fn text(r: &Report) -> String {
             );
         }
     }
+}
 
+fn reputation(o: &mut String, r: &Report) {
     if !r.reputation.is_empty() {
         let _ = writeln!(
             o,
@@ -198,7 +215,6 @@ pub fn text(r: &Report) -> String {
             }
         }
     }
-    o
 }
 
 fn plural(n: usize) -> &'static str {
