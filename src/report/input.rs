@@ -113,3 +113,43 @@ pub fn expectations(events: &[Event], mut warn: impl FnMut(String)) -> Vec<Expec
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CONNECT: &str = r#"{"ts":"2026-01-01T00:00:00.000Z","listener":"127.0.0.1:2525","scenario":"t","session":1,"type":"connect","client":"127.0.0.1:40000"}"#;
+
+    fn file(name: &str, text: &str) -> PathBuf {
+        let p = std::env::temp_dir().join(format!("mailfault-input-{}-{name}", std::process::id()));
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    #[test]
+    fn a_line_being_written_is_left_for_later() {
+        let p = file("partial", &format!("{CONNECT}\n{}", &CONNECT[..40]));
+        let input = read(std::slice::from_ref(&p)).unwrap();
+        assert_eq!((input.events.len(), input.skipped), (1, 0));
+        assert_eq!(nothing_to_judge(&input, "f"), None);
+        let _ = std::fs::remove_file(p);
+    }
+
+    #[test]
+    fn nothing_to_judge_says_why() {
+        let p = file("text", "hello\nworld\n");
+        let input = read(std::slice::from_ref(&p)).unwrap();
+        assert_eq!(
+            nothing_to_judge(&input, "f").unwrap(),
+            "f: not an events file (2 lines and no mailfault event); nothing to judge"
+        );
+        let _ = std::fs::remove_file(p);
+        let missing = read(&[PathBuf::from("/nonexistent/events.jsonl")])
+            .err()
+            .unwrap();
+        assert!(
+            missing.starts_with("cannot read /nonexistent/events.jsonl: "),
+            "{missing}"
+        );
+    }
+}
