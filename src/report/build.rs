@@ -3,7 +3,7 @@
 //! `command` and `reply` the manners and the limits. Senders are client
 //! IPs, so attempts group across connections.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::UNIX_EPOCH;
 
 use super::*;
@@ -68,6 +68,9 @@ struct Builder<'a> {
     turned: HashMap<String, (String, Option<String>, u64, u64)>,
     /// sender -> HELO names it used, and its connections.
     senders: BTreeMap<String, SenderSeen>,
+    /// IPs that greeted with several names (Postfix and Haraka on one
+    /// host): there the HELO name tells the senders apart.
+    shared_ips: HashSet<String>,
     expects: &'a [Expect],
 }
 
@@ -84,6 +87,31 @@ pub fn sender_of(client: &str) -> String {
         return sa.ip().to_string();
     }
     client.to_string()
+}
+
+/// The IPs whose connections greeted with more than one name.
+fn shared_ips(events: &[Event]) -> HashSet<String> {
+    let mut ip_of: HashMap<(&str, u64), String> = HashMap::new();
+    let mut names: HashMap<String, HashSet<&str>> = HashMap::new();
+    for ev in events {
+        let key = (ev.listener.as_str(), ev.session);
+        match &ev.kind {
+            EventKind::Connect { client } => {
+                ip_of.insert(key, sender_of(client));
+            }
+            EventKind::Greeted { helo, .. } => {
+                if let Some(ip) = ip_of.get(&key) {
+                    names.entry(ip.clone()).or_default().insert(helo);
+                }
+            }
+            _ => {}
+        }
+    }
+    names
+        .into_iter()
+        .filter(|(_, n)| n.len() > 1)
+        .map(|(ip, _)| ip)
+        .collect()
 }
 
 fn millis(ts: &str) -> u64 {
@@ -111,6 +139,7 @@ pub fn build(events: &[Event], expects: &[Expect], skipped_lines: usize) -> Repo
         judged: BTreeMap::new(),
         turned: HashMap::new(),
         senders: BTreeMap::new(),
+        shared_ips: shared_ips(events),
         expects,
     };
     let mut sessions: HashMap<(String, u64), SessionState> = HashMap::new();
@@ -119,9 +148,7 @@ pub fn build(events: &[Event], expects: &[Expect], skipped_lines: usize) -> Repo
         let key = (ev.listener.clone(), ev.session);
         if let EventKind::Connect { client } = &ev.kind {
             count += 1;
-            let sender = sender_of(client);
-            b.senders.entry(sender.clone()).or_default().connections += 1;
-            sessions.insert(key, SessionState::new(ev, client, sender));
+            sessions.insert(key, SessionState::new(ev, client, sender_of(client)));
             continue;
         }
         let Some(s) = sessions.get_mut(&key) else {
@@ -137,6 +164,9 @@ pub fn build(events: &[Event], expects: &[Expect], skipped_lines: usize) -> Repo
     // server stopped mid-session): their finished transactions are judged
     // already; the open one is in progress, neither delivered nor failed.
     let in_progress = sessions.len();
+    for s in sessions.values() {
+        b.senders.entry(s.sender.clone()).or_default().connections += 1;
+    }
     b.finish(count, in_progress, skipped_lines)
 }
 
@@ -178,6 +208,9 @@ impl Builder<'_> {
                 helo, pipelining, ..
             } => {
                 s.pipelining = Some(*pipelining);
+                if self.shared_ips.contains(&s.sender) {
+                    s.sender = format!("{} ({helo})", s.sender);
+                }
                 let seen = self.senders.entry(s.sender.clone()).or_default();
                 if !seen.helos.contains(helo) {
                     seen.helos.push(helo.clone());
@@ -212,6 +245,10 @@ impl Builder<'_> {
     }
 
     fn on_close(&mut self, mut s: SessionState, ev: &Event) {
+        self.senders
+            .entry(s.sender.clone())
+            .or_default()
+            .connections += 1;
         let EventKind::Close { by, .. } = &ev.kind else {
             return;
         };

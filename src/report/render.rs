@@ -174,7 +174,8 @@ fn reputation(o: &mut String, r: &Report) {
             "\nReputation per sender (recipients accepted or refused with 5xx at RCPT)"
         );
         for rep in &r.reputation {
-            let helo = if rep.helos.is_empty() {
+            // A sender told apart by its HELO name carries it in its label.
+            let helo = if rep.helos.is_empty() || rep.client.ends_with(')') {
                 String::new()
             } else {
                 format!(" ({})", rep.helos.join(", "))

@@ -423,3 +423,39 @@ fn refused_mail_decides_pipelined_recipients_and_expectations_without_deliveries
         "no matching delivery was attempted"
     );
 }
+
+#[test]
+fn two_mtas_on_one_host_are_told_apart_by_helo() {
+    // Each MTA is refused once by a per-HELO rate: neither ignored it.
+    let mut t = Sim::new("[[rule]]\non = \"rcpt\"\nkey = [\"helo\"]\nlimit = { rate = \"1/1m\" }\nreply = \"450 4.2.1 slow down\"\n");
+    let mut port = 40000;
+    for helo in ["postfix.test", "haraka.test"] {
+        for ms in [0, 1000] {
+            port += 1;
+            let ehlo = format!("EHLO {helo}\n");
+            t.conn(
+                port,
+                ms,
+                &[
+                    &ehlo,
+                    "MAIL FROM:<a@b.test>\n",
+                    "RCPT TO:<x@y.test>\n",
+                    "QUIT\n",
+                ],
+            );
+        }
+    }
+    let r = t.report();
+    assert_eq!(r.senders, 2);
+    assert!(r.findings.is_empty(), "{:?}", r.findings);
+    let attempts: Vec<&str> = r
+        .deliveries
+        .iter()
+        .flat_map(|d| d.attempts.iter().map(|a| a.sender.as_str()))
+        .collect();
+    assert!(
+        attempts.contains(&"10.0.0.1 (postfix.test)"),
+        "{attempts:?}"
+    );
+    assert!(attempts.contains(&"10.0.0.1 (haraka.test)"), "{attempts:?}");
+}
