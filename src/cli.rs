@@ -1,7 +1,8 @@
 //! The command line: `serve`, `check`, `presets`.
 //!
 //! Exit codes: 0 success; 1 a scenario is invalid (`check`, or `serve`
-//! refusing one); 2 bad usage or a runtime error (a port in use...).
+//! refusing one), or `report --check` judged the sender badly; 2 bad usage,
+//! a runtime error (a port in use...), or nothing for `report` to judge.
 //! Logs go to stderr, data to stdout; a closed stdout (`| head`) is success.
 
 use std::io::Write;
