@@ -1,7 +1,8 @@
 //! The command line: `serve`, `check`, `presets`.
 //!
 //! Exit codes: 0 success; 1 a scenario is invalid (`check`, or `serve`
-//! refusing one); 2 bad usage or a runtime error (a port in use...).
+//! refusing one), or `report --check` judged the sender badly; 2 bad usage,
+//! a runtime error (a port in use...), or nothing for `report` to judge.
 //! Logs go to stderr, data to stdout; a closed stdout (`| head`) is success.
 
 use std::io::Write;
@@ -13,7 +14,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
 
-use crate::capture::{Capture, Event, EventKind};
+use crate::capture::Capture;
 use crate::certs::{self, CertFault};
 use crate::scenario::model::Expect;
 use crate::scenario::{self, presets, LoadError};
@@ -49,6 +50,16 @@ enum Command {
         files: Vec<PathBuf>,
     },
     /// How the sender behaved: deliveries, findings, and the scenario's [[expect]].
+    ///
+    /// Senders are told apart by client IP, so a sender that opens a new
+    /// connection for every retry is judged as one. Works on a running
+    /// server's events file: sessions still open are not judged yet.
+    ///
+    /// Exit codes: 0 the report was made (with --check: every expectation
+    /// held and no finding is an error); 1 with --check, the sender
+    /// misbehaved or an expectation failed; 2 nothing to judge (no events,
+    /// no client, not an events file, an unreadable file or scenario).
+    #[command(verbatim_doc_comment)]
     Report {
         /// Transcripts written by `serve --events` (`-` for stdin).
         #[arg(required = true)]
@@ -266,71 +277,46 @@ fn check(files: &[PathBuf]) -> anyhow::Result<ExitCode> {
     })
 }
 
-/// Reads JSON Lines events; returns them and how many lines were not events.
-fn read_events(paths: &[PathBuf]) -> anyhow::Result<(Vec<Event>, usize)> {
-    let mut events = vec![];
-    let mut skipped = 0;
-    for p in paths {
-        let text = if p.as_os_str() == "-" {
-            std::io::read_to_string(std::io::stdin())?
-        } else {
-            std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))?
-        };
-        for line in text.lines().filter(|l| !l.trim().is_empty()) {
-            match serde_json::from_str::<Event>(line) {
-                Ok(e) => events.push(e),
-                Err(_) => skipped += 1,
-            }
-        }
-    }
-    // Several files: keep time order (RFC 3339 UTC sorts as text).
-    events.sort_by(|a, b| a.ts.cmp(&b.ts));
-    Ok((events, skipped))
-}
-
-/// The expectations of the scenarios the transcript's listeners served.
-fn expectations_from(events: &[Event]) -> anyhow::Result<Vec<Expect>> {
-    let mut files: Vec<String> = events
-        .iter()
-        .filter_map(|e| match &e.kind {
-            EventKind::Listen { file } => file.clone(),
-            _ => None,
-        })
-        .collect();
-    files.dedup();
-    let mut out = vec![];
-    for f in files {
-        match scenario::load_file(std::path::Path::new(&f)) {
-            Ok(s) => out.extend(s.expects),
-            Err(e) => tracing::warn!("cannot read the expectations of {f}: {e}"),
-        }
-    }
-    Ok(out)
-}
-
 fn report(
     paths: &[PathBuf],
     scenario_file: Option<&std::path::Path>,
     check: bool,
     json: bool,
 ) -> anyhow::Result<ExitCode> {
-    let (events, skipped) = read_events(paths)?;
-    let expects = match scenario_file {
-        Some(f) => scenario::load_file(f)?.expects,
-        None => expectations_from(&events)?,
+    use crate::report::input;
+    let nothing = |why: String| {
+        eprintln!("mailfault report: {why}");
+        Ok(ExitCode::from(input::EXIT_NOTHING))
     };
-    let r = crate::report::build(&events, &expects, skipped);
+    let what: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+    let read = match input::read(paths) {
+        Ok(r) => r,
+        Err(why) => return nothing(why),
+    };
+    if let Some(why) = input::nothing_to_judge(&read, &what.join(", ")) {
+        return nothing(why);
+    }
+    let expects = match scenario_file {
+        Some(f) => match scenario::load_file(f) {
+            Ok(s) => s.expects,
+            Err(e) => return nothing(format!("{e}")),
+        },
+        None => input::expectations(&read.events, |w| {
+            eprintln!("mailfault report: warning: {w}")
+        }),
+    };
+    let r = crate::report::build(&read.events, &expects, read.skipped);
     let mut out = std::io::stdout().lock();
     if json {
         writeln!(out, "{}", serde_json::to_string_pretty(&r)?)?;
     } else {
         write!(out, "{}", crate::report::text(&r))?;
     }
-    Ok(if check && !r.passed() {
-        ExitCode::from(1)
+    Ok(ExitCode::from(if check && !r.passed() {
+        input::EXIT_FAILED
     } else {
-        ExitCode::SUCCESS
-    })
+        input::EXIT_PASSED
+    }))
 }
 
 /// Writes the report when `serve` stops.
@@ -340,7 +326,11 @@ fn write_report(
     to: &std::path::Path,
 ) -> anyhow::Result<()> {
     let (events, skipped) = match events_file {
-        Some(f) => read_events(&[f.to_path_buf()])?,
+        Some(f) => {
+            let read =
+                crate::report::input::read(&[f.to_path_buf()]).map_err(anyhow::Error::msg)?;
+            (read.events, read.skipped)
+        }
         None => {
             if server.capture.events_truncated() {
                 tracing::warn!(

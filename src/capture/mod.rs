@@ -1,37 +1,44 @@
 //! Capture and transcripts: every session as structured events (connect,
 //! each command as received, each reply as sent with the rule that decided
-//! it, messages, close), written as JSON Lines with `--events FILE`, and the
+//! it, messages, close), written as JSON Lines with `--events FILE` as they
+//! happen (see [`writer`]), and the
 //! messages that arrived, kept in memory (bounded) and optionally as `.eml`
 //! files with `--capture-dir`.
 
+mod writer;
+
 use std::collections::VecDeque;
 use std::fs::File;
-use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
-use crate::proto::{Captured, Tag};
+use crate::proto::{Answer, Captured, Fact, Stage, Tag, TxEnd};
 
 /// What happened in a session.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum EventKind {
-    /// A listener started (session 0): which scenario file it serves.
+    /// A listener started (session 0): which scenario file it serves, as
+    /// an absolute path, and a hash of its text (see [`scenario_hash`]) so
+    /// `report` can tell when the file changed since.
     Listen {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         file: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        hash: Option<String>,
     },
     Connect {
         client: String,
     },
-    /// A command line exactly as received (invalid UTF-8 replaced).
+    /// A command line exactly as received (invalid UTF-8 replaced), and
+    /// the stage it opened (none for a BDAT after the first, a line too long).
     Command {
         line: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
-        stage: Option<String>,
+        stage: Option<Stage>,
         #[serde(default)]
         pipelined: bool,
     },
@@ -64,6 +71,39 @@ pub enum EventKind {
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         bare_cr: bool,
     },
+    /// HELO/EHLO accepted: the client's name, and whether PIPELINING was
+    /// offered to it.
+    Greeted {
+        helo: String,
+        esmtp: bool,
+        pipelining: bool,
+    },
+    /// The greeting, HELO or EHLO was refused.
+    Refused {
+        stage: Stage,
+        answer: Said,
+    },
+    /// MAIL answered; a positive answer opened a transaction.
+    Mail {
+        mail_from: String,
+        answer: Said,
+    },
+    /// One recipient's result at RCPT.
+    Rcpt {
+        rcpt: String,
+        answer: Said,
+    },
+    /// A transaction ended: its accepted recipients, how (delivered,
+    /// refused, reset, abandoned, dropped), at which stage, and the reply
+    /// that ended it.
+    Transaction {
+        mail_from: String,
+        rcpts: Vec<String>,
+        end: TxEnd,
+        stage: Stage,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        answer: Option<Said>,
+    },
     /// The TLS handshake completed (STARTTLS or implicit TLS).
     Tls {
         version: String,
@@ -79,6 +119,71 @@ pub enum EventKind {
         by: String,
         reason: String,
     },
+}
+
+/// A deciding reply in a typed event.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Said {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<u16>,
+    /// Its last line, the one that carries its meaning.
+    pub reply: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<Limit>,
+}
+
+impl From<Answer> for Said {
+    fn from(a: Answer) -> Self {
+        Self {
+            code: a.code,
+            reply: a.reply,
+            rule: a.rule,
+            limit: a.tag.map(Into::into),
+        }
+    }
+}
+
+impl From<Fact> for EventKind {
+    fn from(f: Fact) -> Self {
+        match f {
+            Fact::Greeted {
+                helo,
+                esmtp,
+                pipelining,
+            } => EventKind::Greeted {
+                helo,
+                esmtp,
+                pipelining,
+            },
+            Fact::Refused { stage, answer } => EventKind::Refused {
+                stage,
+                answer: answer.into(),
+            },
+            Fact::Mail { mail_from, answer } => EventKind::Mail {
+                mail_from,
+                answer: answer.into(),
+            },
+            Fact::Rcpt { rcpt, answer } => EventKind::Rcpt {
+                rcpt,
+                answer: answer.into(),
+            },
+            Fact::Transaction {
+                mail_from,
+                rcpts,
+                end,
+                stage,
+                answer,
+            } => EventKind::Transaction {
+                mail_from,
+                rcpts,
+                end,
+                stage,
+                answer: answer.map(Into::into),
+            },
+        }
+    }
 }
 
 /// What a stateful rule knew when it replied: the report uses it to judge
@@ -108,6 +213,35 @@ impl From<Tag> for Limit {
     }
 }
 
+impl EventKind {
+    /// The Listen event for a listener serving `file` (None: the built-in
+    /// scenario or inline text). The path is made absolute so `report` finds
+    /// it from any folder.
+    pub fn listen(file: Option<&Path>) -> Self {
+        let Some(path) = file else {
+            return EventKind::Listen {
+                file: None,
+                hash: None,
+            };
+        };
+        let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+        let hash = std::fs::read(&abs).ok().map(|t| scenario_hash(&t));
+        EventKind::Listen {
+            file: Some(abs.display().to_string()),
+            hash,
+        }
+    }
+}
+
+/// The hash of a scenario's text recorded in Listen events: FNV-1a, 16 hex
+/// digits with an `fnv1a:` prefix (a stable hash, not a security measure).
+pub fn scenario_hash(text: &[u8]) -> String {
+    format!(
+        "fnv1a:{:016x}",
+        crate::state::fnv1a(crate::state::FNV_OFFSET, text)
+    )
+}
+
 /// One transcript event.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Event {
@@ -126,9 +260,8 @@ pub const KEEP_EVENTS: usize = 10_000;
 
 /// Where events and messages go. Shared by every session of a server.
 pub struct Capture {
-    // A mutex around a buffered file: writes are memory copies, and one
-    // writer keeps lines whole.
-    events_file: Option<Mutex<BufWriter<File>>>,
+    // A thread of its own writes the file: sessions only queue.
+    events_file: Option<writer::Writer>,
     capture_dir: Option<PathBuf>,
     // Bounded rings: memory stays flat however long the server runs.
     messages: Mutex<VecDeque<Arc<Captured>>>,
@@ -138,7 +271,7 @@ pub struct Capture {
 impl Capture {
     pub fn new(events: Option<&Path>, capture_dir: Option<&Path>) -> std::io::Result<Self> {
         let events_file = match events {
-            Some(p) => Some(Mutex::new(BufWriter::new(File::create(p)?))),
+            Some(p) => Some(writer::Writer::start(File::create(p)?)?),
             None => None,
         };
         if let Some(d) = capture_dir {
@@ -170,13 +303,8 @@ impl Capture {
             session,
             kind,
         };
-        if let Some(f) = &self.events_file {
-            if let Ok(line) = serde_json::to_string(&event) {
-                let mut f = f.lock().unwrap_or_else(|p| p.into_inner());
-                if let Err(e) = writeln!(f, "{line}") {
-                    tracing::warn!("cannot write event: {e}");
-                }
-            }
+        if let Some(w) = &self.events_file {
+            w.send(event.clone());
         }
         let mut ring = self.events.lock().unwrap_or_else(|p| p.into_inner());
         if ring.len() == KEEP_EVENTS {
@@ -226,9 +354,22 @@ impl Capture {
             .collect()
     }
 
+    /// Waits until every event recorded so far is in the events file.
     pub fn flush(&self) {
-        if let Some(f) = &self.events_file {
-            let _ = f.lock().unwrap_or_else(|p| p.into_inner()).flush();
+        if let Some(w) = &self.events_file {
+            w.flush();
+            if w.dropped() > 0 {
+                tracing::warn!(
+                    dropped = w.dropped(),
+                    "the events file misses {} event(s): its writer could not keep up",
+                    w.dropped()
+                );
+            }
         }
+    }
+
+    /// Events the file missed because its writer could not keep up.
+    pub fn events_dropped(&self) -> u64 {
+        self.events_file.as_ref().map_or(0, writer::Writer::dropped)
     }
 }

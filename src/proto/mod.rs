@@ -5,11 +5,13 @@
 pub mod auth;
 pub mod command;
 pub mod data;
+pub mod fact;
 pub mod line;
 pub mod policy;
 pub mod reply;
 pub mod session;
 
+pub use fact::{Answer, Fact, TxEnd};
 pub use policy::{Context, Decision, Healthy, Outcome, Policy, Stage, Tag};
 pub use reply::{EnhancedCode, Reply};
 pub use session::{Captured, CloseReason, Output, Session, SessionConfig};

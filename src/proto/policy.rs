@@ -10,8 +10,12 @@ use std::time::{Duration, Instant};
 use super::command::Command;
 use super::reply::Reply;
 
-/// A point in the SMTP dialogue where a scenario rule can act.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// A point in the SMTP dialogue where a scenario rule can act. Serialised
+/// by its [`Stage::name`] (transcripts).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
 pub enum Stage {
     Connect,
     Ehlo,

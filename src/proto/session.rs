@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use super::auth::{self, AuthConfig, Exchange, Step};
 use super::command::{parse_bdat, parse_number, parse_path, Command, PathArg, PathError, Verb};
 use super::data::{Body, DataDecoder};
+use super::fact::{Answer, Fact, TxEnd};
 use super::line::{Frame, LineFramer};
 use super::policy::{Context, Decision, Outcome, Policy, Stage, Tag};
 use super::reply::{defaults, Reply};
@@ -151,6 +152,8 @@ pub enum Output {
     },
     /// A message arrived (accepted or not).
     Message(Box<Captured>),
+    /// What the session concluded (for the transcript and the report).
+    Fact(Fact),
     /// Begin the TLS handshake now.
     StartTls,
     /// Read nothing more and never reply; the driver closes after its idle
@@ -188,6 +191,8 @@ struct Chunk {
 struct Transaction {
     mail_from: String,
     rcpts: Vec<String>,
+    /// Its end was recorded already (refused at DATA, the session goes on).
+    ended: bool,
     rcpt_attempts: usize,
     /// BDAT has been used in this transaction: the body so far.
     chunks: Option<DataDecoder>,
@@ -277,6 +282,10 @@ impl Session {
         let positive = self.resolve(decision, Ok(greeting));
         if !positive {
             self.refused_at_connect = true;
+            self.fact_after_reply(0, |answer| Fact::Refused {
+                stage: Stage::Connect,
+                answer,
+            });
         }
         std::mem::take(&mut self.out)
     }
@@ -401,7 +410,46 @@ impl Session {
 
     fn stop(&mut self, reason: CloseReason) {
         self.reader = Reader::Stopped;
+        if let Some(end) = self.end_tx(TxEnd::Dropped, self.stage_reached(), None) {
+            self.out.push(end);
+        }
         self.out.push(Output::Close(reason));
+    }
+
+    /// Where an open transaction got to: the message once DATA or BDAT
+    /// was accepted, else its recipients.
+    fn stage_reached(&self) -> Stage {
+        match (&self.reader, &self.tx) {
+            (Reader::Data(_) | Reader::Chunk(_), _) => Stage::Message,
+            (_, Some(t)) if t.chunks.is_some() => Stage::Message,
+            _ => Stage::Rcpt,
+        }
+    }
+
+    /// Closes the open transaction, returning its Transaction fact (None:
+    /// no transaction, or its end was recorded already).
+    fn end_tx(&mut self, end: TxEnd, stage: Stage, answer: Option<Answer>) -> Option<Output> {
+        let tx = self.tx.take()?;
+        (!tx.ended).then_some(Output::Fact(Fact::Transaction {
+            mail_from: tx.mail_from,
+            rcpts: tx.rcpts,
+            end,
+            stage,
+            answer,
+        }))
+    }
+
+    /// Records a fact about the reply sent from `at` on, right after that
+    /// reply (and before a close it caused).
+    fn fact_after_reply(&mut self, at: usize, fact: impl FnOnce(Answer) -> Fact) {
+        let Some(answer) = Answer::find(&self.out[at..]) else {
+            return;
+        };
+        let pos = self.out[at..]
+            .iter()
+            .position(|o| matches!(o, Output::Send { .. }))
+            .map_or(self.out.len(), |i| at + i + 1);
+        self.out.insert(pos, Output::Fact(fact(answer)));
     }
 
     fn decide(
@@ -600,11 +648,22 @@ impl Session {
         } else {
             Ok(defaults::helo(&self.cfg.hostname))
         };
+        let at = self.out.len();
         if self.resolve(d, healthy) {
             // RFC 5321 §4.1.4: EHLO/HELO also resets the transaction.
+            if let Some(end) = self.end_tx(TxEnd::Reset, stage, None) {
+                self.out.insert(at, end);
+            }
+            let pipelining = stage == Stage::Ehlo && self.cfg.offers("PIPELINING");
+            self.out.push(Output::Fact(Fact::Greeted {
+                helo: arg.clone(),
+                esmtp: stage == Stage::Ehlo,
+                pipelining,
+            }));
             self.helo = Some(arg);
             self.esmtp = stage == Stage::Ehlo;
-            self.tx = None;
+        } else {
+            self.fact_after_reply(at, |answer| Fact::Refused { stage, answer });
         }
     }
 
@@ -648,7 +707,13 @@ impl Session {
             },
         );
         let healthy = self.check_mail(&path, err);
-        if self.resolve(d, healthy) {
+        let at = self.out.len();
+        let ok = self.resolve(d, healthy);
+        self.fact_after_reply(at, |answer| Fact::Mail {
+            mail_from: path.address.clone(),
+            answer,
+        });
+        if ok {
             self.tx = Some(Transaction {
                 mail_from: path.address,
                 ..Transaction::default()
@@ -749,6 +814,10 @@ impl Session {
                 self.now,
             );
         }
+        self.fact_after_reply(at, |answer| Fact::Rcpt {
+            rcpt: path.address.clone(),
+            answer,
+        });
         if ok {
             self.tx
                 .get_or_insert_with(Transaction::default)
@@ -815,8 +884,21 @@ impl Session {
         } else {
             self.check_data().map(|()| defaults::start_data())
         };
+        let at = self.out.len();
         if self.resolve(d, healthy) && !self.is_stopped() {
             self.reader = Reader::Data(DataDecoder::new(self.limit()));
+        } else if let Some(tx) = self.tx.as_mut().filter(|t| !t.ended) {
+            // Refused at DATA: the transaction stays open (RFC 5321 §4.1.1.4
+            // leaves it to RSET), but this attempt has its answer.
+            tx.ended = true;
+            let (mail_from, rcpts) = (tx.mail_from.clone(), tx.rcpts.clone());
+            self.fact_after_reply(at, |answer| Fact::Transaction {
+                mail_from,
+                rcpts,
+                end: TxEnd::Refused,
+                stage: Stage::Data,
+                answer: Some(answer),
+            });
         }
     }
 
@@ -867,9 +949,13 @@ impl Session {
             self.out.extend(pending);
             return;
         }
+        let mut pending = pending;
         if !keep {
             // RFC 3030 §2: an error reply to BDAT ends the transaction.
-            self.tx = None;
+            let answer = Answer::find(&pending);
+            if let Some(end) = self.end_tx(TxEnd::Refused, Stage::Data, answer) {
+                pending.push(end);
+            }
         }
         let chunk = Chunk {
             remaining: arg.size,
@@ -926,14 +1012,27 @@ impl Session {
             Ok(defaults::queued(&id))
         };
         // Record the message before the reply goes out, so a client that
-        // saw 250 always finds it captured.
+        // saw 250 always finds it captured. The transaction ends here, even
+        // if the reply also closes the session.
         let at = self.out.len();
+        let tx = self.tx.take().unwrap_or_default();
         let accepted = self.resolve(d, healthy);
         let reply_code = self.out[at..].iter().find_map(|o| match o {
             Output::Send { code, .. } => *code,
             _ => None,
         });
-        let tx = self.tx.take().unwrap_or_default();
+        let (mail_from, rcpts) = (tx.mail_from.clone(), tx.rcpts.clone());
+        self.fact_after_reply(at, |answer| Fact::Transaction {
+            mail_from,
+            rcpts,
+            end: if accepted {
+                TxEnd::Delivered
+            } else {
+                TxEnd::Refused
+            },
+            stage: Stage::Message,
+            answer: Some(answer),
+        });
         let captured = Captured {
             id,
             client: self.client,
@@ -958,6 +1057,10 @@ impl Session {
             // RFC 5321 §4.1.1.10: QUIT takes no arguments.
             self.resolve(None, Err(defaults::no_arguments("QUIT")));
             return;
+        }
+        // The client leaves with a transaction open: it gave it up.
+        if let Some(end) = self.end_tx(TxEnd::Abandoned, self.stage_reached(), None) {
+            self.out.push(end);
         }
         self.resolve(d, Ok(defaults::bye()));
         if !self.is_stopped() {
@@ -1086,8 +1189,11 @@ impl Session {
             Stage::Help => Ok(defaults::help()),
             _ => Err(defaults::unknown_command()),
         };
+        let at = self.out.len();
         if self.resolve(d, healthy) && stage == Stage::Rset {
-            self.tx = None;
+            if let Some(end) = self.end_tx(TxEnd::Reset, Stage::Rset, None) {
+                self.out.insert(at, end);
+            }
         }
     }
 }

@@ -1,78 +1,51 @@
-//! Builds a [`Report`] from transcript events.
+//! Builds a [`Report`] by folding over the typed events of transcripts:
+//! `mail`, `rcpt` and `transaction` give the attempts, `greeted`,
+//! `command` and `reply` the manners and the limits. Senders are client
+//! IPs, so attempts group across connections.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::UNIX_EPOCH;
 
 use super::*;
-use crate::capture::{Event, EventKind, Limit};
-use crate::proto::command::parse_path;
+use crate::capture::{Event, EventKind, Limit, Said};
+use crate::proto::{Stage, TxEnd};
 use crate::scenario::model::Expect;
 
-/// A reply as the report needs it.
-#[derive(Debug, Clone)]
-struct Said {
-    code: Option<u16>,
-    text: String,
-    rule: Option<String>,
-    limit: Option<Limit>,
-}
-
 impl Said {
-    fn first_line(&self) -> String {
-        self.text
-            .lines()
-            .last()
-            .unwrap_or("")
-            .trim_end()
-            .to_string()
-    }
     fn class(&self) -> u16 {
         self.code.unwrap_or(0) / 100
     }
 }
 
-/// What the next reply answers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Awaiting {
-    Greeting,
-    Ehlo,
-    Helo,
-    Mail,
-    Rcpt,
-    Data,
-    Message,
-    Other,
-}
-
+/// A recipient accepted in the open transaction, waiting for its end.
 struct Pending {
     rcpt: String,
     time: String,
     at_ms: u64,
-    reply: Option<Said>,
 }
 
-#[derive(Default)]
-struct Tx {
+struct OpenTx {
     mail_from: String,
-    mail: Option<Said>,
     rcpts: Vec<Pending>,
-    data: Option<Said>,
-    message: Option<Said>,
 }
 
 struct SessionState {
     listener: String,
     id: u64,
+    /// The connection's `IP:port`, as shown.
     client: String,
-    awaiting: Awaiting,
-    /// None until an EHLO/HELO reply was seen.
+    /// Who sent: the client's IP. Real MTAs open a new connection (a new
+    /// port) for every retry, so this is what groups their attempts.
+    sender: String,
+    /// None until HELO/EHLO was accepted; then whether PIPELINING was offered.
     pipelining: Option<bool>,
-    tx: Option<Tx>,
+    tx: Option<OpenTx>,
+    /// MAIL was refused: recipients sent anyway are decided by that reply.
+    refused_mail: Option<(String, Said)>,
     saw_421: bool,
     flagged_421: bool,
     flagged_pipelining: bool,
     quit: bool,
-    started: bool,
 }
 
 /// One refusal by a rate limit.
@@ -88,12 +61,57 @@ struct Builder<'a> {
     attempts: Vec<(String, Attempt)>,
     refusals: Vec<Refusal>,
     findings: Vec<Finding>,
-    /// (client, rule) -> its rate-limit refusals.
+    /// (sender, rule) -> its rate-limit refusals.
     rate_refusals: BTreeMap<(String, String), Vec<RateRefusal>>,
-    /// client -> minute -> (attempts, failures)
+    /// sender -> minute -> (attempts, failures)
     judged: BTreeMap<String, BTreeMap<u64, (u64, u64)>>,
     turned: HashMap<String, (String, Option<String>, u64, u64)>,
+    /// sender -> HELO names it used, and its connections.
+    senders: BTreeMap<String, SenderSeen>,
+    /// IPs that greeted with several names (Postfix and Haraka on one
+    /// host): there the HELO name tells the senders apart.
+    shared_ips: HashSet<String>,
     expects: &'a [Expect],
+}
+
+#[derive(Default)]
+struct SenderSeen {
+    helos: Vec<String>,
+    connections: u64,
+}
+
+/// The sender of a connection: the IP of `IP:port` (`[v6]:port` too);
+/// anything else is taken whole.
+pub fn sender_of(client: &str) -> String {
+    if let Ok(sa) = client.parse::<std::net::SocketAddr>() {
+        return sa.ip().to_string();
+    }
+    client.to_string()
+}
+
+/// The IPs whose connections greeted with more than one name.
+fn shared_ips(events: &[Event]) -> HashSet<String> {
+    let mut ip_of: HashMap<(&str, u64), String> = HashMap::new();
+    let mut names: HashMap<String, HashSet<&str>> = HashMap::new();
+    for ev in events {
+        let key = (ev.listener.as_str(), ev.session);
+        match &ev.kind {
+            EventKind::Connect { client } => {
+                ip_of.insert(key, sender_of(client));
+            }
+            EventKind::Greeted { helo, .. } => {
+                if let Some(ip) = ip_of.get(&key) {
+                    names.entry(ip.clone()).or_default().insert(helo);
+                }
+            }
+            _ => {}
+        }
+    }
+    names
+        .into_iter()
+        .filter(|(_, n)| n.len() > 1)
+        .map(|(ip, _)| ip)
+        .collect()
 }
 
 fn millis(ts: &str) -> u64 {
@@ -120,84 +138,138 @@ pub fn build(events: &[Event], expects: &[Expect], skipped_lines: usize) -> Repo
         rate_refusals: BTreeMap::new(),
         judged: BTreeMap::new(),
         turned: HashMap::new(),
+        senders: BTreeMap::new(),
+        shared_ips: shared_ips(events),
         expects,
     };
     let mut sessions: HashMap<(String, u64), SessionState> = HashMap::new();
     let mut count = 0;
     for ev in events {
         let key = (ev.listener.clone(), ev.session);
-        match &ev.kind {
-            EventKind::Listen { .. } => {}
-            EventKind::Connect { client } => {
-                count += 1;
-                sessions.insert(
-                    key,
-                    SessionState {
-                        listener: ev.listener.clone(),
-                        id: ev.session,
-                        client: client.clone(),
-                        awaiting: Awaiting::Greeting,
-                        pipelining: None,
-                        tx: None,
-                        saw_421: false,
-                        flagged_421: false,
-                        flagged_pipelining: false,
-                        quit: false,
-                        started: false,
-                    },
-                );
+        if let EventKind::Connect { client } = &ev.kind {
+            count += 1;
+            sessions.insert(key, SessionState::new(ev, client, sender_of(client)));
+            continue;
+        }
+        let Some(s) = sessions.get_mut(&key) else {
+            continue;
+        };
+        if b.on_event(s, ev) {
+            if let Some(s) = sessions.remove(&key) {
+                b.on_close(s, ev);
             }
+        }
+    }
+    // Sessions still open at the end of the transcript (a live file, or a
+    // server stopped mid-session): their finished transactions are judged
+    // already; the open one is in progress, neither delivered nor failed.
+    let in_progress = sessions.len();
+    for s in sessions.values() {
+        b.senders.entry(s.sender.clone()).or_default().connections += 1;
+    }
+    b.finish(count, in_progress, skipped_lines)
+}
+
+impl SessionState {
+    fn new(ev: &Event, client: &str, sender: String) -> Self {
+        Self {
+            listener: ev.listener.clone(),
+            id: ev.session,
+            client: client.to_string(),
+            sender,
+            pipelining: None,
+            tx: None,
+            refused_mail: None,
+            saw_421: false,
+            flagged_421: false,
+            flagged_pipelining: false,
+            quit: false,
+        }
+    }
+}
+
+impl Builder<'_> {
+    /// Folds one event of a session; true when the session closed.
+    fn on_event(&mut self, s: &mut SessionState, ev: &Event) -> bool {
+        match &ev.kind {
             EventKind::Command {
                 line,
                 stage,
                 pipelined,
-            } => {
-                if let Some(s) = sessions.get_mut(&key) {
-                    b.on_command(s, ev, line, stage.as_deref(), *pipelined);
-                }
-            }
+            } => self.on_command(s, ev, line, *stage, *pipelined),
             EventKind::Reply {
                 code,
-                text,
                 rule,
                 limit,
+                text,
                 ..
+            } => self.on_reply(s, ev, *code, rule, limit.as_ref(), text),
+            EventKind::Greeted {
+                helo, pipelining, ..
             } => {
-                if let Some(s) = sessions.get_mut(&key) {
-                    let said = Said {
-                        code: *code,
-                        text: text.clone(),
-                        rule: rule.clone(),
-                        limit: limit.clone(),
-                    };
-                    b.on_reply(s, ev, said);
+                s.pipelining = Some(*pipelining);
+                if self.shared_ips.contains(&s.sender) {
+                    s.sender = format!("{} ({helo})", s.sender);
+                }
+                let seen = self.senders.entry(s.sender.clone()).or_default();
+                if !seen.helos.contains(helo) {
+                    seen.helos.push(helo.clone());
                 }
             }
-            EventKind::Message { .. } | EventKind::Hang { .. } | EventKind::Tls { .. } => {}
-            EventKind::Close { by, .. } => {
-                if let Some(mut s) = sessions.remove(&key) {
-                    b.finish_tx(&mut s, true);
-                    if by == "client" && !s.quit && !s.saw_421 {
-                        b.finding(
-                            &s,
-                            ev,
-                            "no_quit",
-                            Severity::Warning,
-                            "left without QUIT".into(),
-                        );
-                    }
+            EventKind::Refused { stage, answer } => {
+                self.refusal(s, ev, *stage, None, answer);
+            }
+            EventKind::Mail { mail_from, answer } => {
+                s.refused_mail = None;
+                if answer.class() == 2 {
+                    // A transaction the session dropped without a word
+                    // (STARTTLS forgets it, RFC 3207 §4.2) ends here.
+                    self.on_tx_end(s, TxEnd::Reset, Stage::Mail, None);
+                    s.tx = Some(OpenTx {
+                        mail_from: mail_from.clone(),
+                        rcpts: vec![],
+                    });
+                } else {
+                    self.refusal(s, ev, Stage::Mail, Some(mail_from.clone()), answer);
+                    s.refused_mail = Some((mail_from.clone(), answer.clone()));
                 }
             }
+            EventKind::Rcpt { rcpt, answer } => self.on_rcpt(s, ev, rcpt, answer),
+            EventKind::Transaction {
+                end, stage, answer, ..
+            } => self.on_tx_end(s, *end, *stage, answer.as_ref()),
+            EventKind::Close { .. } => return true,
+            _ => {}
+        }
+        false
+    }
+
+    fn on_close(&mut self, mut s: SessionState, ev: &Event) {
+        self.senders
+            .entry(s.sender.clone())
+            .or_default()
+            .connections += 1;
+        let EventKind::Close { by, .. } = &ev.kind else {
+            return;
+        };
+        // No Transaction event: the connection ended under it.
+        let end = if by == "server" {
+            TxEnd::Dropped
+        } else {
+            TxEnd::Abandoned
+        };
+        self.on_tx_end(&mut s, end, Stage::Rcpt, None);
+        if by == "client" && !s.quit && !s.saw_421 {
+            self.finding(
+                &s,
+                ev,
+                "no_quit",
+                Severity::Warning,
+                "left without QUIT".into(),
+            );
         }
     }
-    // Sessions still open at the end of the transcript.
-    for (_, mut s) in sessions {
-        b.finish_tx(&mut s, false);
-    }
-    b.finish(count, skipped_lines)
-}
 
-impl Builder<'_> {
     fn finding(
         &mut self,
         s: &SessionState,
@@ -210,7 +282,7 @@ impl Builder<'_> {
             kind,
             severity,
             time: ev.ts.clone(),
-            client: s.client.clone(),
+            client: s.sender.clone(),
             session: s.id,
             message,
         });
@@ -221,9 +293,11 @@ impl Builder<'_> {
         s: &mut SessionState,
         ev: &Event,
         line: &str,
-        stage: Option<&str>,
+        stage: Option<Stage>,
         pipelined: bool,
     ) {
+        // RFC 5321 §3.8: after 421 the server closes; a client that keeps
+        // talking did not read the reply.
         if s.saw_421 && !s.flagged_421 {
             s.flagged_421 = true;
             self.finding(
@@ -234,6 +308,8 @@ impl Builder<'_> {
                 format!("sent {line:?} after a 421 reply on the same connection"),
             );
         }
+        // RFC 2920 §3: only a server that offered PIPELINING may be sent
+        // commands without waiting for each reply.
         if pipelined && s.pipelining == Some(false) && !s.flagged_pipelining {
             s.flagged_pipelining = true;
             self.finding(
@@ -244,224 +320,151 @@ impl Builder<'_> {
                 format!("pipelined {line:?} although PIPELINING was not advertised"),
             );
         }
-        let upper = line.to_ascii_uppercase();
-        s.awaiting = match stage {
-            Some("ehlo") => {
-                self.finish_tx(s, false);
-                Awaiting::Ehlo
-            }
-            Some("helo") => {
-                self.finish_tx(s, false);
-                Awaiting::Helo
-            }
-            Some("mail") => {
-                self.finish_tx(s, false);
-                let args = line.get(5..).unwrap_or("").trim_start();
-                s.tx = Some(Tx {
-                    mail_from: parse_path(args, "FROM:").0.address,
-                    ..Tx::default()
-                });
-                Awaiting::Mail
-            }
-            Some("rcpt") => {
-                let args = line.get(5..).unwrap_or("").trim_start();
-                let rcpt = parse_path(args, "TO:").0.address;
-                if let Some(tx) = s.tx.as_mut() {
-                    tx.rcpts.push(Pending {
-                        rcpt,
-                        time: ev.ts.clone(),
-                        at_ms: millis(&ev.ts),
-                        reply: None,
-                    });
-                }
-                Awaiting::Rcpt
-            }
-            Some("data") => Awaiting::Data,
-            // A later BDAT: LAST brings the message reply.
-            None if upper.starts_with("BDAT") && upper.trim_end().ends_with("LAST") => {
-                Awaiting::Message
-            }
-            None if upper.starts_with("BDAT") => Awaiting::Other,
-            Some("rset") => {
-                self.finish_tx(s, false);
-                Awaiting::Other
-            }
-            Some("quit") => {
-                s.quit = true;
-                self.finish_tx(s, false);
-                Awaiting::Other
-            }
-            _ => Awaiting::Other,
-        };
-        s.started = true;
+        if stage == Some(Stage::Quit) {
+            s.quit = true;
+        }
     }
 
-    fn on_reply(&mut self, s: &mut SessionState, ev: &Event, said: Said) {
-        if said.code == Some(421) {
+    fn on_reply(
+        &mut self,
+        s: &mut SessionState,
+        ev: &Event,
+        code: Option<u16>,
+        rule: &Option<String>,
+        limit: Option<&Limit>,
+        text: &str,
+    ) {
+        if code == Some(421) {
             s.saw_421 = true;
         }
-        if let Some(Limit::Rate { window_ms, .. }) = &said.limit {
-            self.rate_refusals
-                .entry((s.client.clone(), said.rule.clone().unwrap_or_default()))
+        match limit {
+            Some(Limit::Rate { window_ms, .. }) => self
+                .rate_refusals
+                .entry((s.sender.clone(), rule.clone().unwrap_or_default()))
                 .or_default()
                 .push(RateRefusal {
                     at_ms: millis(&ev.ts),
                     window_ms: *window_ms,
                     time: ev.ts.clone(),
                     session: s.id,
-                    reply: said.first_line(),
-                });
-        }
-        if let Some(Limit::Reputation { attempts, failures }) = &said.limit {
-            self.turned.entry(s.client.clone()).or_insert((
-                ev.ts.clone(),
-                said.rule.clone(),
-                *attempts,
-                *failures,
-            ));
-        }
-        match s.awaiting {
-            Awaiting::Greeting if said.class() != 2 => self.refusal(s, ev, "connect", None, &said),
-            Awaiting::Ehlo => {
-                if said.class() == 2 {
-                    s.pipelining = Some(said.text.to_ascii_uppercase().contains("PIPELINING"));
-                } else {
-                    self.refusal(s, ev, "ehlo", None, &said);
-                }
-            }
-            Awaiting::Helo => {
-                if said.class() == 2 {
-                    s.pipelining = Some(false);
-                } else {
-                    self.refusal(s, ev, "helo", None, &said);
-                }
-            }
-            Awaiting::Mail => {
-                if let Some(tx) = s.tx.as_mut() {
-                    tx.mail = Some(said.clone());
-                }
-                if said.class() != 2 {
-                    let from = s.tx.as_ref().map(|t| t.mail_from.clone());
-                    self.refusal(s, ev, "mail", from, &said);
-                }
-            }
-            Awaiting::Rcpt => {
-                if let Some(p) = s.tx.as_mut().and_then(|t| t.rcpts.last_mut()) {
-                    p.reply = Some(said.clone());
-                }
-                if matches!(said.class(), 2 | 5)
-                    && !matches!(said.limit, Some(Limit::Reputation { .. }))
-                {
-                    let minute = millis(&ev.ts) / 60_000;
-                    let e = self
-                        .judged
-                        .entry(s.client.clone())
-                        .or_default()
-                        .entry(minute)
-                        .or_default();
-                    e.0 += 1;
-                    e.1 += (said.class() == 5) as u64;
-                }
-            }
-            Awaiting::Data => {
-                if let Some(tx) = s.tx.as_mut() {
-                    tx.data = Some(said.clone());
-                }
-                if said.code == Some(354) {
-                    s.awaiting = Awaiting::Message;
-                    return;
-                }
-                // BDAT: a positive reply to the first chunk means more
-                // chunks (or the LAST reply) follow.
-            }
-            Awaiting::Message => {
-                if let Some(tx) = s.tx.as_mut() {
-                    tx.message = Some(said.clone());
-                }
-                self.finish_tx(s, false);
+                    reply: text.lines().last().unwrap_or("").trim_end().to_string(),
+                }),
+            Some(Limit::Reputation { attempts, failures }) => {
+                self.turned.entry(s.sender.clone()).or_insert((
+                    ev.ts.clone(),
+                    rule.clone(),
+                    *attempts,
+                    *failures,
+                ));
             }
             _ => {}
         }
-        s.awaiting = Awaiting::Other;
+    }
+
+    fn on_rcpt(&mut self, s: &mut SessionState, ev: &Event, rcpt: &str, answer: &Said) {
+        // Reputation counts what the receiver judged about the recipient
+        // itself: accepted or refused for good, not deferred or refused by
+        // the reputation rule.
+        if matches!(answer.class(), 2 | 5)
+            && !matches!(answer.limit, Some(Limit::Reputation { .. }))
+        {
+            let e = self
+                .judged
+                .entry(s.sender.clone())
+                .or_default()
+                .entry(millis(&ev.ts) / 60_000)
+                .or_default();
+            e.0 += 1;
+            e.1 += (answer.class() == 5) as u64;
+        }
+        let pending = Pending {
+            rcpt: rcpt.to_string(),
+            time: ev.ts.clone(),
+            at_ms: millis(&ev.ts),
+        };
+        if answer.class() == 2 {
+            if let Some(tx) = s.tx.as_mut() {
+                tx.rcpts.push(pending);
+            }
+            return;
+        }
+        // Refused: this attempt ends here, or at the refused MAIL before it.
+        let (from, said, stage) = match (&s.tx, &s.refused_mail) {
+            (None, Some((from, mail))) => (from.clone(), mail.clone(), Stage::Mail),
+            (tx, _) => (
+                tx.as_ref().map(|t| t.mail_from.clone()).unwrap_or_default(),
+                answer.clone(),
+                Stage::Rcpt,
+            ),
+        };
+        let outcome = outcome_of(&said);
+        self.attempt(s, from, pending, outcome, stage, Some(&said));
+    }
+
+    fn on_tx_end(&mut self, s: &mut SessionState, end: TxEnd, stage: Stage, answer: Option<&Said>) {
+        let Some(tx) = s.tx.take() else { return };
+        let outcome = match (end, answer) {
+            (TxEnd::Delivered, _) => Outcome::Delivered,
+            (TxEnd::Refused, Some(a)) => outcome_of(a),
+            (TxEnd::Refused | TxEnd::Dropped, _) => Outcome::Dropped,
+            (TxEnd::Reset | TxEnd::Abandoned, _) => Outcome::Abandoned,
+        };
+        for p in tx.rcpts {
+            self.attempt(s, tx.mail_from.clone(), p, outcome, stage, answer);
+        }
+    }
+
+    fn attempt(
+        &mut self,
+        s: &SessionState,
+        mail_from: String,
+        p: Pending,
+        outcome: Outcome,
+        stage: Stage,
+        said: Option<&Said>,
+    ) {
+        let attempt = Attempt {
+            rcpt: p.rcpt,
+            time: p.time,
+            at_ms: p.at_ms,
+            listener: s.listener.clone(),
+            session: s.id,
+            client: s.client.clone(),
+            sender: s.sender.clone(),
+            outcome,
+            stage: stage.name().into(),
+            reply: said.map(|x| x.reply.clone()),
+            code: said.and_then(|x| x.code),
+            rule: said.and_then(|x| x.rule.clone()),
+            greylist_ms: said.and_then(|x| match x.limit {
+                Some(Limit::Greylist { retry_after_ms }) => Some(retry_after_ms),
+                _ => None,
+            }),
+        };
+        self.attempts.push((mail_from, attempt));
     }
 
     fn refusal(
         &mut self,
         s: &SessionState,
         ev: &Event,
-        stage: &str,
+        stage: Stage,
         mail_from: Option<String>,
         said: &Said,
     ) {
         self.refusals.push(Refusal {
             time: ev.ts.clone(),
             client: s.client.clone(),
+            sender: s.sender.clone(),
             session: s.id,
-            stage: stage.into(),
+            stage: stage.name().into(),
             mail_from,
-            reply: said.first_line(),
+            reply: said.reply.clone(),
             rule: said.rule.clone(),
         });
     }
 
-    /// Turns the open transaction's recipients into attempts.
-    fn finish_tx(&mut self, s: &mut SessionState, closed: bool) {
-        let Some(tx) = s.tx.take() else { return };
-        for p in tx.rcpts {
-            let decided: Option<(&Said, &str)> = if tx.mail.as_ref().is_some_and(|m| m.class() != 2)
-            {
-                tx.mail.as_ref().map(|m| (m, "mail"))
-            } else if p.reply.as_ref().is_some_and(|r| r.class() != 2) {
-                p.reply.as_ref().map(|r| (r, "rcpt"))
-            } else if p.reply.is_none() {
-                None
-            } else if tx
-                .data
-                .as_ref()
-                .is_some_and(|d| !matches!(d.class(), 2 | 3))
-            {
-                tx.data.as_ref().map(|d| (d, "data"))
-            } else {
-                tx.message.as_ref().map(|m| (m, "message"))
-            };
-            let stage_reached = if p.reply.is_none() {
-                "rcpt"
-            } else if tx.data.is_none() {
-                "data"
-            } else {
-                "message"
-            };
-            let (outcome, stage, said) = match decided {
-                Some((said, stage)) => (outcome_of(said), stage, Some(said)),
-                // No reply where one was due: the connection ended (or the
-                // server never answered).
-                None if closed && (tx.data.is_some() || p.reply.is_none()) => {
-                    (Outcome::Dropped, stage_reached, None)
-                }
-                None => (Outcome::Abandoned, stage_reached, None),
-            };
-            let attempt = Attempt {
-                rcpt: p.rcpt,
-                time: p.time,
-                at_ms: p.at_ms,
-                listener: s.listener.clone(),
-                session: s.id,
-                client: s.client.clone(),
-                outcome,
-                stage: stage.into(),
-                reply: said.map(Said::first_line),
-                code: said.and_then(|x| x.code),
-                rule: said.and_then(|x| x.rule.clone()),
-                greylist_ms: said.and_then(|x| match x.limit {
-                    Some(Limit::Greylist { retry_after_ms }) => Some(retry_after_ms),
-                    _ => None,
-                }),
-            };
-            self.attempts.push((tx.mail_from.clone(), attempt));
-        }
-    }
-
-    fn finish(mut self, sessions: usize, skipped_lines: usize) -> Report {
+    fn finish(mut self, sessions: usize, in_progress: usize, skipped_lines: usize) -> Report {
         self.attempts.sort_by_key(|(_, a)| a.at_ms);
         let mut deliveries: Vec<Delivery> = vec![];
         let mut open: HashMap<(String, String), usize> = HashMap::new();
@@ -493,6 +496,7 @@ impl Builder<'_> {
         }
         self.rate_findings();
         self.findings.sort_by(|a, b| a.time.cmp(&b.time));
+        self.findings = per_sender(std::mem::take(&mut self.findings));
         let expectations = self
             .expects
             .iter()
@@ -501,6 +505,8 @@ impl Builder<'_> {
         let reputation = self.reputation();
         Report {
             sessions,
+            in_progress,
+            senders: self.senders.len(),
             deliveries,
             refusals: self.refusals,
             findings: self.findings,
@@ -519,7 +525,7 @@ impl Builder<'_> {
                     kind: "retry_after_permanent",
                     severity: Severity::Error,
                     time: a.time.clone(),
-                    client: a.client.clone(),
+                    client: a.sender.clone(),
                     session: a.session,
                     message: format!(
                         "{} -> {}: tried again {} after the permanent failure \"{}\"",
@@ -537,7 +543,7 @@ impl Builder<'_> {
                         kind: "greylist_retry_too_early",
                         severity: Severity::Error,
                         time: a.time.clone(),
-                        client: a.client.clone(),
+                        client: a.sender.clone(),
                         session: a.session,
                         message: format!(
                             "{} -> {}: retried {} after being greylisted; the server asked for {}",
@@ -597,8 +603,11 @@ impl Builder<'_> {
             if failures == 0 && turned.is_none() {
                 continue;
             }
+            let seen = self.senders.get(client);
             out.push(Reputation {
                 client: client.clone(),
+                helos: seen.map(|s| s.helos.clone()).unwrap_or_default(),
+                connections: seen.map_or(0, |s| s.connections),
                 attempts,
                 failures,
                 series: minutes
@@ -619,6 +628,34 @@ impl Builder<'_> {
         }
         out
     }
+}
+
+/// Findings about one connection's manners (421, pipelining, QUIT) once
+/// per sender and kind: a sender that reconnects for every retry repeats
+/// them on each connection, and one line with the count says it better.
+fn per_sender(findings: Vec<Finding>) -> Vec<Finding> {
+    const PER_CONNECTION: [&str; 3] = ["command_after_421", "pipelining_unadvertised", "no_quit"];
+    let mut out: Vec<Finding> = vec![];
+    let mut first: HashMap<(&'static str, String), (usize, u64)> = HashMap::new();
+    for f in findings {
+        if !PER_CONNECTION.contains(&f.kind) {
+            out.push(f);
+            continue;
+        }
+        match first.get_mut(&(f.kind, f.client.clone())) {
+            Some((_, n)) => *n += 1,
+            None => {
+                first.insert((f.kind, f.client.clone()), (out.len(), 1));
+                out.push(f);
+            }
+        }
+    }
+    for (i, n) in first.into_values() {
+        if n > 1 {
+            out[i].message = format!("{} (on {n} connections)", out[i].message);
+        }
+    }
+    out
 }
 
 /// "1.5s", "120ms", "5m 3s".

@@ -7,11 +7,12 @@
 //! client's reputation went, and checks the scenario's `[[expect]]`.
 
 mod build;
+pub mod input;
 mod render;
 
 use serde::Serialize;
 
-pub use build::build;
+pub use build::{build, sender_of};
 pub use render::text;
 
 /// How one attempt ended.
@@ -41,7 +42,10 @@ pub struct Attempt {
     pub at_ms: u64,
     pub listener: String,
     pub session: u64,
+    /// The connection, `IP:port`.
     pub client: String,
+    /// The sender: the client's IP.
+    pub sender: String,
     pub outcome: Outcome,
     /// Where it was decided: mail, rcpt, data, message.
     pub stage: String,
@@ -92,7 +96,10 @@ pub struct Finding {
     pub kind: &'static str,
     pub severity: Severity,
     pub time: String,
+    /// The sender (client IP) that did it.
     pub client: String,
+    /// The connection where it was seen (the last one, for a finding about
+    /// several attempts).
     pub session: u64,
     pub message: String,
 }
@@ -112,6 +119,7 @@ pub struct Verdict {
 pub struct Refusal {
     pub time: String,
     pub client: String,
+    pub sender: String,
     pub session: u64,
     /// connect, ehlo, mail...
     pub stage: String,
@@ -130,10 +138,15 @@ pub struct ReputationPoint {
     pub failures: u64,
 }
 
-/// How a client's standing went, and when the receiver turned on it.
+/// How a sender's standing went, over all its connections, and when the
+/// receiver turned on it.
 #[derive(Debug, Clone, Serialize)]
 pub struct Reputation {
+    /// The sender: the client IP.
     pub client: String,
+    /// The HELO/EHLO names it used.
+    pub helos: Vec<String>,
+    pub connections: u64,
     pub attempts: u64,
     pub failures: u64,
     pub series: Vec<ReputationPoint>,
@@ -150,6 +163,11 @@ pub struct Reputation {
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
     pub sessions: usize,
+    /// Sessions without a close event yet (a live transcript): their open
+    /// transaction is not judged.
+    pub in_progress: usize,
+    /// Distinct senders (client IPs).
+    pub senders: usize,
     pub deliveries: Vec<Delivery>,
     pub refusals: Vec<Refusal>,
     pub findings: Vec<Finding>,

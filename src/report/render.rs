@@ -26,9 +26,11 @@ pub fn text(r: &Report) -> String {
     let failed = r.expectations.iter().filter(|v| !v.passed).count();
     let _ = writeln!(
         o,
-        "mailfault report: {} session{}, {} deliver{}, {} finding{} ({} error{}), {} of {} expectation{} met",
+        "mailfault report: {} session{} from {} sender{}, {} deliver{}, {} finding{} ({} error{}), {} of {} expectation{} met",
         r.sessions,
         plural(r.sessions),
+        r.senders,
+        plural(r.senders),
         r.deliveries.len(),
         if r.deliveries.len() == 1 { "y" } else { "ies" },
         r.findings.len(),
@@ -39,6 +41,16 @@ pub fn text(r: &Report) -> String {
         r.expectations.len(),
         plural(r.expectations.len()),
     );
+    if r.in_progress > 0 {
+        let _ = writeln!(
+            o,
+            "({} session{} still open: {} open transaction{} not judged yet)",
+            r.in_progress,
+            plural(r.in_progress),
+            if r.in_progress == 1 { "its" } else { "their" },
+            plural(r.in_progress)
+        );
+    }
     if r.skipped_lines > 0 {
         let _ = writeln!(
             o,
@@ -48,6 +60,15 @@ pub fn text(r: &Report) -> String {
         );
     }
 
+    expectations(&mut o, r);
+    findings(&mut o, r);
+    deliveries(&mut o, r);
+    refusals(&mut o, r);
+    reputation(&mut o, r);
+    o
+}
+
+fn expectations(o: &mut String, r: &Report) {
     if !r.expectations.is_empty() {
         let _ = writeln!(o, "\nExpectations");
         for v in &r.expectations {
@@ -60,7 +81,9 @@ pub fn text(r: &Report) -> String {
             );
         }
     }
+}
 
+fn findings(o: &mut String, r: &Report) {
     if !r.findings.is_empty() {
         let _ = writeln!(o, "\nFindings");
         for f in &r.findings {
@@ -75,7 +98,9 @@ pub fn text(r: &Report) -> String {
             );
         }
     }
+}
 
+fn deliveries(o: &mut String, r: &Report) {
     if !r.deliveries.is_empty() {
         let _ = writeln!(o, "\nDeliveries");
         for d in &r.deliveries {
@@ -117,7 +142,9 @@ pub fn text(r: &Report) -> String {
             }
         }
     }
+}
 
+fn refusals(o: &mut String, r: &Report) {
     if !r.refusals.is_empty() {
         let _ = writeln!(o, "\nRefused before any recipient");
         for x in &r.refusals {
@@ -138,17 +165,27 @@ pub fn text(r: &Report) -> String {
             );
         }
     }
+}
 
+fn reputation(o: &mut String, r: &Report) {
     if !r.reputation.is_empty() {
         let _ = writeln!(
             o,
-            "\nReputation (recipients accepted or refused with 5xx at RCPT)"
+            "\nReputation per sender (recipients accepted or refused with 5xx at RCPT)"
         );
         for rep in &r.reputation {
+            // A sender told apart by its HELO name carries it in its label.
+            let helo = if rep.helos.is_empty() || rep.client.ends_with(')') {
+                String::new()
+            } else {
+                format!(" ({})", rep.helos.join(", "))
+            };
             let _ = writeln!(
                 o,
-                "  {}: {} judged, {} refused ({:.0}%)",
+                "  {}{helo}: {} connection{}, {} judged, {} refused ({:.0}%)",
                 rep.client,
+                rep.connections,
+                plural(rep.connections as usize),
                 rep.attempts,
                 rep.failures,
                 100.0 * rep.failures as f64 / rep.attempts.max(1) as f64
@@ -174,10 +211,11 @@ pub fn text(r: &Report) -> String {
                     "    turned at {at}{by}: {f} of {a} recipients refused ({:.0}%) in its window",
                     100.0 * f as f64 / a.max(1) as f64
                 );
+            } else {
+                let _ = writeln!(o, "    not turned: no reputation rule refused it");
             }
         }
     }
-    o
 }
 
 fn plural(n: usize) -> &'static str {

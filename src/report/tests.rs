@@ -1,122 +1,177 @@
-//! Report tests on hand-written transcripts.
+//! Report tests on transcripts made by real sans-I/O sessions and the rule
+//! engine, with a hand-driven clock: every connection comes from its own
+//! source port, as a real MTA's retries do.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use super::*;
-use crate::capture::{Event, EventKind, Limit};
-use crate::scenario;
+use crate::capture::{Event, EventKind};
+use crate::proto::{Output, Policy, Session, SessionConfig};
+use crate::scenario::{self, Engine};
 
-struct T {
+const T0_MS: u64 = 1_700_000_000_000;
+
+struct Sim {
+    engine: Arc<Engine>,
+    cfg: Arc<SessionConfig>,
+    epoch: Instant,
     events: Vec<Event>,
-    ms: u64,
+    expects: Vec<scenario::model::Expect>,
+    next_id: u64,
 }
 
-impl T {
-    fn new() -> Self {
+impl Sim {
+    fn new(toml: &str) -> Self {
+        let s = scenario::parse(toml, "t.toml", "t").unwrap_or_else(|e| panic!("{e}"));
+        let expects = s.expects.clone();
+        let epoch = Instant::now();
         Self {
+            engine: Arc::new(Engine::new(Arc::new(s), epoch)),
+            cfg: Arc::new(SessionConfig::default()),
+            epoch,
             events: vec![],
-            ms: 1_700_000_000_000,
+            expects,
+            next_id: 1,
         }
     }
-    fn at(&mut self, ms: u64) -> &mut Self {
-        self.ms = 1_700_000_000_000 + ms;
-        self
-    }
-    fn ev(&mut self, session: u64, kind: EventKind) -> &mut Self {
-        let ts = humantime::format_rfc3339_millis(
-            std::time::UNIX_EPOCH + std::time::Duration::from_millis(self.ms),
-        )
-        .to_string();
+
+    fn push(&mut self, id: u64, ms: u64, kind: EventKind) {
+        let ts = humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(T0_MS + ms))
+            .to_string();
         self.events.push(Event {
             ts,
             listener: "127.0.0.1:2525".into(),
             scenario: "t".into(),
-            session,
+            session: id,
             kind,
         });
-        self
     }
-    fn cmd(&mut self, s: u64, line: &str, stage: &str) -> &mut Self {
-        self.ev(
-            s,
-            EventKind::Command {
-                line: line.into(),
-                stage: Some(stage.into()),
-                pipelined: false,
-            },
-        )
+
+    fn record(&mut self, id: u64, ms: u64, outputs: Vec<Output>) -> bool {
+        let mut closed = false;
+        for o in outputs {
+            let kind = match o {
+                Output::Command {
+                    line,
+                    stage,
+                    pipelined,
+                } => EventKind::Command {
+                    line,
+                    stage,
+                    pipelined,
+                },
+                Output::Send {
+                    bytes,
+                    code,
+                    rule,
+                    tag,
+                    ..
+                } => EventKind::Reply {
+                    code,
+                    text: String::from_utf8_lossy(&bytes).into_owned(),
+                    rule,
+                    delay_ms: None,
+                    limit: tag.map(Into::into),
+                },
+                Output::Fact(f) => f.into(),
+                Output::Close(reason) => {
+                    closed = true;
+                    EventKind::Close {
+                        by: "server".into(),
+                        reason: reason.name(),
+                    }
+                }
+                _ => continue,
+            };
+            self.push(id, ms, kind);
+        }
+        closed
     }
-    fn reply(&mut self, s: u64, text: &str) -> &mut Self {
-        self.reply_limit(s, text, None)
-    }
-    fn reply_limit(&mut self, s: u64, text: &str, limit: Option<Limit>) -> &mut Self {
-        let code = text[..3].parse().ok();
-        self.ev(
-            s,
-            EventKind::Reply {
-                code,
-                text: format!("{text}\r\n"),
-                rule: None,
-                delay_ms: None,
-                limit,
-            },
-        )
-    }
-    /// One whole session sending one message to `rcpt`; `rcpt_reply` and
-    /// `end` are the server's replies at RCPT and after the message.
-    fn session(&mut self, s: u64, rcpt: &str, rcpt_reply: &str, end: Option<&str>) -> &mut Self {
-        self.ev(
-            s,
+
+    /// One connection from `10.0.0.1:port` at `ms`: each element of `sends`
+    /// arrives as one read (several lines in one element are pipelined).
+    /// Without a server close, the client closes (`eof`) unless `open`.
+    fn conn_from(&mut self, ip: &str, port: u16, ms: u64, sends: &[&str], open: bool) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        let peer: std::net::SocketAddr = format!("{ip}:{port}").parse().unwrap();
+        let now = self.epoch + Duration::from_millis(ms);
+        let policy: Arc<dyn Policy> = self.engine.clone();
+        let mut s = Session::new(self.cfg.clone(), policy, peer, id);
+        self.push(
+            id,
+            ms,
             EventKind::Connect {
-                client: "127.0.0.1:4000".into(),
+                client: peer.to_string(),
             },
         );
-        self.reply(s, "220 mx ESMTP");
-        self.cmd(s, "EHLO c", "ehlo")
-            .reply(s, "250-mx\r\n250 PIPELINING");
-        self.cmd(s, "MAIL FROM:<a@b.test>", "mail")
-            .reply(s, "250 2.1.0 Ok");
-        self.cmd(s, &format!("RCPT TO:<{rcpt}>"), "rcpt")
-            .reply(s, rcpt_reply);
-        if let Some(end) = end {
-            self.cmd(s, "DATA", "data").reply(s, "354 go");
-            self.reply(s, end);
+        let mut closed = self.record(id, ms, s.greet(now));
+        for chunk in sends {
+            if closed {
+                break;
+            }
+            let out = s.feed(chunk.replace('\n', "\r\n").as_bytes(), now);
+            closed = self.record(id, ms, out);
         }
-        self.cmd(s, "QUIT", "quit").reply(s, "221 Bye");
-        self.ev(
-            s,
-            EventKind::Close {
-                by: "server".into(),
-                reason: "quit".into(),
-            },
+        if !closed && !open {
+            self.push(
+                id,
+                ms,
+                EventKind::Close {
+                    by: "client".into(),
+                    reason: "eof".into(),
+                },
+            );
+        }
+        if closed || !open {
+            self.engine.session_closed(id);
+        }
+        id
+    }
+
+    fn conn(&mut self, port: u16, ms: u64, sends: &[&str]) -> u64 {
+        self.conn_from("10.0.0.1", port, ms, sends, false)
+    }
+
+    /// A whole delivery attempt to `rcpt` on a new connection.
+    fn send(&mut self, port: u16, ms: u64, rcpt: &str) -> u64 {
+        let rcpt_line = format!("RCPT TO:<{rcpt}>\n");
+        self.conn(
+            port,
+            ms,
+            &[
+                "EHLO mta.sender.test\n",
+                "MAIL FROM:<a@b.test>\n",
+                &rcpt_line,
+                "DATA\n",
+                "Subject: t\n\nhi\n.\n",
+                "QUIT\n",
+            ],
         )
+    }
+
+    fn report(&self) -> Report {
+        build(&self.events, &self.expects, 0)
     }
 }
 
-fn expects(toml: &str) -> Vec<scenario::model::Expect> {
-    scenario::parse(toml, "t.toml", "t").unwrap().expects
+fn kinds(r: &Report) -> Vec<&'static str> {
+    r.findings.iter().map(|f| f.kind).collect()
 }
 
 #[test]
-fn retries_grouped_into_one_delivery() {
-    let mut t = T::new();
-    t.at(0)
-        .session(1, "x@flaky.test", "250 2.1.5 Ok", Some("451 4.3.0 later"));
-    t.at(2000)
-        .session(2, "x@flaky.test", "250 2.1.5 Ok", Some("451 4.3.0 later"));
-    t.at(5000).session(
-        3,
-        "x@flaky.test",
-        "250 2.1.5 Ok",
-        Some("250 2.0.0 Ok: queued as X"),
+fn retries_on_new_connections_group_into_one_delivery() {
+    let mut t = Sim::new(
+        "[[rule]]\non = \"message\"\nsequence = [\"451 4.3.0 later\", \"451 4.3.0 later\", \"accept\"]\n\
+         [[expect]]\nname = \"retries\"\nrcpt = \"*@flaky.test\"\ndelivered = true\nattempts = \"1..3\"\nmin_interval = \"1s\"\n",
     );
-    t.at(6000).session(
-        4,
-        "x@flaky.test",
-        "250 2.1.5 Ok",
-        Some("250 2.0.0 Ok: queued as Y"),
-    );
-    let e = expects("[[expect]]\nname = \"retries\"\nrcpt = \"*@flaky.test\"\ndelivered = true\nattempts = \"1..3\"\nmin_interval = \"1s\"\n");
-    let r = build(&t.events, &e, 0);
-    assert_eq!(r.sessions, 4);
+    t.send(40001, 0, "x@flaky.test");
+    t.send(40002, 2000, "x@flaky.test");
+    t.send(40003, 5000, "x@flaky.test");
+    t.send(40004, 6000, "x@flaky.test");
+    let r = t.report();
+    assert_eq!((r.sessions, r.senders, r.in_progress), (4, 1, 0));
     assert_eq!(r.deliveries.len(), 2, "a delivered attempt ends a delivery");
     let d = &r.deliveries[0];
     assert_eq!(d.attempts.len(), 3);
@@ -124,6 +179,8 @@ fn retries_grouped_into_one_delivery() {
     assert_eq!(d.outcome, Outcome::Delivered);
     assert_eq!(d.attempts[0].outcome, Outcome::Deferred);
     assert_eq!(d.attempts[0].stage, "message");
+    assert_eq!(d.attempts[0].client, "10.0.0.1:40001");
+    assert_eq!(d.attempts[2].client, "10.0.0.1:40003");
     assert_eq!(d.attempts[0].reply.as_deref(), Some("451 4.3.0 later"));
     assert!(r.findings.is_empty(), "{:?}", r.findings);
     assert!(r.passed(), "{:?}", r.expectations);
@@ -135,16 +192,16 @@ fn retries_grouped_into_one_delivery() {
 }
 
 #[test]
-fn retry_after_permanent_is_flagged_and_fails_expectations() {
-    let mut t = T::new();
-    t.at(0)
-        .session(1, "gone@x.test", "550 5.1.1 no such user", None);
-    t.at(300)
-        .session(2, "gone@x.test", "550 5.1.1 no such user", None);
-    let e = expects("[[expect]]\nname = \"stops after 5xx\"\nno_retry_after_permanent = true\n");
-    let r = build(&t.events, &e, 0);
-    assert_eq!(r.findings.len(), 1);
-    assert_eq!(r.findings[0].kind, "retry_after_permanent");
+fn retry_after_permanent_on_a_new_connection() {
+    let mut t = Sim::new(
+        "[[rule]]\non = \"rcpt\"\nwhen = { rcpt = \"gone@x.test\" }\nreply = \"550 5.1.1 no such user\"\n\
+         [[expect]]\nname = \"stops after 5xx\"\nno_retry_after_permanent = true\n",
+    );
+    t.send(40001, 0, "gone@x.test");
+    t.send(40002, 300, "gone@x.test");
+    let r = t.report();
+    assert_eq!(kinds(&r), ["retry_after_permanent"]);
+    assert_eq!(r.findings[0].client, "10.0.0.1");
     assert!(r.findings[0]
         .message
         .contains("tried again 300ms after the permanent failure \"550 5.1.1 no such user\""));
@@ -154,44 +211,16 @@ fn retry_after_permanent_is_flagged_and_fails_expectations() {
 }
 
 #[test]
-fn greylist_retry_too_early() {
-    let grey = Some(Limit::Greylist {
-        retry_after_ms: 60_000,
-    });
-    let mut t = T::new();
-    for (s, ms) in [(1, 0), (2, 10_000), (3, 61_000)] {
-        t.at(ms);
-        t.ev(
-            s,
-            EventKind::Connect {
-                client: "127.0.0.1:1".into(),
-            },
-        )
-        .reply(s, "220 mx");
-        t.cmd(s, "EHLO c", "ehlo").reply(s, "250 mx");
-        t.cmd(s, "MAIL FROM:<a@b.test>", "mail").reply(s, "250 ok");
-        t.cmd(s, "RCPT TO:<c@d.test>", "rcpt");
-        if ms < 60_000 {
-            t.reply_limit(s, "450 4.2.0 Greylisted", grey.clone());
-        } else {
-            t.reply(s, "250 ok")
-                .cmd(s, "DATA", "data")
-                .reply(s, "354 go")
-                .reply(s, "250 queued");
-        }
-        t.cmd(s, "QUIT", "quit").reply(s, "221 bye").ev(
-            s,
-            EventKind::Close {
-                by: "server".into(),
-                reason: "quit".into(),
-            },
-        );
-    }
-    let r = build(&t.events, &[], 0);
+fn greylist_retried_too_early_on_new_connections() {
+    let mut t = Sim::new("[[rule]]\non = \"rcpt\"\ngreylist = { retry_after = \"60s\" }\nreply = \"450 4.2.0 Greylisted\"\n");
+    t.send(40001, 0, "c@d.test");
+    t.send(40002, 10_000, "c@d.test");
+    t.send(40003, 61_000, "c@d.test");
+    let r = t.report();
+    assert_eq!(r.deliveries.len(), 1);
     assert_eq!(r.deliveries[0].attempts.len(), 3);
     assert!(r.deliveries[0].delivered());
-    let kinds: Vec<&str> = r.findings.iter().map(|f| f.kind).collect();
-    assert_eq!(kinds, ["greylist_retry_too_early"]);
+    assert_eq!(kinds(&r), ["greylist_retry_too_early"]);
     assert!(
         r.findings[0]
             .message
@@ -199,94 +228,195 @@ fn greylist_retry_too_early() {
         "{}",
         r.findings[0].message
     );
+    assert!(!r.passed());
+}
+
+const RATE: &str = "[[rule]]\nname = \"per-recipient rate\"\non = \"rcpt\"\nkey = [\"rcpt\"]\nlimit = { rate = \"2/1m\" }\nreply = \"450 4.2.1 slow down\"\n";
+
+#[test]
+fn rate_limit_ignored_by_a_sender_that_reconnects() {
+    let mut t = Sim::new(RATE);
+    for (i, ms) in [0, 1000, 2000, 3000, 4000].into_iter().enumerate() {
+        t.send(40001 + i as u16, ms, "one@x.test");
+    }
+    let r = t.report();
+    assert_eq!(kinds(&r), ["rate_limit_ignored"]);
+    let f = &r.findings[0];
+    assert_eq!(f.client, "10.0.0.1");
+    assert!(
+        f.message
+            .contains("refused 2 more times inside that window"),
+        "{}",
+        f.message
+    );
+    assert!(
+        f.message.contains("\"per-recipient rate\""),
+        "{}",
+        f.message
+    );
+    assert!(!r.passed());
 }
 
 #[test]
-fn protocol_findings() {
-    let mut t = T::new();
-    // 421 then another command; pipelining after HELO; leaving without QUIT.
-    t.ev(1, EventKind::Connect { client: "c".into() })
-        .reply(1, "220 mx");
-    t.cmd(1, "HELO c", "helo").reply(1, "250 mx");
-    t.ev(
-        1,
-        EventKind::Command {
-            line: "MAIL FROM:<a@b>".into(),
-            stage: Some("mail".into()),
-            pipelined: true,
-        },
+fn rate_limit_respected_by_a_sender_that_waits() {
+    let mut t = Sim::new(RATE);
+    for (i, ms) in [0, 1000, 2000, 62_000].into_iter().enumerate() {
+        t.send(40001 + i as u16, ms, "one@x.test");
+    }
+    let r = t.report();
+    assert!(r.findings.is_empty(), "{:?}", r.findings);
+    assert!(r.passed());
+    assert_eq!(r.deliveries.len(), 3, "{:?}", r.deliveries);
+}
+
+#[test]
+fn two_senders_on_the_rate_are_judged_apart() {
+    // Each IP is refused once: neither ignored the limit.
+    let mut t = Sim::new("[[rule]]\non = \"rcpt\"\nkey = [\"client_ip\"]\nlimit = { rate = \"1/1m\" }\nreply = \"450 4.2.1 slow down\"\n");
+    t.send(40001, 0, "one@x.test");
+    t.send(40002, 1000, "one@x.test");
+    let two = "10.0.0.2";
+    t.conn_from(
+        two,
+        50001,
+        0,
+        &[
+            "EHLO b\n",
+            "MAIL FROM:<a@b.test>\n",
+            "RCPT TO:<z@x.test>\n",
+            "QUIT\n",
+        ],
+        false,
     );
-    t.reply(1, "421 4.7.0 go away");
-    t.cmd(1, "RCPT TO:<x@y>", "rcpt");
-    t.ev(
-        1,
-        EventKind::Close {
-            by: "client".into(),
-            reason: "eof".into(),
-        },
+    t.conn_from(
+        two,
+        50002,
+        1000,
+        &[
+            "EHLO b\n",
+            "MAIL FROM:<a@b.test>\n",
+            "RCPT TO:<z@x.test>\n",
+            "QUIT\n",
+        ],
+        false,
     );
-    t.ev(2, EventKind::Connect { client: "c".into() })
-        .reply(2, "220 mx");
-    t.ev(
-        2,
-        EventKind::Close {
-            by: "client".into(),
-            reason: "eof".into(),
-        },
+    let r = t.report();
+    assert_eq!(r.senders, 2);
+    assert!(r.findings.is_empty(), "{:?}", r.findings);
+}
+
+#[test]
+fn command_after_421_on_each_connection_is_one_finding() {
+    let mut t = Sim::new("[[rule]]\non = \"mail\"\nreply = \"421 4.7.0 go away\"\nclose = false\n");
+    for port in [40001, 40002, 40003] {
+        t.conn(
+            port,
+            0,
+            &[
+                "EHLO c\n",
+                "MAIL FROM:<a@b.test>\n",
+                "RCPT TO:<x@y.test>\n",
+                "QUIT\n",
+            ],
+        );
+    }
+    let r = t.report();
+    assert_eq!(kinds(&r), ["command_after_421"]);
+    assert_eq!(r.findings[0].severity, Severity::Error);
+    assert!(
+        r.findings[0].message.ends_with("(on 3 connections)"),
+        "{}",
+        r.findings[0].message
     );
-    let r = build(&t.events, &[], 0);
-    let kinds: Vec<&str> = r.findings.iter().map(|f| f.kind).collect();
-    assert_eq!(
-        kinds,
-        ["pipelining_unadvertised", "command_after_421", "no_quit"]
-    );
-    assert_eq!(r.findings[2].severity, Severity::Warning);
+    assert_eq!(r.refusals.len(), 3);
     assert_eq!(r.refusals[0].stage, "mail");
 }
 
 #[test]
-fn rate_limit_ignored_and_expectation_without_deliveries() {
-    let rate = Some(Limit::Rate {
-        max: 5,
-        window_ms: 60_000,
-    });
-    let mut t = T::new();
-    for (s, ms) in [(1, 0), (2, 1000), (3, 2000), (4, 70_000)] {
-        t.at(ms);
-        t.ev(
-            s,
-            EventKind::Connect {
-                client: "10.0.0.1:1".into(),
-            },
-        )
-        .reply(s, "220 mx");
-        t.cmd(s, "EHLO c", "ehlo").reply(s, "250 mx");
-        t.cmd(s, "MAIL FROM:<a@b.test>", "mail").reply_limit(
-            s,
-            "450 4.2.1 slow down",
-            rate.clone(),
-        );
-        t.cmd(s, "QUIT", "quit").reply(s, "221 bye");
-        t.ev(
-            s,
-            EventKind::Close {
-                by: "server".into(),
-                reason: "quit".into(),
-            },
+fn pipelining_unadvertised_and_no_quit_per_sender() {
+    let mut t = Sim::new("");
+    // HELO offers no PIPELINING; MAIL and RCPT arrive in one read.
+    for port in [40001, 40002] {
+        t.conn(
+            port,
+            0,
+            &["HELO c\n", "MAIL FROM:<a@b.test>\nRCPT TO:<x@y.test>\n"],
         );
     }
-    let e = expects("[[expect]]\nrcpt = \"*@nowhere.test\"\ndelivered = true\n");
-    let r = build(&t.events, &e, 0);
-    assert_eq!(r.findings.len(), 1);
-    assert_eq!(r.findings[0].kind, "rate_limit_ignored");
-    assert!(
-        r.findings[0]
-            .message
-            .contains("refused 2 more times inside that window"),
-        "{}",
-        r.findings[0].message
+    let r = t.report();
+    assert_eq!(kinds(&r), ["pipelining_unadvertised", "no_quit"]);
+    assert_eq!(r.findings[1].severity, Severity::Warning);
+    assert!(r.findings[0].message.contains("(on 2 connections)"));
+    assert!(r.findings[1].message.contains("(on 2 connections)"));
+    // The open transactions ended with the connections: abandoned.
+    assert_eq!(r.deliveries[0].outcome, Outcome::Abandoned);
+}
+
+#[test]
+fn reputation_is_one_line_per_sender_with_when_it_turned() {
+    let mut t = Sim::new(
+        "[[rule]]\non = \"rcpt\"\nwhen = { rcpt = \"u0*\" }\nreply = \"550 5.1.1 unknown\"\n\
+         [[rule]]\nname = \"dirty list\"\non = \"mail\"\nkey = [\"client_ip\"]\nreputation = { window = \"1h\", min_attempts = 4, max_failure_rate = 0.2 }\nreply = \"421 4.7.0 unusual rate\"\n",
     );
-    assert_eq!(r.refusals.len(), 4);
+    for (i, rcpt) in ["u01", "u11", "u02", "u12", "u03"].iter().enumerate() {
+        let line = format!("RCPT TO:<{rcpt}@x.test>\n");
+        t.conn(
+            40001 + i as u16,
+            1000 * i as u64,
+            &["EHLO mta.test\n", "MAIL FROM:<a@b.test>\n", &line, "QUIT\n"],
+        );
+    }
+    let r = t.report();
+    assert_eq!(r.reputation.len(), 1, "{:?}", r.reputation);
+    let rep = &r.reputation[0];
+    assert_eq!(rep.client, "10.0.0.1");
+    assert_eq!(rep.connections, 5);
+    assert_eq!(rep.helos, ["mta.test"]);
+    assert_eq!((rep.attempts, rep.failures), (4, 2));
+    assert_eq!(rep.turned_by.as_deref(), Some("dirty list"));
+    let text = text(&r);
+    assert!(
+        text.contains("10.0.0.1 (mta.test): 5 connections, 4 judged, 2 refused"),
+        "{text}"
+    );
+    assert!(text.contains("turned at 2023-11-14T22:13:24"), "{text}");
+}
+
+#[test]
+fn open_sessions_are_in_progress_not_failures() {
+    let mut t = Sim::new("[[expect]]\nname = \"delivered\"\ndelivered = true\n");
+    t.send(40001, 0, "x@y.test");
+    // A second connection still in its transaction when the file was read.
+    t.conn_from(
+        "10.0.0.1",
+        40002,
+        500,
+        &["EHLO c\n", "MAIL FROM:<a@b.test>\n", "RCPT TO:<x@y.test>\n"],
+        true,
+    );
+    let r = t.report();
+    assert_eq!(r.in_progress, 1);
+    assert_eq!(r.deliveries[0].attempts.len(), 1);
+    assert!(r.passed(), "{:?} {:?}", r.expectations, r.findings);
+    assert!(text(&r).contains("(1 session still open: its open transaction not judged yet)"));
+}
+
+#[test]
+fn refused_mail_decides_pipelined_recipients_and_expectations_without_deliveries() {
+    let mut t = Sim::new("[[rule]]\non = \"mail\"\nreply = \"550 5.7.1 sender blocked\"\n[[expect]]\nrcpt = \"*@nowhere.test\"\ndelivered = true\n");
+    t.conn(
+        40001,
+        0,
+        &[
+            "EHLO c\n",
+            "MAIL FROM:<a@b.test>\nRCPT TO:<x@y.test>\n",
+            "QUIT\n",
+        ],
+    );
+    let r = t.report();
+    assert_eq!(r.deliveries[0].attempts[0].stage, "mail");
+    assert_eq!(r.deliveries[0].outcome, Outcome::Failed);
+    assert_eq!(r.refusals.len(), 1);
     assert_eq!(r.expectations[0].name, "expectation #1");
     assert_eq!(
         r.expectations[0].detail,
@@ -295,38 +425,37 @@ fn rate_limit_ignored_and_expectation_without_deliveries() {
 }
 
 #[test]
-fn reputation_series_and_turn() {
-    let mut t = T::new();
-    t.ev(
-        1,
-        EventKind::Connect {
-            client: "10.0.0.2".into(),
-        },
-    )
-    .reply(1, "220 mx");
-    t.cmd(1, "EHLO c", "ehlo").reply(1, "250 mx");
-    t.cmd(1, "MAIL FROM:<a@b.test>", "mail").reply(1, "250 ok");
-    for i in 0..10 {
-        t.cmd(1, &format!("RCPT TO:<u{i}@x.test>"), "rcpt").reply(
-            1,
-            if i % 3 == 0 {
-                "550 5.1.1 unknown"
-            } else {
-                "250 ok"
-            },
-        );
+fn two_mtas_on_one_host_are_told_apart_by_helo() {
+    // Each MTA is refused once by a per-HELO rate: neither ignored it.
+    let mut t = Sim::new("[[rule]]\non = \"rcpt\"\nkey = [\"helo\"]\nlimit = { rate = \"1/1m\" }\nreply = \"450 4.2.1 slow down\"\n");
+    let mut port = 40000;
+    for helo in ["postfix.test", "haraka.test"] {
+        for ms in [0, 1000] {
+            port += 1;
+            let ehlo = format!("EHLO {helo}\n");
+            t.conn(
+                port,
+                ms,
+                &[
+                    &ehlo,
+                    "MAIL FROM:<a@b.test>\n",
+                    "RCPT TO:<x@y.test>\n",
+                    "QUIT\n",
+                ],
+            );
+        }
     }
-    t.cmd(1, "MAIL FROM:<a@b.test>", "mail").reply_limit(
-        1,
-        "421 4.7.0 unusual rate",
-        Some(Limit::Reputation {
-            attempts: 10,
-            failures: 4,
-        }),
+    let r = t.report();
+    assert_eq!(r.senders, 2);
+    assert!(r.findings.is_empty(), "{:?}", r.findings);
+    let attempts: Vec<&str> = r
+        .deliveries
+        .iter()
+        .flat_map(|d| d.attempts.iter().map(|a| a.sender.as_str()))
+        .collect();
+    assert!(
+        attempts.contains(&"10.0.0.1 (postfix.test)"),
+        "{attempts:?}"
     );
-    let r = build(&t.events, &[], 0);
-    let rep = &r.reputation[0];
-    assert_eq!((rep.attempts, rep.failures), (10, 4));
-    assert_eq!(rep.turned_after, Some((10, 4)));
-    assert!(text(&r).contains("turned at "));
+    assert!(attempts.contains(&"10.0.0.1 (haraka.test)"), "{attempts:?}");
 }

@@ -153,10 +153,11 @@ impl Driver<'_> {
                     self.stage = stage.map_or("unknown", |s| s.name());
                     self.record(EventKind::Command {
                         line,
-                        stage: stage.map(|s| s.name().to_string()),
+                        stage,
                         pipelined,
                     });
                 }
+                Output::Fact(f) => self.record(f.into()),
                 Output::Wait(d) => {
                     delay_ms = Some(d.as_millis() as u64);
                     tokio::select! {

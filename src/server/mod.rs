@@ -160,14 +160,14 @@ impl Server {
             ));
             tracker.spawn(sweep_loop(slot.clone(), shutdown.clone()));
             let file = match &slot.source {
-                Source::File(p) => Some(p.display().to_string()),
+                Source::File(p) => Some(p.as_path()),
                 _ => None,
             };
             opts.capture.record(
                 &addr.to_string(),
                 slot.current().scenario_name(),
                 0,
-                EventKind::Listen { file },
+                EventKind::listen(file),
             );
             listeners.push(Bound { addr, slot });
         }
