@@ -3,7 +3,7 @@
 //! by bash against the real binary serving that scenario, and each promised
 //! outcome is checked.
 //!
-//! The format the headers follow (docs/scenarios.md, "Try it"):
+//! The format the headers follow (keep it when adding a scenario):
 //!
 //! ```text
 //! # Try it:
