@@ -233,6 +233,16 @@ pub fn have_bash() -> bool {
     capable("bash -c true", "bash not installed")
 }
 
+/// Sends `sig` (such as "TERM") to a process with the shell's built-in
+/// `kill`, so the tests need no procps on a minimal machine.
+pub fn signal(pid: u32, sig: &str) {
+    let ok = std::process::Command::new("sh")
+        .args(["-c", &format!("kill -{sig} {pid}")])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(ok, "kill -{sig} {pid} failed");
+}
+
 /// A fresh folder for one test's files.
 pub fn tmp(name: &str) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("mailfault-test-{}-{name}", std::process::id()));
