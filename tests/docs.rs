@@ -276,11 +276,16 @@ impl Served {
             .spawn()
             .unwrap();
         let mut served = Served { child, stderr };
-        let mut out = BufReader::new(served.child.stdout.take().unwrap());
+        let out = BufReader::new(served.child.stdout.take().unwrap());
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for l in out.lines().map_while(Result::ok) {
+                let _ = tx.send(l);
+            }
+        });
         let mut first = None;
         for _ in 0..listeners {
-            let mut l = String::new();
-            out.read_line(&mut l).unwrap();
+            let l = rx.recv_timeout(Duration::from_secs(20)).unwrap_or_default();
             assert!(l.starts_with("listening "), "{c}: {l:?}\n{}", served.log());
             first.get_or_insert(listening_addr(&l).port());
         }
