@@ -119,10 +119,7 @@ impl Serve {
     }
 
     fn signal(&self, sig: &str) {
-        Command::new("kill")
-            .args([&format!("-{sig}"), &self.child.id().to_string()])
-            .status()
-            .unwrap();
+        common::signal(self.child.id(), sig);
     }
 
     /// Waits for a stderr line containing `needle`.

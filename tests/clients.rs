@@ -93,7 +93,7 @@ print("quit", s.quit()[0])
 
 #[tokio::test]
 async fn python_smtplib() {
-    if !have("python3") {
+    if !have_python3() {
         return;
     }
     let server = start_default().await;
@@ -136,7 +136,7 @@ async fn python_smtplib() {
 
 #[tokio::test]
 async fn swaks() {
-    if !have("swaks") {
+    if !have_swaks() {
         return;
     }
     let server = start("[[rule]]\non = \"rcpt\"\nwhen = { rcpt = \"nobody@*\" }\npreset = \"gmail.user_unknown\"\n").await;
@@ -180,7 +180,7 @@ async fn swaks() {
 
 #[tokio::test]
 async fn curl() {
-    if !have("curl") {
+    if !have_curl_smtp() {
         return;
     }
     let server = start_default().await;

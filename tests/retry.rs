@@ -264,10 +264,7 @@ fn report_check_fails_a_sender_that_retries_a_550() {
             assert!(r.starts_with("550 5.1.1 The email account"), "{r}");
         }
     });
-    Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
+    signal(child.id(), "TERM");
     assert!(child.wait().unwrap().success());
 
     let out = Command::new(bin())

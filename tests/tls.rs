@@ -404,7 +404,7 @@ fn python(port: u16, ca: &std::path::Path, verify: bool) -> String {
 
 #[tokio::test]
 async fn python_smtplib_starttls_with_and_without_verification() {
-    if !have("python3") {
+    if !have_python3_ssl() {
         return;
     }
     let auth = "[auth]\nusers = { alice = \"secret\" }\n";
@@ -457,7 +457,7 @@ async fn openssl_swaks_and_curl() {
     let port = server.addr().port().to_string();
     let ca_s = ca_file.to_str().unwrap().to_string();
 
-    if have("openssl") {
+    if have_openssl() {
         let text = openssl_starttls(server.addr().port(), ca_s.clone()).await;
         assert!(text.contains("Verification: OK"), "{text}");
         assert!(text.contains("221 2.0.0 Bye"), "{text}");
@@ -469,7 +469,7 @@ async fn openssl_swaks_and_curl() {
         assert!(text.contains("certificate has expired"), "{text}");
     }
 
-    if have("swaks") {
+    if have_swaks_tls() {
         let (p, c) = (&port, &ca_s);
         let out = output(
             "swaks",
@@ -524,7 +524,7 @@ async fn openssl_swaks_and_curl() {
         );
     }
 
-    if have("curl") {
+    if have_curl_smtps() {
         let url = format!("smtps://127.0.0.1:{}/curl.test", smtps.addr().port());
         let c = smtps_ca_file.to_str().unwrap();
         let file = dir.join("m.eml");
@@ -589,7 +589,7 @@ fn certs_command_writes_a_ca_and_a_certificate_openssl_accepts() {
         ca_before,
         "the CA is reused"
     );
-    if have("openssl") {
+    if have_openssl() {
         let v = Command::new("openssl")
             .args(["verify", "-CAfile"])
             .arg(dir.join("ca.pem"))

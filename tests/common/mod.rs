@@ -142,22 +142,105 @@ pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_mailfault")
 }
 
-/// True when a client program exists; in CI (CI=true) a missing one fails
-/// the test instead of skipping it.
-pub fn have(program: &str) -> bool {
-    let found = std::process::Command::new("sh")
-        .args(["-c", &format!("command -v {program}")])
-        .output()
-        .map(|o| o.status.success())
+/// True when CI=true (or 1): a test's outside programs are mandatory there.
+pub fn in_ci() -> bool {
+    matches!(std::env::var("CI").as_deref(), Ok("true" | "1"))
+}
+
+/// True when `check` (a shell line) succeeds, i.e. an outside program can do
+/// what a test needs. Otherwise the test skips with `missing` as the printed
+/// reason, except in CI, where it fails: `.ci/run` installs every program.
+pub fn capable(check: &str, missing: &str) -> bool {
+    let ok = std::process::Command::new("sh")
+        .args(["-c", &format!("({check}) >/dev/null 2>&1")])
+        .status()
+        .map(|s| s.success())
         .unwrap_or(false);
-    if !found {
+    if !ok {
         assert!(
-            std::env::var("CI").is_err(),
-            "{program} is required in CI (.ci/run installs it)"
+            !in_ci(),
+            "{missing}: mandatory with CI=true (.ci/run installs it)"
         );
-        eprintln!("skipping: {program} not installed");
+        eprintln!("skipping: {missing}");
     }
-    found
+    ok
+}
+
+/// True when a client program exists (see `capable`).
+pub fn have(program: &str) -> bool {
+    capable(
+        &format!("command -v {program}"),
+        &format!("{program} not installed"),
+    )
+}
+
+/// swaks for plain SMTP.
+pub fn have_swaks() -> bool {
+    capable("swaks --version", "swaks not installed (install swaks)")
+}
+
+/// swaks with STARTTLS and SMTPS: it needs Perl's Net::SSLeay, which
+/// Debian's swaks only recommends. `swaks --support` is swaks's own word.
+pub fn have_swaks_tls() -> bool {
+    have_swaks()
+        && capable(
+            "swaks --support 2>&1 | grep -q '^=== TLS supported'",
+            "swaks has no TLS support (install libnet-ssleay-perl)",
+        )
+}
+
+/// curl built with the smtp protocol.
+pub fn have_curl_smtp() -> bool {
+    capable(
+        "curl -V | grep '^Protocols:' | grep -qw smtp",
+        "curl missing or built without smtp (install curl)",
+    )
+}
+
+/// curl built with smtps (implicit TLS).
+pub fn have_curl_smtps() -> bool {
+    capable(
+        "curl -V | grep '^Protocols:' | grep -qw smtps",
+        "curl missing or built without smtps (install curl with TLS)",
+    )
+}
+
+/// python3 with smtplib.
+pub fn have_python3() -> bool {
+    capable(
+        "python3 -c 'import smtplib'",
+        "python3 missing or without smtplib (install python3)",
+    )
+}
+
+/// python3 with smtplib and the ssl module (a python built without OpenSSL
+/// headers has no ssl).
+pub fn have_python3_ssl() -> bool {
+    have_python3()
+        && capable(
+            "python3 -c 'import ssl, smtplib'",
+            "python3 has no ssl module (install python3 built with OpenSSL)",
+        )
+}
+
+/// The openssl command line (s_client, verify).
+pub fn have_openssl() -> bool {
+    capable("openssl version", "openssl not installed (install openssl)")
+}
+
+/// bash, for the shell loops in documented commands.
+pub fn have_bash() -> bool {
+    capable("bash -c true", "bash not installed")
+}
+
+/// Sends `sig` (such as "TERM") to a process with the shell's built-in
+/// `kill`, so the tests need no procps on a minimal machine.
+pub fn signal(pid: u32, sig: &str) {
+    let ok = std::process::Command::new("sh")
+        .args(["-c", &format!("kill -{sig} {pid}")])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(ok, "kill -{sig} {pid} failed");
 }
 
 /// A fresh folder for one test's files.
