@@ -612,6 +612,9 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             ca: Arc::new(CaStore::new(Some(ca_dir))),
         };
         let server = Server::start(opts).await?;
+        // Handlers first, then the listening line: a harness that signals
+        // as soon as it reads the line must not kill the process outright.
+        let signals = Signals::install()?;
         warn_unused_certificates(&server, &overridden);
         {
             let mut out = std::io::stdout().lock();
@@ -640,7 +643,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             }
             out.flush()?;
         }
-        wait_for_signals(&server).await?;
+        signals.wait(&server).await?;
         tracing::info!("shutting down");
         let report = args.report.clone();
         let events = args.events.clone();
@@ -652,25 +655,51 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-#[cfg(unix)]
-async fn wait_for_signals(server: &Server) -> anyhow::Result<()> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate())?;
-    let mut hup = signal(SignalKind::hangup())?;
-    loop {
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => return Ok(()),
-            _ = term.recv() => return Ok(()),
-            _ = hup.recv() => {
-                tracing::info!("SIGHUP: reloading scenarios");
-                server.reload_all();
+/// SIGINT, SIGTERM (stop) and SIGHUP (reload), listened for from before
+/// the listening line is printed.
+struct Signals {
+    #[cfg(unix)]
+    int: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    term: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    #[cfg(unix)]
+    fn install() -> anyhow::Result<Self> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Self {
+            int: signal(SignalKind::interrupt())?,
+            term: signal(SignalKind::terminate())?,
+            hup: signal(SignalKind::hangup())?,
+        })
+    }
+
+    #[cfg(not(unix))]
+    fn install() -> anyhow::Result<Self> {
+        Ok(Self {})
+    }
+
+    /// Returns when the server should stop; reloads on SIGHUP meanwhile.
+    #[cfg(unix)]
+    async fn wait(mut self, server: &Server) -> anyhow::Result<()> {
+        loop {
+            tokio::select! {
+                _ = self.int.recv() => return Ok(()),
+                _ = self.term.recv() => return Ok(()),
+                _ = self.hup.recv() => {
+                    tracing::info!("SIGHUP: reloading scenarios");
+                    server.reload_all();
+                }
             }
         }
     }
-}
 
-#[cfg(not(unix))]
-async fn wait_for_signals(_: &Server) -> anyhow::Result<()> {
-    tokio::signal::ctrl_c().await?;
-    Ok(())
+    #[cfg(not(unix))]
+    async fn wait(self, _: &Server) -> anyhow::Result<()> {
+        tokio::signal::ctrl_c().await?;
+        Ok(())
+    }
 }
