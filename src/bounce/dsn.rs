@@ -8,7 +8,7 @@
 use mail_parser::{MessageParser, MimeHeaders, PartType};
 use serde::Serialize;
 
-use super::explain::ReadReply;
+use crate::proto::reply::{find_code, unfold, ReadReply};
 
 /// One failed recipient.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -340,7 +340,7 @@ fn read_dsn(text: &str, bounce: &mut Bounce) {
                 f.reply = vec![inner];
                 f.reply_from = Some("the remote reply inside Diagnostic-Code".into());
             } else {
-                match reply_lines(&d) {
+                match unfold(&d) {
                     Some(lines) => {
                         f.reply = lines;
                         f.reply_from = Some("Diagnostic-Code field".into());
@@ -374,43 +374,6 @@ fn clean_addr(s: &str) -> String {
         .trim_end_matches(['>', '.', ',', ':', ';'])
         .trim()
         .to_string()
-}
-
-/// Splits a reply into its lines: "550-5.1.1 a 550-5.1.1 b 550 5.1.1 c" on
-/// one line (as Diagnostic-Code folds it) becomes three lines. None when
-/// the text holds no reply code.
-fn reply_lines(text: &str) -> Option<Vec<String>> {
-    let text = text.trim();
-    let start = super::explain::find_code(text)?;
-    let text = &text[start..];
-    let code = &text[..3];
-    let (cont, last) = (format!(" {code}-"), format!(" {code} "));
-    if !text.starts_with(&format!("{code}-")) {
-        return Some(vec![text.to_string()]);
-    }
-    let mut lines = vec![];
-    let mut rest = text;
-    loop {
-        let next = [rest.find(cont.as_str()), rest.find(last.as_str())]
-            .into_iter()
-            .flatten()
-            .min();
-        match next {
-            Some(i) => {
-                lines.push(rest[..i].trim().to_string());
-                rest = &rest[i + 1..];
-                if rest.starts_with(&format!("{code} ")) {
-                    lines.push(rest.trim().to_string());
-                    break;
-                }
-            }
-            None => {
-                lines.push(rest.trim().to_string());
-                break;
-            }
-        }
-    }
-    Some(lines)
 }
 
 /// What the human-readable part says about one recipient.
@@ -549,7 +512,7 @@ fn multi(body: &str) -> Vec<String> {
     }
     // One folded line with embedded continuations.
     if out.len() == 1 {
-        if let Some(split) = reply_lines(&out[0]) {
+        if let Some(split) = unfold(&out[0]) {
             return split;
         }
     }
@@ -654,7 +617,7 @@ fn text_hits(text: &str) -> Vec<Hit> {
         if let Some((r, from)) = reply_in(&joined).or_else(|| reply_in(&body)) {
             h.reply = Some(r);
             h.reply_from = from;
-        } else if let Some(start) = super::explain::find_code(after_addr) {
+        } else if let Some(start) = find_code(after_addr) {
             // A code after the address: "<a@b>: 550 ...", "host h [ip]: 550".
             let tail = &after_addr[start..];
             let tail = tail.split(" (in reply to").next().unwrap_or(tail);
@@ -753,7 +716,7 @@ fn text_hits(text: &str) -> Vec<Hit> {
         } else if let Some(idx) = joined.lines().position(coded_line) {
             let lines: Vec<&str> = joined.lines().collect();
             let first = lines[idx];
-            let start = super::explain::find_code(first).unwrap_or(0);
+            let start = find_code(first).unwrap_or(0);
             let code = &first[start..start + 3];
             let mut block = vec![first[start..].trim().to_string()];
             if first[start..].starts_with(&format!("{code}-")) {
