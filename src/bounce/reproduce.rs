@@ -104,72 +104,7 @@ fn reply_for(f: &Failure) -> (String, String, bool) {
 /// The scenario text.
 pub fn scenario(b: &Bounce, source: &str) -> String {
     let mut o = String::new();
-    let _ = writeln!(o, "# Reproduces the bounce {}", shown(source));
-    let _ = writeln!(
-        o,
-        "# ({} report{}).",
-        if b.format == "dsn" {
-            "an RFC 3464 delivery status"
-        } else {
-            "a free-text bounce"
-        },
-        b.reporting_mta
-            .as_ref()
-            .map(|m| format!(" from {}", shown(m)))
-            .unwrap_or_default()
-    );
-    let _ = writeln!(o, "#");
-    for f in &b.failures {
-        let (reply, how, _) = reply_for(f);
-        let _ = writeln!(o, "# {}  (from {})", shown(&f.recipient), f.recipient_from);
-        if let Some(s) = &f.status {
-            let _ = writeln!(
-                o,
-                "#   status      {}  (from {})",
-                shown(s),
-                f.status_from.as_deref().unwrap_or("the bounce")
-            );
-        }
-        let mut lines = reply.split('\n');
-        let _ = writeln!(o, "#   reply       {}", shown(lines.next().unwrap_or("")));
-        for l in lines {
-            let _ = writeln!(o, "#               {}", shown(l));
-        }
-        let _ = writeln!(
-            o,
-            "#               ({}{})",
-            shown(&how),
-            f.reply_from
-                .as_ref()
-                .map(|r| format!("; found in {r}"))
-                .unwrap_or_default()
-        );
-        match (&f.stage, &f.stage_from) {
-            (Some(s), Some(from)) => {
-                let _ = writeln!(o, "#   stage       {s}  (from {})", shown(from));
-            }
-            _ => {
-                let _ = writeln!(o, "#   stage       rcpt  (the bounce does not say; RCPT is where most recipients are refused)");
-            }
-        }
-        if let Some(h) = &f.remote_host {
-            let _ = writeln!(o, "#   remote host {}", shown(h));
-        }
-    }
-    let first = b
-        .failures
-        .first()
-        .map(|f| f.recipient.clone())
-        .unwrap_or_default();
-    let _ = writeln!(o, "#");
-    let _ = writeln!(o, "# Serve it and send to the recipient:");
-    let _ = writeln!(o, "#   mailfault serve --scenario THIS-FILE.toml");
-    let _ = writeln!(
-        o,
-        "#   swaks --server 127.0.0.1:2525 --to {}",
-        shown(&shell_word(&first))
-    );
-    let _ = writeln!(o);
+    write_header(&mut o, b, source);
     if let Some(h) = b.failures.iter().find_map(|f| f.remote_host.as_ref()) {
         let host: String = h
             .chars()
@@ -193,45 +128,108 @@ pub fn scenario(b: &Bounce, source: &str) -> String {
             );
             continue;
         }
-        let (reply, _, raw) = reply_for(f);
-        let stage = f.stage.clone().unwrap_or_else(|| "rcpt".into());
-        let _ = writeln!(o, "[[rule]]");
-        let _ = writeln!(
-            o,
-            "name = {}",
-            quote(&format!("bounce for {}", f.recipient))
-        );
-        let _ = writeln!(o, "on = {}", quote(&stage));
-        if stage != "connect" && stage != "ehlo" && stage != "mail" {
-            let _ = writeln!(
-                o,
-                "when = {{ rcpt = {} }}",
-                quote(&rcpt_pattern(&f.recipient))
-            );
-        }
-        if raw {
-            // Exactly the lines the bounce quotes; only a last line marked
-            // as a continuation is turned into a last line.
-            let n = reply.lines().count();
-            let wire: String = reply
-                .lines()
-                .enumerate()
-                .map(|(i, l)| {
-                    let mut l = l.to_string();
-                    if i + 1 == n && l.as_bytes().get(3) == Some(&b'-') {
-                        l.replace_range(3..4, " ");
-                    }
-                    format!("{l}\r\n")
-                })
-                .collect();
-            let _ = writeln!(o, "raw = {}", quote(&wire));
-            if reply.starts_with("421") {
-                let _ = writeln!(o, "close = true");
-            }
-        } else {
-            let _ = writeln!(o, "reply = {}", quote(&reply));
-        }
-        let _ = writeln!(o);
+        write_rule(&mut o, f);
     }
     o
+}
+
+/// The comment block: where the bounce came from, each failure with where
+/// each value was found, and how to serve the scenario.
+fn write_header(o: &mut String, b: &Bounce, source: &str) {
+    let _ = writeln!(o, "# Reproduces the bounce {}", shown(source));
+    let _ = writeln!(
+        o,
+        "# ({} report{}).",
+        if b.format == "dsn" {
+            "an RFC 3464 delivery status"
+        } else {
+            "a free-text bounce"
+        },
+        b.reporting_mta
+            .as_ref()
+            .map(|m| format!(" from {}", shown(m)))
+            .unwrap_or_default()
+    );
+    let _ = writeln!(o, "#");
+    for f in &b.failures {
+        write_provenance(o, f);
+    }
+    let first = b.failures.first().map_or("", |f| f.recipient.as_str());
+    let _ = writeln!(o, "#");
+    let _ = writeln!(o, "# Serve it and send to the recipient:");
+    let _ = writeln!(o, "#   mailfault serve --scenario THIS-FILE.toml");
+    let _ = writeln!(
+        o,
+        "#   swaks --server 127.0.0.1:2525 --to {}",
+        shown(&shell_word(first))
+    );
+    let _ = writeln!(o);
+}
+
+fn write_provenance(o: &mut String, f: &Failure) {
+    let (reply, how, _) = reply_for(f);
+    let _ = writeln!(o, "# {}  (from {})", shown(&f.recipient), f.recipient_from);
+    if let Some(s) = &f.status {
+        let from = f.status_from.as_deref().unwrap_or("the bounce");
+        let _ = writeln!(o, "#   status      {}  (from {from})", shown(s));
+    }
+    let mut lines = reply.split('\n');
+    let _ = writeln!(o, "#   reply       {}", shown(lines.next().unwrap_or("")));
+    for l in lines {
+        let _ = writeln!(o, "#               {}", shown(l));
+    }
+    let found = f
+        .reply_from
+        .as_ref()
+        .map(|r| format!("; found in {r}"))
+        .unwrap_or_default();
+    let _ = writeln!(o, "#               ({}{found})", shown(&how));
+    match (&f.stage, &f.stage_from) {
+        (Some(s), Some(from)) => {
+            let _ = writeln!(o, "#   stage       {s}  (from {})", shown(from));
+        }
+        _ => {
+            let _ = writeln!(o, "#   stage       rcpt  (the bounce does not say; RCPT is where most recipients are refused)");
+        }
+    }
+    if let Some(h) = &f.remote_host {
+        let _ = writeln!(o, "#   remote host {}", shown(h));
+    }
+}
+
+/// One failure's rule: its stage, its recipient, its reply.
+fn write_rule(o: &mut String, f: &Failure) {
+    let (reply, _, raw) = reply_for(f);
+    let stage = f.stage.as_deref().unwrap_or("rcpt");
+    let _ = writeln!(o, "[[rule]]");
+    let name = format!("bounce for {}", f.recipient);
+    let _ = writeln!(o, "name = {}", quote(&name));
+    let _ = writeln!(o, "on = {}", quote(stage));
+    if !matches!(stage, "connect" | "ehlo" | "mail") {
+        let pattern = rcpt_pattern(&f.recipient);
+        let _ = writeln!(o, "when = {{ rcpt = {} }}", quote(&pattern));
+    }
+    if raw {
+        // Exactly the lines the bounce quotes; only a last line marked
+        // as a continuation is turned into a last line.
+        let n = reply.lines().count();
+        let wire: String = reply
+            .lines()
+            .enumerate()
+            .map(|(i, l)| {
+                let mut l = l.to_string();
+                if i + 1 == n && l.as_bytes().get(3) == Some(&b'-') {
+                    l.replace_range(3..4, " ");
+                }
+                format!("{l}\r\n")
+            })
+            .collect();
+        let _ = writeln!(o, "raw = {}", quote(&wire));
+        if reply.starts_with("421") {
+            let _ = writeln!(o, "close = true");
+        }
+    } else {
+        let _ = writeln!(o, "reply = {}", quote(&reply));
+    }
+    let _ = writeln!(o);
 }

@@ -121,6 +121,27 @@ pub fn usual_text(code: u16, enhanced: Option<EnhancedCode>) -> String {
     presets::basic_meaning(code).unwrap_or_else(|| "Scripted reply.".into())
 }
 
+/// `greylist@`: postgrey's reply (as Postfix relays its DEFER_IF_PERMIT).
+pub fn greylisted(domain: &str) -> Reply {
+    // The domain comes from the client's RCPT: no control character of it
+    // reaches the wire (a bare CR or LF would split the reply).
+    let domain: String = domain.chars().filter(|c| !c.is_control()).collect();
+    Reply::new(
+        450,
+        Some(EnhancedCode::new(4, 2, 0)),
+        format!("Greylisted, see https://postgrey.schweikert.ch/help/{domain}.html"),
+    )
+}
+
+/// `tempfailN@`: Gmail's temporary rejection after the message.
+pub fn tempfail() -> Reply {
+    Reply::new(
+        451,
+        Some(EnhancedCode::new(4, 3, 0)),
+        "Mail server temporarily rejected message.",
+    )
+}
+
 fn magic_rcpts<'a>(ctx: &'a Context<'_>) -> impl Iterator<Item = (&'a str, Magic)> + 'a {
     ctx.rcpts
         .iter()
@@ -159,12 +180,8 @@ pub fn decide(engine: &Engine, ctx: &Context<'_>, now: Instant) -> Option<Decisi
                     Greylist::Passed => slow.then(|| decision("slow", Outcome::Accept, SLOW_DELAY)),
                     Greylist::Refused { .. } => {
                         let domain = rcpt.rsplit_once('@').map_or("", |(_, d)| d);
-                        let text = format!("450 4.2.0 Greylisted, see https://postgrey.schweikert.ch/help/{domain}.html");
-                        let mut d = decision(
-                            rcpt,
-                            Outcome::Reply(Reply::parse(&text).ok()?),
-                            Duration::ZERO,
-                        );
+                        let mut d =
+                            decision(rcpt, Outcome::Reply(greylisted(domain)), Duration::ZERO);
                         d.tag = Some(Tag::Greylist {
                             retry_after: GREYLIST_RETRY,
                         });
@@ -196,9 +213,7 @@ pub fn decide(engine: &Engine, ctx: &Context<'_>, now: Instant) -> Option<Decisi
                 }
             }
             if let Some(rcpt) = fail {
-                let reply =
-                    Reply::parse("451 4.3.0 Mail server temporarily rejected message.").ok()?;
-                return Some(decision(rcpt, Outcome::Reply(reply), delay));
+                return Some(decision(rcpt, Outcome::Reply(tempfail()), delay));
             }
             slow.then(|| decision("slow", Outcome::Accept, delay))
         }
