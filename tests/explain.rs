@@ -204,6 +204,7 @@ fn japanese_output_has_no_english_label() {
         "250 2.0.0 Ok",
         "354 End data with <CR><LF>.<CR><LF>",
         "550 9.1.1 odd class",
+        "550 5.9.1 odd subject",
     ] {
         let ja = explain_cli(&["--lang", "ja", reply]);
         let en = explain_cli(&[reply]);

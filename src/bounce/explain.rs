@@ -397,6 +397,10 @@ fn judge_status(code: u16, s: &str, w: StatusWord) -> Findings {
             format!("{s}: detail {} is not in the IANA registry for subject {}; providers use their own codes like this", w.detail, w.subject),
             format!("{s}：詳細コード{}はIANAレジストリに登録されていません。事業者はこのように独自のコードを使います", w.detail),
         )),
+        None => f.notes.push((
+            format!("{s}: subject {} is not in the IANA registry (it has subjects 0 to 7)", w.subject),
+            format!("{s}：サブジェクト{}はIANAレジストリにありません（登録は0から7まで）", w.subject),
+        )),
         Some(r) if !registry_allows(r.usual_basic_codes, code) => {
             let usual = r.usual_basic_codes;
             let who = providers_sending(code, e);
