@@ -242,3 +242,203 @@ async fn every_generated_scenario_loads_and_answers_with_the_extracted_reply() {
     }
     assert!(served > 250, "{served}");
 }
+
+/// A delivery status notification (RFC 3464) for the given per-recipient
+/// paragraphs.
+fn dsn_message(human: &str, fields: &str) -> Vec<u8> {
+    format!(
+        "From: Mail Delivery System <MAILER-DAEMON@mx.example.test>\r\n\
+         To: sender@example.test\r\n\
+         Subject: Undelivered Mail Returned to Sender\r\n\
+         MIME-Version: 1.0\r\n\
+         Content-Type: multipart/report; report-type=delivery-status; boundary=\"B\"\r\n\
+         \r\n\
+         --B\r\n\
+         Content-Type: text/plain; charset=utf-8\r\n\
+         \r\n\
+         {human}\r\n\
+         --B\r\n\
+         Content-Type: message/delivery-status\r\n\
+         \r\n\
+         Reporting-MTA: dns; mx.example.test\r\n\
+         \r\n\
+         {fields}\r\n\
+         --B--\r\n"
+    )
+    .into_bytes()
+}
+
+/// Runs `mailfault` with the bytes on stdin.
+fn run_with_stdin(args: &[&str], input: &[u8]) -> std::process::Output {
+    use std::io::Write;
+    let mut child = std::process::Command::new(common::bin())
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let input = input.to_vec();
+    let writer = std::thread::spawn(move || {
+        let _ = stdin.write_all(&input);
+    });
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap();
+    out
+}
+
+#[test]
+fn everything_copied_from_a_bounce_is_escaped_and_the_scenario_checks() {
+    // Quotes, backslashes, NUL, ESC, DEL, U+2028, U+2029, a bidi override
+    // and a lone CR (a line end to the reader) in every field that reaches
+    // the scenario: the recipient, the reply, the remote host, the human
+    // text.
+    let nasty =
+        "q\"uote b\\ack \u{0} nul \u{1b}[31m esc \u{7f} del \u{2028} ls \u{2029} ps \u{202e} rlo";
+    let fields = format!(
+        "Final-Recipient: rfc822; \"we\\\"ird\"@example.com\r\n\
+         Action: failed\r\n\
+         Status: 5.1.1\r\n\
+         Remote-MTA: dns; mx.example.com\u{0}\u{1b}\r\n\
+         Diagnostic-Code: smtp; 550 5.1.1 {nasty}\r\n\
+         \r\n\
+         Final-Recipient: rfc822; second@example.com\r\n\
+         Action: failed\r\n\
+         Status: 4.2.2\r\n\
+         Diagnostic-Code: smtp; 452 4.2.2 over \"quota\" \\ \u{0}\r\n\
+         \u{20}\u{20}second line\rthird"
+    );
+    let human = format!("<\"we\\\"ird\"@example.com>: host mx.example.com said: 550 5.1.1 {nasty} (in reply to RCPT TO command)");
+    let bounce = dsn_message(&human, &fields);
+    let b = dsn::parse(&bounce).expect("a bounce");
+    assert_eq!(b.failures.len(), 2, "{b:?}");
+    let text = mailfault::bounce::reproduce::scenario(&b, "nasty\n[[rule]]\u{0}.eml");
+    for line in text.lines() {
+        assert!(
+            !line.chars().any(|c| (c.is_control() && c != '\t')
+                || matches!(c, '\u{2028}' | '\u{2029}' | '\u{202e}')),
+            "an unescaped character in {line:?}"
+        );
+        if !line.is_empty() {
+            assert!(
+                line.starts_with('#') || line.starts_with('[') || line.split_once(" = ").is_some(),
+                "a line that is no TOML of ours: {line:?}\n{text}"
+            );
+        }
+    }
+    let s = mailfault::scenario::parse(&text, "generated.toml", "generated")
+        .unwrap_or_else(|e| panic!("{e}\n{text}"));
+    drop(s);
+    // The same through the command line: from-bounce, then check.
+    let out = run_with_stdin(&["from-bounce", "-"], &bounce);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let dir = std::env::temp_dir().join(format!("mailfault-bounce-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("nasty.toml");
+    std::fs::write(&file, &out.stdout).unwrap();
+    let check = std::process::Command::new(common::bin())
+        .arg("check")
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&check.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Deterministic noise (xorshift), so a failure can be reproduced.
+fn noise(len: usize, seed: u64, printable: bool) -> Vec<u8> {
+    let mut x = seed;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let b = (x >> 24) as u8;
+            if printable {
+                // Base64, as an attachment's body: text, but no words.
+                const SET: &[u8] =
+                    b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/\n";
+                SET[b as usize % SET.len()]
+            } else {
+                b
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn noise_under_a_report_header_is_not_a_bounce() {
+    for (seed, printable, len) in [(1, false, 10_000_000), (2, true, 1_000_000)] {
+        let mut bounce = b"From: MAILER-DAEMON@mx.example.test\r\n\
+            Subject: Undelivered Mail Returned to Sender\r\n\
+            Content-Type: multipart/report; report-type=delivery-status; boundary=\"B\"\r\n\r\n"
+            .to_vec();
+        bounce.extend(noise(len, seed, printable));
+        let started = std::time::Instant::now();
+        let got = dsn::parse(&bounce);
+        eprintln!(
+            "{len} bytes of noise (base64: {printable}): {:?} in {:?}",
+            got.as_ref().map(|b| b.failures.len()),
+            started.elapsed()
+        );
+        assert_eq!(got, Err(dsn::NotBounce::NoFailure));
+    }
+    let mut bounce = b"Content-Type: multipart/report; boundary=\"B\"\r\n\r\n".to_vec();
+    bounce.extend(noise(1_000_000, 3, true));
+    let out = run_with_stdin(&["from-bounce", "-"], &bounce);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(out.stdout.is_empty());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a bounce"));
+}
+
+#[test]
+fn a_hundred_thousand_recipients() {
+    const N: usize = 100_000;
+    let mut fields = String::new();
+    let mut human = String::new();
+    for i in 0..N {
+        use std::fmt::Write;
+        let _ = write!(
+            fields,
+            "Final-Recipient: rfc822; user{i}@example.com\r\nAction: failed\r\nStatus: 5.1.1\r\n\
+             Diagnostic-Code: smtp; 550 5.1.1 <user{i}@example.com>: Recipient address rejected\r\n\r\n"
+        );
+        let _ = write!(
+            human,
+            "<user{i}@example.com>: host mx.example.com said: 550 5.1.1 <user{i}@example.com>: Recipient address rejected (in reply to RCPT TO command)\r\n\r\n"
+        );
+    }
+    // One recipient reported twice: reproduced once.
+    fields.push_str(
+        "Final-Recipient: rfc822; USER7@example.com\r\nAction: failed\r\nStatus: 5.2.2\r\n\r\n",
+    );
+    let bounce = dsn_message(&human, &fields);
+    let started = std::time::Instant::now();
+    let b = dsn::parse(&bounce).unwrap();
+    let parsed = started.elapsed();
+    let text = mailfault::bounce::reproduce::scenario(&b, "big.eml");
+    eprintln!(
+        "{N} recipients: read in {parsed:?}, scenario written in {:?} ({} bytes)",
+        started.elapsed() - parsed,
+        text.len()
+    );
+    assert_eq!(b.failures.len(), N + 1);
+    assert_eq!(
+        b.failures[N - 1].recipient,
+        format!("user{}@example.com", N - 1)
+    );
+    assert_eq!(b.failures[N - 1].stage.as_deref(), Some("rcpt"));
+    assert_eq!(text.matches("[[rule]]").count(), N);
+    assert!(text.contains("# USER7@example.com is reported again"));
+}

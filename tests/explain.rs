@@ -26,6 +26,14 @@ fn every_catalog_entry_is_explained_and_recognised() {
         assert_eq!(e.temporary, p.code / 100 == 4, "{}", p.id);
         assert_ne!(e.category, Category::Success, "{}", p.id);
         assert!(e.advice.ja.is_some());
+        // What a provider really sends never contradicts itself; at most
+        // the registry would pair the status with another code.
+        assert!(
+            e.inconsistencies.is_empty(),
+            "{}: {:?}",
+            p.id,
+            e.inconsistencies
+        );
         if let Some(s) = &e.status {
             assert!(s.class.is_some() && s.subject.is_some(), "{}: {s:?}", p.id);
         }
@@ -143,4 +151,105 @@ fn cli_text_json_japanese_and_stdin() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
+}
+
+fn explain_cli(args: &[&str]) -> String {
+    let out = Command::new(bin())
+        .arg("explain")
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{args:?}");
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn a_provider_pairing_is_a_note_and_a_class_mismatch_is_an_inconsistency() {
+    let text = explain_cli(&["452 4.2.2 The email account that you tried to reach is over quota."]);
+    assert!(text.contains("Inconsistencies: none"), "{text}");
+    assert!(
+        text.contains("Note: the registry pairs 4.2.2 with 552, not 452; providers send it like this (Gmail / Google Workspace); not an error"),
+        "{text}"
+    );
+    let text = explain_cli(&["421 4.7.0 TLS required for RCPT domain, closing connection."]);
+    assert!(text.contains("Inconsistencies: none"), "{text}");
+    assert!(
+        text.contains("Note: the registry pairs 4.7.0 with"),
+        "{text}"
+    );
+    let text = explain_cli(&["450 5.2.2 mailbox full"]);
+    assert!(
+        text.contains("Inconsistency: 5.2.2 is a permanent status on a 4xx reply"),
+        "{text}"
+    );
+    assert!(!text.contains("Note:"), "{text}");
+    let v: serde_json::Value = serde_json::from_str(&explain_cli(&[
+        "--json",
+        "452 4.2.2 The email account that you tried to reach is over quota.",
+    ]))
+    .unwrap();
+    assert_eq!(v["inconsistencies"].as_array().unwrap().len(), 0);
+    assert_eq!(v["notes"].as_array().unwrap().len(), 1);
+}
+
+#[test]
+fn japanese_output_has_no_english_label() {
+    use mailfault::bounce::explain::{LABELS_EN, LABELS_JA};
+    for reply in [
+        "550 5.1.1 The email account that you tried to reach does not exist.",
+        "452 4.2.2 The email account that you tried to reach is over quota.",
+        "450 5.2.2 mailbox full",
+        "550 5.1.99 odd",
+        "421 Service not available",
+        "250 2.0.0 Ok",
+        "354 End data with <CR><LF>.<CR><LF>",
+        "550 9.1.1 odd class",
+        "550 5.9.1 odd subject",
+    ] {
+        let ja = explain_cli(&["--lang", "ja", reply]);
+        let en = explain_cli(&[reply]);
+        for label in LABELS_EN.all() {
+            let label = label.trim();
+            if label.len() < 3 {
+                continue; // punctuation: " (", ")"
+            }
+            assert!(
+                !ja.contains(label),
+                "{reply}: ja output has {label:?}:\n{ja}"
+            );
+        }
+        for label in LABELS_JA.all() {
+            let label = label.trim();
+            if !label.is_empty() {
+                assert!(
+                    !en.contains(label),
+                    "{reply}: en output has {label:?}:\n{en}"
+                );
+            }
+        }
+        for word in [
+            "Temporary or permanent",
+            "Known reply",
+            "may answer",
+            "What to do",
+            "Category",
+            "Inconsistenc",
+            "Note:",
+            "Reply code",
+            "Enhanced status",
+        ] {
+            assert!(!ja.contains(word), "{reply}: {word:?} in\n{ja}");
+        }
+        // Every line after the reply itself is Japanese.
+        for line in ja
+            .lines()
+            .skip_while(|l| !l.is_empty())
+            .filter(|l| !l.trim().is_empty())
+        {
+            assert!(
+                line.chars().any(|c| c as u32 >= 0x3000),
+                "{reply}: line not in Japanese: {line}"
+            );
+        }
+    }
 }

@@ -430,7 +430,7 @@ async fn magic_recipients() {
     );
     assert_eq!(
         c.cmd("RCPT TO:<421@x.test>").await,
-        "421 Service not available, closing transmission channel"
+        "421 4.0.0 Service not available, closing transmission channel"
     );
     assert!(c.closed().await);
 

@@ -5,10 +5,12 @@
 //! server's reply word for word, the remote host and the SMTP stage, and
 //! where each value was found.
 
+use std::collections::HashMap;
+
 use mail_parser::{MessageParser, MimeHeaders, PartType};
 use serde::Serialize;
 
-use super::explain::ReadReply;
+use crate::proto::reply::{find_code, unfold, ReadReply};
 
 /// One failed recipient.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -168,13 +170,114 @@ pub fn parse(bytes: &[u8]) -> Result<Bounce, NotBounce> {
         }
     }
     merge_text(&mut bounce, hits, &msg, &human);
-    if bounce.failures.is_empty() {
-        return Err(NotBounce::NoFailure);
-    }
     for f in &mut bounce.failures {
         finish(f);
     }
+    // Noise that happens to hold an "@" or a number is no failure.
+    for f in &mut bounce.failures {
+        repair_address(f);
+    }
+    bounce.failures.retain(plausible);
+    if bounce.failures.is_empty() {
+        return Err(NotBounce::NoFailure);
+    }
     Ok(bounce)
+}
+
+/// A failure whose recipient is an address and whose reply and reason read
+/// as text. A report's `Final-Recipient` field is taken as the reporter
+/// wrote it (a corpus may have blanked its local part); an address found in
+/// prose must look like one, and a reply found there must be a failure.
+fn plausible(f: &Failure) -> bool {
+    let from_report = f.recipient_from == "Final-Recipient";
+    let recipient = if from_report {
+        address_like(&f.recipient)
+    } else {
+        plausible_address(&f.recipient)
+    };
+    let codes = if from_report { 200..=599 } else { 400..=599 };
+    recipient
+        && (f.reply.is_empty() || plausible_reply(&f.reply, codes))
+        && f.diagnostic.as_deref().is_none_or(mostly_text)
+}
+
+/// An address found in prose and run into the next words ("a@example.jp您好，"):
+/// cut after the domain's last ASCII character when that makes an address.
+fn repair_address(f: &mut Failure) {
+    if f.recipient_from == "Final-Recipient" || plausible_address(&f.recipient) {
+        return;
+    }
+    let Some((local, domain)) = f.recipient.rsplit_once('@') else {
+        return;
+    };
+    let end = domain
+        .find(|c: char| !(c.is_ascii_alphanumeric() || c == '.' || c == '-'))
+        .unwrap_or(domain.len());
+    let cut = format!("{local}@{}", domain[..end].trim_end_matches('.'));
+    if plausible_address(&cut) {
+        f.recipient = cut;
+    }
+}
+
+/// Something with an `@`, of a path's length (RFC 5321 §4.5.3.1.3), with
+/// no space, control character or byte that was not UTF-8.
+fn address_like(a: &str) -> bool {
+    a.contains('@')
+        && a.len() <= 256
+        && !a
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || c == '\u{fffd}')
+}
+
+/// `local@domain` as RFC 5321 §4.1.2 writes it (a dot-atom or a quoted
+/// local part; RFC 6531 allows UTF-8), within the lengths of §4.5.3.1: a
+/// local part of at most 64 octets, a path of at most 256. The domain is
+/// labels of letters, digits and hyphens, or an address literal.
+pub fn plausible_address(a: &str) -> bool {
+    let Some((local, domain)) = a.rsplit_once('@') else {
+        return false;
+    };
+    let atext = |c: char| c.is_alphanumeric() || "!#$%&'*+-/=?^_`{|}~.".contains(c);
+    let quoted = local.len() >= 2 && local.starts_with('"') && local.ends_with('"');
+    let local_ok = !local.is_empty() && local.len() <= 64 && (quoted || local.chars().all(atext));
+    let label = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && l.chars()
+                .all(|c| c.is_alphanumeric() || c == '-' || c == '_')
+    };
+    let literal = domain.len() > 2
+        && domain.starts_with('[')
+        && domain.ends_with(']')
+        && domain[1..domain.len() - 1]
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || ".:".contains(c));
+    address_like(a) && local_ok && (literal || domain.split('.').all(label))
+}
+
+/// An SMTP reply as a reporter quotes it: a code, lines of text of a
+/// sensible length (RFC 5321 §4.5.3.1.5 allows 512 octets; reporters refold,
+/// so twice that), not too many of them.
+fn plausible_reply(lines: &[String], codes: std::ops::RangeInclusive<u16>) -> bool {
+    lines.len() <= 100
+        && lines.iter().all(|l| l.len() <= 1024 && mostly_text(l))
+        && lines
+            .first()
+            .and_then(|l| ReadReply::parse(l))
+            .is_some_and(|r| codes.contains(&r.code))
+}
+
+/// Text rather than binary noise: at most one character in ten a control
+/// character or a byte that was not UTF-8.
+fn mostly_text(s: &str) -> bool {
+    let (mut all, mut odd) = (0usize, 0usize);
+    for c in s.chars() {
+        all += 1;
+        if (c.is_control() && c != '\t') || c == '\u{fffd}' {
+            odd += 1;
+        }
+    }
+    odd * 10 <= all
 }
 
 /// Signs that a message is a bounce, for messages that quote no SMTP reply.
@@ -340,7 +443,7 @@ fn read_dsn(text: &str, bounce: &mut Bounce) {
                 f.reply = vec![inner];
                 f.reply_from = Some("the remote reply inside Diagnostic-Code".into());
             } else {
-                match reply_lines(&d) {
+                match unfold(&d) {
                     Some(lines) => {
                         f.reply = lines;
                         f.reply_from = Some("Diagnostic-Code field".into());
@@ -374,43 +477,6 @@ fn clean_addr(s: &str) -> String {
         .trim_end_matches(['>', '.', ',', ':', ';'])
         .trim()
         .to_string()
-}
-
-/// Splits a reply into its lines: "550-5.1.1 a 550-5.1.1 b 550 5.1.1 c" on
-/// one line (as Diagnostic-Code folds it) becomes three lines. None when
-/// the text holds no reply code.
-fn reply_lines(text: &str) -> Option<Vec<String>> {
-    let text = text.trim();
-    let start = super::explain::find_code(text)?;
-    let text = &text[start..];
-    let code = &text[..3];
-    let (cont, last) = (format!(" {code}-"), format!(" {code} "));
-    if !text.starts_with(&format!("{code}-")) {
-        return Some(vec![text.to_string()]);
-    }
-    let mut lines = vec![];
-    let mut rest = text;
-    loop {
-        let next = [rest.find(cont.as_str()), rest.find(last.as_str())]
-            .into_iter()
-            .flatten()
-            .min();
-        match next {
-            Some(i) => {
-                lines.push(rest[..i].trim().to_string());
-                rest = &rest[i + 1..];
-                if rest.starts_with(&format!("{code} ")) {
-                    lines.push(rest.trim().to_string());
-                    break;
-                }
-            }
-            None => {
-                lines.push(rest.trim().to_string());
-                break;
-            }
-        }
-    }
-    Some(lines)
 }
 
 /// What the human-readable part says about one recipient.
@@ -549,7 +615,7 @@ fn multi(body: &str) -> Vec<String> {
     }
     // One folded line with embedded continuations.
     if out.len() == 1 {
-        if let Some(split) = reply_lines(&out[0]) {
+        if let Some(split) = unfold(&out[0]) {
             return split;
         }
     }
@@ -654,7 +720,7 @@ fn text_hits(text: &str) -> Vec<Hit> {
         if let Some((r, from)) = reply_in(&joined).or_else(|| reply_in(&body)) {
             h.reply = Some(r);
             h.reply_from = from;
-        } else if let Some(start) = super::explain::find_code(after_addr) {
+        } else if let Some(start) = find_code(after_addr) {
             // A code after the address: "<a@b>: 550 ...", "host h [ip]: 550".
             let tail = &after_addr[start..];
             let tail = tail.split(" (in reply to").next().unwrap_or(tail);
@@ -753,7 +819,7 @@ fn text_hits(text: &str) -> Vec<Hit> {
         } else if let Some(idx) = joined.lines().position(coded_line) {
             let lines: Vec<&str> = joined.lines().collect();
             let first = lines[idx];
-            let start = super::explain::find_code(first).unwrap_or(0);
+            let start = find_code(first).unwrap_or(0);
             let code = &first[start..start + 3];
             let mut block = vec![first[start..].trim().to_string()];
             if first[start..].starts_with(&format!("{code}-")) {
@@ -953,14 +1019,18 @@ fn merge_text(bounce: &mut Bounce, hits: Vec<Hit>, msg: &mail_parser::Message<'_
     };
     if !bounce.failures.is_empty() {
         let single = bounce.failures.len() == 1;
+        // The first hit of each recipient, by lower-cased address: a map, so
+        // that matching stays linear in the number of recipients.
+        let mut by_rcpt: HashMap<String, usize> = HashMap::with_capacity(hits.len());
+        for (i, h) in hits.iter().enumerate() {
+            if let Some(r) = &h.recipient {
+                by_rcpt.entry(r.to_ascii_lowercase()).or_insert(i);
+            }
+        }
         for f in &mut bounce.failures {
-            let h = hits
-                .iter()
-                .find(|h| {
-                    h.recipient
-                        .as_deref()
-                        .is_some_and(|r| r.eq_ignore_ascii_case(&f.recipient))
-                })
+            let h = by_rcpt
+                .get(&f.recipient.to_ascii_lowercase())
+                .map(|&i| &hits[i])
                 .or_else(|| {
                     if single && hits.len() == 1 {
                         hits.first()
@@ -996,6 +1066,8 @@ fn merge_text(bounce: &mut Bounce, hits: Vec<Hit>, msg: &mail_parser::Message<'_
     if original_to.is_empty() {
         original_to = original_to_in_text(msg);
     }
+    // Failures by lower-cased recipient, as in the report case above.
+    let mut seen: HashMap<String, usize> = HashMap::with_capacity(hits.len());
     for (i, h) in hits.iter().enumerate() {
         if h.reply.is_none() && h.status.is_none() && h.diagnostic.is_none() {
             continue;
@@ -1003,11 +1075,8 @@ fn merge_text(bounce: &mut Bounce, hits: Vec<Hit>, msg: &mail_parser::Message<'_
         // The same recipient twice (an address repeated in the reason):
         // keep the mention with a reply.
         if let Some(r) = &h.recipient {
-            if let Some(prev) = bounce
-                .failures
-                .iter_mut()
-                .find(|f| f.recipient.eq_ignore_ascii_case(r))
-            {
+            if let Some(&j) = seen.get(&r.to_ascii_lowercase()) {
+                let prev = &mut bounce.failures[j];
                 if prev.reply.is_empty() && h.reply.is_some() {
                     apply(prev, h);
                 }
@@ -1033,6 +1102,8 @@ fn merge_text(bounce: &mut Bounce, hits: Vec<Hit>, msg: &mail_parser::Message<'_
             ..Failure::default()
         };
         apply(&mut f, h);
+        seen.entry(f.recipient.to_ascii_lowercase())
+            .or_insert(bounce.failures.len());
         bounce.failures.push(f);
     }
 }

@@ -2,12 +2,28 @@
 //! for its recipient, with a comment block saying where each value came
 //! from.
 
+use std::collections::HashSet;
 use std::fmt::Write;
 
 use super::dsn::{Bounce, Failure};
 use crate::proto::Reply;
 
-/// TOML string literal (basic string, escaped).
+/// Characters never copied as they are: controls (TOML forbids them in
+/// comments, and a CR or LF would end the comment), the Unicode line and
+/// paragraph separators (line ends to some editors), and the bidirectional
+/// controls (they make text read differently from what it is).
+fn hidden(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{2028}' | '\u{2029}' | '\u{200e}' | '\u{200f}' | '\u{feff}'
+        )
+        || ('\u{202a}'..='\u{202e}').contains(&c)
+        || ('\u{2066}'..='\u{2069}').contains(&c)
+}
+
+/// TOML basic string (TOML 1.0 §String): quote and backslash escaped, the
+/// hidden characters as `\uXXXX`.
 fn quote(s: &str) -> String {
     let mut o = String::from("\"");
     for c in s.chars() {
@@ -17,7 +33,7 @@ fn quote(s: &str) -> String {
             '\n' => o.push_str("\\n"),
             '\r' => o.push_str("\\r"),
             '\t' => o.push_str("\\t"),
-            c if c.is_control() => {
+            c if hidden(c) => {
                 let _ = write!(o, "\\u{:04X}", c as u32);
             }
             c => o.push(c),
@@ -27,9 +43,32 @@ fn quote(s: &str) -> String {
     o
 }
 
+/// Text from the bounce for a comment: one line, the hidden characters
+/// shown as `\u{XXXX}` (TOML comments allow no control character but tab).
+fn shown(s: &str) -> String {
+    let mut o = String::with_capacity(s.len());
+    for c in s.chars() {
+        if hidden(c) {
+            let _ = write!(o, "\\u{{{:04X}}}", c as u32);
+        } else {
+            o.push(c);
+        }
+    }
+    o
+}
+
+/// A word for a POSIX shell: as it is when it is plain, else single-quoted.
+fn shell_word(s: &str) -> String {
+    let plain = |c: char| c.is_alphanumeric() || "@._+-=%,/:".contains(c);
+    if !s.is_empty() && s.chars().all(plain) {
+        return s.to_string();
+    }
+    format!("'{}'", s.replace('\'', "'\\''"))
+}
+
 /// A recipient as a `when.rcpt` pattern: exact, even with glob characters.
 fn rcpt_pattern(addr: &str) -> String {
-    if addr.contains(['*', '?']) {
+    if addr.contains(['*', '?']) || (addr.starts_with('/') && addr.ends_with('/')) {
         format!("/^{}$/", regex::escape(addr))
     } else {
         addr.to_string()
@@ -65,7 +104,39 @@ fn reply_for(f: &Failure) -> (String, String, bool) {
 /// The scenario text.
 pub fn scenario(b: &Bounce, source: &str) -> String {
     let mut o = String::new();
-    let _ = writeln!(o, "# Reproduces the bounce {source}");
+    write_header(&mut o, b, source);
+    if let Some(h) = b.failures.iter().find_map(|f| f.remote_host.as_ref()) {
+        let host: String = h
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-'))
+            .collect();
+        if host.contains('.') && !host.starts_with('.') {
+            let _ = writeln!(o, "[server]\nhostname = {}\n", quote(&host));
+        }
+    }
+    // Lower-cased recipients already given a rule: a set, so that the
+    // check stays linear in the number of recipients.
+    let mut done: HashSet<String> = HashSet::with_capacity(b.failures.len());
+    for f in &b.failures {
+        // A recipient reported twice: its first failure is reproduced (a
+        // later one could never be reached after the first refusal).
+        if !done.insert(f.recipient.to_ascii_lowercase()) {
+            let _ = writeln!(
+                o,
+                "# {} is reported again; the first report above is the one reproduced.\n",
+                shown(&f.recipient)
+            );
+            continue;
+        }
+        write_rule(&mut o, f);
+    }
+    o
+}
+
+/// The comment block: where the bounce came from, each failure with where
+/// each value was found, and how to serve the scenario.
+fn write_header(o: &mut String, b: &Bounce, source: &str) {
+    let _ = writeln!(o, "# Reproduces the bounce {}", shown(source));
     let _ = writeln!(
         o,
         "# ({} report{}).",
@@ -76,115 +147,89 @@ pub fn scenario(b: &Bounce, source: &str) -> String {
         },
         b.reporting_mta
             .as_ref()
-            .map(|m| format!(" from {m}"))
+            .map(|m| format!(" from {}", shown(m)))
             .unwrap_or_default()
     );
     let _ = writeln!(o, "#");
     for f in &b.failures {
-        let (reply, how, _) = reply_for(f);
-        let _ = writeln!(o, "# {}  (from {})", f.recipient, f.recipient_from);
-        if let Some(s) = &f.status {
-            let _ = writeln!(
-                o,
-                "#   status      {s}  (from {})",
-                f.status_from.as_deref().unwrap_or("the bounce")
-            );
-        }
-        let _ = writeln!(o, "#   reply       {}", reply.lines().next().unwrap_or(""));
-        for l in reply.lines().skip(1) {
-            let _ = writeln!(o, "#               {l}");
-        }
-        let _ = writeln!(
-            o,
-            "#               ({how}{})",
-            f.reply_from
-                .as_ref()
-                .map(|r| format!("; found in {r}"))
-                .unwrap_or_default()
-        );
-        match (&f.stage, &f.stage_from) {
-            (Some(s), Some(from)) => {
-                let _ = writeln!(o, "#   stage       {s}  (from {from})");
-            }
-            _ => {
-                let _ = writeln!(o, "#   stage       rcpt  (the bounce does not say; RCPT is where most recipients are refused)");
-            }
-        }
-        if let Some(h) = &f.remote_host {
-            let _ = writeln!(o, "#   remote host {h}");
-        }
+        write_provenance(o, f);
     }
-    let first = b
-        .failures
-        .first()
-        .map(|f| f.recipient.clone())
-        .unwrap_or_default();
+    let first = b.failures.first().map_or("", |f| f.recipient.as_str());
     let _ = writeln!(o, "#");
     let _ = writeln!(o, "# Serve it and send to the recipient:");
     let _ = writeln!(o, "#   mailfault serve --scenario THIS-FILE.toml");
-    let _ = writeln!(o, "#   swaks --server 127.0.0.1:2525 --to {first}");
+    let _ = writeln!(
+        o,
+        "#   swaks --server 127.0.0.1:2525 --to {}",
+        shown(&shell_word(first))
+    );
     let _ = writeln!(o);
-    if let Some(h) = b.failures.iter().find_map(|f| f.remote_host.as_ref()) {
-        let host: String = h
-            .chars()
-            .take_while(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-'))
+}
+
+fn write_provenance(o: &mut String, f: &Failure) {
+    let (reply, how, _) = reply_for(f);
+    let _ = writeln!(o, "# {}  (from {})", shown(&f.recipient), f.recipient_from);
+    if let Some(s) = &f.status {
+        let from = f.status_from.as_deref().unwrap_or("the bounce");
+        let _ = writeln!(o, "#   status      {}  (from {from})", shown(s));
+    }
+    let mut lines = reply.split('\n');
+    let _ = writeln!(o, "#   reply       {}", shown(lines.next().unwrap_or("")));
+    for l in lines {
+        let _ = writeln!(o, "#               {}", shown(l));
+    }
+    let found = f
+        .reply_from
+        .as_ref()
+        .map(|r| format!("; found in {r}"))
+        .unwrap_or_default();
+    let _ = writeln!(o, "#               ({}{found})", shown(&how));
+    match (&f.stage, &f.stage_from) {
+        (Some(s), Some(from)) => {
+            let _ = writeln!(o, "#   stage       {s}  (from {})", shown(from));
+        }
+        _ => {
+            let _ = writeln!(o, "#   stage       rcpt  (the bounce does not say; RCPT is where most recipients are refused)");
+        }
+    }
+    if let Some(h) = &f.remote_host {
+        let _ = writeln!(o, "#   remote host {}", shown(h));
+    }
+}
+
+/// One failure's rule: its stage, its recipient, its reply.
+fn write_rule(o: &mut String, f: &Failure) {
+    let (reply, _, raw) = reply_for(f);
+    let stage = f.stage.as_deref().unwrap_or("rcpt");
+    let _ = writeln!(o, "[[rule]]");
+    let name = format!("bounce for {}", f.recipient);
+    let _ = writeln!(o, "name = {}", quote(&name));
+    let _ = writeln!(o, "on = {}", quote(stage));
+    if !matches!(stage, "connect" | "ehlo" | "mail") {
+        let pattern = rcpt_pattern(&f.recipient);
+        let _ = writeln!(o, "when = {{ rcpt = {} }}", quote(&pattern));
+    }
+    if raw {
+        // Exactly the lines the bounce quotes; only a last line marked
+        // as a continuation is turned into a last line.
+        let n = reply.lines().count();
+        let wire: String = reply
+            .lines()
+            .enumerate()
+            .map(|(i, l)| {
+                let mut l = l.to_string();
+                if i + 1 == n && l.as_bytes().get(3) == Some(&b'-') {
+                    l.replace_range(3..4, " ");
+                }
+                format!("{l}\r\n")
+            })
             .collect();
-        if host.contains('.') && !host.starts_with('.') {
-            let _ = writeln!(o, "[server]\nhostname = {}\n", quote(&host));
+        let _ = writeln!(o, "raw = {}", quote(&wire));
+        if reply.starts_with("421") {
+            let _ = writeln!(o, "close = true");
         }
+    } else {
+        let _ = writeln!(o, "reply = {}", quote(&reply));
     }
-    let mut done: Vec<String> = vec![];
-    for f in &b.failures {
-        // A recipient reported twice: its first failure is reproduced (a
-        // later one could never be reached after the first refusal).
-        if done.iter().any(|d| d.eq_ignore_ascii_case(&f.recipient)) {
-            let _ = writeln!(
-                o,
-                "# {} is reported again; the first report above is the one reproduced.\n",
-                f.recipient
-            );
-            continue;
-        }
-        done.push(f.recipient.clone());
-        let (reply, _, raw) = reply_for(f);
-        let stage = f.stage.clone().unwrap_or_else(|| "rcpt".into());
-        let _ = writeln!(o, "[[rule]]");
-        let _ = writeln!(
-            o,
-            "name = {}",
-            quote(&format!("bounce for {}", f.recipient))
-        );
-        let _ = writeln!(o, "on = {}", quote(&stage));
-        if stage != "connect" && stage != "ehlo" && stage != "mail" {
-            let _ = writeln!(
-                o,
-                "when = {{ rcpt = {} }}",
-                quote(&rcpt_pattern(&f.recipient))
-            );
-        }
-        if raw {
-            // Exactly the lines the bounce quotes; only a last line marked
-            // as a continuation is turned into a last line.
-            let n = reply.lines().count();
-            let wire: String = reply
-                .lines()
-                .enumerate()
-                .map(|(i, l)| {
-                    let mut l = l.to_string();
-                    if i + 1 == n && l.as_bytes().get(3) == Some(&b'-') {
-                        l.replace_range(3..4, " ");
-                    }
-                    format!("{l}\r\n")
-                })
-                .collect();
-            let _ = writeln!(o, "raw = {}", quote(&wire));
-            if reply.starts_with("421") {
-                let _ = writeln!(o, "close = true");
-            }
-        } else {
-            let _ = writeln!(o, "reply = {}", quote(&reply));
-        }
-        let _ = writeln!(o);
-    }
-    o
+    let _ = writeln!(o);
 }

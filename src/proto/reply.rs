@@ -25,28 +25,7 @@ impl EnhancedCode {
     /// Parses `X.Y.Z` (RFC 3463 §2: class 2, 4 or 5; subject and detail up to
     /// three digits). Returns `None` for anything else, including overflow.
     pub fn parse(s: &str) -> Option<Self> {
-        let mut parts = s.split('.');
-        let class = parts.next()?;
-        let subject = parts.next()?;
-        let detail = parts.next()?;
-        if parts.next().is_some() {
-            return None;
-        }
-        let digits = |p: &str, max: usize| {
-            !p.is_empty() && p.len() <= max && p.bytes().all(|b| b.is_ascii_digit())
-        };
-        if !digits(class, 1) || !digits(subject, 3) || !digits(detail, 3) {
-            return None;
-        }
-        let class: u8 = class.parse().ok()?;
-        if !matches!(class, 2 | 4 | 5) {
-            return None;
-        }
-        Some(Self::new(
-            class,
-            subject.parse().ok()?,
-            detail.parse().ok()?,
-        ))
+        StatusWord::parse(s).and_then(StatusWord::enhanced)
     }
 }
 
@@ -96,6 +75,9 @@ impl Reply {
     /// makes a multi-line reply. Lines after the first may repeat the
     /// `550-5.1.1 ` / `550 5.1.1 ` prefix (as copied from a bounce); it is
     /// stripped so it is not sent twice.
+    ///
+    /// This is the strict use of the one reply reader ([`ReadReply`]): the
+    /// code must start the text, and the status must agree with the code.
     pub fn parse(s: &str) -> Result<Self, ReplyError> {
         let s = s.trim_end_matches(['\r', '\n']);
         let b = s.as_bytes();
@@ -109,30 +91,15 @@ impl Reply {
         if !(200..=599).contains(&code) {
             return Err(ReplyError::CodeOutOfRange { code });
         }
-        let rest = s.get(4..).unwrap_or("");
-        let (first, more) = match rest.split_once('\n') {
-            Some((a, b)) => (a, Some(b)),
-            None => (rest, None),
-        };
-        let (enhanced, first_text) = split_enhanced(first);
+        let read = read(s, Reading::Strict).ok_or(ReplyError::BadCode)?;
+        let enhanced = read.enhanced();
         if let Some(e) = enhanced {
-            if e.class as u16 != code / 100 {
-                if code / 100 == 3 {
-                    return Err(ReplyError::EnhancedOnIntermediate(e.class, code / 100));
-                }
-                return Err(ReplyError::ClassMismatch { code, enhanced: e });
-            }
-        }
-        let mut lines = vec![first_text.trim_end_matches('\r').to_string()];
-        if let Some(more) = more {
-            for line in more.split('\n') {
-                lines.push(strip_prefix(line.trim_end_matches('\r'), code, enhanced).to_string());
-            }
+            check_status(code, e)?;
         }
         Ok(Self {
             code,
             enhanced,
-            lines,
+            lines: read.lines,
         })
     }
 
@@ -183,18 +150,165 @@ impl Reply {
     }
 }
 
-fn split_enhanced(text: &str) -> (Option<EnhancedCode>, &str) {
-    let (word, rest) = match text.split_once(' ') {
-        Some((w, r)) => (w, r),
-        None => (text, ""),
+/// Whether a status agrees with its reply code: RFC 3463 §2 and RFC 2034 §4
+/// (the class is the code's first digit; 3xx replies carry none).
+pub fn check_status(code: u16, e: EnhancedCode) -> Result<(), ReplyError> {
+    if e.class as u16 == code / 100 {
+        return Ok(());
+    }
+    if code / 100 == 3 {
+        return Err(ReplyError::EnhancedOnIntermediate(e.class, code / 100));
+    }
+    Err(ReplyError::ClassMismatch { code, enhanced: e })
+}
+
+/// A status word as written, `X.Y.Z` with any class digit, so that what a
+/// server really sent (a `3.1.1`, a `9.0.0`) can be read and reported.
+/// [`EnhancedCode`] is its valid subset (class 2, 4 or 5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct StatusWord {
+    pub class: u8,
+    pub subject: u16,
+    pub detail: u16,
+}
+
+impl StatusWord {
+    /// One class digit, then subject and detail of one to three digits
+    /// (RFC 3463 §2's lengths).
+    pub fn parse(word: &str) -> Option<Self> {
+        let mut p = word.split('.');
+        let (a, b, c) = (p.next()?, p.next()?, p.next()?);
+        let digits = |x: &str, max: usize| {
+            !x.is_empty() && x.len() <= max && x.bytes().all(|d| d.is_ascii_digit())
+        };
+        if p.next().is_some() || !digits(a, 1) || !digits(b, 3) || !digits(c, 3) {
+            return None;
+        }
+        Some(Self {
+            class: a.parse().ok()?,
+            subject: b.parse().ok()?,
+            detail: c.parse().ok()?,
+        })
+    }
+
+    /// The status as an RFC 3463 code, when its class is 2, 4 or 5.
+    pub fn enhanced(self) -> Option<EnhancedCode> {
+        matches!(self.class, 2 | 4 | 5)
+            .then(|| EnhancedCode::new(self.class, self.subject, self.detail))
+    }
+}
+
+/// A reply as read, before any check: the code, the status word as written
+/// (any class digit is kept, so a mismatch can be reported), and the text
+/// lines without their `550-5.1.1 ` prefixes.
+///
+/// This is the one reply reader. [`ReadReply::parse`] reads leniently, as
+/// replies are found in bounces and logs (`explain`, `from-bounce`);
+/// [`Reply::parse`] reads the scenario notation strictly with the same
+/// reader and then checks the code and the status.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ReadReply {
+    pub code: u16,
+    /// As written: `5.1.1`; any class digit is kept.
+    pub status: Option<String>,
+    /// Text lines without their `550-5.1.1 ` prefixes.
+    pub lines: Vec<String>,
+}
+
+impl ReadReply {
+    /// Reads a reply in any shape found in logs and bounces: single or
+    /// multi-line, with or without continuation prefixes, with text before
+    /// the code ("host said: ...", "smtp; "), a code repeated by a relaying
+    /// reporter ("554 554 5.7.0 ..."), a quoted status. Lines are trimmed
+    /// and blank lines dropped. `None` when there is no reply code.
+    pub fn parse(input: &str) -> Option<Self> {
+        read(input, Reading::Lenient)
+    }
+
+    /// The status word as numbers, any class digit.
+    pub fn status_word(&self) -> Option<StatusWord> {
+        self.status.as_deref().and_then(StatusWord::parse)
+    }
+
+    /// The status when it is a valid RFC 3463 code.
+    pub fn enhanced(&self) -> Option<EnhancedCode> {
+        self.status_word().and_then(StatusWord::enhanced)
+    }
+
+    /// The text lines joined by spaces.
+    pub fn text(&self) -> String {
+        self.lines.join(" ")
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Reading {
+    /// The scenario notation: the code starts the text, whitespace is kept,
+    /// and only a valid status (class 2, 4 or 5) is taken from the text.
+    Strict,
+    /// Bounces and logs: see [`ReadReply::parse`].
+    Lenient,
+}
+
+/// The reader. CR LF, a lone CR and LF all end a line.
+fn read(input: &str, how: Reading) -> Option<ReadReply> {
+    let input = input.replace("\r\n", "\n").replace('\r', "\n");
+    let mut out = ReadReply {
+        code: 0,
+        status: None,
+        lines: vec![],
     };
-    match EnhancedCode::parse(word) {
-        Some(e) => (Some(e), rest),
+    let mut code = None;
+    for raw in input.split('\n') {
+        let line = match how {
+            Reading::Strict => raw,
+            Reading::Lenient if raw.trim().is_empty() => continue,
+            Reading::Lenient => raw.trim(),
+        };
+        let c = match code {
+            Some(c) => c,
+            None => {
+                // The first code: at the start, or after prose (lenient).
+                let start = match how {
+                    Reading::Strict => 0,
+                    Reading::Lenient => find_code(line)?,
+                };
+                let c: u16 = line.get(start..start + 3)?.parse().ok()?;
+                out.code = c;
+                code = Some(c);
+                let line = &line[start..];
+                if how == Reading::Strict {
+                    let (status, text) = split_status(line.get(4..).unwrap_or(""));
+                    out.status = status.map(str::to_string);
+                    out.lines.push(text.to_string());
+                    continue;
+                }
+                out.lines.push(lenient_line(line, c, &mut out.status, true));
+                continue;
+            }
+        };
+        let text = match how {
+            Reading::Strict => strict_continuation(line, c, out.enhanced()).to_string(),
+            Reading::Lenient => lenient_line(line, c, &mut out.status, false),
+        };
+        out.lines.push(text);
+    }
+    code.map(|_| out)
+}
+
+/// `5.1.1 text` -> the status and the text after one space (strict: only a
+/// valid RFC 3463 status counts; anything else is text).
+fn split_status(text: &str) -> (Option<&str>, &str) {
+    let (word, rest) = text.split_once(' ').unwrap_or((text, ""));
+    match StatusWord::parse(word).and_then(StatusWord::enhanced) {
+        Some(_) => (Some(word), rest),
         None => (None, text),
     }
 }
 
-fn strip_prefix(line: &str, code: u16, enhanced: Option<EnhancedCode>) -> &str {
+/// A continuation line of the scenario notation: a copied `550-5.1.1 ` /
+/// `550 5.1.1 ` prefix of the same code and status is stripped.
+fn strict_continuation(line: &str, code: u16, enhanced: Option<EnhancedCode>) -> &str {
     let code_s = code.to_string();
     let Some(rest) = line.strip_prefix(code_s.as_str()) else {
         return line;
@@ -212,6 +326,81 @@ fn strip_prefix(line: &str, code: u16, enhanced: Option<EnhancedCode>) -> &str {
         }
         None => rest,
     }
+}
+
+/// A line read leniently: its code prefix, a repeated code (first line), a
+/// quoted status word; the first status seen is kept.
+fn lenient_line(line: &str, code: u16, status: &mut Option<String>, first: bool) -> String {
+    let c = code.to_string();
+    let rest = match line.strip_prefix(c.as_str()) {
+        Some(r) if r.is_empty() || r.starts_with([' ', '-']) => r.get(1..).unwrap_or(""),
+        _ => line,
+    };
+    let rest = rest.trim_start().trim_start_matches([',', ' ']);
+    // "554 554 5.7.0 ...": the code repeated by a relaying reporter.
+    let rest = match rest.strip_prefix(c.as_str()) {
+        Some(r) if r.starts_with(' ') && status.is_none() && first => r.trim_start(),
+        _ => rest,
+    };
+    let (word, after) = rest.split_once(' ').unwrap_or((rest, ""));
+    let word = word.trim_start_matches(['\'', '"']);
+    if StatusWord::parse(word).is_none() {
+        return rest.to_string();
+    }
+    if status.is_none() {
+        *status = Some(word.to_string());
+    }
+    after.to_string()
+}
+
+/// Byte offset of the first reply code in a line: at its start, or after
+/// a space, `;`, `:`, a quote or `(` ("smtp; 550", "said: 550", "'550").
+pub fn find_code(line: &str) -> Option<usize> {
+    let b = line.as_bytes();
+    let is_code = |i: usize| {
+        i + 3 <= b.len()
+            && (b'2'..=b'5').contains(&b[i])
+            && b[i + 1].is_ascii_digit()
+            && b[i + 2].is_ascii_digit()
+            && (i + 3 == b.len()
+                || matches!(b[i + 3], b' ' | b'-' | b',')
+                || (b[i + 3] == b':' && b.get(i + 4) == Some(&b' ')))
+            && (i == 0 || matches!(b[i - 1], b' ' | b';' | b':' | b'\'' | b'"' | b'('))
+    };
+    (0..b.len()).find(|&i| is_code(i))
+}
+
+/// Splits a reply folded onto one line ("550-5.1.1 a 550-5.1.1 b 550 5.1.1
+/// c", as a Diagnostic-Code field carries it) into its lines, each with its
+/// prefix. `None` when the text holds no reply code.
+pub fn unfold(text: &str) -> Option<Vec<String>> {
+    let text = text.trim();
+    let start = find_code(text)?;
+    let text = &text[start..];
+    let code = &text[..3];
+    if !text.starts_with(&format!("{code}-")) {
+        return Some(vec![text.to_string()]);
+    }
+    let (cont, last) = (format!(" {code}-"), format!(" {code} "));
+    let mut lines = vec![];
+    let mut rest = text;
+    loop {
+        let next = [rest.find(cont.as_str()), rest.find(last.as_str())]
+            .into_iter()
+            .flatten()
+            .min();
+        let Some(i) = next else {
+            lines.push(rest.trim().to_string());
+            break;
+        };
+        lines.push(rest[..i].trim().to_string());
+        rest = &rest[i + 1..];
+        if rest.starts_with(&format!("{code} ")) {
+            lines.push(rest.trim().to_string());
+            break;
+        }
+    }
+    Some(lines)
 }
 
 impl fmt::Display for Reply {
@@ -457,5 +646,64 @@ mod tests {
         assert_eq!(EnhancedCode::parse("3.1.1"), None);
         assert_eq!(EnhancedCode::parse("5.1"), None);
         assert_eq!(EnhancedCode::parse("5.1.99999999999999999999"), None);
+    }
+
+    #[test]
+    fn lenient_reading_of_logs_and_bounces() {
+        let r = ReadReply::parse("550-5.1.1 first\r\n550-5.1.1 second\r\n550 5.1.1 third").unwrap();
+        assert_eq!((r.code, r.status.as_deref()), (550, Some("5.1.1")));
+        assert_eq!(r.lines, ["first", "second", "third"]);
+        let r =
+            ReadReply::parse("host mx.example.test[192.0.2.1] said: 450 4.2.1 slow down").unwrap();
+        assert_eq!((r.code, r.status.as_deref()), (450, Some("4.2.1")));
+        let r = ReadReply::parse("smtp; 554 554 '5.7.0 refused").unwrap();
+        assert_eq!(
+            (r.code, r.status.as_deref(), r.text()),
+            (554, Some("5.7.0"), "refused".into())
+        );
+        // What a server really sent is kept, to be reported.
+        let r = ReadReply::parse("550 4.1.1 mixed").unwrap();
+        assert_eq!(
+            r.status_word(),
+            Some(StatusWord {
+                class: 4,
+                subject: 1,
+                detail: 1
+            })
+        );
+        assert!(ReadReply::parse("no code here").is_none());
+    }
+
+    #[test]
+    fn strict_and_lenient_read_a_well_formed_reply_alike() {
+        for s in [
+            "550 5.1.1 The account does not exist.",
+            "550-5.1.1 first\n550-5.1.1 second\n550 5.1.1 third",
+            "421 Service not available",
+            "250",
+        ] {
+            let strict = Reply::parse(s).unwrap();
+            let lenient = ReadReply::parse(s).unwrap();
+            assert_eq!(strict.code, lenient.code, "{s}");
+            assert_eq!(strict.enhanced, lenient.enhanced(), "{s}");
+            assert_eq!(strict.lines, lenient.lines, "{s}");
+        }
+        // Strict keeps the text's own spacing and blank lines.
+        let r = Reply::parse("550 5.7.26 a\n550-5.7.26  two spaces\n\nlast").unwrap();
+        assert_eq!(r.lines, ["a", " two spaces", "", "last"]);
+        // A lone CR ends a line, as in the lenient reading.
+        assert_eq!(Reply::parse("550 a\rb").unwrap().lines, ["a", "b"]);
+        // A word that is no RFC 3463 status stays text.
+        assert_eq!(Reply::parse("550 3.1.1 x").unwrap().lines, ["3.1.1 x"]);
+    }
+
+    #[test]
+    fn unfolds_a_reply_folded_on_one_line() {
+        assert_eq!(
+            unfold("smtp; 550-5.1.1 a 550-5.1.1 b 550 5.1.1 c").unwrap(),
+            ["550-5.1.1 a", "550-5.1.1 b", "550 5.1.1 c"]
+        );
+        assert_eq!(unfold("550 5.1.1 one").unwrap(), ["550 5.1.1 one"]);
+        assert!(unfold("no code").is_none());
     }
 }

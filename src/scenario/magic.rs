@@ -5,7 +5,7 @@
 //! | local part | answer |
 //! |---|---|
 //! | `550-5.1.1`, any `CODE-X.Y.Z` | that reply at RCPT, with the catalog's text |
-//! | `421`, any `CODE` | that reply at RCPT |
+//! | `421`, any `CODE` | that reply at RCPT, with the status [`bare_code_status`] picks |
 //! | `greylist` | 450 4.2.0 until a retry 60 s after the first attempt |
 //! | `tempfailN` | 451 4.3.0 after the message, N times per sender/recipient |
 //! | `slow` | every reply of the transaction 10 s late |
@@ -61,11 +61,44 @@ pub fn parse(rcpt: &str) -> Option<Magic> {
     if !(200..=599).contains(&code) || enhanced.is_some_and(|e| e.class as u16 != code / 100) {
         return None;
     }
+    let text = usual_text(code, enhanced);
     Some(Magic::Reply(Reply {
         code,
-        enhanced,
-        lines: vec![usual_text(code, enhanced)],
+        enhanced: enhanced.or_else(|| bare_code_status(code)),
+        lines: vec![text],
     }))
+}
+
+/// Codes whose defining document names their enhanced status.
+const NAMED_STATUS: &[(u16, EnhancedCode)] = &[
+    // RFC 4954 §6 (AUTH).
+    (235, EnhancedCode::new(2, 7, 0)),
+    (432, EnhancedCode::new(4, 7, 12)),
+    (454, EnhancedCode::new(4, 7, 0)),
+    (530, EnhancedCode::new(5, 7, 0)),
+    (534, EnhancedCode::new(5, 7, 9)),
+    (535, EnhancedCode::new(5, 7, 8)),
+    (538, EnhancedCode::new(5, 7, 11)),
+    // The IANA registry (RFC 5248) gives these basic codes with X.7.10
+    // and X.7.13, and 556 with X.1.10 (RFC 7505, null MX).
+    (523, EnhancedCode::new(5, 7, 10)),
+    (525, EnhancedCode::new(5, 7, 13)),
+    (556, EnhancedCode::new(5, 1, 10)),
+];
+
+/// The status a bare code (`550@`) answers with. EHLO advertises
+/// ENHANCEDSTATUSCODES, so every 2xx, 4xx and 5xx reply carries one (RFC
+/// 2034 §3 (4) and §4; 3xx replies carry none). The rule: the status the
+/// code's own RFC or the registry names for it (`NAMED_STATUS`), else the
+/// class's generic `X.0.0`, "Other undefined Status" (RFC 3463 §3.1), which
+/// claims nothing the code does not say.
+pub fn bare_code_status(code: u16) -> Option<EnhancedCode> {
+    let class = (code / 100) as u8;
+    if !matches!(class, 2 | 4 | 5) {
+        return None;
+    }
+    let named = NAMED_STATUS.iter().find(|(c, _)| *c == code);
+    Some(named.map_or(EnhancedCode::new(class, 0, 0), |(_, e)| *e))
 }
 
 /// With a status: the text a catalog reply with this code and status uses,
@@ -86,6 +119,27 @@ pub fn usual_text(code: u16, enhanced: Option<EnhancedCode>) -> String {
         }
     }
     presets::basic_meaning(code).unwrap_or_else(|| "Scripted reply.".into())
+}
+
+/// `greylist@`: postgrey's reply (as Postfix relays its DEFER_IF_PERMIT).
+pub fn greylisted(domain: &str) -> Reply {
+    // The domain comes from the client's RCPT: no control character of it
+    // reaches the wire (a bare CR or LF would split the reply).
+    let domain: String = domain.chars().filter(|c| !c.is_control()).collect();
+    Reply::new(
+        450,
+        Some(EnhancedCode::new(4, 2, 0)),
+        format!("Greylisted, see https://postgrey.schweikert.ch/help/{domain}.html"),
+    )
+}
+
+/// `tempfailN@`: Gmail's temporary rejection after the message.
+pub fn tempfail() -> Reply {
+    Reply::new(
+        451,
+        Some(EnhancedCode::new(4, 3, 0)),
+        "Mail server temporarily rejected message.",
+    )
 }
 
 fn magic_rcpts<'a>(ctx: &'a Context<'_>) -> impl Iterator<Item = (&'a str, Magic)> + 'a {
@@ -126,12 +180,8 @@ pub fn decide(engine: &Engine, ctx: &Context<'_>, now: Instant) -> Option<Decisi
                     Greylist::Passed => slow.then(|| decision("slow", Outcome::Accept, SLOW_DELAY)),
                     Greylist::Refused { .. } => {
                         let domain = rcpt.rsplit_once('@').map_or("", |(_, d)| d);
-                        let text = format!("450 4.2.0 Greylisted, see https://postgrey.schweikert.ch/help/{domain}.html");
-                        let mut d = decision(
-                            rcpt,
-                            Outcome::Reply(Reply::parse(&text).ok()?),
-                            Duration::ZERO,
-                        );
+                        let mut d =
+                            decision(rcpt, Outcome::Reply(greylisted(domain)), Duration::ZERO);
                         d.tag = Some(Tag::Greylist {
                             retry_after: GREYLIST_RETRY,
                         });
@@ -163,9 +213,7 @@ pub fn decide(engine: &Engine, ctx: &Context<'_>, now: Instant) -> Option<Decisi
                 }
             }
             if let Some(rcpt) = fail {
-                let reply =
-                    Reply::parse("451 4.3.0 Mail server temporarily rejected message.").ok()?;
-                return Some(decision(rcpt, Outcome::Reply(reply), delay));
+                return Some(decision(rcpt, Outcome::Reply(tempfail()), delay));
             }
             slow.then(|| decision("slow", Outcome::Accept, delay))
         }
@@ -187,8 +235,23 @@ mod tests {
             .starts_with("550 5.1.1 The email account that you tried to reach does not exist."));
         assert_eq!(
             r("421@x.test"),
-            "421 Service not available, closing transmission channel\r\n"
+            "421 4.0.0 Service not available, closing transmission channel\r\n"
         );
+        assert_eq!(
+            r("550@x.test"),
+            "550 5.0.0 Requested action not taken: mailbox unavailable\r\n"
+        );
+        assert_eq!(
+            r("535@x.test"),
+            "535 5.7.8 Authentication credentials invalid\r\n"
+        );
+        assert_eq!(
+            r("250@x.test"),
+            "250 2.0.0 Requested mail action okay, completed\r\n"
+        );
+        assert!(r("556@x.test").starts_with("556 5.1.10 "));
+        // RFC 2034 §4: 3xx replies carry no status.
+        assert!(r("354@x.test").starts_with("354 Start mail input"));
         assert_eq!(parse("tempfail2@x"), Some(Magic::Tempfail(2)));
         assert_eq!(parse("SLOW@x"), Some(Magic::Slow));
         assert_eq!(parse("drop@x"), Some(Magic::Drop));

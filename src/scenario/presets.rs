@@ -168,6 +168,33 @@ mod tests {
     }
 
     #[test]
+    fn texts_carry_no_corpus_placeholders() {
+        // Names from test corpora and documentation templates: a user
+        // pasting a preset's text must not carry them into a scenario.
+        const PLACEHOLDERS: &[&str] = &[
+            "kijitora",
+            "neko",
+            "nyaan",
+            "libsisimai",
+            "sisimai",
+            "example.jp",
+            "example.org",
+            "****",
+            "x.x.x.x",
+            "domain-name",
+            "ip-address",
+            "pseudo-local-part",
+            "eaxmple",
+        ];
+        for p in all() {
+            let text = p.text.join("\n").to_ascii_lowercase();
+            for bad in PLACEHOLDERS {
+                assert!(!text.contains(bad), "{}: {bad:?} in {text:?}", p.id);
+            }
+        }
+    }
+
+    #[test]
     fn registry_lookups() {
         assert_eq!(
             status_name(EnhancedCode::new(5, 1, 1)),
