@@ -609,6 +609,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             grace: args.grace,
             max_connections: args.max_connections,
             watch: !args.no_watch,
+            reload_quiet: server::RELOAD_QUIET,
             ca: Arc::new(CaStore::new(Some(ca_dir))),
         };
         let server = Server::start(opts).await?;

@@ -12,12 +12,20 @@ use mailfault::server::{ListenerSpec, Options, Server, Source};
 use tokio::time::Instant;
 
 async fn serve_file(path: &Path) -> Server {
+    serve_file_quiet(path, mailfault::server::RELOAD_QUIET).await
+}
+
+/// A server whose reloads wait for `quiet`: the half-written tests use a
+/// quiet time far longer than their pause, so a slow, loaded machine that
+/// stretches the pause cannot make them fail.
+async fn serve_file_quiet(path: &Path, quiet: Duration) -> Server {
     let mut opts = Options::new(vec![ListenerSpec {
         addr: "127.0.0.1:0".parse().unwrap(),
         source: Source::File(path.to_path_buf()),
         tls: Default::default(),
     }]);
     opts.watch = true;
+    opts.reload_quiet = quiet;
     opts.grace = Duration::from_millis(200);
     Server::start(opts).await.unwrap()
 }
@@ -80,7 +88,7 @@ async fn a_valid_first_half_is_never_served() {
     let d = tmp("reload-half-valid");
     let path = d.join("live.toml");
     std::fs::write(&path, FIRST).unwrap();
-    let server = serve_file(&path).await;
+    let server = serve_file_quiet(&path, Duration::from_secs(1)).await;
     assert_eq!(probe(&server).await.1, "250 version one");
 
     // The first half alone is a valid scenario that refuses every
@@ -106,7 +114,7 @@ async fn an_invalid_first_half_leaves_the_old_scenario_until_the_file_is_done() 
     let d = tmp("reload-half-invalid");
     let path = d.join("live.toml");
     std::fs::write(&path, FIRST).unwrap();
-    let server = serve_file(&path).await;
+    let server = serve_file_quiet(&path, Duration::from_secs(1)).await;
 
     // Cut inside a string: not TOML yet.
     let halves = ["[[rule]]\non = \"noop\"\nreply = \"250 vers", "ion two\"\n"];

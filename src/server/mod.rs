@@ -8,6 +8,7 @@
 mod connection;
 pub mod slot;
 mod watch;
+pub use watch::QUIET as RELOAD_QUIET;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -48,6 +49,9 @@ pub struct Options {
     pub max_connections: usize,
     /// Reload scenario files when they change.
     pub watch: bool,
+    /// How long a changed file must stay untouched before it is loaded
+    /// (`watch::QUIET`; tests on a loaded machine may want more margin).
+    pub reload_quiet: Duration,
     /// The test CA for TLS listeners.
     pub ca: Arc<CaStore>,
 }
@@ -61,6 +65,7 @@ impl Options {
             grace: Duration::from_secs(10),
             max_connections: 1000,
             watch: false,
+            reload_quiet: watch::QUIET,
             ca: Arc::new(CaStore::new(None)),
         }
     }
@@ -172,7 +177,10 @@ impl Server {
             listeners.push(Bound { addr, slot });
         }
         let watcher = if opts.watch {
-            watch::Watcher::start(listeners.iter().map(|b| b.slot.clone()).collect())
+            watch::Watcher::start(
+                listeners.iter().map(|b| b.slot.clone()).collect(),
+                opts.reload_quiet,
+            )
         } else {
             None
         };

@@ -55,7 +55,7 @@ pub fn reload(slot: &Slot) {
 }
 
 impl Watcher {
-    pub fn start(slots: Vec<Arc<Slot>>) -> Option<Self> {
+    pub fn start(slots: Vec<Arc<Slot>>, quiet: Duration) -> Option<Self> {
         let files: Vec<(PathBuf, Arc<Slot>)> = slots
             .into_iter()
             .filter_map(|s| match &s.source {
@@ -92,7 +92,7 @@ impl Watcher {
                 tracing::warn!("cannot watch {}: {e}", d.display());
             }
         }
-        tokio::spawn(settle_and_reload(files, rx));
+        tokio::spawn(settle_and_reload(files, rx, quiet));
         Some(Self { _inner: inner })
     }
 }
@@ -125,10 +125,15 @@ fn concerns(changed: &Path, path: &Path) -> bool {
     changed == path || changed.file_name() == path.file_name() && changed.parent() == path.parent()
 }
 
-/// Reloads each file once it has been quiet for [`QUIET`]: every event
+/// Reloads each file once it has been quiet for `quiet` ([`QUIET`] unless
+/// a test asks for another): every event
 /// pushes its deadline back, and at the deadline a file whose size or
 /// modification time moved since the last event waits once more.
-async fn settle_and_reload(files: Vec<(PathBuf, Arc<Slot>)>, mut rx: UnboundedReceiver<PathBuf>) {
+async fn settle_and_reload(
+    files: Vec<(PathBuf, Arc<Slot>)>,
+    mut rx: UnboundedReceiver<PathBuf>,
+    quiet: Duration,
+) {
     let mut pending: HashMap<usize, Pending> = HashMap::new();
     loop {
         let next = pending.values().map(|p| p.due).min();
@@ -137,7 +142,7 @@ async fn settle_and_reload(files: Vec<(PathBuf, Arc<Slot>)>, mut rx: UnboundedRe
                 let Some(changed) = changed else { return };
                 for (i, (path, _)) in files.iter().enumerate() {
                     if concerns(&changed, path) {
-                        let due = Instant::now() + QUIET;
+                        let due = Instant::now() + quiet;
                         pending.insert(i, Pending { due, seen: stamp(path) });
                     }
                 }
@@ -154,7 +159,7 @@ async fn settle_and_reload(files: Vec<(PathBuf, Arc<Slot>)>, mut rx: UnboundedRe
                     let (path, slot) = &files[i];
                     let now_seen = stamp(path);
                     if now_seen != p.seen {
-                        pending.insert(i, Pending { due: now + QUIET, seen: now_seen });
+                        pending.insert(i, Pending { due: now + quiet, seen: now_seen });
                     } else {
                         reload(slot);
                     }
