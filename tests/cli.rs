@@ -16,16 +16,9 @@ fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
 }
 
 fn check(files: &[&Path]) -> (i32, String, String) {
-    let out = Command::new(bin())
-        .arg("check")
-        .args(files)
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    let mut args = vec![std::ffi::OsStr::new("check")];
+    args.extend(files.iter().map(|f| f.as_os_str()));
+    common::run(&args)
 }
 
 #[test]
@@ -448,16 +441,7 @@ fn check_accepts_every_shipped_scenario() {
 }
 
 fn presets(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(bin())
-        .arg("presets")
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    common::run(&[&["presets"], args].concat())
 }
 
 #[test]

@@ -138,6 +138,19 @@ impl Client {
 }
 
 /// Path to the built binary.
+/// Runs the binary with `args` to the end: exit code, stdout, stderr.
+pub fn run<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> (i32, String, String) {
+    let out = std::process::Command::new(bin())
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_mailfault")
 }
