@@ -356,6 +356,10 @@ impl Runtime {
         if !valid_name(name) {
             return Err(RuntimeError::BadName(name.into()));
         }
+        // An unknown scenario is a 404 whatever the rule says.
+        if !self.lock().contains_key(name) {
+            return Err(RuntimeError::NotFound(name.into()));
+        }
         let rule_file = format!("{name} rule");
         let mut parsed = scenario::parse(text, &rule_file, name)
             .map_err(|e| RuntimeError::Invalid(shift_lines(e, shift)))?;
