@@ -161,8 +161,10 @@ impl Slot {
         scenario: Arc<Scenario>,
         keep_counters: bool,
     ) -> anyhow::Result<Arc<Active>> {
-        let mut current = self.active.write().unwrap_or_else(|p| p.into_inner());
-        let previous = keep_counters.then(|| current.engine.clone());
+        // Built outside the lock (TLS set-up can take a while): sessions
+        // starting meanwhile get the old scenario. Callers serialise
+        // installs (the run-time registry's lock).
+        let previous = keep_counters.then(|| self.current().engine.clone());
         let active = Arc::new(build(
             scenario,
             self.hostname.as_deref(),
@@ -170,7 +172,7 @@ impl Slot {
             &self.ca,
             previous.as_deref(),
         )?);
-        *current = active.clone();
+        *self.active.write().unwrap_or_else(|p| p.into_inner()) = active.clone();
         Ok(active)
     }
 }
