@@ -370,3 +370,45 @@ async fn dropping_the_test_server_closes_its_ports() {
         assert!(refused, "{addr} still accepts");
     }
 }
+
+#[tokio::test]
+async fn listeners_given_at_start_are_listed_under_their_scenario_names() {
+    use mailfault::server::{ListenerSpec, Options, Source};
+    let file = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/flaky.toml");
+    let spec = |source| ListenerSpec {
+        addr: "127.0.0.1:0".parse().unwrap(),
+        source,
+        tls: Default::default(),
+    };
+    let mut opts = Options::new(vec![
+        spec(Source::File(file.clone())),
+        spec(Source::Default),
+        spec(Source::Default),
+    ]);
+    opts.grace = Duration::from_millis(200);
+    let t = TestServer::start_with(opts).await.unwrap();
+    let listed = t.scenarios();
+    let ports: Vec<u16> = t.server().listeners.iter().map(|b| b.addr.port()).collect();
+    let names: Vec<&str> = listed.iter().map(|i| i.name.as_str()).collect();
+    let second_default = format!("default-{}", ports[2]);
+    assert_eq!(names, ["default", second_default.as_str(), "flaky"]);
+    let flaky = &listed[2];
+    assert_eq!(flaky.port, ports[0]);
+    assert_eq!(flaky.file.as_deref(), Some(file.as_path()));
+    let text = std::fs::read(&file).unwrap();
+    assert_eq!(
+        flaky.hash.as_deref(),
+        Some(mailfault::capture::scenario_hash(&text).as_str())
+    );
+    assert!(flaky.rules > 0);
+    assert_eq!(listed[0].port, ports[1]);
+
+    // Replacing a start listener by name keeps its port.
+    let replaced = t.put_scenario("flaky", TEMPFAIL_RCPT).unwrap();
+    assert_eq!(replaced.port, ports[0]);
+    assert_eq!(replaced.file, None);
+    assert_eq!(
+        rcpt_reply(replaced.addr, "ann@example.test").await,
+        "450 4.2.1 Mailbox busy"
+    );
+}
