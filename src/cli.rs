@@ -612,6 +612,10 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             ca: Arc::new(CaStore::new(Some(ca_dir))),
         };
         let server = Server::start(opts).await?;
+        // Signals are taken over before the listening lines: a harness that
+        // sends SIGTERM as soon as it reads them gets a graceful stop, not
+        // the default kill.
+        let signals = Signals::take()?;
         warn_unused_certificates(&server, &overridden);
         {
             let mut out = std::io::stdout().lock();
@@ -640,7 +644,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             }
             out.flush()?;
         }
-        wait_for_signals(&server).await?;
+        signals.wait(&server).await?;
         tracing::info!("shutting down");
         let report = args.report.clone();
         let events = args.events.clone();
@@ -652,25 +656,50 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
+/// SIGINT, SIGTERM (stop) and SIGHUP (reload), registered.
 #[cfg(unix)]
-async fn wait_for_signals(server: &Server) -> anyhow::Result<()> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate())?;
-    let mut hup = signal(SignalKind::hangup())?;
-    loop {
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => return Ok(()),
-            _ = term.recv() => return Ok(()),
-            _ = hup.recv() => {
-                tracing::info!("SIGHUP: reloading scenarios");
-                server.reload_all();
+struct Signals {
+    int: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+#[cfg(unix)]
+impl Signals {
+    fn take() -> anyhow::Result<Self> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Self {
+            int: signal(SignalKind::interrupt())?,
+            term: signal(SignalKind::terminate())?,
+            hup: signal(SignalKind::hangup())?,
+        })
+    }
+
+    async fn wait(mut self, server: &Server) -> anyhow::Result<()> {
+        loop {
+            tokio::select! {
+                _ = self.int.recv() => return Ok(()),
+                _ = self.term.recv() => return Ok(()),
+                _ = self.hup.recv() => {
+                    tracing::info!("SIGHUP: reloading scenarios");
+                    server.reload_all();
+                }
             }
         }
     }
 }
 
 #[cfg(not(unix))]
-async fn wait_for_signals(_: &Server) -> anyhow::Result<()> {
-    tokio::signal::ctrl_c().await?;
-    Ok(())
+struct Signals;
+
+#[cfg(not(unix))]
+impl Signals {
+    fn take() -> anyhow::Result<Self> {
+        Ok(Self)
+    }
+
+    async fn wait(self, _: &Server) -> anyhow::Result<()> {
+        tokio::signal::ctrl_c().await?;
+        Ok(())
+    }
 }
