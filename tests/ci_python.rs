@@ -243,3 +243,36 @@ fn the_github_actions_job_passes_a_good_sender_and_fails_a_bad_one() {
     let verdict = bad.output("Stop mailfault and judge the sender");
     assert!(verdict.contains("0 of 1 expectation met"), "{verdict}");
 }
+
+/// docs/ci.md: a harness may stop the server with SIGTERM as soon as it has
+/// read the listening line; the stop is graceful (exit 0, events flushed).
+#[test]
+fn sigterm_right_after_the_listening_line_is_a_graceful_stop() {
+    use std::io::BufRead;
+    let dir = std::env::temp_dir().join(format!("mailfault-early-term-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for round in 0..20 {
+        let events = dir.join(format!("events-{round}.jsonl"));
+        let mut child = Command::new(common::bin())
+            .args(["serve", "--listen", "127.0.0.1:0", "--no-watch", "--events"])
+            .arg(&events)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert!(line.starts_with("listening smtp://127.0.0.1:"), "{line:?}");
+        common::signal(child.id(), "TERM");
+        let status = child.wait().unwrap();
+        assert_eq!(status.code(), Some(0), "round {round}: {status:?}");
+        let text = std::fs::read_to_string(&events).unwrap();
+        assert!(
+            text.contains("\"type\":\"listen\""),
+            "round {round}: {text:?}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
