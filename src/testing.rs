@@ -253,6 +253,16 @@ impl TestServer {
         self.server().runtime().prepend_toml(name, rule_toml)
     }
 
+    /// [`TestServer::prepend_rule`] with the rule as JSON (the TOML field
+    /// names), as the HTTP API takes it.
+    pub fn prepend_rule_json(
+        &self,
+        name: &str,
+        rule: &serde_json::Value,
+    ) -> Result<ScenarioInfo, RuntimeError> {
+        self.server().prepend_rule(name, rule)
+    }
+
     /// Fresh counters and windows everywhere; no messages or events.
     pub fn reset(&self) -> Result<(), RuntimeError> {
         self.server().reset()

@@ -412,3 +412,24 @@ async fn listeners_given_at_start_are_listed_under_their_scenario_names() {
         "450 4.2.1 Mailbox busy"
     );
 }
+
+#[tokio::test]
+async fn scenarios_and_prepended_rules_are_bounded() {
+    use mailfault::server::runtime::{MAX_RULES, MAX_SCENARIOS};
+    let t = TestServer::start(HEALTHY).await.unwrap();
+    for n in 1..MAX_SCENARIOS {
+        t.put_scenario(&format!("s{n}"), HEALTHY).unwrap();
+    }
+    let full = t.put_scenario("one-too-many", HEALTHY).unwrap_err();
+    assert_eq!(full.status(), 409);
+    assert!(full.to_string().contains("delete one first"), "{full}");
+    // Replacing is not adding; deleting makes room.
+    t.put_scenario("s1", TEMPFAIL_RCPT).unwrap();
+    t.delete_scenario("s2").await.unwrap();
+    t.put_scenario("one-too-many", HEALTHY).unwrap();
+
+    let many = "[[rule]]\non = \"vrfy\"\nreply = \"252 2.0.0 Maybe\"\n".repeat(MAX_RULES);
+    t.put_scenario("s3", &many).unwrap();
+    let err = t.prepend_rule("s3", TEMPFAIL_RCPT).unwrap_err();
+    assert_eq!(err.status(), 409, "{err}");
+}

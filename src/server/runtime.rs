@@ -45,6 +45,12 @@ use crate::scenario::{self, Diagnostic, LoadError, Scenario};
 
 /// The longest scenario name.
 pub const MAX_NAME: usize = 64;
+/// Scenarios at most: each holds a port and its counters, so a client
+/// looping on new names must hit a limit, not exhaust file descriptors.
+pub const MAX_SCENARIOS: usize = 256;
+/// Rules a scenario may reach by prepending: a loop of prepends must not
+/// grow memory (and every rule is tried at every stage) without end.
+pub const MAX_RULES: usize = 10_000;
 /// Where run-time scenarios listen: loopback, a free port.
 pub const RUNTIME_ADDR: &str = "127.0.0.1:0";
 
@@ -75,6 +81,9 @@ pub enum RuntimeError {
     BadName(String),
     #[error("no scenario named {0:?}")]
     NotFound(String),
+    /// [`MAX_SCENARIOS`] or [`MAX_RULES`] reached.
+    #[error("{0}")]
+    Full(String),
     /// The scenario or rule is invalid: every problem with its position.
     #[error("{0}")]
     Invalid(LoadError),
@@ -89,6 +98,7 @@ impl RuntimeError {
         match self {
             RuntimeError::BadName(_) => 400,
             RuntimeError::NotFound(_) => 404,
+            RuntimeError::Full(_) => 409,
             RuntimeError::Invalid(_) => 422,
             RuntimeError::Failed(_) => 500,
         }
@@ -270,6 +280,11 @@ impl Runtime {
             tracing::info!(scenario = name, addr = %entry.addr, "scenario replaced");
             return Ok(entry.info(name));
         }
+        if entries.len() >= MAX_SCENARIOS {
+            return Err(RuntimeError::Full(format!(
+                "{MAX_SCENARIOS} scenarios already run; delete one first"
+            )));
+        }
         let slot = Arc::new(
             Slot::new(
                 Source::Given(scenario),
@@ -370,6 +385,11 @@ impl Runtime {
             .get_mut(name)
             .ok_or_else(|| RuntimeError::NotFound(name.into()))?;
         let current = entry.slot.current().engine.scenario.clone();
+        if current.rules.len() >= MAX_RULES {
+            return Err(RuntimeError::Full(format!(
+                "{name} has {MAX_RULES} rules already; put the scenario again to start over"
+            )));
+        }
         let mut next = (*current).clone();
         // A fresh index: the rules already there keep theirs, and with them
         // their counters and their `rule #N` labels.
