@@ -613,9 +613,10 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             ca: Arc::new(CaStore::new(Some(ca_dir))),
         };
         let server = Server::start(opts).await?;
-        // Handlers first, then the listening line: a harness that signals
-        // as soon as it reads the line must not kill the process outright.
-        let signals = Signals::install()?;
+        // Signals are taken over before the listening lines: a harness that
+        // sends SIGTERM as soon as it reads them gets a graceful stop, not
+        // the default kill.
+        let signals = Signals::take()?;
         warn_unused_certificates(&server, &overridden);
         {
             let mut out = std::io::stdout().lock();
@@ -656,20 +657,17 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-/// SIGINT, SIGTERM (stop) and SIGHUP (reload), listened for from before
-/// the listening line is printed.
+/// SIGINT, SIGTERM (stop) and SIGHUP (reload), registered.
+#[cfg(unix)]
 struct Signals {
-    #[cfg(unix)]
     int: tokio::signal::unix::Signal,
-    #[cfg(unix)]
     term: tokio::signal::unix::Signal,
-    #[cfg(unix)]
     hup: tokio::signal::unix::Signal,
 }
 
+#[cfg(unix)]
 impl Signals {
-    #[cfg(unix)]
-    fn install() -> anyhow::Result<Self> {
+    fn take() -> anyhow::Result<Self> {
         use tokio::signal::unix::{signal, SignalKind};
         Ok(Self {
             int: signal(SignalKind::interrupt())?,
@@ -678,13 +676,6 @@ impl Signals {
         })
     }
 
-    #[cfg(not(unix))]
-    fn install() -> anyhow::Result<Self> {
-        Ok(Self {})
-    }
-
-    /// Returns when the server should stop; reloads on SIGHUP meanwhile.
-    #[cfg(unix)]
     async fn wait(mut self, server: &Server) -> anyhow::Result<()> {
         loop {
             tokio::select! {
@@ -697,8 +688,17 @@ impl Signals {
             }
         }
     }
+}
 
-    #[cfg(not(unix))]
+#[cfg(not(unix))]
+struct Signals;
+
+#[cfg(not(unix))]
+impl Signals {
+    fn take() -> anyhow::Result<Self> {
+        Ok(Self)
+    }
+
     async fn wait(self, _: &Server) -> anyhow::Result<()> {
         tokio::signal::ctrl_c().await?;
         Ok(())

@@ -17,6 +17,8 @@
 //! - [`report`]: how the sender behaved: deliveries, findings, `[[expect]]`.
 //! - [`bounce`]: `explain` for replies, `from-bounce` for bounce messages.
 //! - [`cli`]: the command line.
+//! - [`testing`]: `TestServer`, an in-process server for Rust tests
+//!   (scenario from a string, wait-for, transcripts, report, stop on drop).
 pub mod bounce;
 pub mod capture;
 pub mod certs;
@@ -26,3 +28,4 @@ pub mod report;
 pub mod scenario;
 pub mod server;
 pub mod state;
+pub mod testing;

@@ -266,6 +266,9 @@ pub struct Capture {
     // Bounded rings: memory stays flat however long the server runs.
     messages: Mutex<VecDeque<Arc<Captured>>>,
     events: Mutex<VecDeque<Event>>,
+    /// Messages captured so far: waiters subscribe before they look, so a
+    /// message arriving in between still wakes them (no lost wake-up).
+    arrived: tokio::sync::watch::Sender<u64>,
 }
 
 impl Capture {
@@ -282,6 +285,7 @@ impl Capture {
             capture_dir: capture_dir.map(Path::to_path_buf),
             messages: Mutex::new(VecDeque::new()),
             events: Mutex::new(VecDeque::new()),
+            arrived: tokio::sync::watch::Sender::new(0),
         })
     }
 
@@ -292,7 +296,27 @@ impl Capture {
             capture_dir: None,
             messages: Mutex::new(VecDeque::new()),
             events: Mutex::new(VecDeque::new()),
+            arrived: tokio::sync::watch::Sender::new(0),
         }
+    }
+
+    /// Changes each time a message is captured. Subscribe, then read
+    /// [`Capture::messages`], then await `changed()`: nothing is missed.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.arrived.subscribe()
+    }
+
+    /// Forgets the messages and events kept in memory (files already
+    /// written stay).
+    pub fn clear(&self) {
+        self.messages
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+        self.events
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
     }
 
     pub fn record(&self, listener: &str, scenario: &str, session: u64, kind: EventKind) {
@@ -327,6 +351,8 @@ impl Capture {
             ring.pop_front();
         }
         ring.push_back(Arc::new(m));
+        drop(ring);
+        self.arrived.send_modify(|n| *n += 1);
     }
 
     /// Messages kept, oldest first.

@@ -57,6 +57,14 @@ impl Engine {
         }
     }
 
+    /// An engine for `scenario` that keeps this one's counters, seed and
+    /// `during` epoch: a rule prepended at run time must not reset a
+    /// greylist or a rate already under way. Rules keep their `index`, so
+    /// their counter keys stay valid.
+    pub fn rebuilt(&self, scenario: Arc<Scenario>) -> Self {
+        Self::with_store(scenario, self.store.clone(), self.seed, self.epoch)
+    }
+
     /// Removes counters that can no longer change an answer.
     pub fn sweep(&self, now: Instant) -> usize {
         self.store.sweep(now)

@@ -6,6 +6,7 @@
 //! 421 4.3.2 and close.
 
 mod connection;
+pub mod runtime;
 pub mod slot;
 mod watch;
 pub use watch::QUIET as RELOAD_QUIET;
@@ -25,6 +26,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::capture::{Capture, EventKind};
 use crate::proto::reply::defaults;
+pub use runtime::{Runtime, RuntimeError, ScenarioInfo};
 pub use slot::{Active, CaStore, Slot, Source, TlsOptions};
 
 pub use connection::{DRIP_CHUNK, MAX_SESSION};
@@ -111,6 +113,8 @@ pub(crate) fn unseeded_random(active: &Active) -> Option<u64> {
 
 /// A running server.
 pub struct Server {
+    /// The listeners given at start (see [`Server::scenarios`] for every
+    /// scenario served now, added ones included).
     pub listeners: Vec<Bound>,
     pub capture: Arc<Capture>,
     /// The test CA (made on first use).
@@ -119,6 +123,7 @@ pub struct Server {
     hard_stop: CancellationToken,
     tracker: TaskTracker,
     grace: Duration,
+    runtime: Arc<Runtime>,
     _watcher: Option<watch::Watcher>,
 }
 
@@ -137,6 +142,16 @@ impl Server {
         // scenario.
         let permits = Arc::new(Semaphore::new(opts.max_connections.max(1)));
         let ids = Arc::new(AtomicU64::new(1));
+        let runtime = Arc::new(Runtime::new(runtime::Shared {
+            capture: opts.capture.clone(),
+            hostname: opts.hostname.clone(),
+            ca: opts.ca.clone(),
+            permits,
+            ids,
+            shutdown: shutdown.clone(),
+            hard_stop: hard_stop.clone(),
+            tracker: tracker.clone(),
+        }));
         let mut listeners = vec![];
         for spec in &opts.listeners {
             let slot = Arc::new(Slot::new(
@@ -149,31 +164,7 @@ impl Server {
                 .await
                 .with_context(|| format!("cannot listen on {}", spec.addr))?;
             let addr = listener.local_addr()?;
-            let conn = Arc::new(connection::Conn {
-                listener: addr.to_string(),
-                capture: opts.capture.clone(),
-                hard_stop: hard_stop.clone(),
-            });
-            tracker.spawn(accept_loop(
-                listener,
-                slot.clone(),
-                conn,
-                permits.clone(),
-                ids.clone(),
-                shutdown.clone(),
-                tracker.clone(),
-            ));
-            tracker.spawn(sweep_loop(slot.clone(), shutdown.clone()));
-            let file = match &slot.source {
-                Source::File(p) => Some(p.as_path()),
-                _ => None,
-            };
-            opts.capture.record(
-                &addr.to_string(),
-                slot.current().scenario_name(),
-                0,
-                EventKind::listen(file),
-            );
+            runtime.add_start(listener, slot.clone())?;
             listeners.push(Bound { addr, slot });
         }
         let watcher = if opts.watch {
@@ -192,6 +183,7 @@ impl Server {
             hard_stop,
             tracker,
             grace: opts.grace,
+            runtime,
             _watcher: watcher,
         })
     }
@@ -207,6 +199,53 @@ impl Server {
         for b in &self.listeners {
             watch::reload(&b.slot);
         }
+    }
+
+    /// The run-time scenario registry, for holders that outlive a borrow
+    /// of the server (the HTTP API).
+    pub fn runtime(&self) -> Arc<Runtime> {
+        self.runtime.clone()
+    }
+
+    /// Every scenario served now: the listeners given at start (under
+    /// their scenario names) and those added with [`Server::put_scenario`].
+    pub fn scenarios(&self) -> Vec<ScenarioInfo> {
+        self.runtime.list()
+    }
+
+    /// Adds (fresh loopback port, fresh counters) or replaces (same port,
+    /// fresh counters) the scenario `name`; see [`runtime`].
+    pub fn put_scenario(&self, name: &str, toml: &str) -> Result<ScenarioInfo, RuntimeError> {
+        self.runtime.put(name, toml)
+    }
+
+    /// Closes the port of scenario `name`; see [`runtime`].
+    pub async fn delete_scenario(&self, name: &str) -> Result<ScenarioInfo, RuntimeError> {
+        self.runtime.delete(name).await
+    }
+
+    /// Puts one rule (JSON with the TOML field names) first in scenario
+    /// `name`, keeping its counters; see [`runtime`].
+    pub fn prepend_rule(
+        &self,
+        name: &str,
+        rule: &serde_json::Value,
+    ) -> Result<ScenarioInfo, RuntimeError> {
+        self.runtime.prepend_json(name, rule)
+    }
+
+    /// Fresh counters and windows everywhere; captured messages and events
+    /// in memory forgotten.
+    pub fn reset(&self) -> Result<(), RuntimeError> {
+        self.runtime.reset_all()
+    }
+
+    /// Stops at once without waiting: no more accepting, and open sessions
+    /// answer 421 4.3.2 and close (what dropping a test server does).
+    pub fn stop_now(&self) {
+        self.shutdown.cancel();
+        self.hard_stop.cancel();
+        self.tracker.close();
     }
 
     /// Stops accepting, lets sessions finish for the grace period, then

@@ -108,7 +108,7 @@ impl Slot {
         ca: Arc<CaStore>,
     ) -> anyhow::Result<Self> {
         let scenario = Self::read(&source)?;
-        let active = build(scenario, hostname.as_deref(), &tls, &ca)?;
+        let active = build(scenario, hostname.as_deref(), &tls, &ca, None)?;
         Ok(Self {
             source,
             hostname,
@@ -146,6 +146,31 @@ impl Slot {
             self.hostname.as_deref(),
             &self.tls,
             &self.ca,
+            None,
+        )?);
+        *self.active.write().unwrap_or_else(|p| p.into_inner()) = active.clone();
+        Ok(active)
+    }
+
+    /// Serves `scenario` from now on (run-time scenarios): new sessions see
+    /// it, open ones finish with theirs. `keep_counters` keeps the running
+    /// engine's counters, seed and windows (a prepended rule); otherwise
+    /// they start fresh (a replaced scenario, a reset).
+    pub fn install(
+        &self,
+        scenario: Arc<Scenario>,
+        keep_counters: bool,
+    ) -> anyhow::Result<Arc<Active>> {
+        // Built outside the lock (TLS set-up can take a while): sessions
+        // starting meanwhile get the old scenario. Callers serialise
+        // installs (the run-time registry's lock).
+        let previous = keep_counters.then(|| self.current().engine.clone());
+        let active = Arc::new(build(
+            scenario,
+            self.hostname.as_deref(),
+            &self.tls,
+            &self.ca,
+            previous.as_deref(),
         )?);
         *self.active.write().unwrap_or_else(|p| p.into_inner()) = active.clone();
         Ok(active)
@@ -157,6 +182,7 @@ fn build(
     hostname: Option<&str>,
     opts: &TlsOptions,
     ca: &CaStore,
+    previous: Option<&Engine>,
 ) -> anyhow::Result<Active> {
     let s = &scenario.server;
     let hostname = hostname
@@ -193,7 +219,10 @@ fn build(
     let idle_timeout = s.idle_timeout;
     let epoch = tokio::time::Instant::now().into_std();
     Ok(Active {
-        engine: Arc::new(Engine::new(scenario, epoch)),
+        engine: Arc::new(match previous {
+            Some(e) => e.rebuilt(scenario),
+            None => Engine::new(scenario, epoch),
+        }),
         session: Arc::new(session),
         idle_timeout,
         tls,
