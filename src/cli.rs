@@ -6,6 +6,7 @@
 //! Logs go to stderr, data to stdout; a closed stdout (`| head`) is success.
 
 use std::io::Write;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -14,7 +15,8 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
 
-use crate::capture::Capture;
+use crate::api::ApiOptions;
+use crate::capture::{Capture, Store};
 use crate::certs::{self, CertFault};
 use crate::scenario::model::Expect;
 use crate::scenario::{self, presets, LoadError};
@@ -151,9 +153,30 @@ struct ServeArgs {
     /// When the server stops, write the sender report here (JSON if FILE ends in .json).
     #[arg(long)]
     report: Option<PathBuf>,
-    /// Write each accepted message to DIR/<queue id>.eml.
+    /// Also keep each accepted message in DIR: `<id>.eml` and its envelope
+    /// `<id>.json`, fsynced before the 250 (a failed write answers 451 4.3.0).
+    #[arg(long, alias = "capture-dir", value_name = "DIR")]
+    store: Option<PathBuf>,
+    /// Bytes of messages kept in memory; the oldest go first past it.
+    #[arg(long, default_value = "256MB", value_name = "SIZE", value_parser = parse_size)]
+    store_max_bytes: u64,
+    /// Address of the HTTP API (JSON under /api/v1, /metrics, /livez,
+    /// /readyz); port 0 picks a free port [default: 127.0.0.1:8025, and
+    /// no API when that port is taken].
+    #[arg(long, value_name = "ADDR", conflicts_with = "no_api")]
+    api: Option<SocketAddr>,
+    /// Run without the HTTP API.
     #[arg(long)]
-    capture_dir: Option<PathBuf>,
+    no_api: bool,
+    /// Token the API asks for (`Authorization: Bearer TOKEN`); required
+    /// when --api is not a loopback address.
+    #[arg(
+        long,
+        env = "MAILFAULT_API_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    api_token: Option<String>,
     /// How long open sessions may finish after SIGINT/SIGTERM before 421 4.3.2.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     grace: Duration,
@@ -167,6 +190,26 @@ struct ServeArgs {
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
     scenario::units::duration(s)
+}
+
+fn parse_size(s: &str) -> Result<u64, String> {
+    scenario::units::size(s)
+}
+
+/// The API options `serve` was given.
+fn api_options(args: &ServeArgs) -> Option<ApiOptions> {
+    if args.no_api {
+        return None;
+    }
+    let optional = args.api.is_none();
+    let addr = args
+        .api
+        .unwrap_or_else(|| crate::api::DEFAULT_ADDR.parse().expect("a valid address"));
+    Some(ApiOptions {
+        addr,
+        token: args.api_token.clone(),
+        optional,
+    })
 }
 
 /// Runs the command line and returns the process exit code.
@@ -596,7 +639,15 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .map(|l| l.tls.certificate.is_some())
         .collect();
     let ca_dir = args.ca_dir.clone().unwrap_or_else(certs::default_ca_dir);
-    let capture = Capture::new(args.events.as_deref(), args.capture_dir.as_deref())
+    let api = api_options(&args);
+    if let Some(a) = &api {
+        crate::api::check_exposure(a)?;
+    }
+    let store = Store::new(args.store.as_deref(), args.store_max_bytes).with_context(|| {
+        let dir = args.store.as_deref().unwrap_or(std::path::Path::new(""));
+        format!("cannot make the store folder {}", dir.display())
+    })?;
+    let capture = Capture::with_store(args.events.as_deref(), store)
         .context("cannot open the capture files")?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -610,6 +661,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             max_connections: args.max_connections,
             watch: !args.no_watch,
             ca: Arc::new(CaStore::new(Some(ca_dir))),
+            api,
         };
         let server = Server::start(opts).await?;
         warn_unused_certificates(&server, &overridden);
@@ -637,6 +689,10 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
                     active.scenario_name()
                 )?;
                 b.log_listening();
+            }
+            if let Some(a) = server.api_addr {
+                writeln!(out, "listening http://{a} api")?;
+                tracing::info!(addr = %a, "API listening");
             }
             out.flush()?;
         }
