@@ -43,12 +43,15 @@ struct ListQuery {
 /// An RFC 3339 time (`2026-01-01T10:00:00Z`; fractions and offsets
 /// allowed).
 fn parse_time(name: &str, v: Option<&str>) -> ApiResult<Option<SystemTime>> {
+    use time::format_description::well_known::Rfc3339;
     v.map(|t| {
-        humantime::parse_rfc3339_weak(t).map_err(|e| {
-            ApiError::bad_request(format!(
-                "bad {name} {t:?}: {e} (use RFC 3339, e.g. 2026-01-01T10:00:00Z)"
-            ))
-        })
+        time::OffsetDateTime::parse(t, &Rfc3339)
+            .map(SystemTime::from)
+            .map_err(|e| {
+                ApiError::bad_request(format!(
+                    "bad {name} {t:?}: {e} (use RFC 3339, e.g. 2026-01-01T10:00:00Z)"
+                ))
+            })
     })
     .transpose()
 }

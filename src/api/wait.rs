@@ -21,8 +21,12 @@ pub const MAX_WAIT: Duration = Duration::from_secs(300);
 /// Items per page when `limit` is not given, and at most.
 pub const DEFAULT_LIMIT: usize = 50;
 pub const MAX_LIMIT: usize = 1000;
+/// The largest offset: more than any store holds, and a bound a client can
+/// be told about.
+pub const MAX_OFFSET: usize = 1_000_000_000;
 
-/// Parses `wait` (`10s`, `200ms`, `1m`); at most [`MAX_WAIT`].
+/// Parses `wait` (`10s`, `200ms`, `1m`); at most [`MAX_WAIT`]. Zero is no
+/// wait.
 pub fn parse_wait(wait: Option<&str>) -> ApiResult<Option<Duration>> {
     let Some(w) = wait else {
         return Ok(None);
@@ -35,7 +39,7 @@ pub fn parse_wait(wait: Option<&str>) -> ApiResult<Option<Duration>> {
             humantime::format_duration(MAX_WAIT)
         )));
     }
-    Ok(Some(d))
+    Ok(Some(d).filter(|d| !d.is_zero()))
 }
 
 /// A page request, checked.
@@ -53,10 +57,13 @@ impl Paging {
                 "bad limit {limit}: use 1 to {MAX_LIMIT}"
             )));
         }
-        Ok(Self {
-            limit,
-            offset: offset.unwrap_or(0),
-        })
+        let offset = offset.unwrap_or(0);
+        if offset > MAX_OFFSET {
+            return Err(ApiError::bad_request(format!(
+                "bad offset {offset}: at most {MAX_OFFSET}"
+            )));
+        }
+        Ok(Self { limit, offset })
     }
 
     /// This page of `all` (already in listing order).
