@@ -665,37 +665,21 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         };
         let server = Server::start(opts).await?;
         warn_unused_certificates(&server, &overridden);
-        {
-            let mut out = std::io::stdout().lock();
-            for b in &server.listeners {
-                let active = b.slot.current();
-                let scheme = if b.slot.implicit_tls() {
-                    "smtps"
-                } else {
-                    "smtp"
-                };
-                let certificate = active
-                    .certificate
-                    .map(|c| format!(" certificate={c}"))
-                    .unwrap_or_default();
-                let ca = match (&active.tls, server.ca.path()) {
-                    (Some(_), Some(p)) => format!(" ca={}", p.display()),
-                    _ => String::new(),
-                };
-                writeln!(
-                    out,
-                    "listening {scheme}://{} scenario={}{certificate}{ca}",
-                    b.addr,
-                    active.scenario_name()
-                )?;
-                b.log_listening();
-            }
-            if let Some(a) = server.api_addr {
-                writeln!(out, "listening http://{a} api")?;
-                tracing::info!(addr = %a, "API listening");
-            }
-            out.flush()?;
+        // One write for every line: a reader that stops after the first
+        // line (and closes the pipe) cannot make a later line fail.
+        let mut lines = String::new();
+        for b in &server.listeners {
+            lines.push_str(&listening_line(&server, b));
+            b.log_listening();
         }
+        if let Some(a) = server.api_addr {
+            lines.push_str(&format!("listening http://{a} api\n"));
+            tracing::info!(addr = %a, "API listening");
+        }
+        let mut out = std::io::stdout().lock();
+        out.write_all(lines.as_bytes())?;
+        out.flush()?;
+        drop(out);
         wait_for_signals(&server).await?;
         tracing::info!("shutting down");
         let report = args.report.clone();
@@ -706,6 +690,29 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         }
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// `listening smtp://ADDR scenario=NAME [certificate=FAULT] [ca=FILE]`.
+fn listening_line(server: &Server, b: &server::Bound) -> String {
+    let active = b.slot.current();
+    let scheme = if b.slot.implicit_tls() {
+        "smtps"
+    } else {
+        "smtp"
+    };
+    let certificate = active
+        .certificate
+        .map(|c| format!(" certificate={c}"))
+        .unwrap_or_default();
+    let ca = match (&active.tls, server.ca.path()) {
+        (Some(_), Some(p)) => format!(" ca={}", p.display()),
+        _ => String::new(),
+    };
+    format!(
+        "listening {scheme}://{} scenario={}{certificate}{ca}\n",
+        b.addr,
+        active.scenario_name()
+    )
 }
 
 #[cfg(unix)]
