@@ -171,8 +171,10 @@ async fn authorize(State(state): State<ApiState>, req: Request, next: Next) -> R
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
+        .and_then(|v| v.split_once(' '))
+        // RFC 9110 §11.1: the scheme name is case-insensitive.
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map_or("", |(_, t)| t.trim());
     if same(given.as_bytes(), token.as_bytes()) {
         return next.run(req).await;
     }

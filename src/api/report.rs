@@ -2,15 +2,13 @@
 //! report, built with `report::build` from the events kept in memory: the
 //! same JSON as `mailfault report --json`.
 
-use std::time::Duration;
-
 use axum::extract::State;
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::Deserialize;
 
 use super::error::{ApiError, ApiQuery, ApiResult};
-use super::wait::{self, Changes, Listing, Paging};
+use super::wait::{self, Changes, Listing, Paging, SETTLE};
 use super::ApiState;
 use crate::report::{Delivery, Outcome, Report};
 
@@ -19,10 +17,6 @@ pub fn routes() -> Router<ApiState> {
         .route("/api/v1/deliveries", get(deliveries))
         .route("/api/v1/report", get(report))
 }
-
-/// Building the report reads every event kept: while waiting, let a burst
-/// of events pass before building it again.
-const SETTLE: Duration = Duration::from_millis(20);
 
 fn build(s: &ApiState) -> Report {
     let events = s.capture.events();

@@ -6,7 +6,6 @@
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::extract::State;
 use axum::response::sse::{Event as Sse, KeepAlive};
@@ -159,7 +158,7 @@ async fn list(
         }
     };
     let found = |l: &Listing<Summary>| l.total > 0;
-    wait::until(wait, changes, &s.shutdown, Duration::ZERO, look, found)
+    wait::until(wait, changes, &s.shutdown, wait::SETTLE, look, found)
         .await
         .map(Json)
 }

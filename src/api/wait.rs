@@ -86,6 +86,11 @@ pub struct Listing<T> {
     pub items: Vec<T>,
 }
 
+/// How long a waiter on events lets a burst pass before it looks again:
+/// sessions and deliveries are rebuilt from every event kept, so under load
+/// a look per event would cost more than the events.
+pub const SETTLE: Duration = Duration::from_millis(20);
+
 /// What a waiter listens to.
 pub enum Changes {
     /// The message store.
