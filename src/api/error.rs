@@ -114,3 +114,78 @@ pub fn check_id(kind: &str, id: &str) -> ApiResult<()> {
         )))
     }
 }
+
+/// A TOML body (a scenario): `Content-Type` `application/toml`,
+/// `text/x-toml` or `text/plain` (415 otherwise), at most the body limit
+/// (413), UTF-8 (400).
+pub struct TomlBody(pub String);
+
+impl<S: Send + Sync> FromRequest<S> for TomlBody {
+    type Rejection = ApiError;
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let ctype = req
+            .headers()
+            .get(axum::http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .map(|v| v.trim().to_ascii_lowercase());
+        if !matches!(
+            ctype.as_deref(),
+            Some("application/toml" | "text/x-toml" | "text/plain")
+        ) {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "send the scenario as Content-Type: application/toml",
+            ));
+        }
+        let bytes = axum::body::Bytes::from_request(req, state)
+            .await
+            .map_err(|e| ApiError::new(e.status(), e.body_text()))?;
+        String::from_utf8(bytes.to_vec())
+            .map(TomlBody)
+            .map_err(|_| ApiError::bad_request("the scenario is not UTF-8"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::Body;
+
+    #[test]
+    fn ids_cannot_name_other_files() {
+        for ok in ["1A2B30000001", "a-b_c.d", "x"] {
+            assert!(check_id("message", ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "../x", "a/b", "a\\b", ".hidden", "..", &"x".repeat(65)] {
+            let e = check_id("message", bad).unwrap_err();
+            assert_eq!(e.status, StatusCode::BAD_REQUEST, "{bad}");
+        }
+    }
+
+    async fn toml(ctype: Option<&str>, body: &'static [u8]) -> Result<String, ApiError> {
+        let mut req = Request::builder().method("PUT").uri("/x");
+        if let Some(c) = ctype {
+            req = req.header("content-type", c);
+        }
+        let req = req.body(Body::from(body)).unwrap();
+        TomlBody::from_request(req, &()).await.map(|t| t.0)
+    }
+
+    #[tokio::test]
+    async fn toml_bodies_say_what_they_are() {
+        assert_eq!(
+            toml(Some("application/toml"), b"a = 1").await.unwrap(),
+            "a = 1"
+        );
+        assert!(toml(Some("text/plain; charset=utf-8"), b"a = 1")
+            .await
+            .is_ok());
+        let e = toml(Some("application/json"), b"{}").await.unwrap_err();
+        assert_eq!(e.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+        let e = toml(None, b"a = 1").await.unwrap_err();
+        assert_eq!(e.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+        let e = toml(Some("application/toml"), b"\xff").await.unwrap_err();
+        assert_eq!(e.status, StatusCode::BAD_REQUEST);
+    }
+}

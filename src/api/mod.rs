@@ -34,7 +34,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub use error::{check_id, ApiError, ApiJson, ApiPath, ApiQuery, ApiResult};
+pub use error::{check_id, ApiError, ApiJson, ApiPath, ApiQuery, ApiResult, TomlBody};
 pub use wait::{Listing, Paging, MAX_WAIT};
 
 use crate::capture::Capture;
