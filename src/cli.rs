@@ -6,6 +6,7 @@
 //! Logs go to stderr, data to stdout; a closed stdout (`| head`) is success.
 
 use std::io::Write;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -14,7 +15,8 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
 
-use crate::capture::Capture;
+use crate::api::ApiOptions;
+use crate::capture::{Capture, Store};
 use crate::certs::{self, CertFault};
 use crate::scenario::model::Expect;
 use crate::scenario::{self, presets, LoadError};
@@ -43,7 +45,7 @@ enum LogFormat {
 #[derive(Subcommand)]
 enum Command {
     /// Run the fake MX.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Validate scenario files: every FILE:LINE:COL error and exit 1, or a summary.
     Check {
         #[arg(required = true)]
@@ -151,9 +153,30 @@ struct ServeArgs {
     /// When the server stops, write the sender report here (JSON if FILE ends in .json).
     #[arg(long)]
     report: Option<PathBuf>,
-    /// Write each accepted message to DIR/<queue id>.eml.
+    /// Also keep each accepted message in DIR: `<id>.eml` and its envelope
+    /// `<id>.json`, fsynced before the 250 (a failed write answers 451 4.3.0).
+    #[arg(long, alias = "capture-dir", value_name = "DIR")]
+    store: Option<PathBuf>,
+    /// Bytes of messages kept in memory; the oldest go first past it.
+    #[arg(long, default_value = "256MB", value_name = "SIZE", value_parser = parse_size)]
+    store_max_bytes: u64,
+    /// Address of the HTTP API (JSON under /api/v1, /metrics, /livez,
+    /// /readyz); port 0 picks a free port [default: 127.0.0.1:8025, and
+    /// no API when that port is taken].
+    #[arg(long, value_name = "ADDR", conflicts_with = "no_api")]
+    api: Option<SocketAddr>,
+    /// Run without the HTTP API.
     #[arg(long)]
-    capture_dir: Option<PathBuf>,
+    no_api: bool,
+    /// Token the API asks for (`Authorization: Bearer TOKEN`); required
+    /// when --api is not a loopback address.
+    #[arg(
+        long,
+        env = "MAILFAULT_API_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    api_token: Option<String>,
     /// How long open sessions may finish after SIGINT/SIGTERM before 421 4.3.2.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     grace: Duration,
@@ -167,6 +190,26 @@ struct ServeArgs {
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
     scenario::units::duration(s)
+}
+
+fn parse_size(s: &str) -> Result<u64, String> {
+    scenario::units::size(s)
+}
+
+/// The API options `serve` was given.
+fn api_options(args: &ServeArgs) -> Option<ApiOptions> {
+    if args.no_api {
+        return None;
+    }
+    let optional = args.api.is_none();
+    let addr = args
+        .api
+        .unwrap_or_else(|| crate::api::DEFAULT_ADDR.parse().expect("a valid address"));
+    Some(ApiOptions {
+        addr,
+        token: args.api_token.clone(),
+        optional,
+    })
 }
 
 /// Runs the command line and returns the process exit code.
@@ -220,7 +263,7 @@ fn init_logs(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Serve(args) => serve(args),
+        Command::Serve(args) => serve(*args),
         Command::Check { files } => check(&files),
         Command::Certs { out, hostname } => make_certs(&out, &hostname),
         Command::FromBounce { file, json } => from_bounce(&file, json),
@@ -596,7 +639,15 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .map(|l| l.tls.certificate.is_some())
         .collect();
     let ca_dir = args.ca_dir.clone().unwrap_or_else(certs::default_ca_dir);
-    let capture = Capture::new(args.events.as_deref(), args.capture_dir.as_deref())
+    let api = api_options(&args);
+    if let Some(a) = &api {
+        crate::api::check_exposure(a)?;
+    }
+    let store = Store::new(args.store.as_deref(), args.store_max_bytes).with_context(|| {
+        let dir = args.store.as_deref().unwrap_or(std::path::Path::new(""));
+        format!("cannot make the store folder {}", dir.display())
+    })?;
+    let capture = Capture::with_store(args.events.as_deref(), store)
         .context("cannot open the capture files")?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -611,6 +662,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             watch: !args.no_watch,
             reload_quiet: server::RELOAD_QUIET,
             ca: Arc::new(CaStore::new(Some(ca_dir))),
+            api,
         };
         let server = Server::start(opts).await?;
         // Signals are taken over before the listening lines: a harness that
@@ -618,33 +670,21 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         // the default kill.
         let signals = Signals::take()?;
         warn_unused_certificates(&server, &overridden);
-        {
-            let mut out = std::io::stdout().lock();
-            for b in &server.listeners {
-                let active = b.slot.current();
-                let scheme = if b.slot.implicit_tls() {
-                    "smtps"
-                } else {
-                    "smtp"
-                };
-                let certificate = active
-                    .certificate
-                    .map(|c| format!(" certificate={c}"))
-                    .unwrap_or_default();
-                let ca = match (&active.tls, server.ca.path()) {
-                    (Some(_), Some(p)) => format!(" ca={}", p.display()),
-                    _ => String::new(),
-                };
-                writeln!(
-                    out,
-                    "listening {scheme}://{} scenario={}{certificate}{ca}",
-                    b.addr,
-                    active.scenario_name()
-                )?;
-                b.log_listening();
-            }
-            out.flush()?;
+        // One write for every line: a reader that stops after the first
+        // line (and closes the pipe) cannot make a later line fail.
+        let mut lines = String::new();
+        for b in &server.listeners {
+            lines.push_str(&listening_line(&server, b));
+            b.log_listening();
         }
+        if let Some(a) = server.api_addr {
+            lines.push_str(&format!("listening http://{a} api\n"));
+            tracing::info!(addr = %a, "API listening");
+        }
+        let mut out = std::io::stdout().lock();
+        out.write_all(lines.as_bytes())?;
+        out.flush()?;
+        drop(out);
         signals.wait(&server).await?;
         tracing::info!("shutting down");
         let report = args.report.clone();
@@ -655,6 +695,29 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         }
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// `listening smtp://ADDR scenario=NAME [certificate=FAULT] [ca=FILE]`.
+fn listening_line(server: &Server, b: &server::Bound) -> String {
+    let active = b.slot.current();
+    let scheme = if b.slot.implicit_tls() {
+        "smtps"
+    } else {
+        "smtp"
+    };
+    let certificate = active
+        .certificate
+        .map(|c| format!(" certificate={c}"))
+        .unwrap_or_default();
+    let ca = match (&active.tls, server.ca.path()) {
+        (Some(_), Some(p)) => format!(" ca={}", p.display()),
+        _ => String::new(),
+    };
+    format!(
+        "listening {scheme}://{} scenario={}{certificate}{ca}\n",
+        b.addr,
+        active.scenario_name()
+    )
 }
 
 /// SIGINT, SIGTERM (stop) and SIGHUP (reload), registered.

@@ -13,12 +13,17 @@
 //!   PEM parsing, the test CA and the broken certificates it signs.
 //! - [`server`]: listeners, the per-connection driver, TLS set-up, hot
 //!   reload, the connection cap and graceful shutdown.
-//! - [`capture`]: transcripts (JSON Lines) and captured messages.
+//! - [`capture`]: transcripts (JSON Lines, in memory, live), the message
+//!   store (bounded by bytes, fsynced to a folder before the 250) and the
+//!   counters behind `/metrics`.
+//! - [`api`]: the HTTP API (axum): health, messages, sessions, deliveries,
+//!   the report, live events (SSE), metrics; loopback or a bearer token.
 //! - [`report`]: how the sender behaved: deliveries, findings, `[[expect]]`.
 //! - [`bounce`]: `explain` for replies, `from-bounce` for bounce messages.
 //! - [`cli`]: the command line.
 //! - [`testing`]: `TestServer`, an in-process server for Rust tests
 //!   (scenario from a string, wait-for, transcripts, report, stop on drop).
+pub mod api;
 pub mod bounce;
 pub mod capture;
 pub mod certs;

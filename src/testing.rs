@@ -58,8 +58,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::capture::store::Message;
 use crate::capture::{Capture, Event};
-use crate::proto::Captured;
 use crate::report::Report;
 use crate::scenario;
 use crate::server::{ListenerSpec, Options, RuntimeError, ScenarioInfo, Server, Source};
@@ -144,7 +144,7 @@ impl TestServer {
 
     /// Every message captured so far, oldest first (refused ones too: see
     /// `accepted`).
-    pub fn messages(&self) -> Vec<Arc<Captured>> {
+    pub fn messages(&self) -> Vec<Arc<Message>> {
         self.capture().messages()
     }
 
@@ -153,9 +153,9 @@ impl TestServer {
     /// message arriving meanwhile is never missed.
     pub async fn wait_for_message(
         &self,
-        matches: impl Fn(&Captured) -> bool,
+        matches: impl Fn(&Message) -> bool,
         timeout: Duration,
-    ) -> Result<Arc<Captured>, WaitTimeout> {
+    ) -> Result<Arc<Message>, WaitTimeout> {
         let mut arrived = self.capture().subscribe();
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
@@ -182,7 +182,7 @@ impl TestServer {
         &self,
         rcpt: &str,
         timeout: Duration,
-    ) -> Result<Arc<Captured>, WaitTimeout> {
+    ) -> Result<Arc<Message>, WaitTimeout> {
         self.wait_for_message(
             |m| m.accepted && m.rcpts.iter().any(|r| r.eq_ignore_ascii_case(rcpt)),
             timeout,
@@ -287,7 +287,7 @@ impl Drop for TestServer {
     }
 }
 
-fn describe(m: &Captured) -> String {
+fn describe(m: &Message) -> String {
     format!(
         "{} {} -> {} ({})",
         m.id,

@@ -1,19 +1,26 @@
 //! Capture and transcripts: every session as structured events (connect,
 //! each command as received, each reply as sent with the rule that decided
-//! it, messages, close), written as JSON Lines with `--events FILE` as they
-//! happen (see [`writer`]), and the
-//! messages that arrived, kept in memory (bounded) and optionally as `.eml`
-//! files with `--capture-dir`.
+//! it, messages, close), kept in memory (bounded), offered live to
+//! subscribers, and written as JSON Lines with `--events FILE` as they
+//! happen (see [`writer`]); the messages that arrived, in the [`store`]
+//! (bounded by bytes, and on disk with `--store DIR`); and the counters of
+//! [`metrics`].
 
+pub mod metrics;
+pub mod store;
 mod writer;
 
 use std::collections::VecDeque;
 use std::fs::File;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
+use tokio::sync::broadcast;
+
+pub use metrics::Metrics;
+pub use store::{Filter, Message, Origin, Page, Store, StoreError};
 
 use crate::proto::{Answer, Captured, Fact, Stage, Tag, TxEnd};
 
@@ -254,115 +261,122 @@ pub struct Event {
     pub kind: EventKind,
 }
 
-/// How many messages and events are kept in memory.
-pub const KEEP_MESSAGES: usize = 1000;
-pub const KEEP_EVENTS: usize = 10_000;
+/// How many events are kept in memory: enough for the transcripts the API
+/// serves and the report of a test run; at a few hundred bytes an event,
+/// tens of MB at most.
+pub const KEEP_EVENTS: usize = 50_000;
+/// Live events waiting for a slow subscriber (an SSE client) before it
+/// skips some; the SMTP side never waits for subscribers.
+pub const LIVE_BACKLOG: usize = 4096;
 
 /// Where events and messages go. Shared by every session of a server.
 pub struct Capture {
     // A thread of its own writes the file: sessions only queue.
     events_file: Option<writer::Writer>,
-    capture_dir: Option<PathBuf>,
-    // Bounded rings: memory stays flat however long the server runs.
-    messages: Mutex<VecDeque<Arc<Captured>>>,
-    events: Mutex<VecDeque<Event>>,
-    /// Messages captured so far: waiters subscribe before they look, so a
-    /// message arriving in between still wakes them (no lost wake-up).
-    arrived: tokio::sync::watch::Sender<u64>,
+    store: Store,
+    // A bounded ring: memory stays flat however long the server runs.
+    events: Mutex<VecDeque<Arc<Event>>>,
+    /// Events as they happen, for live readers (SSE, wait-for).
+    live: broadcast::Sender<Arc<Event>>,
+    metrics: Metrics,
 }
 
 impl Capture {
-    pub fn new(events: Option<&Path>, capture_dir: Option<&Path>) -> std::io::Result<Self> {
+    /// Events to `events` (JSON Lines) if given; messages in memory with
+    /// the default bound, and in `store_dir` if given.
+    pub fn new(events: Option<&Path>, store_dir: Option<&Path>) -> std::io::Result<Self> {
+        Self::with_store(events, Store::new(store_dir, store::DEFAULT_MAX_BYTES)?)
+    }
+
+    /// Events to `events` if given, messages in `store`.
+    pub fn with_store(events: Option<&Path>, store: Store) -> std::io::Result<Self> {
         let events_file = match events {
             Some(p) => Some(writer::Writer::start(File::create(p)?)?),
             None => None,
         };
-        if let Some(d) = capture_dir {
-            std::fs::create_dir_all(d)?;
-        }
         Ok(Self {
             events_file,
-            capture_dir: capture_dir.map(Path::to_path_buf),
-            messages: Mutex::new(VecDeque::new()),
+            store,
             events: Mutex::new(VecDeque::new()),
-            arrived: tokio::sync::watch::Sender::new(0),
+            live: broadcast::channel(LIVE_BACKLOG).0,
+            metrics: Metrics::default(),
         })
     }
 
     /// A capture that keeps everything in memory only.
     pub fn in_memory() -> Self {
-        Self {
-            events_file: None,
-            capture_dir: None,
-            messages: Mutex::new(VecDeque::new()),
-            events: Mutex::new(VecDeque::new()),
-            arrived: tokio::sync::watch::Sender::new(0),
-        }
-    }
-
-    /// Changes each time a message is captured. Subscribe, then read
-    /// [`Capture::messages`], then await `changed()`: nothing is missed.
-    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
-        self.arrived.subscribe()
-    }
-
-    /// Forgets the messages and events kept in memory (files already
-    /// written stay).
-    pub fn clear(&self) {
-        self.messages
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clear();
-        self.events
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clear();
+        Self::with_store(
+            None,
+            Store::new(None, store::DEFAULT_MAX_BYTES).expect("no folder"),
+        )
+        .expect("no events file")
     }
 
     pub fn record(&self, listener: &str, scenario: &str, session: u64, kind: EventKind) {
-        let event = Event {
+        self.metrics.observe(scenario, &kind);
+        let event = Arc::new(Event {
             ts: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
             listener: listener.to_string(),
             scenario: scenario.to_string(),
             session,
             kind,
-        };
+        });
         if let Some(w) = &self.events_file {
-            w.send(event.clone());
+            w.send((*event).clone());
         }
         let mut ring = self.events.lock().unwrap_or_else(|p| p.into_inner());
         if ring.len() == KEEP_EVENTS {
             ring.pop_front();
         }
-        ring.push_back(event);
+        ring.push_back(event.clone());
+        drop(ring);
+        // No subscriber is the usual case: an error, and nothing to do.
+        let _ = self.live.send(event);
     }
 
-    pub fn message(&self, m: Captured) {
-        if m.accepted {
-            if let Some(dir) = &self.capture_dir {
-                let path = dir.join(format!("{}.eml", m.id));
-                if let Err(e) = std::fs::write(&path, &m.body) {
-                    tracing::warn!("cannot write {}: {e}", path.display());
-                }
-            }
-        }
-        let mut ring = self.messages.lock().unwrap_or_else(|p| p.into_inner());
-        if ring.len() == KEEP_MESSAGES {
-            ring.pop_front();
-        }
-        ring.push_back(Arc::new(m));
-        drop(ring);
-        self.arrived.send_modify(|n| *n += 1);
+    /// Keeps a message that arrived in session `origin` (see
+    /// [`Store::put`]: with a folder, on disk before this returns). An
+    /// error means it is kept nowhere: the message must not get a 250.
+    pub async fn keep(&self, m: Captured, origin: Origin) -> Result<Arc<Message>, StoreError> {
+        let m = Message::new(m, origin, SystemTime::now());
+        self.store.put(m).await
     }
 
     /// Messages kept, oldest first.
-    pub fn messages(&self) -> Vec<Arc<Captured>> {
-        self.messages
+    pub fn messages(&self) -> Vec<Arc<Message>> {
+        self.store.all()
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// Changes each time the store changes (a message kept, deleted,
+    /// cleared). Subscribe, then read [`Capture::messages`], then await
+    /// `changed()`: nothing is missed.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.store.subscribe()
+    }
+
+    /// Events from now on, as they are recorded. A reader that falls
+    /// [`LIVE_BACKLOG`] events behind skips ahead (and is told how many it
+    /// missed).
+    pub fn live(&self) -> broadcast::Receiver<Arc<Event>> {
+        self.live.subscribe()
+    }
+
+    /// Forgets the messages and events kept in memory (files already
+    /// written stay).
+    pub fn clear(&self) {
+        self.store.clear();
+        self.events
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .cloned()
-            .collect()
+            .clear();
     }
 
     /// True when events were dropped from the in-memory ring.
@@ -376,8 +390,23 @@ impl Capture {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .iter()
+            .map(|e| (**e).clone())
+            .collect()
+    }
+
+    /// Events kept, oldest first, shared (cheap: no event is copied).
+    pub fn shared_events(&self) -> Vec<Arc<Event>> {
+        self.events
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
             .cloned()
             .collect()
+    }
+
+    /// Events kept now (at most [`KEEP_EVENTS`]).
+    pub fn events_kept(&self) -> usize {
+        self.events.lock().unwrap_or_else(|p| p.into_inner()).len()
     }
 
     /// Waits until every event recorded so far is in the events file.

@@ -439,6 +439,11 @@ pub mod defaults {
     pub fn queued(id: &str) -> Reply {
         Reply::new(250, ec(2, 0, 0), format!("Ok: queued as {id}"))
     }
+    /// The message could not be kept (the store failed): Postfix's reply
+    /// when it cannot write its queue file.
+    pub fn not_stored() -> Reply {
+        Reply::new(451, ec(4, 3, 0), "Error: queue file write error")
+    }
     pub fn chunk_ok(n: u64) -> Reply {
         Reply::new(250, ec(2, 0, 0), format!("Ok: {n} octets received"))
     }

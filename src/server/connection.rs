@@ -16,8 +16,9 @@ use tokio_rustls::server::TlsStream;
 use tokio_util::sync::CancellationToken;
 
 use super::slot::Active;
-use crate::capture::{Capture, EventKind};
-use crate::proto::{CloseReason, Output, Policy, Session, Stage};
+use crate::capture::{Capture, EventKind, Origin};
+use crate::proto::reply::defaults;
+use crate::proto::{Answer, Captured, CloseReason, Fact, Output, Policy, Session, Stage, TxEnd};
 
 /// Bytes per piece when a reply drips.
 pub const DRIP_CHUNK: usize = 4;
@@ -142,7 +143,8 @@ impl Driver<'_> {
     /// Performs outputs in order. Waits end early at hard stop.
     async fn perform(&mut self, outputs: Vec<Output>) -> Flow {
         let mut delay_ms = None;
-        for out in outputs {
+        let mut outs = outputs.into_iter();
+        while let Some(out) = outs.next() {
             match out {
                 Output::Command {
                     line,
@@ -180,6 +182,7 @@ impl Driver<'_> {
                         text.trim_end()
                     );
                     self.log_refusal(code, &text, rule.as_deref());
+                    self.conn.capture.metrics().reply(self.stage, code, &text);
                     let sent = match drip {
                         Some(pause) => self.drip(&bytes, pause).await,
                         None => self.stream.write_all(&bytes).await,
@@ -197,29 +200,9 @@ impl Driver<'_> {
                     }
                 }
                 Output::Message(m) => {
-                    self.stage = Stage::Message.name();
-                    tracing::info!(
-                        session = self.id,
-                        id = %m.id,
-                        from = %m.mail_from,
-                        rcpt = ?m.rcpts,
-                        size = m.size,
-                        accepted = m.accepted,
-                        "message"
-                    );
-                    self.record(EventKind::Message {
-                        id: m.id.clone(),
-                        mail_from: m.mail_from.clone(),
-                        rcpt: m.rcpts.clone(),
-                        size: m.size,
-                        accepted: m.accepted,
-                        reply_code: m.reply_code,
-                        tls: m.tls,
-                        chunked: m.chunked,
-                        bare_lf: m.bare_lf,
-                        bare_cr: m.bare_cr,
-                    });
-                    self.conn.capture.message(*m);
+                    if !self.keep(*m).await {
+                        outs = not_kept(outs.collect()).into_iter();
+                    }
                 }
                 Output::StartTls => return Flow::StartTls,
                 Output::Hang { rule } => {
@@ -235,6 +218,53 @@ impl Driver<'_> {
             }
         }
         Flow::Continue
+    }
+
+    /// Records a message and keeps it in the store; with `--store DIR` it
+    /// is on disk when this returns. False when it could not be kept.
+    async fn keep(&mut self, m: Captured) -> bool {
+        self.stage = Stage::Message.name();
+        tracing::info!(
+            session = self.id,
+            id = %m.id,
+            from = %m.mail_from,
+            rcpt = ?m.rcpts,
+            size = m.size,
+            accepted = m.accepted,
+            "message"
+        );
+        let mut event = EventKind::Message {
+            id: m.id.clone(),
+            mail_from: m.mail_from.clone(),
+            rcpt: m.rcpts.clone(),
+            size: m.size,
+            accepted: m.accepted,
+            reply_code: m.reply_code,
+            tls: m.tls,
+            chunked: m.chunked,
+            bare_lf: m.bare_lf,
+            bare_cr: m.bare_cr,
+        };
+        let origin = Origin {
+            session: self.id,
+            listener: self.conn.listener.clone(),
+            scenario: self.scenario.clone(),
+        };
+        let kept = self.conn.capture.keep(m, origin).await;
+        if let Err(e) = &kept {
+            tracing::error!(session = self.id, "{e}; answering 451 4.3.0 instead");
+            if let EventKind::Message {
+                accepted,
+                reply_code,
+                ..
+            } = &mut event
+            {
+                *accepted = false;
+                *reply_code = Some(defaults::not_stored().code);
+            }
+        }
+        self.record(event);
+        kept.is_ok()
     }
 
     /// Performs a TLS handshake on the plain socket. Returns false (and
@@ -296,6 +326,50 @@ impl Driver<'_> {
         }
         Ok(())
     }
+}
+
+/// The rest of a batch after a message the store could not keep: its reply
+/// (whatever the scenario said) becomes `451 4.3.0` and its transaction is
+/// refused, since a 250 promises the message is kept (RFC 5321 §4.2.5: the
+/// server takes responsibility on 250; 451 asks the client to retry later).
+fn not_kept(rest: Vec<Output>) -> Vec<Output> {
+    let reply = defaults::not_stored();
+    let answer = Answer {
+        code: Some(reply.code),
+        reply: String::from_utf8_lossy(&reply.to_wire())
+            .trim_end()
+            .to_string(),
+        rule: None,
+        tag: None,
+    };
+    let mut replaced = false;
+    rest.into_iter()
+        .map(|o| match o {
+            Output::Send { .. } if !replaced => {
+                replaced = true;
+                Output::Send {
+                    bytes: reply.to_wire(),
+                    drip: None,
+                    code: Some(reply.code),
+                    rule: None,
+                    tag: None,
+                }
+            }
+            Output::Fact(Fact::Transaction {
+                mail_from,
+                rcpts,
+                stage,
+                ..
+            }) => Output::Fact(Fact::Transaction {
+                mail_from,
+                rcpts,
+                end: TxEnd::Refused,
+                stage,
+                answer: Some(answer.clone()),
+            }),
+            o => o,
+        })
+        .collect()
 }
 
 /// Serves one connection to the end.

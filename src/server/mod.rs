@@ -56,6 +56,8 @@ pub struct Options {
     pub reload_quiet: Duration,
     /// The test CA for TLS listeners.
     pub ca: Arc<CaStore>,
+    /// The HTTP API, if wanted.
+    pub api: Option<crate::api::ApiOptions>,
 }
 
 impl Options {
@@ -69,6 +71,7 @@ impl Options {
             watch: false,
             reload_quiet: watch::QUIET,
             ca: Arc::new(CaStore::new(None)),
+            api: None,
         }
     }
 }
@@ -119,6 +122,8 @@ pub struct Server {
     pub capture: Arc<Capture>,
     /// The test CA (made on first use).
     pub ca: Arc<CaStore>,
+    /// Where the HTTP API listens (None: no API).
+    pub api_addr: Option<SocketAddr>,
     shutdown: CancellationToken,
     hard_stop: CancellationToken,
     tracker: TaskTracker,
@@ -152,6 +157,22 @@ impl Server {
             hard_stop: hard_stop.clone(),
             tracker: tracker.clone(),
         }));
+        // The API answers /livez from here on, and /readyz once every
+        // listener is bound; a failure below cancels it (the guard).
+        let stop_api = shutdown.clone().drop_guard();
+        let api = match &opts.api {
+            Some(a) => crate::api::bind(a).await?,
+            None => None,
+        };
+        let api_addr = api.as_ref().map(TcpListener::local_addr).transpose()?;
+        let api_state = crate::api::ApiState::new(
+            opts.capture.clone(),
+            opts.api.as_ref().and_then(|a| a.token.clone()),
+            shutdown.clone(),
+        );
+        if let Some(l) = api {
+            crate::api::spawn(l, api_state.clone(), &tracker);
+        }
         let mut listeners = vec![];
         for spec in &opts.listeners {
             let slot = Arc::new(Slot::new(
@@ -167,6 +188,16 @@ impl Server {
             runtime.add_start(listener, slot.clone())?;
             listeners.push(Bound { addr, slot });
         }
+        api_state.set_listeners(
+            listeners
+                .iter()
+                .map(|b| crate::api::ListenerView {
+                    addr: b.addr,
+                    slot: b.slot.clone(),
+                })
+                .collect(),
+        );
+        stop_api.disarm();
         let watcher = if opts.watch {
             watch::Watcher::start(
                 listeners.iter().map(|b| b.slot.clone()).collect(),
@@ -179,6 +210,7 @@ impl Server {
             listeners,
             capture: opts.capture,
             ca: opts.ca,
+            api_addr,
             shutdown,
             hard_stop,
             tracker,

@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# What an open event stream costs SMTP: throughput of one mailfault with no
+# API client, then with one and with three `GET /api/v1/events`
+# subscribers (curl -N, as a browser tab would hold it) reading every event,
+# alternating, several rounds. Loopback only; every load is bounded in
+# messages and in time.
+#
+#   bench/api_cost.sh [ROUNDS]   # needs smtp-source (Debian: postfix) and curl
+#
+# Prints one line per run and the median per mode; the figures go into
+# docs/performance.md.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+rounds=${1:-5}
+command -v smtp-source >/dev/null || { echo "smtp-source not found (apt-get install postfix)"; exit 1; }
+command -v curl >/dev/null || { echo "curl not found"; exit 1; }
+cargo build --release --quiet
+bin=target/release/mailfault
+tmp=$(mktemp -d)
+trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$tmp"' EXIT
+
+printf '[server]\nhostname = "bench.test"\n' > "$tmp/healthy.toml"
+$bin serve --listen 127.0.0.1:0="$tmp/healthy.toml" --api 127.0.0.1:0 \
+  --max-connections 10000 --no-watch > "$tmp/mf.out" 2> /dev/null &
+for _ in $(seq 50); do
+  [ "$(wc -l < "$tmp/mf.out")" -ge 2 ] && break
+  sleep 0.1
+done
+smtp=$(sed -n 's#^listening smtp://\([^ ]*\) .*#\1#p' "$tmp/mf.out")
+api=$(sed -n 's#^listening \(http://[^ ]*\) api#\1#p' "$tmp/mf.out")
+[ -n "$smtp" ] && [ -n "$api" ] || { echo "serve printed no listening lines"; exit 1; }
+
+# 20 kept connections, 20,000 messages of 1 KB: the SMTP loop at full
+# speed, where a per-event cost would show most.
+load=(-s 20 -m 20000 -l 1024 -d)
+
+run() { # mode subscribers
+  local mode=$1 subs=$2 pids=() start end secs got
+  for _ in $(seq "$subs"); do
+    curl -sN "$api/api/v1/events" > "$tmp/sse.$RANDOM" &
+    pids+=($!)
+  done
+  # Each subscriber is attached once its stream has answered.
+  [ "$subs" -gt 0 ] && sleep 0.5
+  start=$(date +%s.%N)
+  timeout 120 smtp-source "${load[@]}" -f sender@bench.test -t rcpt@bench.test "$smtp"
+  end=$(date +%s.%N)
+  [ "${#pids[@]}" -gt 0 ] && kill "${pids[@]}" 2>/dev/null && wait "${pids[@]}" 2>/dev/null || true
+  got=$(cat "$tmp"/sse.* 2>/dev/null | grep -c '^data: ' || true)
+  rm -f "$tmp"/sse.*
+  secs=$(echo "$end - $start" | bc -l)
+  printf '%-16s %8.0f msg/s  (%s events streamed)\n' "$mode" "$(echo "${load[3]} / $secs" | bc -l)" "$got"
+  # Forget the messages so every run starts from the same store.
+  curl -s -X DELETE "$api/api/v1/messages" > /dev/null
+}
+
+for r in $(seq "$rounds"); do
+  echo "round $r"
+  run "no subscriber" 0 | tee -a "$tmp/none"
+  run "1 subscriber" 1 | tee -a "$tmp/one"
+  run "3 subscribers" 3 | tee -a "$tmp/three"
+done
+median() { awk '{print $(NF-4)}' "$1" | sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
+echo "median msg/s: none $(median "$tmp/none"), 1 subscriber $(median "$tmp/one"), 3 subscribers $(median "$tmp/three")"

@@ -1,0 +1,220 @@
+//! Sessions (from the events kept in memory): a list with filters, paging
+//! and wait-for; one session's transcript, each reply with the rule that
+//! decided it; and the live transcript of every session as server-sent
+//! events.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::response::sse::{Event as Sse, KeepAlive};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
+use tokio_stream::wrappers::BroadcastStream;
+use tokio_stream::StreamExt as _;
+
+use super::error::{ApiError, ApiPath, ApiQuery, ApiResult};
+use super::wait::{self, Changes, Listing, Paging};
+use super::ApiState;
+use crate::capture::{Event, EventKind};
+
+pub fn routes() -> Router<ApiState> {
+    Router::new()
+        .route("/api/v1/sessions", get(list))
+        .route("/api/v1/sessions/{id}", get(one))
+        .route("/api/v1/events", get(events))
+}
+
+/// What the list shows of a session.
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    pub id: u64,
+    pub listener: String,
+    pub scenario: String,
+    pub client: String,
+    pub started: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ended: Option<String>,
+    /// `client` or `server`, once closed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub closed_by: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub helo: Option<String>,
+    pub tls: bool,
+    pub commands: u64,
+    pub messages: u64,
+    /// The last reply sent, first line.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_reply: Option<String>,
+}
+
+impl Summary {
+    fn start(ev: &Event, client: &str) -> Self {
+        Self {
+            id: ev.session,
+            listener: ev.listener.clone(),
+            scenario: ev.scenario.clone(),
+            client: client.to_string(),
+            started: ev.ts.clone(),
+            ended: None,
+            closed_by: None,
+            reason: None,
+            helo: None,
+            tls: false,
+            commands: 0,
+            messages: 0,
+            last_reply: None,
+        }
+    }
+
+    fn fold(&mut self, ev: &Event) {
+        match &ev.kind {
+            EventKind::Command { .. } => self.commands += 1,
+            EventKind::Reply { text, .. } => {
+                self.last_reply = text.lines().next().map(str::to_string);
+            }
+            EventKind::Message { .. } => self.messages += 1,
+            EventKind::Greeted { helo, .. } => self.helo = Some(helo.clone()),
+            EventKind::Tls { .. } => self.tls = true,
+            EventKind::Close { by, reason } => {
+                self.ended = Some(ev.ts.clone());
+                self.closed_by = Some(by.clone());
+                self.reason = Some(reason.clone());
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Every session whose start is still in memory, oldest first.
+fn summaries(events: &[Arc<Event>]) -> Vec<Summary> {
+    let mut order = vec![];
+    let mut by_id: HashMap<u64, Summary> = HashMap::new();
+    for ev in events {
+        if let EventKind::Connect { client } = &ev.kind {
+            order.push(ev.session);
+            by_id.insert(ev.session, Summary::start(ev, client));
+        } else if let Some(s) = by_id.get_mut(&ev.session) {
+            s.fold(ev);
+        }
+    }
+    order
+        .into_iter()
+        .filter_map(|id| by_id.remove(&id))
+        .collect()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    listener: Option<String>,
+    scenario: Option<String>,
+    /// Substring of the client's `IP:port`.
+    client: Option<String>,
+    /// true: only open sessions; false: only closed ones.
+    open: Option<bool>,
+    limit: Option<usize>,
+    offset: Option<usize>,
+    wait: Option<String>,
+}
+
+impl ListQuery {
+    fn matches(&self, s: &Summary) -> bool {
+        self.listener.as_ref().is_none_or(|l| s.listener == *l)
+            && self.scenario.as_ref().is_none_or(|n| s.scenario == *n)
+            && self
+                .client
+                .as_ref()
+                .is_none_or(|c| s.client.contains(c.as_str()))
+            && self.open.is_none_or(|o| s.ended.is_none() == o)
+    }
+}
+
+/// Sessions, newest first.
+async fn list(
+    State(s): State<ApiState>,
+    ApiQuery(q): ApiQuery<ListQuery>,
+) -> ApiResult<Json<Listing<Summary>>> {
+    let paging = Paging::new(q.limit, q.offset)?;
+    let wait = wait::parse_wait(q.wait.as_deref())?;
+    let changes = Changes::Events(s.capture.live());
+    let look = || {
+        let mut all: Vec<Summary> = summaries(&s.capture.shared_events())
+            .into_iter()
+            .filter(|x| q.matches(x))
+            .collect();
+        all.reverse();
+        Listing {
+            total: all.len(),
+            offset: paging.offset,
+            limit: paging.limit,
+            items: paging.page(&all),
+        }
+    };
+    let found = |l: &Listing<Summary>| l.total > 0;
+    wait::until(wait, changes, &s.shutdown, wait::SETTLE, look, found)
+        .await
+        .map(Json)
+}
+
+/// One session: its summary and every event kept, in order.
+#[derive(Serialize)]
+struct Transcript {
+    session: Summary,
+    events: Vec<Arc<Event>>,
+}
+
+async fn one(
+    State(s): State<ApiState>,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<Json<Transcript>> {
+    let n: u64 = id.parse().map_err(|_| {
+        ApiError::bad_request(format!("bad session id {id:?}: a session id is a number"))
+    })?;
+    let events: Vec<Arc<Event>> = s
+        .capture
+        .shared_events()
+        .into_iter()
+        .filter(|e| e.session == n && n != 0)
+        .collect();
+    let session = summaries(&events)
+        .pop()
+        .ok_or_else(|| ApiError::not_found(format!("no session {n} in memory")))?;
+    Ok(Json(Transcript { session, events }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EventsQuery {
+    /// Only this session's events.
+    session: Option<u64>,
+}
+
+/// The live transcript: each event as one SSE `data:` line (the JSON of the
+/// events file). A reader too slow to keep up gets a `lagged` event saying
+/// how many it missed, then carries on. Ends when the server stops.
+async fn events(State(s): State<ApiState>, ApiQuery(q): ApiQuery<EventsQuery>) -> Response {
+    let stream = BroadcastStream::new(s.capture.live())
+        .filter_map(move |item| match item {
+            Ok(ev) if q.session.is_none_or(|n| n == ev.session) => {
+                Some(Sse::default().json_data(&*ev).ok()?)
+            }
+            Ok(_) => None,
+            Err(BroadcastStreamRecvError::Lagged(n)) => {
+                Some(Sse::default().event("lagged").data(n.to_string()))
+            }
+        })
+        .map(Ok::<_, Infallible>);
+    let shutdown = s.shutdown.clone();
+    let stream =
+        futures_util::StreamExt::take_until(stream, async move { shutdown.cancelled().await });
+    axum::response::Sse::new(stream)
+        .keep_alive(KeepAlive::default())
+        .into_response()
+}
