@@ -26,6 +26,8 @@ pub struct LineFramer {
     buf: Vec<u8>,
     /// Set after a too-long line was reported, until its LF arrives.
     discarding: bool,
+    /// The last line ended with a bare LF (no CR before it).
+    bare: bool,
 }
 
 impl LineFramer {
@@ -47,7 +49,8 @@ impl LineFramer {
                 }
                 self.buf.extend_from_slice(&input[..i]);
                 let mut line = std::mem::take(&mut self.buf);
-                if line.last() == Some(&b'\r') {
+                self.bare = line.last() != Some(&b'\r');
+                if !self.bare {
                     line.pop();
                 }
                 (consumed, Some(Frame::Line(line)))
@@ -65,6 +68,11 @@ impl LineFramer {
                 (input.len(), None)
             }
         }
+    }
+
+    /// The last line returned ended with a bare LF.
+    pub fn ended_bare(&self) -> bool {
+        self.bare
     }
 
     /// Bytes of an unfinished line held right now.

@@ -135,6 +135,7 @@ struct RawServer {
     seed: Option<Spanned<i64>>,
     extensions: Option<Vec<Spanned<String>>>,
     magic_recipients: Option<bool>,
+    bare_lf: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -658,6 +659,15 @@ fn check_server(ck: &mut Checker<'_>, raw: Option<RawServer>) -> ServerSettings 
         }
     }
     s.magic_recipients = raw.magic_recipients.unwrap_or(false);
+    if let Some(b) = raw.bare_lf {
+        match BareLf::from_name(b.get_ref()) {
+            Some(v) => s.bare_lf = v,
+            None => ck.at(
+                &b,
+                format!("bare_lf is \"accept\" or \"reject\", not {:?}", b.get_ref()),
+            ),
+        }
+    }
     s
 }
 

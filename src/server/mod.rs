@@ -6,6 +6,7 @@
 //! 421 4.3.2 and close.
 
 mod connection;
+pub mod limits;
 pub mod slot;
 mod watch;
 
@@ -50,6 +51,14 @@ pub struct Options {
     pub watch: bool,
     /// The test CA for TLS listeners.
     pub ca: Arc<CaStore>,
+    /// Bytes of message buffers in flight, all sessions together.
+    pub max_message_memory: u64,
+    /// Open sessions per client IP (0: no limit); more are answered 421.
+    pub max_sessions_per_ip: usize,
+    /// The listen backlog of every listener.
+    pub backlog: u32,
+    /// No session lives longer than this.
+    pub session_lifetime: Duration,
 }
 
 impl Options {
@@ -62,6 +71,10 @@ impl Options {
             max_connections: 1000,
             watch: false,
             ca: Arc::new(CaStore::new(None)),
+            max_message_memory: crate::proto::DEFAULT_MAX_MESSAGE_MEMORY,
+            max_sessions_per_ip: 0,
+            backlog: limits::DEFAULT_BACKLOG,
+            session_lifetime: MAX_SESSION,
         }
     }
 }
@@ -132,6 +145,11 @@ impl Server {
         // scenario.
         let permits = Arc::new(Semaphore::new(opts.max_connections.max(1)));
         let ids = Arc::new(AtomicU64::new(1));
+        let shared = Arc::new(limits::Shared {
+            budget: crate::proto::MemoryBudget::new(opts.max_message_memory),
+            per_ip: limits::PerIp::new(opts.max_sessions_per_ip),
+            lifetime: opts.session_lifetime,
+        });
         let mut listeners = vec![];
         for spec in &opts.listeners {
             let slot = Arc::new(Slot::new(
@@ -140,14 +158,14 @@ impl Server {
                 spec.tls.clone(),
                 opts.ca.clone(),
             )?);
-            let listener = TcpListener::bind(spec.addr)
-                .await
+            let listener = limits::bind(spec.addr, opts.backlog)
                 .with_context(|| format!("cannot listen on {}", spec.addr))?;
             let addr = listener.local_addr()?;
             let conn = Arc::new(connection::Conn {
                 listener: addr.to_string(),
                 capture: opts.capture.clone(),
                 hard_stop: hard_stop.clone(),
+                limits: shared.clone(),
             });
             tracker.spawn(accept_loop(
                 listener,

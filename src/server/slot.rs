@@ -183,6 +183,7 @@ fn build(
         extensions: s.extensions.clone(),
         starttls: tls_settings.as_ref().is_some_and(|t| t.starttls) && !opts.implicit,
         auth: scenario.auth.clone().map(Arc::new),
+        bare_lf: s.bare_lf,
     };
     let certificate = tls_settings
         .as_ref()
