@@ -345,3 +345,19 @@ async fn check_refuses_long_reply_lines_and_huge_patterns() {
     );
     assert!(!stderr.contains(":11:"), "raw stays free: {stderr}");
 }
+
+#[tokio::test]
+async fn line_length_limit_is_the_scenarios() {
+    let server = start_opts("[server]\nmax_line_length = 600\n", |_| {}).await;
+    let mut c = Client::connect(&server).await;
+    assert!(c.reply().await.starts_with("220 "));
+    // "NOOP " + 593 + CRLF = 600 octets: the most allowed.
+    c.expect(&format!("NOOP {}", "a".repeat(593)), "250 2.0.0 Ok")
+        .await;
+    assert_eq!(
+        c.cmd(&format!("NOOP {}", "a".repeat(594))).await,
+        "500 5.5.2 Error: line too long"
+    );
+    c.expect("NOOP", "250 2.0.0 Ok").await;
+    server.shutdown().await;
+}

@@ -41,6 +41,8 @@ pub struct SessionConfig {
     pub auth: Option<Arc<AuthConfig>>,
     /// What a bare LF (one without CR before it) gets.
     pub bare_lf: BareLf,
+    /// Longest command line, CRLF included.
+    pub max_line_length: usize,
 }
 
 /// `[server] bare_lf`: how a bare LF in a command line or in DATA is met.
@@ -93,6 +95,7 @@ impl Default for SessionConfig {
             starttls: false,
             auth: None,
             bare_lf: BareLf::Accept,
+            max_line_length: super::line::MAX_COMMAND_LINE,
         }
     }
 }
@@ -268,6 +271,7 @@ impl Session {
         client: SocketAddr,
         id: u64,
     ) -> Self {
+        let line_limit = cfg.max_line_length;
         Self {
             cfg,
             policy,
@@ -275,7 +279,7 @@ impl Session {
             id,
             now: Instant::now(),
             reader: Reader::Command,
-            framer: LineFramer::default(),
+            framer: LineFramer::new(line_limit),
             helo: None,
             esmtp: false,
             tls: false,
@@ -363,7 +367,7 @@ impl Session {
                             self.out.push(Output::Command {
                                 line: format!(
                                     "[line longer than {} octets]",
-                                    super::line::MAX_COMMAND_LINE
+                                    self.cfg.max_line_length
                                 ),
                                 stage: None,
                                 pipelined,
@@ -453,7 +457,7 @@ impl Session {
         self.tx = None;
         self.authenticated = false;
         self.auth_user = None;
-        self.framer = LineFramer::default();
+        self.framer = LineFramer::new(self.cfg.max_line_length);
         self.reader = Reader::Command;
     }
 

@@ -136,6 +136,7 @@ struct RawServer {
     extensions: Option<Vec<Spanned<String>>>,
     magic_recipients: Option<bool>,
     bare_lf: Option<Spanned<String>>,
+    max_line_length: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize)]
@@ -659,6 +660,16 @@ fn check_server(ck: &mut Checker<'_>, raw: Option<RawServer>) -> ServerSettings 
         }
     }
     s.magic_recipients = raw.magic_recipients.unwrap_or(false);
+    if let Some(n) = raw.max_line_length {
+        use crate::proto::line::{MAX_COMMAND_LINE_LIMIT as MAX, MIN_COMMAND_LINE as MIN};
+        match usize::try_from(*n.get_ref()) {
+            Ok(v) if (MIN..=MAX).contains(&v) => s.max_line_length = v,
+            _ => ck.at(
+                &n,
+                format!("max_line_length is from {MIN} (RFC 5321 §4.5.3.1.4) to {MAX} octets, CRLF included"),
+            ),
+        }
+    }
     if let Some(b) = raw.bare_lf {
         match BareLf::from_name(b.get_ref()) {
             Some(v) => s.bare_lf = v,
@@ -1324,6 +1335,17 @@ mod tests {
             "{}",
             err(&seq)
         );
+    }
+
+    #[test]
+    fn max_line_length_bounds() {
+        let s = parse("[server]\nmax_line_length = 1000\n", "t.toml", "t").unwrap();
+        assert_eq!(s.server.max_line_length, 1000);
+        assert_eq!(
+            err("[server]\nmax_line_length = 100\n"),
+            "t.toml:2:19: max_line_length is from 512 (RFC 5321 §4.5.3.1.4) to 65536 octets, CRLF included"
+        );
+        assert!(err("[server]\nmax_line_length = 100000\n").contains("to 65536 octets"));
     }
 
     #[test]

@@ -91,6 +91,8 @@ pub struct ServerSettings {
     pub magic_recipients: bool,
     /// `bare_lf = "accept" | "reject"`.
     pub bare_lf: BareLf,
+    /// Longest command line, CRLF included.
+    pub max_line_length: usize,
 }
 
 pub use crate::proto::BareLf;
@@ -114,6 +116,7 @@ impl Default for ServerSettings {
             extensions: DEFAULT_EXTENSIONS.map(String::from).to_vec(),
             magic_recipients: false,
             bare_lf: BareLf::Accept,
+            max_line_length: crate::proto::line::MAX_COMMAND_LINE,
         }
     }
 }
