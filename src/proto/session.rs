@@ -380,30 +380,7 @@ impl Session {
                         self.after_stop(&input[pos..]);
                     }
                 }
-                Reader::Data(decoder) => {
-                    let (n, body) = decoder.feed(rest);
-                    pos += n;
-                    let bare = decoder.saw_bare_lf() && self.cfg.bare_lf == BareLf::Reject;
-                    let body = match (body, bare) {
-                        (None, true) => {
-                            match std::mem::replace(&mut self.reader, Reader::Command) {
-                                Reader::Data(d) => Some(d.into_body()),
-                                _ => None,
-                            }
-                        }
-                        (body, _) => body,
-                    };
-                    if let Some(body) = body {
-                        self.reader = Reader::Command;
-                        if bare {
-                            let reply = defaults::bare_lf(&self.cfg.hostname);
-                            self.finish_message(body, false, Some(reply));
-                            self.stop(CloseReason::AfterReply(521));
-                        } else {
-                            self.on_message(body, false);
-                        }
-                    }
-                }
+                Reader::Data(_) => pos += self.feed_data(rest),
                 Reader::Chunk(chunk) => {
                     let n = (chunk.remaining.min(rest.len() as u64)) as usize;
                     chunk.remaining -= n as u64;
@@ -459,6 +436,34 @@ impl Session {
         self.auth_user = None;
         self.framer = LineFramer::new(self.cfg.max_line_length);
         self.reader = Reader::Command;
+    }
+
+    /// Message bytes after DATA; returns how many were used.
+    fn feed_data(&mut self, input: &[u8]) -> usize {
+        let Reader::Data(decoder) = &mut self.reader else {
+            return 0;
+        };
+        let (n, body) = decoder.feed(input);
+        let bare = decoder.saw_bare_lf() && self.cfg.bare_lf == BareLf::Reject;
+        let body = match (body, bare) {
+            // Refused at the first bare LF: the message ends there.
+            (None, true) => match std::mem::replace(&mut self.reader, Reader::Command) {
+                Reader::Data(d) => Some(d.into_body()),
+                _ => None,
+            },
+            (body, _) => body,
+        };
+        if let Some(body) = body {
+            self.reader = Reader::Command;
+            if bare {
+                let reply = defaults::bare_lf(&self.cfg.hostname);
+                self.finish_message(body, false, Some(reply));
+                self.stop(CloseReason::AfterReply(521));
+            } else {
+                self.on_message(body, false);
+            }
+        }
+        n
     }
 
     /// The command line just framed ended in a bare LF and the scenario
