@@ -220,6 +220,9 @@ impl fmt::Display for Reply {
     }
 }
 
+/// RFC 5321 §4.5.3.1.5: the longest reply line, code and CRLF included.
+pub const MAX_REPLY_LINE: usize = 512;
+
 const fn ec(class: u8, subject: u16, detail: u16) -> Option<EnhancedCode> {
     Some(EnhancedCode::new(class, subject, detail))
 }

@@ -710,10 +710,9 @@ fn pattern(ck: &mut Checker<'_>, v: &Spanned<Value>, what: &str) -> Option<Patte
     }
 }
 
-/// RFC 5321 §4.5.3.1.5: a reply line is at most 512 octets, code and CRLF
-/// included. Clients may cut or refuse longer ones, so `reply` keeps to it;
-/// `raw` stays free for testing exactly that.
-pub const MAX_REPLY_LINE: usize = 512;
+// `reply` keeps to RFC 5321 §4.5.3.1.5 (clients may cut or refuse longer
+// lines); `raw` stays free for testing exactly that.
+use crate::proto::reply::MAX_REPLY_LINE;
 
 fn reply(ck: &mut Checker<'_>, s: &Spanned<String>) -> Option<Reply> {
     match Reply::parse(s.get_ref()) {
