@@ -183,6 +183,21 @@ struct ServeArgs {
     /// Open sessions at most; more are answered 421 4.7.0 and closed.
     #[arg(long, default_value_t = 1000)]
     max_connections: usize,
+    /// Open sessions per client IP at most (0: no limit); more are answered
+    /// 421 4.7.0 and closed.
+    #[arg(long, default_value_t = 0)]
+    max_sessions_per_ip: usize,
+    /// Message bytes all sessions may buffer at once; a message that does
+    /// not fit is answered 452 4.3.1 (e.g. "512MB", "1GiB").
+    #[arg(long, default_value = "512MiB", value_parser = parse_size)]
+    max_message_memory: u64,
+    /// No session lasts longer than this, whatever it does.
+    #[arg(long, default_value = "1h", value_parser = parse_duration)]
+    session_lifetime: Duration,
+    /// Listen backlog of every listener (the kernel caps it at
+    /// net.core.somaxconn).
+    #[arg(long, default_value_t = server::limits::DEFAULT_BACKLOG)]
+    backlog: u32,
     /// Do not reload scenario files when they change (SIGHUP still reloads).
     #[arg(long)]
     no_watch: bool,
@@ -659,6 +674,10 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             capture: Arc::new(capture),
             grace: args.grace,
             max_connections: args.max_connections,
+            max_sessions_per_ip: args.max_sessions_per_ip,
+            max_message_memory: args.max_message_memory,
+            session_lifetime: args.session_lifetime,
+            backlog: args.backlog,
             watch: !args.no_watch,
             reload_quiet: server::RELOAD_QUIET,
             ca: Arc::new(CaStore::new(Some(ca_dir))),

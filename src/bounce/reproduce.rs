@@ -6,6 +6,7 @@ use std::collections::HashSet;
 use std::fmt::Write;
 
 use super::dsn::{Bounce, Failure};
+use crate::proto::reply::MAX_REPLY_LINE;
 use crate::proto::Reply;
 
 /// Characters never copied as they are: controls (TOML forbids them in
@@ -83,6 +84,7 @@ fn reply_for(f: &Failure) -> (String, String, bool) {
         // Valid replies are checked; the others (a 4.x.x status on a 550,
         // say) are sent raw, exactly as the bounce shows them.
         return match Reply::parse(&text) {
+            Ok(r) if too_long(&r) => (text, format!("the remote server's reply, sent raw because a line is over the {MAX_REPLY_LINE} octets of RFC 5321 §4.5.3.1.5"), true),
             Ok(_) => (text, "the remote server's reply as the bounce quotes it".into(), false),
             Err(e) => (text, format!("the remote server's reply, sent raw because it is not a well-formed reply ({e})"), true),
         };
@@ -95,10 +97,49 @@ fn reply_for(f: &Failure) -> (String, String, bool) {
         .filter(|d| !d.is_empty())
         .unwrap_or_else(|| "Delivery failed".into());
     (
-        format!("{code} {status} {words}"),
+        fold(format!("{code} {status} {words}")),
         format!("made from the status: the bounce quotes no SMTP reply, so {code} was chosen for a {} status", &status[..1]),
         false,
     )
+}
+
+/// A reply line longer than RFC 5321 §4.5.3.1.5 allows (`check` refuses
+/// it in `reply`).
+fn too_long(r: &Reply) -> bool {
+    r.to_wire()
+        .split_inclusive(|&b| b == b'\n')
+        .any(|l| l.len() > MAX_REPLY_LINE)
+}
+
+/// Folds a made-up reply at spaces so every line fits in 512 octets.
+fn fold(text: String) -> String {
+    let Ok(r) = Reply::parse(&text) else {
+        return text;
+    };
+    if !too_long(&r) {
+        return text;
+    }
+    let head = match r.enhanced {
+        Some(e) => format!("{} {e} ", r.code),
+        None => format!("{} ", r.code),
+    };
+    // "550-5.0.0 " + text + CRLF.
+    let room = MAX_REPLY_LINE - head.len() - 2;
+    let mut lines = vec![];
+    for line in &r.lines {
+        let mut rest = line.as_str();
+        while rest.len() > room {
+            let mut cut = room;
+            while !rest.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            let at = rest[..cut].rfind(' ').filter(|&i| i > 0).unwrap_or(cut);
+            lines.push(rest[..at].to_string());
+            rest = rest[at..].trim_start_matches(' ');
+        }
+        lines.push(rest.to_string());
+    }
+    format!("{head}{}", lines.join("\n"))
 }
 
 /// The scenario text.
@@ -232,4 +273,21 @@ fn write_rule(o: &mut String, f: &Failure) {
         let _ = writeln!(o, "reply = {}", quote(&reply));
     }
     let _ = writeln!(o);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_made_up_replies_are_folded_to_512_octets() {
+        let words = "word ".repeat(300);
+        let folded = fold(format!("550 5.0.0 {words}"));
+        let r = Reply::parse(&folded).unwrap();
+        assert!(!too_long(&r));
+        assert!(r.lines.len() >= 3);
+        assert_eq!(r.lines.join(" ").trim_end(), words.trim_end());
+        let short = "550 5.0.0 Delivery failed".to_string();
+        assert_eq!(fold(short.clone()), short);
+    }
 }

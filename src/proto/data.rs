@@ -9,7 +9,18 @@
 //!
 //! The size limit counts decoded bytes. Past it the decoder keeps reading to
 //! the terminator (so the session stays in sync) but stores nothing more:
-//! memory per message is bounded by the limit.
+//! memory per message is bounded by the limit. Every growth of the buffer
+//! is reserved first in the server's [`MemoryBudget`]: when it has no room
+//! the decoder frees what it held, stores nothing more, and still reads to
+//! the terminator, so all messages together are bounded too.
+
+use std::sync::Arc;
+
+use super::budget::{MemoryBudget, Reservation};
+
+/// The smallest buffer a message starts with: one allocation holds a
+/// typical small message.
+const MIN_BUFFER: usize = 4096;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
@@ -33,6 +44,10 @@ pub struct DataDecoder {
     /// Decoded size, counted past the limit too.
     size: u64,
     body: Vec<u8>,
+    /// The body's bytes in the global budget.
+    reservation: Reservation,
+    /// The budget had no room: nothing more is stored.
+    no_memory: bool,
     bare_lf: bool,
     bare_cr: bool,
 }
@@ -44,20 +59,75 @@ pub struct Body {
     /// Decoded size; larger than `bytes.len()` when the limit was passed.
     pub size: u64,
     pub too_big: bool,
+    /// The server's message memory budget ran out while it arrived: the
+    /// bytes were not kept.
+    pub no_memory: bool,
     pub bare_lf: bool,
     pub bare_cr: bool,
 }
 
 impl DataDecoder {
+    /// A decoder without a global budget (only the size limit bounds it).
     pub fn new(limit: u64) -> Self {
+        Self::with_budget(limit, None)
+    }
+
+    pub fn with_budget(limit: u64, budget: Option<Arc<MemoryBudget>>) -> Self {
         Self {
             state: State::LineStart,
             limit,
             size: 0,
             body: Vec::new(),
+            reservation: Reservation::new(budget),
+            no_memory: false,
             bare_lf: false,
             bare_cr: false,
         }
+    }
+
+    /// A bare LF was seen so far.
+    pub fn saw_bare_lf(&self) -> bool {
+        self.bare_lf
+    }
+
+    /// Reserves room for `n` more bytes now (a BDAT chunk of known size),
+    /// counting only what the size limit would store. False when the
+    /// budget has no room (or had none before).
+    pub fn reserve(&mut self, n: u64) -> bool {
+        let room = self.limit.saturating_sub(self.size).min(n);
+        !self.no_memory && self.make_room(room)
+    }
+
+    /// Makes the buffer hold `n` more bytes, reserving first. Grows by
+    /// doubling (amortised copies) but never past the size limit, and
+    /// falls back to the exact need when the doubled size does not fit.
+    fn make_room(&mut self, n: u64) -> bool {
+        let len = self.body.len() as u64;
+        let need = len.saturating_add(n);
+        let cap = self.body.capacity() as u64;
+        if need <= cap {
+            return true;
+        }
+        let doubled = cap.saturating_mul(2).max(MIN_BUFFER as u64);
+        let mut want = doubled.min(self.limit).max(need);
+        if !self.reservation.grow_to(want) {
+            if want == need || !self.reservation.grow_to(need) {
+                return false;
+            }
+            want = need;
+        }
+        let Ok(extra) = usize::try_from(want - len) else {
+            return false;
+        };
+        self.body.reserve_exact(extra);
+        true
+    }
+
+    /// The budget ran out: free the bytes held so others can use them.
+    fn out_of_memory(&mut self) {
+        self.no_memory = true;
+        self.body = Vec::new();
+        self.reservation = Reservation::new(None);
     }
 
     /// Appends bytes without decoding (a BDAT chunk), counting them against
@@ -74,9 +144,13 @@ impl DataDecoder {
     fn push(&mut self, bytes: &[u8]) {
         let n = bytes.len() as u64;
         let room = self.limit.saturating_sub(self.size);
-        if room > 0 {
-            let take = room.min(n) as usize;
-            self.body.extend_from_slice(&bytes[..take]);
+        if room > 0 && !self.no_memory {
+            let take = room.min(n);
+            if self.make_room(take) {
+                self.body.extend_from_slice(&bytes[..take as usize]);
+            } else {
+                self.out_of_memory();
+            }
         }
         self.size = self.size.saturating_add(n);
     }
@@ -171,6 +245,7 @@ impl DataDecoder {
             bytes: std::mem::take(&mut self.body),
             size: self.size,
             too_big: self.size > self.limit,
+            no_memory: self.no_memory,
             bare_lf: self.bare_lf,
             bare_cr: self.bare_cr,
         }
@@ -280,6 +355,35 @@ mod tests {
         assert!(b.too_big);
         assert_eq!(b.size, 5002);
         assert_eq!(b.bytes.len(), 1000);
+    }
+
+    #[test]
+    fn budget_refusal_frees_the_bytes_and_still_finds_the_end() {
+        let budget = MemoryBudget::new(10_000);
+        let mut d = DataDecoder::with_budget(1 << 20, Some(budget.clone()));
+        let mut input = vec![b'x'; 50_000];
+        input.extend_from_slice(b"\r\n.\r\nNOOP\r\n");
+        let (n, body) = d.feed(&input[..20_000]);
+        assert_eq!((n, body), (20_000, None));
+        assert_eq!(budget.used(), 0, "released as soon as it ran out");
+        let (n, body) = d.feed(&input[20_000..]);
+        let body = body.expect("the terminator is still found");
+        assert_eq!(&input[20_000 + n..], b"NOOP\r\n");
+        assert!(body.no_memory && !body.too_big);
+        assert!(body.bytes.is_empty());
+        assert_eq!(body.size, 50_002);
+    }
+
+    #[test]
+    fn budget_is_released_when_the_decoder_goes() {
+        let budget = MemoryBudget::new(1 << 20);
+        let mut d = DataDecoder::with_budget(1 << 20, Some(budget.clone()));
+        d.feed(&[b'y'; 3000]);
+        assert!(budget.used() >= 3000);
+        assert!(d.reserve(200_000));
+        assert!(budget.used() >= 203_000);
+        drop(d);
+        assert_eq!(budget.used(), 0);
     }
 
     #[test]

@@ -5,8 +5,14 @@
 //! allow [`MAX_COMMAND_LINE`]. The limit holds however the bytes are split
 //! across reads: the framer never buffers more than the limit.
 
-/// Longest command line accepted, CRLF included.
+/// Longest command line accepted by default, CRLF included
+/// (`[server] max_line_length`).
 pub const MAX_COMMAND_LINE: usize = 2048;
+/// RFC 5321 §4.5.3.1.4: a server must take command lines of 512 octets.
+pub const MIN_COMMAND_LINE: usize = 512;
+/// The most `max_line_length` may be: the framer buffers up to this much
+/// per session.
+pub const MAX_COMMAND_LINE_LIMIT: usize = 65_536;
 
 /// What the framer found in the bytes it was given.
 #[derive(Debug, PartialEq, Eq)]
@@ -21,14 +27,33 @@ pub enum Frame {
 /// Splits a byte stream into command lines. A line ends at LF; a CR right
 /// before it is removed. Bare LF is accepted as a line end for commands, as
 /// most MTAs do (it only matters for message data, see [`super::data`]).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct LineFramer {
+    /// Longest line, CRLF included.
+    limit: usize,
     buf: Vec<u8>,
     /// Set after a too-long line was reported, until its LF arrives.
     discarding: bool,
+    /// The last line ended with a bare LF (no CR before it).
+    bare: bool,
+}
+
+impl Default for LineFramer {
+    fn default() -> Self {
+        Self::new(MAX_COMMAND_LINE)
+    }
 }
 
 impl LineFramer {
+    pub fn new(limit: usize) -> Self {
+        Self {
+            limit,
+            buf: Vec::new(),
+            discarding: false,
+            bare: false,
+        }
+    }
+
     /// Consumes bytes from `input` until one frame is complete. Returns the
     /// number of bytes consumed and the frame, or `None` when every byte was
     /// consumed and the line is not complete yet.
@@ -41,13 +66,14 @@ impl LineFramer {
                     self.buf.clear();
                     return (consumed, None);
                 }
-                if self.buf.len() + consumed > MAX_COMMAND_LINE {
+                if self.buf.len() + consumed > self.limit {
                     self.buf.clear();
                     return (consumed, Some(Frame::TooLong));
                 }
                 self.buf.extend_from_slice(&input[..i]);
                 let mut line = std::mem::take(&mut self.buf);
-                if line.last() == Some(&b'\r') {
+                self.bare = line.last() != Some(&b'\r');
+                if !self.bare {
                     line.pop();
                 }
                 (consumed, Some(Frame::Line(line)))
@@ -56,7 +82,7 @@ impl LineFramer {
                 if self.discarding {
                     return (input.len(), None);
                 }
-                if self.buf.len() + input.len() >= MAX_COMMAND_LINE {
+                if self.buf.len() + input.len() >= self.limit {
                     self.buf.clear();
                     self.discarding = true;
                     return (input.len(), Some(Frame::TooLong));
@@ -65,6 +91,11 @@ impl LineFramer {
                 (input.len(), None)
             }
         }
+    }
+
+    /// The last line returned ended with a bare LF.
+    pub fn ended_bare(&self) -> bool {
+        self.bare
     }
 
     /// Bytes of an unfinished line held right now.
@@ -126,6 +157,17 @@ mod tests {
         let mut long = vec![b'A'; MAX_COMMAND_LINE - 1];
         long.extend_from_slice(b"\r\n");
         assert_eq!(frames(&[&long]), vec![Frame::TooLong]);
+    }
+
+    #[test]
+    fn limit_is_configurable() {
+        let mut f = LineFramer::new(512);
+        let mut ok = vec![b'A'; 510];
+        ok.extend_from_slice(b"\r\n");
+        assert!(matches!(f.push(&ok), (512, Some(Frame::Line(_)))));
+        let mut long = vec![b'A'; 511];
+        long.extend_from_slice(b"\r\n");
+        assert_eq!(f.push(&long), (513, Some(Frame::TooLong)));
     }
 
     #[test]

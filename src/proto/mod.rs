@@ -3,6 +3,7 @@
 //! socket, a clock or a task; the server drives it and performs what it asks.
 
 pub mod auth;
+pub mod budget;
 pub mod command;
 pub mod data;
 pub mod fact;
@@ -11,10 +12,11 @@ pub mod policy;
 pub mod reply;
 pub mod session;
 
+pub use budget::{MemoryBudget, DEFAULT_MAX_MESSAGE_MEMORY};
 pub use fact::{Answer, Fact, TxEnd};
 pub use policy::{Context, Decision, Healthy, Outcome, Policy, Stage, Tag};
 pub use reply::{EnhancedCode, Reply};
-pub use session::{Captured, CloseReason, Output, Session, SessionConfig};
+pub use session::{BareLf, Captured, CloseReason, Output, Session, SessionConfig};
 
 #[cfg(test)]
 mod tests;

@@ -409,6 +409,9 @@ impl fmt::Display for Reply {
     }
 }
 
+/// RFC 5321 §4.5.3.1.5: the longest reply line, code and CRLF included.
+pub const MAX_REPLY_LINE: usize = 512;
+
 const fn ec(class: u8, subject: u16, detail: u16) -> Option<EnhancedCode> {
     Some(EnhancedCode::new(class, subject, detail))
 }
@@ -527,6 +530,40 @@ pub mod defaults {
     }
     pub fn size_exceeded() -> Reply {
         Reply::new(552, ec(5, 3, 4), "Message size exceeds fixed limit")
+    }
+    pub fn insufficient_storage() -> Reply {
+        // RFC 5321 §4.2.2 452; RFC 3463 §3.4 X.3.1 "mail system full": the
+        // global message memory budget (--max-message-memory) has no room.
+        Reply::new(452, ec(4, 3, 1), "Insufficient system storage")
+    }
+    pub fn bare_lf(hostname: &str) -> Reply {
+        // Postfix 3.9 smtpd_forbid_bare_newline = reject (its reply text);
+        // 521 (RFC 7504) because the session closes right after.
+        Reply::new(
+            521,
+            ec(5, 5, 2),
+            format!("{hostname} Error: bare <LF> received"),
+        )
+    }
+    pub fn bad_utf8() -> Reply {
+        // Postfix with smtputf8_enable: a command that is not UTF-8.
+        Reply::new(501, ec(5, 5, 2), "Error: bad UTF-8 syntax")
+    }
+    pub fn non_ascii_address() -> Reply {
+        // RFC 6531 §3.7.4.1: 553, and X.6.7 (RFC 5248) "Non-ASCII addresses
+        // not permitted for that sender/recipient"; MAIL lacked SMTPUTF8.
+        Reply::new(
+            553,
+            ec(5, 6, 7),
+            "Non-ASCII addresses not permitted without SMTPUTF8",
+        )
+    }
+    pub fn too_many_sessions_per_ip(hostname: &str) -> Reply {
+        Reply::new(
+            421,
+            ec(4, 7, 0),
+            format!("{hostname} Error: too many connections from your address"),
+        )
     }
     pub fn too_many_recipients() -> Reply {
         Reply::new(452, ec(4, 5, 3), "Error: too many recipients")

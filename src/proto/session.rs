@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::auth::{self, AuthConfig, Exchange, Step};
+use super::budget::MemoryBudget;
 use super::command::{parse_bdat, parse_number, parse_path, Command, PathArg, PathError, Verb};
 use super::data::{Body, DataDecoder};
 use super::fact::{Answer, Fact, TxEnd};
@@ -38,6 +39,33 @@ pub struct SessionConfig {
     pub starttls: bool,
     /// Offer AUTH.
     pub auth: Option<Arc<AuthConfig>>,
+    /// What a bare LF (one without CR before it) gets.
+    pub bare_lf: BareLf,
+    /// Longest command line, CRLF included.
+    pub max_line_length: usize,
+}
+
+/// `[server] bare_lf`: how a bare LF in a command line or in DATA is met.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BareLf {
+    /// Kept and flagged, never taken as a line end in DATA (the default;
+    /// what most receivers did until 2024).
+    #[default]
+    Accept,
+    /// Answered `521 5.5.2 <host> Error: bare <LF> received`, then the
+    /// session closes: Postfix's `smtpd_forbid_bare_newline = reject`
+    /// (the SMTP smuggling defence, CVE-2023-51764).
+    Reject,
+}
+
+impl BareLf {
+    pub fn from_name(s: &str) -> Option<Self> {
+        match s {
+            "accept" => Some(Self::Accept),
+            "reject" => Some(Self::Reject),
+            _ => None,
+        }
+    }
 }
 
 /// Healthy-MTA defaults, shared with the scenario's `[server]`.
@@ -66,6 +94,8 @@ impl Default for SessionConfig {
             extensions: DEFAULT_EXTENSIONS.map(String::from).to_vec(),
             starttls: false,
             auth: None,
+            bare_lf: BareLf::Accept,
+            max_line_length: super::line::MAX_COMMAND_LINE,
         }
     }
 }
@@ -194,6 +224,10 @@ struct Transaction {
     /// Its end was recorded already (refused at DATA, the session goes on).
     ended: bool,
     rcpt_attempts: usize,
+    /// MAIL carried SMTPUTF8 (RFC 6531 §3.4): non-ASCII addresses are fine.
+    smtputf8: bool,
+    /// MAIL's SIZE parameter, checked against the memory budget at DATA.
+    declared_size: Option<u64>,
     /// BDAT has been used in this transaction: the body so far.
     chunks: Option<DataDecoder>,
 }
@@ -226,6 +260,8 @@ pub struct Session {
     /// The tag of the decision being sent (moved into its `Output::Send`).
     tag: Option<Tag>,
     out: Vec<Output>,
+    /// The server's budget for message bytes in flight (None: unbounded).
+    budget: Option<Arc<MemoryBudget>>,
 }
 
 impl Session {
@@ -235,6 +271,7 @@ impl Session {
         client: SocketAddr,
         id: u64,
     ) -> Self {
+        let line_limit = cfg.max_line_length;
         Self {
             cfg,
             policy,
@@ -242,7 +279,7 @@ impl Session {
             id,
             now: Instant::now(),
             reader: Reader::Command,
-            framer: LineFramer::default(),
+            framer: LineFramer::new(line_limit),
             helo: None,
             esmtp: false,
             tls: false,
@@ -252,7 +289,13 @@ impl Session {
             tx: None,
             tag: None,
             out: Vec::new(),
+            budget: None,
         }
+    }
+
+    /// Message buffers reserve their bytes in this budget.
+    pub fn set_budget(&mut self, budget: Arc<MemoryBudget>) {
+        self.budget = Some(budget);
     }
 
     pub fn id(&self) -> u64 {
@@ -303,6 +346,14 @@ impl Session {
                     pos += n;
                     let pipelined = pos < input.len();
                     match frame {
+                        Some(Frame::Line(line)) if self.rejects_bare_lf() => {
+                            self.out.push(Output::Command {
+                                line: String::from_utf8_lossy(&line).into_owned(),
+                                stage: None,
+                                pipelined,
+                            });
+                            self.reject_bare_lf();
+                        }
                         Some(Frame::Line(line)) => {
                             match std::mem::replace(&mut self.reader, Reader::Command) {
                                 Reader::Sasl(state) => self.on_sasl_line(state, &line, pipelined),
@@ -316,7 +367,7 @@ impl Session {
                             self.out.push(Output::Command {
                                 line: format!(
                                     "[line longer than {} octets]",
-                                    super::line::MAX_COMMAND_LINE
+                                    self.cfg.max_line_length
                                 ),
                                 stage: None,
                                 pipelined,
@@ -329,14 +380,7 @@ impl Session {
                         self.after_stop(&input[pos..]);
                     }
                 }
-                Reader::Data(decoder) => {
-                    let (n, body) = decoder.feed(rest);
-                    pos += n;
-                    if let Some(body) = body {
-                        self.reader = Reader::Command;
-                        self.on_message(body, false);
-                    }
-                }
+                Reader::Data(_) => pos += self.feed_data(rest),
                 Reader::Chunk(chunk) => {
                     let n = (chunk.remaining.min(rest.len() as u64)) as usize;
                     chunk.remaining -= n as u64;
@@ -390,8 +434,48 @@ impl Session {
         self.tx = None;
         self.authenticated = false;
         self.auth_user = None;
-        self.framer = LineFramer::default();
+        self.framer = LineFramer::new(self.cfg.max_line_length);
         self.reader = Reader::Command;
+    }
+
+    /// Message bytes after DATA; returns how many were used.
+    fn feed_data(&mut self, input: &[u8]) -> usize {
+        let Reader::Data(decoder) = &mut self.reader else {
+            return 0;
+        };
+        let (n, body) = decoder.feed(input);
+        let bare = decoder.saw_bare_lf() && self.cfg.bare_lf == BareLf::Reject;
+        let body = match (body, bare) {
+            // Refused at the first bare LF: the message ends there.
+            (None, true) => match std::mem::replace(&mut self.reader, Reader::Command) {
+                Reader::Data(d) => Some(d.into_body()),
+                _ => None,
+            },
+            (body, _) => body,
+        };
+        if let Some(body) = body {
+            self.reader = Reader::Command;
+            if bare {
+                let reply = defaults::bare_lf(&self.cfg.hostname);
+                self.finish_message(body, false, Some(reply));
+                self.stop(CloseReason::AfterReply(521));
+            } else {
+                self.on_message(body, false);
+            }
+        }
+        n
+    }
+
+    /// The command line just framed ended in a bare LF and the scenario
+    /// refuses that.
+    fn rejects_bare_lf(&self) -> bool {
+        self.cfg.bare_lf == BareLf::Reject && self.framer.ended_bare()
+    }
+
+    /// Postfix 3.9 `smtpd_forbid_bare_newline = reject`: answer and close.
+    fn reject_bare_lf(&mut self) {
+        let reply = defaults::bare_lf(&self.cfg.hostname);
+        self.send_reply(reply, None, Some(true));
     }
 
     fn after_stop(&mut self, rest: &[u8]) {
@@ -706,7 +790,12 @@ impl Session {
                 ..Facts::default()
             },
         );
-        let healthy = self.check_mail(&path, err);
+        let healthy = utf8_line(cmd)
+            .and_then(|()| self.check_mail(&path, err))
+            .and_then(|r| {
+                self.check_ascii(&path, self.mail_smtputf8(&path))
+                    .map(|()| r)
+            });
         let at = self.out.len();
         let ok = self.resolve(d, healthy);
         self.fact_after_reply(at, |answer| Fact::Mail {
@@ -715,10 +804,26 @@ impl Session {
         });
         if ok {
             self.tx = Some(Transaction {
+                smtputf8: self.mail_smtputf8(&path),
+                declared_size: declared,
                 mail_from: path.address,
                 ..Transaction::default()
             });
         }
+    }
+
+    /// MAIL asked for SMTPUTF8 and it is offered.
+    fn mail_smtputf8(&self, path: &PathArg) -> bool {
+        self.cfg.offers("SMTPUTF8") && path.params.iter().any(|p| p.keyword == "SMTPUTF8")
+    }
+
+    /// RFC 6531: a non-ASCII address needs SMTPUTF8 on MAIL (§3.4), or
+    /// gets 553 with X.6.7 (§3.7.4.1, RFC 5248).
+    fn check_ascii(&self, path: &PathArg, smtputf8: bool) -> Result<(), Reply> {
+        if !smtputf8 && !path.address.is_ascii() {
+            return Err(defaults::non_ascii_address());
+        }
+        Ok(())
     }
 
     fn check_mail(&self, path: &PathArg, err: Option<PathError>) -> Result<Reply, Reply> {
@@ -791,7 +896,10 @@ impl Session {
                 ..Facts::default()
             },
         );
-        let healthy = self.check_rcpt(&path, err);
+        let smtputf8 = self.tx.as_ref().is_some_and(|t| t.smtputf8);
+        let healthy = utf8_line(cmd)
+            .and_then(|()| self.check_rcpt(&path, err))
+            .and_then(|r| self.check_ascii(&path, smtputf8).map(|()| r));
         if let Some(tx) = self.tx.as_mut() {
             tx.rcpt_attempts += 1;
         }
@@ -875,6 +983,23 @@ impl Session {
         }
     }
 
+    /// The memory budget has room for the message MAIL announced (or, with
+    /// no SIZE, for a first byte): else 452 4.3.1 at once (RFC 1870 §6.1
+    /// gives the same reply for a SIZE that exceeds temporary capacity).
+    fn check_memory(&self) -> Result<(), Reply> {
+        let Some(b) = &self.budget else { return Ok(()) };
+        let declared = self.tx.as_ref().and_then(|t| t.declared_size);
+        let want = declared.unwrap_or(0).min(self.limit()).max(1);
+        if want > b.available() {
+            return Err(defaults::insufficient_storage());
+        }
+        Ok(())
+    }
+
+    fn new_decoder(&self) -> DataDecoder {
+        DataDecoder::with_budget(self.limit(), self.budget.clone())
+    }
+
     fn on_data(&mut self, cmd: &Command) {
         let d = self.decide(Stage::Data, Some(cmd), Facts::default());
         let healthy = if !cmd.args.is_empty() {
@@ -882,11 +1007,13 @@ impl Session {
         } else if self.tx.as_ref().is_some_and(|t| t.chunks.is_some()) {
             Err(defaults::data_after_bdat())
         } else {
-            self.check_data().map(|()| defaults::start_data())
+            self.check_data()
+                .and_then(|()| self.check_memory())
+                .map(|()| defaults::start_data())
         };
         let at = self.out.len();
         if self.resolve(d, healthy) && !self.is_stopped() {
-            self.reader = Reader::Data(DataDecoder::new(self.limit()));
+            self.reader = Reader::Data(self.new_decoder());
         } else if let Some(tx) = self.tx.as_mut().filter(|t| !t.ended) {
             // Refused at DATA: the transaction stays open (RFC 5321 §4.1.1.4
             // leaves it to RSET), but this attempt has its answer.
@@ -930,18 +1057,31 @@ impl Session {
         let outer = std::mem::take(&mut self.out);
         let keep = if first {
             let d = self.decide(Stage::Data, Some(cmd), Facts::default());
-            let healthy = self.check_data().map(|()| defaults::chunk_ok(arg.size));
+            let mut decoder = self.new_decoder();
+            let healthy = self.check_data().and_then(|()| {
+                // The chunk's size is known: reserve it before saying yes.
+                match decoder.reserve(arg.size) {
+                    true => Ok(defaults::chunk_ok(arg.size)),
+                    false => Err(defaults::insufficient_storage()),
+                }
+            });
             let ok = self.resolve(d, healthy);
             if ok {
-                let limit = self.limit();
                 if let Some(tx) = self.tx.as_mut() {
-                    tx.chunks = Some(DataDecoder::new(limit));
+                    tx.chunks = Some(decoder);
                 }
             }
             ok && self.tx.is_some()
         } else {
-            self.resolve(None, Ok(defaults::chunk_ok(arg.size)));
-            true
+            let room = self
+                .tx
+                .as_mut()
+                .and_then(|t| t.chunks.as_mut())
+                .is_none_or(|d| d.reserve(arg.size));
+            match room {
+                true => self.resolve(None, Ok(defaults::chunk_ok(arg.size))),
+                false => self.resolve(None, Err(defaults::insufficient_storage())),
+            }
         };
         let pending = std::mem::replace(&mut self.out, outer);
         if self.is_stopped() {
@@ -996,20 +1136,31 @@ impl Session {
     }
 
     fn on_message(&mut self, body: Body, chunked: bool) {
+        // Out of memory, the bytes are gone: no rule can accept them.
+        let forced = (body.no_memory && !body.too_big).then(defaults::insufficient_storage);
+        self.finish_message(body, chunked, forced);
+    }
+
+    /// Answers a complete (or abandoned) message: `forced` is a refusal
+    /// the server makes itself, without asking the scenario.
+    fn finish_message(&mut self, body: Body, chunked: bool, forced: Option<Reply>) {
         let id = next_queue_id();
-        let d = self.decide(
-            Stage::Message,
-            None,
-            Facts {
-                size: Some(body.size),
-                message: Some(&body.bytes),
-                ..Facts::default()
-            },
-        );
-        let healthy = if body.too_big {
-            Err(defaults::too_big())
-        } else {
-            Ok(defaults::queued(&id))
+        let d = match forced {
+            Some(_) => None,
+            None => self.decide(
+                Stage::Message,
+                None,
+                Facts {
+                    size: Some(body.size),
+                    message: Some(&body.bytes),
+                    ..Facts::default()
+                },
+            ),
+        };
+        let healthy = match forced {
+            Some(reply) => Err(reply),
+            None if body.too_big => Err(defaults::too_big()),
+            None => Ok(defaults::queued(&id)),
         };
         // Record the message before the reply goes out, so a client that
         // saw 250 always finds it captured. The transaction ends here, even
@@ -1207,6 +1358,15 @@ struct Facts<'a> {
     rcpt: Option<&'a str>,
     size: Option<u64>,
     message: Option<&'a [u8]>,
+}
+
+/// RFC 6531 §3.3 allows UTF-8, never other bytes: a MAIL or RCPT line that
+/// is not UTF-8 is a syntax error before anything else (as Postfix does).
+fn utf8_line(cmd: &Command) -> Result<(), Reply> {
+    match std::str::from_utf8(&cmd.raw) {
+        Ok(_) => Ok(()),
+        Err(_) => Err(defaults::bad_utf8()),
+    }
 }
 
 /// The reply code at the start of raw bytes, if there is one.

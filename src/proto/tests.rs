@@ -60,6 +60,11 @@ impl T {
         })
     }
 
+    fn envelope_again(&mut self) {
+        self.cmd("MAIL FROM:<a@sender.test>", "250 2.1.0 Ok");
+        self.cmd("RCPT TO:<b@rcpt.test>", "250 2.1.5 Ok");
+    }
+
     fn envelope(&mut self) {
         self.cmd("EHLO client.test", "250-mailfault.test");
         self.cmd("MAIL FROM:<a@sender.test>", "250 2.1.0 Ok");
@@ -543,4 +548,159 @@ fn random_input_never_panics_and_memory_stays_bounded() {
             }
         }
     }
+}
+
+fn reject_bare_lf() -> T {
+    let cfg = SessionConfig {
+        bare_lf: BareLf::Reject,
+        ..SessionConfig::default()
+    };
+    T::with(cfg, Arc::new(Healthy))
+}
+
+#[test]
+fn bare_lf_reject_in_a_command_answers_521_and_closes() {
+    let mut t = reject_bare_lf();
+    t.cmd("EHLO client.test", "250-");
+    let got = t.feed(b"NOOP\n");
+    assert_eq!(
+        got,
+        "521 5.5.2 mailfault.test Error: bare <LF> received\r\n"
+    );
+    assert_eq!(t.closed(), Some(CloseReason::AfterReply(521)));
+    assert!(t.s.is_stopped());
+}
+
+#[test]
+fn bare_lf_reject_in_data_refuses_the_message_and_closes() {
+    let mut t = reject_bare_lf();
+    t.envelope();
+    t.cmd("DATA", "354");
+    // The smuggling shape: a bare LF then ".\n" then a command.
+    let got = t.feed(b"Subject: x\r\n\r\nline\n.\nRSET\r\n");
+    assert_eq!(
+        got,
+        "521 5.5.2 mailfault.test Error: bare <LF> received\r\n"
+    );
+    let m = t.message().expect("the refused message is recorded");
+    assert!(!m.accepted && m.bare_lf);
+    assert_eq!(m.reply_code, Some(521));
+    assert_eq!(t.closed(), Some(CloseReason::AfterReply(521)));
+}
+
+#[test]
+fn bare_lf_accept_keeps_todays_behaviour() {
+    let mut t = T::new();
+    t.cmd("EHLO client.test", "250-");
+    t.feed(b"NOOP\n");
+    assert_eq!(t.sent(), "250 2.0.0 Ok\r\n");
+    t.cmd("MAIL FROM:<a@b.test>", "250");
+    t.cmd("RCPT TO:<c@d.test>", "250");
+    t.cmd("DATA", "354");
+    let got = t.feed(b"a\nb\r\n.\r\n");
+    assert!(got.starts_with("250 2.0.0 Ok: queued"), "{got}");
+    assert!(t.message().unwrap().bare_lf);
+    // CR LF command lines never trip the reject mode either.
+    let mut r = reject_bare_lf();
+    r.envelope();
+    r.cmd("RSET", "250 2.0.0 Ok");
+}
+
+#[test]
+fn non_ascii_addresses_need_smtputf8() {
+    let mut t = T::new();
+    t.cmd("EHLO client.test", "250-");
+    t.cmd(
+        "MAIL FROM:<jöran@example.test>",
+        "553 5.6.7 Non-ASCII addresses not permitted without SMTPUTF8",
+    );
+    t.cmd("MAIL FROM:<a@example.test>", "250 2.1.0 Ok");
+    t.cmd(
+        "RCPT TO:<用户@例子.test>",
+        "553 5.6.7 Non-ASCII addresses not permitted without SMTPUTF8",
+    );
+    t.cmd("RSET", "250");
+    t.cmd("MAIL FROM:<jöran@example.test> SMTPUTF8", "250 2.1.0 Ok");
+    t.cmd("RCPT TO:<用户@例子.test>", "250 2.1.5 Ok");
+}
+
+#[test]
+fn invalid_utf8_addresses_are_syntax_errors() {
+    let mut t = T::new();
+    t.cmd("EHLO client.test", "250-");
+    let got = t.feed(b"MAIL FROM:<a\xff\xfe@example.test> SMTPUTF8\r\n");
+    assert_eq!(got, "501 5.5.2 Error: bad UTF-8 syntax\r\n");
+    t.cmd("MAIL FROM:<a@example.test> SMTPUTF8", "250");
+    let got = t.feed(b"RCPT TO:<\xc3(@example.test>\r\n");
+    assert_eq!(got, "501 5.5.2 Error: bad UTF-8 syntax\r\n");
+}
+
+#[test]
+fn smtputf8_not_offered_is_an_unknown_parameter() {
+    let cfg = SessionConfig {
+        extensions: vec!["PIPELINING".into(), "ENHANCEDSTATUSCODES".into()],
+        ..SessionConfig::default()
+    };
+    let mut t = T::with(cfg, Arc::new(Healthy));
+    t.cmd("EHLO client.test", "250-");
+    t.cmd(
+        "MAIL FROM:<jöran@example.test> SMTPUTF8",
+        "555 5.5.4 Unsupported option: SMTPUTF8",
+    );
+}
+
+fn with_budget(limit: u64) -> (T, Arc<MemoryBudget>) {
+    let budget = MemoryBudget::new(limit);
+    let mut t = T::new();
+    t.s.set_budget(budget.clone());
+    (t, budget)
+}
+
+#[test]
+fn message_past_the_memory_budget_gets_452_and_the_session_goes_on() {
+    let (mut t, budget) = with_budget(100_000);
+    t.envelope();
+    t.cmd("DATA", "354");
+    let mut body = vec![b'x'; 300_000];
+    body.extend_from_slice(b"\r\n");
+    assert_eq!(t.feed(&body), "");
+    assert_eq!(budget.used(), 0, "the partial message was let go");
+    assert_eq!(
+        t.feed(b".\r\n"),
+        "452 4.3.1 Insufficient system storage\r\n"
+    );
+    let m = t.message().unwrap();
+    assert!(!m.accepted);
+    assert_eq!(m.size, 300_002);
+    t.cmd("RSET", "250 2.0.0 Ok");
+    t.envelope_again();
+    t.cmd("DATA", "354");
+    let got = t.feed(b"small\r\n.\r\n");
+    assert!(got.starts_with("250 2.0.0 Ok: queued"), "{got}");
+    assert_eq!(budget.used(), 0);
+}
+
+#[test]
+fn declared_size_over_the_budget_is_refused_at_data() {
+    let (mut t, _budget) = with_budget(1000);
+    t.cmd("EHLO client.test", "250-");
+    t.cmd("MAIL FROM:<a@b.test> SIZE=5000", "250");
+    t.cmd("RCPT TO:<c@d.test>", "250");
+    t.cmd("DATA", "452 4.3.1 Insufficient system storage");
+    t.cmd("RSET", "250");
+}
+
+#[test]
+fn bdat_chunk_over_the_budget_is_refused_and_drained() {
+    let (mut t, budget) = with_budget(10_000);
+    t.envelope();
+    let mut chunk = b"BDAT 5000\r\n".to_vec();
+    chunk.extend(vec![b'y'; 5000]);
+    assert_eq!(t.feed(&chunk), "250 2.0.0 Ok: 5000 octets received\r\n");
+    let mut chunk = b"BDAT 20000 LAST\r\n".to_vec();
+    chunk.extend(vec![b'z'; 20000]);
+    assert_eq!(t.feed(&chunk), "452 4.3.1 Insufficient system storage\r\n");
+    assert_eq!(budget.used(), 0, "the transaction ended, its bytes too");
+    t.cmd("NOOP", "250 2.0.0 Ok");
+    t.cmd("MAIL FROM:<a@b.test>", "250");
 }

@@ -45,6 +45,7 @@ struct SessionState {
     saw_421: bool,
     flagged_421: bool,
     flagged_pipelining: bool,
+    flagged_bare: bool,
     quit: bool,
 }
 
@@ -183,6 +184,7 @@ impl SessionState {
             saw_421: false,
             flagged_421: false,
             flagged_pipelining: false,
+            flagged_bare: false,
             quit: false,
         }
     }
@@ -239,6 +241,12 @@ impl Builder<'_> {
                 end, stage, answer, ..
             } => self.on_tx_end(s, *end, *stage, answer.as_ref()),
             EventKind::Close { .. } => return true,
+            EventKind::Message {
+                bare_lf, bare_cr, ..
+            } if (*bare_lf || *bare_cr) && !s.flagged_bare => {
+                s.flagged_bare = true;
+                self.bare_line_ends(s, ev, *bare_lf, *bare_cr);
+            }
             _ => {}
         }
         false
@@ -268,6 +276,26 @@ impl Builder<'_> {
                 "left without QUIT".into(),
             );
         }
+    }
+
+    /// RFC 5321 §2.3.8: lines end with CR LF only. Since the SMTP smuggling
+    /// disclosures (CVE-2023-51764) receivers refuse bare ones: Postfix 3.9
+    /// `smtpd_forbid_bare_newline`, Sendmail 8.18, Exim 4.97, Microsoft 365.
+    fn bare_line_ends(&mut self, s: &SessionState, ev: &Event, lf: bool, cr: bool) {
+        let what = match (lf, cr) {
+            (true, true) => "bare LF and bare CR",
+            (true, false) => "a bare LF",
+            _ => "a bare CR",
+        };
+        self.finding(
+            s,
+            ev,
+            "bare_line_ends",
+            Severity::Warning,
+            format!(
+                "sent message data with {what} (a line end without CR LF); current receivers refuse it (Postfix smtpd_forbid_bare_newline, Exim, Sendmail, Microsoft 365): end every line with CR LF"
+            ),
+        );
     }
 
     fn finding(
@@ -634,7 +662,12 @@ impl Builder<'_> {
 /// per sender and kind: a sender that reconnects for every retry repeats
 /// them on each connection, and one line with the count says it better.
 fn per_sender(findings: Vec<Finding>) -> Vec<Finding> {
-    const PER_CONNECTION: [&str; 3] = ["command_after_421", "pipelining_unadvertised", "no_quit"];
+    const PER_CONNECTION: [&str; 4] = [
+        "command_after_421",
+        "pipelining_unadvertised",
+        "no_quit",
+        "bare_line_ends",
+    ];
     let mut out: Vec<Finding> = vec![];
     let mut first: HashMap<(&'static str, String), (usize, u64)> = HashMap::new();
     for f in findings {

@@ -92,7 +92,7 @@ pub enum Severity {
 pub struct Finding {
     /// A stable id: retry_after_permanent, command_after_421,
     /// greylist_retry_too_early, rate_limit_ignored,
-    /// pipelining_unadvertised, no_quit.
+    /// pipelining_unadvertised, no_quit, bare_line_ends.
     pub kind: &'static str,
     pub severity: Severity,
     pub time: String,

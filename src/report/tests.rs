@@ -75,6 +75,18 @@ impl Sim {
                     limit: tag.map(Into::into),
                 },
                 Output::Fact(f) => f.into(),
+                Output::Message(m) => EventKind::Message {
+                    id: m.id,
+                    mail_from: m.mail_from,
+                    rcpt: m.rcpts,
+                    size: m.size,
+                    accepted: m.accepted,
+                    reply_code: m.reply_code,
+                    tls: m.tls,
+                    chunked: m.chunked,
+                    bare_lf: m.bare_lf,
+                    bare_cr: m.bare_cr,
+                },
                 Output::Close(reason) => {
                     closed = true;
                     EventKind::Close {
@@ -330,6 +342,41 @@ fn command_after_421_on_each_connection_is_one_finding() {
     );
     assert_eq!(r.refusals.len(), 3);
     assert_eq!(r.refusals[0].stage, "mail");
+}
+
+#[test]
+fn bare_line_ends_are_a_warning_once_per_sender() {
+    let mut t = Sim::new("");
+    // `\n` becomes CR LF on the way; a lone `\r` stays bare.
+    for port in [40001, 40002] {
+        t.conn(
+            port,
+            0,
+            &[
+                "EHLO c\n",
+                "MAIL FROM:<a@b.test>\n",
+                "RCPT TO:<x@y.test>\n",
+                "DATA\n",
+                "a\rb\n.\n",
+                "MAIL FROM:<a@b.test>\n",
+                "RCPT TO:<x@y.test>\n",
+                "DATA\n",
+                "a\rb\n.\n",
+                "QUIT\n",
+            ],
+        );
+    }
+    let r = t.report();
+    assert_eq!(kinds(&r), ["bare_line_ends"]);
+    let f = &r.findings[0];
+    assert_eq!(f.severity, Severity::Warning);
+    assert!(
+        f.message.starts_with("sent message data with a bare CR"),
+        "{}",
+        f.message
+    );
+    assert!(f.message.contains("current receivers refuse it"));
+    assert!(f.message.ends_with("(on 2 connections)"), "{}", f.message);
 }
 
 #[test]

@@ -135,6 +135,8 @@ struct RawServer {
     seed: Option<Spanned<i64>>,
     extensions: Option<Vec<Spanned<String>>>,
     magic_recipients: Option<bool>,
+    bare_lf: Option<Spanned<String>>,
+    max_line_length: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize)]
@@ -658,6 +660,25 @@ fn check_server(ck: &mut Checker<'_>, raw: Option<RawServer>) -> ServerSettings 
         }
     }
     s.magic_recipients = raw.magic_recipients.unwrap_or(false);
+    if let Some(n) = raw.max_line_length {
+        use crate::proto::line::{MAX_COMMAND_LINE_LIMIT as MAX, MIN_COMMAND_LINE as MIN};
+        match usize::try_from(*n.get_ref()) {
+            Ok(v) if (MIN..=MAX).contains(&v) => s.max_line_length = v,
+            _ => ck.at(
+                &n,
+                format!("max_line_length is from {MIN} (RFC 5321 §4.5.3.1.4) to {MAX} octets, CRLF included"),
+            ),
+        }
+    }
+    if let Some(b) = raw.bare_lf {
+        match BareLf::from_name(b.get_ref()) {
+            Some(v) => s.bare_lf = v,
+            None => ck.at(
+                &b,
+                format!("bare_lf is \"accept\" or \"reject\", not {:?}", b.get_ref()),
+            ),
+        }
+    }
     s
 }
 
@@ -689,9 +710,30 @@ fn pattern(ck: &mut Checker<'_>, v: &Spanned<Value>, what: &str) -> Option<Patte
     }
 }
 
+// `reply` keeps to RFC 5321 §4.5.3.1.5 (clients may cut or refuse longer
+// lines); `raw` stays free for testing exactly that.
+use crate::proto::reply::MAX_REPLY_LINE;
+
 fn reply(ck: &mut Checker<'_>, s: &Spanned<String>) -> Option<Reply> {
     match Reply::parse(s.get_ref()) {
-        Ok(r) => Some(r),
+        Ok(r) => {
+            let wire = r.to_wire();
+            let longest = wire
+                .split_inclusive(|&b| b == b'\n')
+                .map(<[u8]>::len)
+                .max()
+                .unwrap_or(0);
+            if longest > MAX_REPLY_LINE {
+                ck.at(
+                    s,
+                    format!(
+                        "a reply line is {longest} octets on the wire, over the {MAX_REPLY_LINE} RFC 5321 §4.5.3.1.5 allows (code and CRLF included); split it with \\n, or use raw to send it anyway"
+                    ),
+                );
+                return None;
+            }
+            Some(r)
+        }
         Err(e) => {
             ck.at(s, format!("bad reply {:?}: {e}", s.get_ref()));
             None
@@ -1258,6 +1300,63 @@ mod tests {
         ] {
             parse(text, "t.toml", "t").unwrap_or_else(|e| panic!("{e}\n{text}"));
         }
+    }
+
+    #[test]
+    fn reply_lines_over_512_octets_are_refused_but_raw_is_free() {
+        // "550 5.1.1 " (10) + text + CRLF (2): 500 octets of text is 512.
+        let ok = format!(
+            "[[rule]]\non = \"rcpt\"\nreply = \"550 5.1.1 {}\"\n",
+            "x".repeat(500)
+        );
+        parse(&ok, "t.toml", "t").unwrap();
+        let long = format!(
+            "[[rule]]\non = \"rcpt\"\nreply = \"550 5.1.1 {}\"\n",
+            "x".repeat(501)
+        );
+        assert_eq!(err(&long), "t.toml:3:9: a reply line is 513 octets on the wire, over the 512 RFC 5321 §4.5.3.1.5 allows (code and CRLF included); split it with \\n, or use raw to send it anyway");
+        let split = format!(
+            "[[rule]]\non = \"rcpt\"\nreply = \"550 5.1.1 {0}\\n{0}\"\n",
+            "x".repeat(400)
+        );
+        parse(&split, "t.toml", "t").unwrap();
+        let raw = format!(
+            "[[rule]]\non = \"rcpt\"\nraw = \"550 {}\\r\\n\"\n",
+            "x".repeat(2000)
+        );
+        parse(&raw, "t.toml", "t").unwrap();
+        let seq = format!(
+            "[[rule]]\non = \"rcpt\"\nsequence = [\"451 4.3.0 {}\"]\n",
+            "y".repeat(600)
+        );
+        assert!(
+            err(&seq).starts_with("t.toml:3:13: a reply line is 612 octets"),
+            "{}",
+            err(&seq)
+        );
+    }
+
+    #[test]
+    fn max_line_length_bounds() {
+        let s = parse("[server]\nmax_line_length = 1000\n", "t.toml", "t").unwrap();
+        assert_eq!(s.server.max_line_length, 1000);
+        assert_eq!(
+            err("[server]\nmax_line_length = 100\n"),
+            "t.toml:2:19: max_line_length is from 512 (RFC 5321 §4.5.3.1.4) to 65536 octets, CRLF included"
+        );
+        assert!(err("[server]\nmax_line_length = 100000\n").contains("to 65536 octets"));
+    }
+
+    #[test]
+    fn bare_lf_setting() {
+        let s = parse("[server]\nbare_lf = \"reject\"\n", "t.toml", "t").unwrap();
+        assert_eq!(s.server.bare_lf, BareLf::Reject);
+        let s = parse("", "t.toml", "t").unwrap();
+        assert_eq!(s.server.bare_lf, BareLf::Accept);
+        assert_eq!(
+            err("[server]\nbare_lf = \"normalize\"\n"),
+            "t.toml:2:11: bare_lf is \"accept\" or \"reject\", not \"normalize\""
+        );
     }
 
     #[test]

@@ -89,7 +89,13 @@ pub struct ServerSettings {
     pub seed: Option<u64>,
     pub extensions: Vec<String>,
     pub magic_recipients: bool,
+    /// `bare_lf = "accept" | "reject"`.
+    pub bare_lf: BareLf,
+    /// Longest command line, CRLF included.
+    pub max_line_length: usize,
 }
+
+pub use crate::proto::BareLf;
 
 pub use crate::proto::session::{
     DEFAULT_EXTENSIONS, DEFAULT_GREETING, DEFAULT_HOSTNAME, DEFAULT_MAX_MESSAGE_SIZE,
@@ -109,6 +115,8 @@ impl Default for ServerSettings {
             seed: None,
             extensions: DEFAULT_EXTENSIONS.map(String::from).to_vec(),
             magic_recipients: false,
+            bare_lf: BareLf::Accept,
+            max_line_length: crate::proto::line::MAX_COMMAND_LINE,
         }
     }
 }

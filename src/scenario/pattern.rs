@@ -1,7 +1,7 @@
 //! Patterns for `when` conditions: a case-insensitive glob (`*`, `?`), a
 //! `/regular expression/`, or a list meaning any of them.
 
-use regex::Regex;
+use regex::{Regex, RegexBuilder};
 use wildmatch::WildMatch;
 
 #[derive(Debug, Clone)]
@@ -9,6 +9,13 @@ enum One {
     Glob(WildMatch),
     Regex(Regex),
 }
+
+/// The most memory one compiled pattern may take. The regex crate allows
+/// 10 MB by default; a scenario's patterns are all kept for the life of the
+/// listener (and again for each reload in flight), and a counted repetition
+/// such as `\w{1000}` compiles to megabytes, so a size that no address or
+/// header pattern needs is refused at `check` instead of at run time.
+pub const MAX_REGEX_SIZE: usize = 1 << 20;
 
 /// One or more alternatives; matches when any does.
 #[derive(Debug, Clone)]
@@ -23,7 +30,19 @@ impl Pattern {
         for (i, s) in parts.iter().enumerate() {
             let s = s.as_ref();
             if s.len() >= 2 && s.starts_with('/') && s.ends_with('/') {
-                let re = Regex::new(&s[1..s.len() - 1]).map_err(|e| {
+                let re = RegexBuilder::new(&s[1..s.len() - 1])
+                    .size_limit(MAX_REGEX_SIZE)
+                    .build()
+                    .map_err(|e| {
+                    if let regex::Error::CompiledTooBig(n) = e {
+                        return (
+                            i,
+                            format!(
+                                "regular expression {s} is too big once compiled (over {n} bytes): \
+                                 patterns stay in memory for every rule; use a shorter one or a glob"
+                            ),
+                        );
+                    }
                     // The regex crate's message spans lines; keep its last.
                     let e = e.to_string();
                     let why = e
@@ -73,5 +92,13 @@ mod tests {
         assert!(p(&["/^user[0-9]+@/"]).matches("user42@x"));
         assert!(p(&["a@x", "b@x"]).matches("b@x"));
         assert_eq!(Pattern::parse(&["x", "/(/"]).unwrap_err().0, 1);
+    }
+
+    #[test]
+    fn huge_compiled_regex_is_refused_and_says_why() {
+        let (i, why) = Pattern::parse(&["/\\w{1000}@/"]).unwrap_err();
+        assert_eq!(i, 0);
+        assert!(why.contains("too big once compiled"), "{why}");
+        assert!(Pattern::parse(&["/^[a-z0-9._%+-]{1,64}@example\\.test$/"]).is_ok());
     }
 }

@@ -15,6 +15,7 @@ use tokio::time::{sleep, timeout_at, Instant};
 use tokio_rustls::server::TlsStream;
 use tokio_util::sync::CancellationToken;
 
+use super::limits::Shared as Limits;
 use super::slot::Active;
 use crate::capture::{Capture, EventKind, Origin};
 use crate::proto::reply::defaults;
@@ -33,6 +34,8 @@ pub struct Conn {
     pub capture: Arc<Capture>,
     /// Cancelled when the grace period after a shutdown request is over.
     pub hard_stop: CancellationToken,
+    /// The message memory budget, sessions per IP, session lifetime.
+    pub limits: Arc<Limits>,
 }
 
 /// How long a TLS handshake may take.
@@ -313,6 +316,32 @@ impl Driver<'_> {
         }
     }
 
+    /// `--max-sessions-per-ip` reached: 421 before the greeting (as
+    /// Postfix's anvil limit does), and close.
+    async fn refuse_per_ip(&mut self, hostname: &str) {
+        let reply = defaults::too_many_sessions_per_ip(hostname);
+        let text = String::from_utf8_lossy(&reply.to_wire()).into_owned();
+        tracing::info!(
+            session = self.id,
+            client = %self.client,
+            stage = %"connect",
+            code = reply.code,
+            reply = text.trim_end(),
+            reason = "--max-sessions-per-ip reached",
+            "refused"
+        );
+        let _ = self.stream.write_all(&reply.to_wire()).await;
+        self.record(EventKind::Reply {
+            code: Some(reply.code),
+            text,
+            rule: None,
+            delay_ms: None,
+            limit: None,
+        });
+        let _ = self.stream.shutdown().await;
+        self.closed("server", "too many connections from this IP");
+    }
+
     async fn drip(&mut self, bytes: &[u8], pause: Duration) -> std::io::Result<()> {
         for (i, piece) in bytes.chunks(DRIP_CHUNK).enumerate() {
             if i > 0 {
@@ -382,7 +411,7 @@ pub async fn serve(
     implicit_tls: bool,
 ) {
     let _ = stream.set_nodelay(true);
-    let mut session = Session::new(active.session.clone(), active.engine.clone(), peer, id);
+    let limits = conn.limits.clone();
     let mut d = Driver {
         conn: &conn,
         stream: Stream::Plain(stream),
@@ -395,6 +424,14 @@ pub async fn serve(
     d.record(EventKind::Connect {
         client: peer.to_string(),
     });
+    // Counted until this function returns, however the session ends.
+    let Some(_ip_slot) = limits.per_ip.enter(peer.ip()) else {
+        d.refuse_per_ip(&active.session.hostname).await;
+        active.engine.session_closed(id);
+        return;
+    };
+    let mut session = Session::new(active.session.clone(), active.engine.clone(), peer, id);
+    session.set_budget(limits.budget.clone());
     if implicit_tls {
         if !d.handshake(active.tls.as_ref()).await {
             active.engine.session_closed(id);
@@ -403,7 +440,7 @@ pub async fn serve(
         session.set_tls();
     }
     let idle = active.idle_timeout;
-    let session_end = Instant::now() + MAX_SESSION;
+    let session_end = Instant::now() + limits.lifetime;
     let mut flow = d.perform(session.greet(Instant::now().into_std())).await;
     let mut buf = vec![0u8; READ_BUFFER];
     let mut deadline = Instant::now() + idle;

@@ -6,6 +6,7 @@
 //! 421 4.3.2 and close.
 
 mod connection;
+pub mod limits;
 pub mod runtime;
 pub mod slot;
 mod watch;
@@ -58,6 +59,14 @@ pub struct Options {
     pub ca: Arc<CaStore>,
     /// The HTTP API, if wanted.
     pub api: Option<crate::api::ApiOptions>,
+    /// Bytes of message buffers in flight, all sessions together.
+    pub max_message_memory: u64,
+    /// Open sessions per client IP (0: no limit); more are answered 421.
+    pub max_sessions_per_ip: usize,
+    /// The listen backlog of every listener.
+    pub backlog: u32,
+    /// No session lives longer than this.
+    pub session_lifetime: Duration,
 }
 
 impl Options {
@@ -72,6 +81,10 @@ impl Options {
             reload_quiet: watch::QUIET,
             ca: Arc::new(CaStore::new(None)),
             api: None,
+            max_message_memory: crate::proto::DEFAULT_MAX_MESSAGE_MEMORY,
+            max_sessions_per_ip: 0,
+            backlog: limits::DEFAULT_BACKLOG,
+            session_lifetime: MAX_SESSION,
         }
     }
 }
@@ -147,6 +160,11 @@ impl Server {
         // scenario.
         let permits = Arc::new(Semaphore::new(opts.max_connections.max(1)));
         let ids = Arc::new(AtomicU64::new(1));
+        let shared = Arc::new(limits::Shared {
+            budget: crate::proto::MemoryBudget::new(opts.max_message_memory),
+            per_ip: limits::PerIp::new(opts.max_sessions_per_ip),
+            lifetime: opts.session_lifetime,
+        });
         let runtime = Arc::new(Runtime::new(runtime::Shared {
             capture: opts.capture.clone(),
             hostname: opts.hostname.clone(),
@@ -156,6 +174,7 @@ impl Server {
             shutdown: shutdown.clone(),
             hard_stop: hard_stop.clone(),
             tracker: tracker.clone(),
+            limits: shared.clone(),
         }));
         // The API answers /livez from here on, and /readyz once every
         // listener is bound; a failure below cancels it (the guard).
@@ -181,8 +200,7 @@ impl Server {
                 spec.tls.clone(),
                 opts.ca.clone(),
             )?);
-            let listener = TcpListener::bind(spec.addr)
-                .await
+            let listener = limits::bind(spec.addr, opts.backlog)
                 .with_context(|| format!("cannot listen on {}", spec.addr))?;
             let addr = listener.local_addr()?;
             runtime.add_start(listener, slot.clone())?;

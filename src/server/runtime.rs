@@ -132,6 +132,8 @@ pub(super) struct Shared {
     pub shutdown: CancellationToken,
     pub hard_stop: CancellationToken,
     pub tracker: TaskTracker,
+    /// Message memory budget, per-IP sessions, session lifetime.
+    pub limits: Arc<super::limits::Shared>,
 }
 
 /// One registered scenario and its listener.
@@ -191,6 +193,7 @@ impl Runtime {
             listener: addr,
             capture: s.capture.clone(),
             hard_stop: s.hard_stop.clone(),
+            limits: s.limits.clone(),
         });
         let accept = s.tracker.spawn(super::accept_loop(
             listener,

@@ -209,6 +209,8 @@ fn build(
         extensions: s.extensions.clone(),
         starttls: tls_settings.as_ref().is_some_and(|t| t.starttls) && !opts.implicit,
         auth: scenario.auth.clone().map(Arc::new),
+        bare_lf: s.bare_lf,
+        max_line_length: s.max_line_length,
     };
     let certificate = tls_settings
         .as_ref()
