@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::State;
 use axum::response::sse::{Event as Sse, KeepAlive};
@@ -13,9 +14,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
-use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
-use tokio_stream::wrappers::BroadcastStream;
-use tokio_stream::StreamExt as _;
+use tokio::sync::broadcast;
+use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 
 use super::error::{ApiError, ApiPath, ApiQuery, ApiResult};
 use super::wait::{self, Changes, Listing, Paging};
@@ -196,21 +196,67 @@ struct EventsQuery {
     session: Option<u64>,
 }
 
+/// How long the stream gathers events before it writes them. A reader sees
+/// each event within this; a busy server wakes each reader, and writes to
+/// it, once per period instead of once per event, which is what keeps an
+/// open stream from slowing SMTP (docs/performance.md).
+pub const GATHER: Duration = Duration::from_millis(25);
+
+/// A subscriber's side of the live events.
+struct Feed {
+    rx: broadcast::Receiver<Arc<Event>>,
+    session: Option<u64>,
+}
+
+impl Feed {
+    fn push(&self, out: &mut Vec<Sse>, item: Result<Arc<Event>, u64>) {
+        match item {
+            Ok(ev) if self.session.is_none_or(|n| n == ev.session) => {
+                if let Ok(e) = Sse::default().json_data(&*ev) {
+                    out.push(e);
+                }
+            }
+            Ok(_) => {}
+            Err(missed) => out.push(Sse::default().event("lagged").data(missed.to_string())),
+        }
+    }
+
+    /// The next events: waits for one, gathers for [`GATHER`], then takes
+    /// everything that came meanwhile. None once no more can come.
+    async fn next(mut self) -> Option<(Vec<Sse>, Feed)> {
+        let mut out = vec![];
+        match self.rx.recv().await {
+            Ok(ev) => self.push(&mut out, Ok(ev)),
+            Err(RecvError::Lagged(n)) => self.push(&mut out, Err(n)),
+            Err(RecvError::Closed) => return None,
+        }
+        tokio::time::sleep(GATHER).await;
+        // At most one backlog's worth: a reader never loops forever
+        // behind a server that produces faster than it drains.
+        for _ in 0..crate::capture::LIVE_BACKLOG {
+            match self.rx.try_recv() {
+                Ok(ev) => self.push(&mut out, Ok(ev)),
+                Err(TryRecvError::Lagged(n)) => self.push(&mut out, Err(n)),
+                Err(TryRecvError::Empty | TryRecvError::Closed) => break,
+            }
+        }
+        Some((out, self))
+    }
+}
+
 /// The live transcript: each event as one SSE `data:` line (the JSON of the
-/// events file). A reader too slow to keep up gets a `lagged` event saying
-/// how many it missed, then carries on. Ends when the server stops.
+/// events file), written in batches every [`GATHER`] at most. A reader too
+/// slow to keep up gets a `lagged` event saying how many it missed, then
+/// carries on. Ends when the server stops.
 async fn events(State(s): State<ApiState>, ApiQuery(q): ApiQuery<EventsQuery>) -> Response {
-    let stream = BroadcastStream::new(s.capture.live())
-        .filter_map(move |item| match item {
-            Ok(ev) if q.session.is_none_or(|n| n == ev.session) => {
-                Some(Sse::default().json_data(&*ev).ok()?)
-            }
-            Ok(_) => None,
-            Err(BroadcastStreamRecvError::Lagged(n)) => {
-                Some(Sse::default().event("lagged").data(n.to_string()))
-            }
-        })
-        .map(Ok::<_, Infallible>);
+    let feed = Feed {
+        rx: s.capture.live(),
+        session: q.session,
+    };
+    let batches = futures_util::stream::unfold(feed, Feed::next);
+    let stream = futures_util::StreamExt::flat_map(batches, |b| {
+        futures_util::stream::iter(b.into_iter().map(Ok::<_, Infallible>))
+    });
     let shutdown = s.shutdown.clone();
     let stream =
         futures_util::StreamExt::take_until(stream, async move { shutdown.cancelled().await });

@@ -266,8 +266,10 @@ pub struct Event {
 /// tens of MB at most.
 pub const KEEP_EVENTS: usize = 50_000;
 /// Live events waiting for a slow subscriber (an SSE client) before it
-/// skips some; the SMTP side never waits for subscribers.
-pub const LIVE_BACKLOG: usize = 4096;
+/// skips some; the SMTP side never waits for subscribers. Enough for the
+/// events of a busy server while a reader gathers them (a few hundred
+/// thousand a second, for 25 ms).
+pub const LIVE_BACKLOG: usize = 16_384;
 
 /// Where events and messages go. Shared by every session of a server.
 pub struct Capture {
