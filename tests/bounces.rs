@@ -18,6 +18,8 @@ struct Label {
     index: usize,
     status: String,
     reply_code: String,
+    reason: String,
+    hard: String,
 }
 
 fn labels() -> BTreeMap<String, Vec<Label>> {
@@ -29,6 +31,8 @@ fn labels() -> BTreeMap<String, Vec<Label>> {
             index: c[1].parse().unwrap(),
             status: c[2].to_string(),
             reply_code: c[3].to_string(),
+            reason: c.get(4).unwrap_or(&"").to_string(),
+            hard: c.get(5).unwrap_or(&"").to_string(),
         });
     }
     out
@@ -48,6 +52,7 @@ fn standard(status: &str) -> bool {
 fn agreement_with_the_labels() {
     let labels = labels();
     let (mut status_total, mut status_ok, mut code_total, mut code_ok) = (0, 0, 0, 0);
+    let (mut reason_total, mut reason_ok, mut hard_total, mut hard_ok) = (0, 0, 0, 0);
     let mut misses = vec![];
     for (file, rows) in &labels {
         let bytes = std::fs::read(corpus().join("samples").join(file)).unwrap();
@@ -66,6 +71,38 @@ fn agreement_with_the_labels() {
                     misses.push(format!(
                         "{file}#{}: status {got:?} want {}",
                         row.index, row.status
+                    ));
+                }
+            }
+            if !row.reason.is_empty() {
+                reason_total += 1;
+                let got = f.map(|f| f.reason.clone()).unwrap_or_default();
+                if got == row.reason {
+                    reason_ok += 1;
+                } else {
+                    misses.push(format!(
+                        "{file}#{}: reason {got:?} want {} ({:?})",
+                        row.index,
+                        row.reason,
+                        f.map(|f| (
+                            f.status.clone(),
+                            f.stage.clone(),
+                            f.action.clone(),
+                            f.reply.join(" / "),
+                            f.diagnostic.clone()
+                        ))
+                    ));
+                }
+            }
+            if !row.hard.is_empty() {
+                hard_total += 1;
+                let got = f.map(|f| f.hard_bounce.to_string()).unwrap_or_default();
+                if got == row.hard {
+                    hard_ok += 1;
+                } else {
+                    misses.push(format!(
+                        "{file}#{}: hard {got:?} want {}",
+                        row.index, row.hard
                     ));
                 }
             }
@@ -88,10 +125,15 @@ fn agreement_with_the_labels() {
     }
     let s = status_ok as f64 / status_total as f64;
     let c = code_ok as f64 / code_total as f64;
+    let r = reason_ok as f64 / reason_total as f64;
+    let h = hard_ok as f64 / hard_total as f64;
     eprintln!(
-        "status {status_ok}/{status_total} = {:.1}%, reply code {code_ok}/{code_total} = {:.1}%",
+        "status {status_ok}/{status_total} = {:.1}%, reply code {code_ok}/{code_total} = {:.1}%, \
+         reason {reason_ok}/{reason_total} = {:.1}%, hard/soft {hard_ok}/{hard_total} = {:.1}%",
         100.0 * s,
-        100.0 * c
+        100.0 * c,
+        100.0 * r,
+        100.0 * h
     );
     for m in &misses {
         eprintln!("  {m}");

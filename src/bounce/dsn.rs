@@ -40,6 +40,11 @@ pub struct Failure {
     /// The diagnostic text when it is not an SMTP reply.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub diagnostic: Option<String>,
+    /// Why it failed, in bounce analysers' shared vocabulary
+    /// (`userunknown`, `mailboxfull`, ...; see data/bounce-reasons.toml).
+    pub reason: String,
+    /// The address itself is bad: stop sending to it.
+    pub hard_bounce: bool,
 }
 
 /// A bounce: who reported it and who failed.
@@ -180,6 +185,9 @@ pub fn parse(bytes: &[u8]) -> Result<Bounce, NotBounce> {
     bounce.failures.retain(plausible);
     if bounce.failures.is_empty() {
         return Err(NotBounce::NoFailure);
+    }
+    for f in &mut bounce.failures {
+        super::reason::judge(f);
     }
     Ok(bounce)
 }

@@ -5,4 +5,5 @@
 pub mod category;
 pub mod dsn;
 pub mod explain;
+pub mod reason;
 pub mod reproduce;
