@@ -66,6 +66,16 @@ pub enum NotBounce {
     NotMessage,
     #[error("not a bounce: no delivery status report and no failed recipient found")]
     NoFailure,
+    #[error("a feedback report (ARF, RFC 5965), not a bounce")]
+    Feedback,
+    #[error("an auto-reply (RFC 3834), not a bounce")]
+    AutoReply,
+    #[error("a complaint notification from a sending service, not a bounce")]
+    Complaint,
+    #[error("JSON that is not a bounce notification (Amazon SES, SendGrid, Mailgun or Postmark)")]
+    NotNotification,
+    #[error("a mail log with no failed delivery (Postfix status=bounced|deferred, Exim **/==, Sendmail stat=)")]
+    NoLogFailure,
 }
 
 /// Lines that start the copy of the original message in free-text bounces.
@@ -114,6 +124,9 @@ pub fn parse(bytes: &[u8]) -> Result<Bounce, NotBounce> {
     if msg.headers().is_empty() {
         return Err(NotBounce::NotMessage);
     }
+    if is_feedback_report(&msg) {
+        return Err(NotBounce::Feedback);
+    }
     let mut dsn_texts = vec![];
     let mut human = String::new();
     for part in msg.parts.iter() {
@@ -142,6 +155,17 @@ pub fn parse(bytes: &[u8]) -> Result<Bounce, NotBounce> {
         let raw = String::from_utf8_lossy(&bytes);
         if let Some(i) = raw.find("\n\n") {
             human = raw[i + 2..].to_string();
+        }
+    }
+    // A sending service's JSON notification delivered by mail (Amazon SES
+    // through an SNS email subscription).
+    if dsn_texts.is_empty() && human.trim_start().starts_with('{') {
+        // Lines longer than the mail system allows were broken with "!",
+        // a line end and a space; a signature may follow the document.
+        let joined = human.trim().replace("!\n ", "");
+        match super::esp::parse_first(&joined) {
+            Err(NotBounce::NotNotification) => {}
+            other => return other,
         }
     }
     // Non-MIME bounces: a text part may also hold a DSN-like block.
@@ -184,12 +208,46 @@ pub fn parse(bytes: &[u8]) -> Result<Bounce, NotBounce> {
     }
     bounce.failures.retain(plausible);
     if bounce.failures.is_empty() {
-        return Err(NotBounce::NoFailure);
+        return Err(if is_auto_reply(&msg) {
+            NotBounce::AutoReply
+        } else {
+            NotBounce::NoFailure
+        });
     }
     for f in &mut bounce.failures {
         super::reason::judge(f);
     }
     Ok(bounce)
+}
+
+/// Completes failures read from any source (a notification, a log line):
+/// the code and status from the reply, noise dropped, the reason judged.
+pub fn complete(failures: &mut Vec<Failure>) {
+    for f in failures.iter_mut() {
+        finish(f);
+        repair_address(f);
+    }
+    failures.retain(plausible);
+    for f in failures.iter_mut() {
+        super::reason::judge(f);
+    }
+}
+
+/// Puts a diagnostic text (`smtp; 550 5.1.1 ...` or prose) where it
+/// belongs: the reply when it is one, the diagnostic otherwise.
+pub fn diagnose(f: &mut Failure, d: &str, from: &str) {
+    let d = match d.split_once(';') {
+        Some((t, rest)) if t.trim().len() < 16 && !t.trim().contains(' ') => rest.trim(),
+        _ => d.trim(),
+    };
+    match unfold(d) {
+        Some(lines) => {
+            f.reply = lines;
+            f.reply_from = Some(from.to_string());
+        }
+        None if !d.is_empty() => f.diagnostic = Some(d.to_string()),
+        None => {}
+    }
 }
 
 /// A failure whose recipient is an address and whose reply and reason read
@@ -289,6 +347,43 @@ fn mostly_text(s: &str) -> bool {
 }
 
 /// Signs that a message is a bounce, for messages that quote no SMTP reply.
+/// A feedback report (RFC 5965 §3): `multipart/report` with
+/// `report-type=feedback-report`, or a `message/feedback-report` part.
+fn is_feedback_report(msg: &mail_parser::Message<'_>) -> bool {
+    let ctype = msg
+        .header_raw("Content-Type")
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    ctype.contains("feedback-report")
+        || msg.parts.iter().any(|p| {
+            p.content_type().is_some_and(|c| {
+                c.ctype().eq_ignore_ascii_case("message")
+                    && c.subtype()
+                        .is_some_and(|s| s.eq_ignore_ascii_case("feedback-report"))
+            })
+        })
+}
+
+/// An automatic reply (RFC 3834 §5: `Auto-Submitted: auto-replied`), or
+/// the headers vacation responders use in its place.
+fn is_auto_reply(msg: &mail_parser::Message<'_>) -> bool {
+    let h = |n: &str| msg.header_raw(n).unwrap_or("").trim().to_ascii_lowercase();
+    let subject = msg.subject().unwrap_or("").to_ascii_lowercase();
+    h("Auto-Submitted").starts_with("auto-replied")
+        || !h("X-Autoreply").is_empty()
+        || !h("X-Autorespond").is_empty()
+        || h("Precedence") == "auto_reply"
+        || [
+            "out of office",
+            "auto-reply",
+            "autoreply",
+            "automatic reply",
+            "vacation",
+        ]
+        .iter()
+        .any(|w| subject.contains(w))
+}
+
 fn looks_like_bounce(msg: &mail_parser::Message<'_>, human: &str) -> bool {
     let from = msg.header_raw("From").unwrap_or("").to_ascii_lowercase();
     let subject = msg.subject().unwrap_or("").to_ascii_lowercase();

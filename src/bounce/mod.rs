@@ -4,6 +4,9 @@
 
 pub mod category;
 pub mod dsn;
+pub mod esp;
 pub mod explain;
+pub mod input;
+pub mod mtalog;
 pub mod reason;
 pub mod reproduce;
