@@ -99,9 +99,18 @@ pub fn read(name: &str, bytes: &[u8]) -> Vec<Read> {
 
 /// Joins the bounces read into one: failures in order, each distinct
 /// recipient and reply once.
-pub fn merge(bounces: Vec<Bounce>) -> Option<Bounce> {
+pub fn merge(mut bounces: Vec<Bounce>) -> Option<Bounce> {
     if bounces.len() <= 1 {
-        return bounces.into_iter().next();
+        let mut b = bounces.pop()?;
+        let mut seen = HashSet::new();
+        b.failures.retain(|f| {
+            seen.insert((
+                f.recipient.to_ascii_lowercase(),
+                f.reply.clone(),
+                f.diagnostic.clone(),
+            ))
+        });
+        return Some(b);
     }
     let mut seen = HashSet::new();
     let mut out = Bounce {

@@ -12,7 +12,22 @@ const MAX_LINE: usize = 16 * 1024;
 /// True when the text reads as a log of one of the MTAs we know: a line
 /// with a delivery verdict among the first lines.
 pub fn looks_like_log(text: &str) -> bool {
-    text.lines().take(200).any(|l| verdict(l).is_some())
+    text.lines()
+        .take(200)
+        .any(|l| verdict(l).is_some() || log_line(l))
+}
+
+/// Any line these MTAs write about a message (a delivery, a queue event).
+fn log_line(l: &str) -> bool {
+    let syslog = [" postfix/", " sm-mta[", " sendmail["]
+        .iter()
+        .any(|w| l.contains(w));
+    let exim = l.len() > 20
+        && l.as_bytes()[..4].iter().all(u8::is_ascii_digit)
+        && [" <= ", " => ", " -> ", " Completed"]
+            .iter()
+            .any(|w| l.contains(w));
+    syslog || exim
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
