@@ -157,6 +157,13 @@ pub fn parse(bytes: &[u8]) -> Result<Bounce, NotBounce> {
             human = raw[i + 2..].to_string();
         }
     }
+    // Binary noise is no text to read: refusing it here keeps the reading
+    // of a large attachment-like body to one pass (the prose readers below
+    // try many patterns on every line).
+    if !mostly_text(&human) {
+        human.clear();
+    }
+    dsn_texts.retain(|t| mostly_text(t));
     // A sending service's JSON notification delivered by mail (Amazon SES
     // through an SNS email subscription).
     if dsn_texts.is_empty() && human.trim_start().starts_with('{') {
@@ -339,7 +346,7 @@ fn mostly_text(s: &str) -> bool {
     let (mut all, mut odd) = (0usize, 0usize);
     for c in s.chars() {
         all += 1;
-        if (c.is_control() && c != '\t') || c == '\u{fffd}' {
+        if (c.is_control() && c != '\t' && c != '\n') || c == '\u{fffd}' {
             odd += 1;
         }
     }
