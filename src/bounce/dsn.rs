@@ -63,6 +63,10 @@ pub struct Bounce {
     pub reporting_mta: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub subject: Option<String>,
+    /// The mail system that wrote the bounce, when its family recognises it
+    /// (src/bounce/lhost/).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mail_system: Option<String>,
     pub failures: Vec<Failure>,
 }
 
@@ -136,17 +140,14 @@ pub fn parse(bytes: &[u8]) -> Result<Bounce, NotBounce> {
     dsn_texts.retain(|t| mostly_text(t));
     // A sending service's JSON notification delivered by mail (Amazon SES
     // through an SNS email subscription).
-    if dsn_texts.is_empty() && human.trim_start().starts_with('{') {
-        // Lines longer than the mail system allows were broken with "!",
-        // a line end and a space; a signature may follow the document.
-        let joined = human.trim().replace("!\n ", "");
-        match super::esp::parse_first(&joined) {
-            Err(NotBounce::NotNotification) => {}
-            other => return other,
+    if dsn_texts.is_empty() {
+        if let Some(r) = super::lhost::json_by_mail(&human) {
+            return r;
         }
     }
     // Non-MIME bounces: a text part may also hold a DSN-like block.
     let human = cut_original(&human);
+    let system = super::lhost::identify(&bytes, &human);
     let subject = msg.subject().map(str::to_string);
     let mut bounce = Bounce {
         format: if dsn_texts.is_empty() {
@@ -155,6 +156,7 @@ pub fn parse(bytes: &[u8]) -> Result<Bounce, NotBounce> {
             "dsn".into()
         },
         subject,
+        mail_system: system.map(|m| m.name.to_string()),
         ..Bounce::default()
     };
     let mut hits = text_hits(&human);

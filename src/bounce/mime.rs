@@ -23,7 +23,7 @@ pub(super) const ORIGINAL_MARKERS: &[&str] = &[
     "message headers follow.",
 ];
 
-pub(super) fn normalize(bytes: &[u8]) -> Vec<u8> {
+pub(crate) fn normalize(bytes: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {

@@ -7,14 +7,14 @@ use crate::proto::reply::{find_code, unfold, ReadReply};
 
 /// What the human-readable part says about one recipient.
 #[derive(Debug, Clone, Default)]
-pub(super) struct Hit {
-    pub(super) recipient: Option<String>,
-    pub(super) reply: Option<Vec<String>>,
-    pub(super) reply_from: &'static str,
-    pub(super) stage: Option<(&'static str, String)>,
-    pub(super) host: Option<String>,
-    pub(super) status: Option<String>,
-    pub(super) diagnostic: Option<String>,
+pub(crate) struct Hit {
+    pub(crate) recipient: Option<String>,
+    pub(crate) reply: Option<Vec<String>>,
+    pub(crate) reply_from: &'static str,
+    pub(crate) stage: Option<(&'static str, String)>,
+    pub(crate) host: Option<String>,
+    pub(crate) status: Option<String>,
+    pub(crate) diagnostic: Option<String>,
 }
 
 /// The stage a phrase names, with the phrase.
@@ -273,51 +273,7 @@ pub(super) fn text_hits(text: &str) -> Vec<Hit> {
     }
     // Sendmail transcripts: ">>> COMMAND" then "<<< reply".
     if hits.iter().all(|h| h.reply.is_none()) {
-        let mut last_cmd = String::new();
-        let mut reply: Vec<String> = vec![];
-        let mut host = None;
-        let mut found: Vec<Hit> = vec![];
-        for line in text.lines() {
-            let t = line.trim();
-            if let Some(h) = t.strip_prefix("... while talking to ") {
-                host = Some(h.trim_end_matches([':', '.']).to_string());
-            }
-            if let Some(c) = t.strip_prefix(">>> ") {
-                if !reply.is_empty() {
-                    found.push(sendmail_hit(
-                        &last_cmd,
-                        std::mem::take(&mut reply),
-                        host.clone(),
-                    ));
-                }
-                last_cmd = c.to_string();
-            } else if let Some(r) = t.strip_prefix("<<< ") {
-                // A reply ends at its final line ("550 ..."): what follows
-                // answers another (pipelined) command.
-                if reply
-                    .last()
-                    .is_some_and(|l| l.as_bytes().get(3) == Some(&b' '))
-                {
-                    found.push(sendmail_hit(
-                        &last_cmd,
-                        std::mem::take(&mut reply),
-                        host.clone(),
-                    ));
-                }
-                if ReadReply::parse(r).is_some_and(|x| x.code >= 400) {
-                    reply.push(r.to_string());
-                } else if !reply.is_empty() {
-                    found.push(sendmail_hit(
-                        &last_cmd,
-                        std::mem::take(&mut reply),
-                        host.clone(),
-                    ));
-                }
-            }
-        }
-        if !reply.is_empty() {
-            found.push(sendmail_hit(&last_cmd, reply, host));
-        }
+        let found = super::lhost::sendmail::transcript(text);
         if !found.is_empty() {
             hits.retain(|h| h.reply.is_some());
             hits.extend(found);
@@ -426,7 +382,7 @@ pub(super) fn coded_line(l: &str) -> bool {
             .is_some_and(|s| is_status(s) && s.starts_with(&(r.code / 100).to_string()))
 }
 
-pub(super) fn sendmail_hit(cmd: &str, reply: Vec<String>, host: Option<String>) -> Hit {
+pub(crate) fn sendmail_hit(cmd: &str, reply: Vec<String>, host: Option<String>) -> Hit {
     let c = cmd.to_ascii_uppercase();
     let stage = if c.starts_with("RCPT") {
         Some(("rcpt", format!(">>> {cmd}")))
