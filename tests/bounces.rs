@@ -138,7 +138,12 @@ fn agreement_with_the_labels() {
     for m in &misses {
         eprintln!("  {m}");
     }
-    assert!(s > 0.95 && c > 0.95, "agreement below 95%");
+    // Floors at the figures reached (docs/bounces.md records them): a
+    // change that reads fewer samples right fails here.
+    assert!(status_ok >= 187 && s > 0.95, "status agreement dropped");
+    assert!(code_ok >= 185 && c > 0.95, "reply code agreement dropped");
+    assert!(reason_ok >= 185 && r > 0.68, "reason agreement dropped");
+    assert!(hard_ok >= 212 && h > 0.78, "hard/soft agreement dropped");
 }
 
 fn samples() -> Vec<PathBuf> {
