@@ -178,6 +178,9 @@ pub fn parse(bytes: &[u8]) -> Result<Bounce, NotBounce> {
         }
     }
     merge_text(&mut bounce, hits, &msg, &human);
+    if bounce.failures.is_empty() && looks_like_bounce(&msg, &human) {
+        failed_recipients_header(&msg, &human, &mut bounce);
+    }
     for f in &mut bounce.failures {
         finish(f);
     }
@@ -195,8 +198,48 @@ pub fn parse(bytes: &[u8]) -> Result<Bounce, NotBounce> {
     }
     for f in &mut bounce.failures {
         super::reason::judge(f);
+        // What a family's notices mean when their words name no reason.
+        if let Some(r) = system.and_then(|m| m.default_reason) {
+            if matches!(f.reason.as_str(), "onhold" | "undefined") {
+                f.reason = r.to_string();
+                f.hard_bounce = super::reason::hard(r, f.status.as_deref(), f.reply_code);
+            }
+        }
     }
     Ok(bounce)
+}
+
+/// The recipients an MTA lists in `X-Failed-Recipients` (Exim, Gmail),
+/// for a notice that quotes no reply and no report: each fails with the
+/// notice's first words as the diagnostic.
+fn failed_recipients_header(msg: &mail_parser::Message<'_>, human: &str, bounce: &mut Bounce) {
+    let Some(list) = msg.header_raw("X-Failed-Recipients") else {
+        return;
+    };
+    let reason: String = human
+        .split("\n\n")
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .take(2)
+        .collect::<Vec<_>>()
+        .join(" ")
+        .chars()
+        .take(500)
+        .collect();
+    for a in list
+        .split(',')
+        .map(str::trim)
+        .filter(|a| !a.is_empty())
+        .take(1000)
+    {
+        bounce.failures.push(Failure {
+            recipient: a.trim_matches(['<', '>']).to_string(),
+            recipient_from: "X-Failed-Recipients header".into(),
+            diagnostic: Some(reason.split_whitespace().collect::<Vec<_>>().join(" "))
+                .filter(|d| !d.is_empty()),
+            ..Failure::default()
+        });
+    }
 }
 
 /// Completes failures read from any source (a notification, a log line):

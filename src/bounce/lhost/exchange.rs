@@ -8,6 +8,7 @@ pub const SYSTEM: MailSystem = MailSystem {
     id: "exchange2007",
     name: "Microsoft Exchange",
     recognise,
+    default_reason: None,
 };
 
 fn recognise(s: &Seen<'_>) -> bool {

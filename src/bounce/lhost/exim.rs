@@ -7,6 +7,7 @@ pub const SYSTEM: MailSystem = MailSystem {
     id: "exim",
     name: "Exim",
     recognise,
+    default_reason: None,
 };
 
 fn recognise(s: &Seen<'_>) -> bool {

@@ -8,6 +8,7 @@ pub const SYSTEM: MailSystem = MailSystem {
     id: "gmail",
     name: "Gmail",
     recognise,
+    default_reason: None,
 };
 
 fn recognise(s: &Seen<'_>) -> bool {

@@ -13,6 +13,7 @@ mod amazonses;
 mod exchange;
 mod exim;
 mod gmail;
+mod googlegroups;
 mod office365;
 mod postfix;
 mod qmail;
@@ -34,6 +35,9 @@ pub struct MailSystem {
     pub id: &'static str,
     pub name: &'static str,
     pub recognise: fn(&Seen<'_>) -> bool,
+    /// What the family's notices mean when their words name no reason
+    /// (a group's "you may not post here" is the sender refused).
+    pub default_reason: Option<&'static str>,
 }
 
 /// The families in the order they are tried.
@@ -41,6 +45,7 @@ pub const TABLE: &[MailSystem] = &[
     amazonses::SYSTEM,
     office365::SYSTEM,
     exchange::SYSTEM,
+    googlegroups::SYSTEM,
     gmail::SYSTEM,
     yahoo::SYSTEM,
     qmail::SYSTEM,

@@ -8,6 +8,7 @@ pub const SYSTEM: MailSystem = MailSystem {
     id: "office365",
     name: "Office 365",
     recognise,
+    default_reason: None,
 };
 
 fn recognise(s: &Seen<'_>) -> bool {

@@ -7,6 +7,7 @@ pub const SYSTEM: MailSystem = MailSystem {
     id: "postfix",
     name: "Postfix",
     recognise,
+    default_reason: None,
 };
 
 fn recognise(s: &Seen<'_>) -> bool {

@@ -6,6 +6,7 @@ pub const SYSTEM: MailSystem = MailSystem {
     id: "qmail",
     name: "qmail",
     recognise,
+    default_reason: None,
 };
 
 fn recognise(s: &Seen<'_>) -> bool {

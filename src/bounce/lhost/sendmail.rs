@@ -10,6 +10,7 @@ pub const SYSTEM: MailSystem = MailSystem {
     id: "sendmail",
     name: "Sendmail",
     recognise,
+    default_reason: None,
 };
 
 fn recognise(s: &Seen<'_>) -> bool {

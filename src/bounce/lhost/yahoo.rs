@@ -7,6 +7,7 @@ pub const SYSTEM: MailSystem = MailSystem {
     id: "yahoo",
     name: "Yahoo Mail",
     recognise,
+    default_reason: None,
 };
 
 fn recognise(s: &Seen<'_>) -> bool {
