@@ -155,6 +155,9 @@ pub(super) fn address_line(line: &str) -> Option<String> {
     for lead in [
         "recipient address:",
         "recipient:",
+        "could not be delivered to:",
+        "unknown user:",
+        "user unknown:",
         "original-recipient:",
         "final-recipient:",
         "rfc822;",
@@ -267,7 +270,9 @@ pub(super) fn text_hits(text: &str) -> Vec<Hit> {
                     .trim()
                     .to_string(),
             )
-            .filter(|d| !d.is_empty());
+            .filter(|d| !d.is_empty())
+            // "Unknown user: a@b": the words before the address are the reason.
+            .or_else(|| Some(joined.trim().to_string()).filter(|j| j.len() > addr.len() + 4));
         }
         hits.push(h);
     }
