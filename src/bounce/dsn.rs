@@ -199,6 +199,14 @@ pub fn parse(bytes: &[u8]) -> Result<Bounce, NotBounce> {
     for f in &mut bounce.failures {
         super::reason::judge(f);
         // What a family's notices mean when their words name no reason.
+        let explicit = f
+            .status
+            .as_deref()
+            .is_some_and(|s| s.get(1..) == Some(".1.1"));
+        if system.is_some_and(|m| m.filter) && f.reason == "userunknown" && !explicit {
+            f.reason = "filtered".into();
+            f.hard_bounce = false;
+        }
         if let Some(r) = system.and_then(|m| m.default_reason) {
             if matches!(f.reason.as_str(), "onhold" | "undefined") {
                 f.reason = r.to_string();

@@ -11,6 +11,7 @@ pub const SYSTEM: MailSystem = MailSystem {
     name: "Amazon SES",
     recognise,
     default_reason: None,
+    filter: false,
 };
 
 fn recognise(s: &Seen<'_>) -> bool {

@@ -8,6 +8,7 @@ pub const SYSTEM: MailSystem = MailSystem {
     name: "Exim",
     recognise,
     default_reason: None,
+    filter: false,
 };
 
 fn recognise(s: &Seen<'_>) -> bool {

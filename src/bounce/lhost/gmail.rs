@@ -9,6 +9,7 @@ pub const SYSTEM: MailSystem = MailSystem {
     name: "Gmail",
     recognise,
     default_reason: None,
+    filter: false,
 };
 
 fn recognise(s: &Seen<'_>) -> bool {

@@ -10,6 +10,7 @@ pub const SYSTEM: MailSystem = MailSystem {
     name: "Google Groups",
     recognise,
     default_reason: Some("rejected"),
+    filter: false,
 };
 
 fn recognise(s: &Seen<'_>) -> bool {

@@ -9,6 +9,7 @@ pub const SYSTEM: MailSystem = MailSystem {
     name: "Office 365",
     recognise,
     default_reason: None,
+    filter: false,
 };
 
 fn recognise(s: &Seen<'_>) -> bool {

@@ -7,6 +7,7 @@ pub const SYSTEM: MailSystem = MailSystem {
     name: "qmail",
     recognise,
     default_reason: None,
+    filter: false,
 };
 
 fn recognise(s: &Seen<'_>) -> bool {
