@@ -99,9 +99,7 @@ pub(crate) fn header_has(head: &str, name: &str, value: &str) -> bool {
 mod tests {
     use super::*;
 
-    /// Each family recognises at least two thirds of its own samples and is
-    /// not taken for
-    /// another's.
+    /// Each family recognises at least two thirds of its own samples.
     #[test]
     fn each_family_recognises_its_samples() {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/bounces/samples");
