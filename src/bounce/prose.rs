@@ -168,6 +168,20 @@ pub(super) fn address_line(line: &str) -> Option<String> {
             t = t[lead.len()..].trim_start();
         }
     }
+    // "Invalid final delivery userid: a@b": a reason of several words,
+    // then the address alone (one word before the colon is a header line,
+    // "To: a@b", not a reason).
+    if let Some((lead, rest)) = t.split_once(": ") {
+        let rest = rest.trim();
+        if lead.split_whitespace().count() >= 2
+            && lead.len() <= 80
+            && lead.starts_with(|c: char| c.is_alphabetic())
+            && !rest.contains(char::is_whitespace)
+            && rest.contains('@')
+        {
+            t = rest;
+        }
+    }
     let word = t.split_whitespace().next()?;
     let w = word
         .trim_matches(['"', '\''])
@@ -212,6 +226,10 @@ pub(super) fn text_hits(text: &str) -> Vec<Hit> {
             i += 1;
             continue;
         };
+        let before = i
+            .checked_sub(1)
+            .map(|k| lines[k].trim())
+            .filter(|l| !l.is_empty() && !l.starts_with('-') && address_line(l).is_none());
         let mut block = vec![lines[i].trim()];
         let mut j = i + 1;
         // An address alone on its line: its reason may follow after blank
@@ -272,7 +290,9 @@ pub(super) fn text_hits(text: &str) -> Vec<Hit> {
             )
             .filter(|d| !d.is_empty())
             // "Unknown user: a@b": the words before the address are the reason.
-            .or_else(|| Some(joined.trim().to_string()).filter(|j| j.len() > addr.len() + 4));
+            .or_else(|| Some(joined.trim().to_string()).filter(|j| j.len() > addr.len() + 4))
+            // An address alone under its reason (Lotus Notes).
+            .or_else(|| before.map(str::to_string));
         }
         hits.push(h);
     }
