@@ -90,11 +90,18 @@ enum Command {
     },
     /// Read a bounce message and print a scenario that reproduces it.
     FromBounce {
-        /// The bounce (an .eml file), or `-` for stdin.
-        file: PathBuf,
+        /// Bounces: .eml files, mbox files, folders of them, JSON
+        /// notifications (Amazon SES, SendGrid, Mailgun, Postmark), MTA logs
+        /// (Postfix, Exim, Sendmail), or `-` for stdin. The kind is detected.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
         /// Print the facts found (JSON) instead of a scenario.
         #[arg(long)]
         json: bool,
+        /// Print hard and soft counts by reason, provider and domain, and
+        /// the addresses to remove, instead of a scenario.
+        #[arg(long)]
+        summary: bool,
     },
     /// Write a test CA and a server certificate and key (PEM) for a host name.
     Certs {
@@ -281,7 +288,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Serve(args) => serve(*args),
         Command::Check { files } => check(&files),
         Command::Certs { out, hostname } => make_certs(&out, &hostname),
-        Command::FromBounce { file, json } => from_bounce(&file, json),
+        Command::FromBounce {
+            files,
+            json,
+            summary,
+        } => from_bounce(&files, json, summary),
         Command::Explain { reply, json, lang } => {
             explain(&reply, json, lang.as_deref() == Some("ja"))
         }
@@ -436,29 +447,76 @@ fn explain(args: &[String], json: bool, ja: bool) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn from_bounce(file: &std::path::Path, json: bool) -> anyhow::Result<ExitCode> {
-    let bytes = if file.as_os_str() == "-" {
-        let mut v = vec![];
-        std::io::Read::read_to_end(&mut std::io::stdin(), &mut v)?;
-        v
-    } else {
-        std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?
-    };
-    let bounce = match crate::bounce::dsn::parse(&bytes) {
-        Ok(b) => b,
-        Err(e) => {
-            eprintln!("{}: {e}", file.display());
-            return Ok(ExitCode::from(1));
+/// Files of a folder, sorted, up to a bound (a folder of bounces, not a
+/// whole disk); sub-folders are read one level deep.
+const MAX_FILES: usize = 100_000;
+
+fn bounce_sources(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
+    let mut out = vec![];
+    for p in paths {
+        if p.is_dir() {
+            let mut files = vec![];
+            for e in std::fs::read_dir(p).with_context(|| format!("cannot read {}", p.display()))? {
+                let path = e?.path();
+                if path.is_dir() {
+                    for e in std::fs::read_dir(&path)? {
+                        files.push(e?.path());
+                    }
+                } else {
+                    files.push(path);
+                }
+            }
+            files.retain(|f| f.is_file());
+            files.sort();
+            out.extend(files);
+        } else {
+            out.push(p.clone());
         }
+        anyhow::ensure!(out.len() <= MAX_FILES, "more than {MAX_FILES} files given");
+    }
+    Ok(out)
+}
+
+fn from_bounce(paths: &[PathBuf], json: bool, summary: bool) -> anyhow::Result<ExitCode> {
+    use crate::bounce::input;
+    let sources = bounce_sources(paths)?;
+    let mut found = vec![];
+    for file in &sources {
+        let bytes = if file.as_os_str() == "-" {
+            let mut v = vec![];
+            std::io::Read::read_to_end(&mut std::io::stdin(), &mut v)?;
+            v
+        } else {
+            std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?
+        };
+        for r in input::read(&file.display().to_string(), &bytes) {
+            match r.result {
+                Ok(b) => found.push(b),
+                Err(e) => eprintln!("{}: {e}", r.name),
+            }
+        }
+    }
+    let Some(bounce) = input::merge(found) else {
+        return Ok(ExitCode::from(1));
     };
     let mut out = std::io::stdout().lock();
-    if json {
+    if summary {
+        let s = input::summarize(&bounce);
+        if json {
+            writeln!(out, "{}", serde_json::to_string_pretty(&s)?)?;
+        } else {
+            write!(out, "{}", input::render(&s))?;
+        }
+    } else if json {
         writeln!(out, "{}", serde_json::to_string_pretty(&bounce)?)?;
     } else {
-        let name = file
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "stdin".into());
+        let name = match sources.as_slice() {
+            [one] => one
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "stdin".into()),
+            many => format!("{} files", many.len()),
+        };
         write!(
             out,
             "{}",

@@ -18,6 +18,8 @@ struct Label {
     index: usize,
     status: String,
     reply_code: String,
+    reason: String,
+    hard: String,
 }
 
 fn labels() -> BTreeMap<String, Vec<Label>> {
@@ -29,6 +31,8 @@ fn labels() -> BTreeMap<String, Vec<Label>> {
             index: c[1].parse().unwrap(),
             status: c[2].to_string(),
             reply_code: c[3].to_string(),
+            reason: c.get(4).unwrap_or(&"").to_string(),
+            hard: c.get(5).unwrap_or(&"").to_string(),
         });
     }
     out
@@ -48,6 +52,7 @@ fn standard(status: &str) -> bool {
 fn agreement_with_the_labels() {
     let labels = labels();
     let (mut status_total, mut status_ok, mut code_total, mut code_ok) = (0, 0, 0, 0);
+    let (mut reason_total, mut reason_ok, mut hard_total, mut hard_ok) = (0, 0, 0, 0);
     let mut misses = vec![];
     for (file, rows) in &labels {
         let bytes = std::fs::read(corpus().join("samples").join(file)).unwrap();
@@ -66,6 +71,38 @@ fn agreement_with_the_labels() {
                     misses.push(format!(
                         "{file}#{}: status {got:?} want {}",
                         row.index, row.status
+                    ));
+                }
+            }
+            if !row.reason.is_empty() {
+                reason_total += 1;
+                let got = f.map(|f| f.reason.clone()).unwrap_or_default();
+                if got == row.reason {
+                    reason_ok += 1;
+                } else {
+                    misses.push(format!(
+                        "{file}#{}: reason {got:?} want {} ({:?})",
+                        row.index,
+                        row.reason,
+                        f.map(|f| (
+                            f.status.clone(),
+                            f.stage.clone(),
+                            f.action.clone(),
+                            f.reply.join(" / "),
+                            f.diagnostic.clone()
+                        ))
+                    ));
+                }
+            }
+            if !row.hard.is_empty() {
+                hard_total += 1;
+                let got = f.map(|f| f.hard_bounce.to_string()).unwrap_or_default();
+                if got == row.hard {
+                    hard_ok += 1;
+                } else {
+                    misses.push(format!(
+                        "{file}#{}: hard {got:?} want {}",
+                        row.index, row.hard
                     ));
                 }
             }
@@ -88,15 +125,25 @@ fn agreement_with_the_labels() {
     }
     let s = status_ok as f64 / status_total as f64;
     let c = code_ok as f64 / code_total as f64;
+    let r = reason_ok as f64 / reason_total as f64;
+    let h = hard_ok as f64 / hard_total as f64;
     eprintln!(
-        "status {status_ok}/{status_total} = {:.1}%, reply code {code_ok}/{code_total} = {:.1}%",
+        "status {status_ok}/{status_total} = {:.1}%, reply code {code_ok}/{code_total} = {:.1}%, \
+         reason {reason_ok}/{reason_total} = {:.1}%, hard/soft {hard_ok}/{hard_total} = {:.1}%",
         100.0 * s,
-        100.0 * c
+        100.0 * c,
+        100.0 * r,
+        100.0 * h
     );
     for m in &misses {
         eprintln!("  {m}");
     }
-    assert!(s > 0.95 && c > 0.95, "agreement below 95%");
+    // Floors at the figures reached (docs/bounces.md records them): a
+    // change that reads fewer samples right fails here.
+    assert!(status_ok >= 187 && s > 0.95, "status agreement dropped");
+    assert!(code_ok >= 185 && c > 0.95, "reply code agreement dropped");
+    assert!(reason_ok >= 208 && r > 0.76, "reason agreement dropped");
+    assert!(hard_ok >= 232 && h > 0.85, "hard/soft agreement dropped");
 }
 
 fn samples() -> Vec<PathBuf> {
@@ -403,8 +450,8 @@ fn noise_under_a_report_header_is_not_a_bounce() {
 }
 
 #[test]
-fn a_hundred_thousand_recipients() {
-    const N: usize = 100_000;
+fn twenty_thousand_recipients() {
+    const N: usize = 20_000;
     let mut fields = String::new();
     let mut human = String::new();
     for i in 0..N {
@@ -441,4 +488,198 @@ fn a_hundred_thousand_recipients() {
     assert_eq!(b.failures[N - 1].stage.as_deref(), Some("rcpt"));
     assert_eq!(text.matches("[[rule]]").count(), N);
     assert!(text.contains("# USER7@example.com is reported again"));
+}
+
+/// Runs `mailfault from-bounce` on files of the corpus.
+fn from_bounce(args: &[&str]) -> (Option<i32>, String, String) {
+    let out = std::process::Command::new(common::bin())
+        .arg("from-bounce")
+        .args(args)
+        .current_dir(corpus())
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn failures_of(args: &[&str]) -> Vec<serde_json::Value> {
+    let mut a = args.to_vec();
+    a.push("--json");
+    let (code, out, err) = from_bounce(&a);
+    assert_eq!(code, Some(0), "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    v["failures"].as_array().unwrap().clone()
+}
+
+#[test]
+fn esp_notifications_give_each_failed_recipient_with_hard_or_soft() {
+    let f = failures_of(&["esp/ses-sns.json"]);
+    assert_eq!(f.len(), 1);
+    assert_eq!(f[0]["recipient"], "gone@example.com");
+    assert_eq!(f[0]["status"], "5.1.1");
+    assert_eq!(f[0]["reply"][0], "550 5.1.1 <gone@example.com>: Recipient address rejected: User unknown in virtual mailbox table");
+    assert_eq!(f[0]["reason"], "userunknown");
+    assert_eq!(f[0]["hard_bounce"], true);
+    let f = failures_of(&["esp/ses-transient.json"]);
+    assert_eq!(
+        (f[0]["reason"].as_str(), f[0]["hard_bounce"].as_bool()),
+        (Some("mailboxfull"), Some(false))
+    );
+    let f = failures_of(&["esp/sendgrid.json"]);
+    let got: Vec<(&str, &str, bool)> = f
+        .iter()
+        .map(|x| {
+            (
+                x["recipient"].as_str().unwrap(),
+                x["reply"][0].as_str().unwrap(),
+                x["hard_bounce"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            ("nobody@example.net", "550 5.1.1 The email account that you tried to reach does not exist.", true),
+            ("slow@example.net", "421 4.7.0 [TSS04] Messages from 192.0.2.20 temporarily deferred due to unexpected volume or user complaints", false),
+        ],
+        "the delivered event is no failure"
+    );
+    let f = failures_of(&["esp/mailgun.json"]);
+    assert_eq!(
+        f[0]["reply"][0],
+        "550 5.7.1 Service unavailable; client [192.0.2.30] blocked using Spamhaus"
+    );
+    assert_eq!(f[0]["remote_host"], "mx1.example.org");
+    assert_eq!(f[0]["reason"], "blocked");
+    let f = failures_of(&["esp/postmark.json"]);
+    assert_eq!(f[0]["recipient"], "john@example.com");
+    assert_eq!(f[0]["reply_code"], 550);
+    assert_eq!(f[0]["hard_bounce"], true);
+}
+
+#[test]
+fn mta_logs_give_failures_with_their_stage_once_each() {
+    let f = failures_of(&["logs/postfix.log"]);
+    let got: Vec<(&str, &str, &str, &str)> = f
+        .iter()
+        .map(|x| {
+            (
+                x["recipient"].as_str().unwrap(),
+                x["stage"].as_str().unwrap_or(""),
+                x["status"].as_str().unwrap_or(""),
+                x["reason"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            ("gone@example.com", "rcpt", "5.1.1", "userunknown"),
+            ("someone@gmail.example", "rcpt", "4.2.1", "speeding"),
+            ("big@example.org", "message", "5.3.4", "mesgtoobig"),
+        ],
+        "a deferral logged twice is one failure; a sent one none"
+    );
+    assert_eq!(
+        f[1]["reply"],
+        serde_json::json!([
+            "450-4.2.1 The user you are trying to contact is receiving mail too quickly.",
+            "450 4.2.1 Please try again later."
+        ])
+    );
+    let f = failures_of(&["logs/exim.log"]);
+    assert_eq!(f.len(), 3);
+    assert_eq!(
+        f[0]["reply"][0],
+        "550 5.1.1 <gone@example.net>: Recipient address rejected: User unknown"
+    );
+    assert_eq!(f[1]["action"], "delayed");
+    assert_eq!(f[2]["stage"], "message");
+    let f = failures_of(&["logs/sendmail.log"]);
+    assert_eq!(f.len(), 2);
+    assert_eq!(f[0]["status"], "5.1.1");
+    assert_eq!(
+        f[1]["reply"][0],
+        "421 4.3.2 Service not available, too many connections"
+    );
+}
+
+#[test]
+fn many_sources_give_one_scenario_that_checks_and_a_summary() {
+    let (code, scenario, err) = from_bounce(&[
+        "logs/postfix.log",
+        "esp",
+        "mbox/bounces.mbox",
+        "logs/postfix.log",
+    ]);
+    assert_eq!(code, Some(0), "{err}");
+    // Files that are not bounces are named, and the others still read.
+    assert!(
+        err.contains("ses-complaint.json: a complaint notification"),
+        "{err}"
+    );
+    assert!(
+        err.contains("not-a-notification.json: JSON that is not a bounce notification"),
+        "{err}"
+    );
+    assert!(
+        err.contains("bounces.mbox#4: an auto-reply (RFC 3834), not a bounce"),
+        "{err}"
+    );
+    let s = mailfault::scenario::parse(&scenario, "generated.toml", "generated")
+        .unwrap_or_else(|e| panic!("{e}\n{scenario}"));
+    drop(s);
+    // The same log twice: each recipient and reply once.
+    assert_eq!(
+        scenario
+            .matches("name = \"bounce for gone@example.com\"")
+            .count(),
+        1,
+        "{scenario}"
+    );
+    assert!(scenario.contains("#   reason      userunknown  (hard: stop sending to this address)"));
+    let (code, table, _) = from_bounce(&["logs/postfix.log", "logs/exim.log", "--summary"]);
+    assert_eq!(code, Some(0));
+    assert!(
+        table.starts_with(
+            "6 failures: 2 hard (stop sending to these addresses), 4 soft (retry later)\n"
+        ),
+        "{table}"
+    );
+    assert!(table.contains("\nuserunknown       2      0\n"), "{table}");
+    assert!(
+        table.contains(
+            "addresses to remove (hard bounces):\n  gone@example.com\n  gone@example.net\n"
+        ),
+        "{table}"
+    );
+    let (_, json, _) = from_bounce(&["logs/postfix.log", "--summary", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(v["by_domain"]["example.com"]["hard"], 1);
+    assert_eq!(v["by_provider"]["google.example"]["soft"], 1);
+}
+
+#[test]
+fn reports_replies_and_documents_that_are_no_bounce_are_named() {
+    for (file, says) in [
+        ("arf.eml", "a feedback report (ARF, RFC 5965), not a bounce"),
+        ("autoreply.eml", "an auto-reply (RFC 3834), not a bounce"),
+        (
+            "esp/ses-complaint.json",
+            "a complaint notification from a sending service, not a bounce",
+        ),
+        (
+            "esp/not-a-notification.json",
+            "JSON that is not a bounce notification",
+        ),
+        ("logs/no-failures.log", "a mail log with no failed delivery"),
+    ] {
+        let (code, out, err) = from_bounce(&[file]);
+        assert_eq!(code, Some(1), "{file}");
+        assert!(out.is_empty(), "{file}: no scenario is invented");
+        assert!(err.contains(says), "{file}: {err}");
+    }
 }

@@ -253,3 +253,35 @@ fn japanese_output_has_no_english_label() {
         }
     }
 }
+
+#[test]
+fn hard_or_soft_in_english_japanese_and_json() {
+    for (reply, reason, hard) in [
+        ("550 5.1.1 The email account that you tried to reach does not exist.", "userunknown", true),
+        ("550 5.1.2 Host or domain name not found", "hostunknown", true),
+        ("452 4.2.2 The email account that you tried to reach is over quota.", "mailboxfull", false),
+        ("554 5.7.1 Service unavailable; Client host [192.0.2.1] blocked using zen.spamhaus.org", "blocked", false),
+        ("421 4.7.0 [TSS04] Messages from 192.0.2.1 temporarily deferred due to unexpected volume or user complaints", "badreputation", false),
+        ("450 4.2.1 The user you are trying to contact is receiving mail too quickly.", "speeding", false),
+    ] {
+        let e = explain(ReadReply::parse(reply).unwrap(), true);
+        assert_eq!((e.reason, e.hard_bounce), (Some(reason), Some(hard)), "{reply}");
+        let en = explain_cli(&[reply]);
+        let want = if hard {
+            "Bounce: hard: stop sending to this address"
+        } else {
+            "Bounce: soft: retry later"
+        };
+        assert!(en.contains(&format!("{want} ({reason})")), "{en}");
+        let ja = explain_cli(&["--lang", "ja", reply]);
+        let want = if hard { "ハードエラー" } else { "ソフトエラー" };
+        assert!(ja.contains(&format!("バウンス：{want}")), "{ja}");
+        let json: serde_json::Value = serde_json::from_str(&explain_cli(&["--json", reply])).unwrap();
+        assert_eq!(json["hard_bounce"], hard);
+        assert_eq!(json["reason"], reason);
+    }
+    // A success is no bounce.
+    let e = explain(ReadReply::parse("250 2.0.0 OK").unwrap(), false);
+    assert_eq!(e.hard_bounce, None);
+    assert!(!explain_cli(&["250 2.0.0 OK"]).contains("Bounce:"));
+}

@@ -77,6 +77,14 @@ pub struct Explanation {
     pub category: Category,
     pub category_text: Text,
     pub advice: Text,
+    /// Why it failed, in bounce analysers' vocabulary (`userunknown`, ...).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<&'static str>,
+    /// The address itself is bad: stop sending to it (hard), or retry later (soft).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hard_bounce: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bounce: Option<Text>,
     /// The reply contradicts itself: its status's class is not its code's
     /// (RFC 3463 §2, RFC 2034 §4), or is no class at all.
     pub inconsistencies: Vec<Text>,
@@ -112,6 +120,7 @@ pub struct Labels {
     pub intermediate: &'static str,
     pub category: &'static str,
     pub what_to_do: &'static str,
+    pub bounce: &'static str,
     pub known_reply: &'static str,
     pub at_stage: &'static str,
     pub reproduce_with: &'static str,
@@ -147,6 +156,7 @@ pub const LABELS_EN: Labels = Labels {
     intermediate: "intermediate (3xx): the server waits for more",
     category: "Category: ",
     what_to_do: "What to do: ",
+    bounce: "Bounce: ",
     known_reply: "Known reply: ",
     at_stage: ", at ",
     reproduce_with: "; reproduce it with preset = ",
@@ -181,6 +191,7 @@ pub const LABELS_JA: Labels = Labels {
     intermediate: "中間応答（3xx）：サーバーは続きを待っています",
     category: "障害の種類：",
     what_to_do: "対処：",
+    bounce: "バウンス：",
     known_reply: "既知の応答：",
     at_stage: "、段階 ",
     reproduce_with: "。再現するには preset = ",
@@ -499,6 +510,16 @@ pub fn explain(reply: ReadReply, ja: bool) -> Explanation {
     let (cat_en, cat_ja) = category.describe();
     let (adv_en, adv_ja) = category.advice(code / 100 == 4);
     let (dig_en, dig_ja) = digit_text(code);
+    // Hard or soft only for a failure (4xx, 5xx).
+    let reason = (code >= 400).then(|| {
+        super::reason::reason(super::reason::Facts {
+            status: reply.status.as_deref(),
+            code: Some(code),
+            text: &text,
+            ..Default::default()
+        })
+    });
+    let hard_bounce = reason.map(|r| super::reason::hard(r, reply.status.as_deref(), Some(code)));
     let text_of = |en: &str, jp: &str| Text {
         en: en.to_string(),
         ja: ja.then(|| jp.to_string()),
@@ -518,6 +539,12 @@ pub fn explain(reply: ReadReply, ja: bool) -> Explanation {
         category,
         category_text: text_of(cat_en, cat_ja),
         advice: text_of(adv_en, adv_ja),
+        reason,
+        hard_bounce,
+        bounce: hard_bounce.map(|h| {
+            let (en, jp) = super::reason::advice(h);
+            text_of(en, jp)
+        }),
         inconsistencies: findings
             .inconsistencies
             .iter()
@@ -627,6 +654,9 @@ fn render_verdict(o: &mut String, e: &Explanation) {
     let _ = writeln!(o, "{}{kind}", l.temp_or_perm);
     let _ = writeln!(o, "{}{}", l.category, e.category_text.get(lang));
     let _ = writeln!(o, "{}{}", l.what_to_do, e.advice.get(lang));
+    if let (Some(b), Some(r)) = (&e.bounce, e.reason) {
+        let _ = writeln!(o, "{}{}{}{r}{}", l.bounce, b.get(lang), l.open, l.close);
+    }
     for k in &e.known {
         let _ = writeln!(
             o,

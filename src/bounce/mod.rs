@@ -4,5 +4,14 @@
 
 pub mod category;
 pub mod dsn;
+pub mod esp;
 pub mod explain;
+pub mod input;
+pub mod lhost;
+mod merge;
+pub(crate) mod mime;
+pub mod mtalog;
+pub(crate) mod prose;
+pub mod reason;
 pub mod reproduce;
+mod rfc3464;

@@ -46,7 +46,7 @@ fn quote(s: &str) -> String {
 
 /// Text from the bounce for a comment: one line, the hidden characters
 /// shown as `\u{XXXX}` (TOML comments allow no control character but tab).
-fn shown(s: &str) -> String {
+pub(crate) fn shown(s: &str) -> String {
     let mut o = String::with_capacity(s.len());
     for c in s.chars() {
         if hidden(c) {
@@ -213,6 +213,10 @@ fn write_provenance(o: &mut String, f: &Failure) {
     if let Some(s) = &f.status {
         let from = f.status_from.as_deref().unwrap_or("the bounce");
         let _ = writeln!(o, "#   status      {}  (from {from})", shown(s));
+    }
+    if !f.reason.is_empty() {
+        let (advice, _) = super::reason::advice(f.hard_bounce);
+        let _ = writeln!(o, "#   reason      {}  ({advice})", shown(&f.reason));
     }
     let mut lines = reply.split('\n');
     let _ = writeln!(o, "#   reply       {}", shown(lines.next().unwrap_or("")));

@@ -1,0 +1,263 @@
+//! Why a delivery failed, in the reason names bounce analysers share
+//! (sisimai's vocabulary: `userunknown`, `mailboxfull`, ...), and whether
+//! the failure is hard (the address is bad: stop sending to it) or soft
+//! (retry later). The phrases and the status table are data
+//! (`data/bounce-reasons.toml`), parsed once, so each row can be tested.
+
+use std::collections::HashMap;
+use std::sync::OnceLock;
+
+use serde::Deserialize;
+
+const TABLE: &str = include_str!("../../data/bounce-reasons.toml");
+
+#[derive(Debug, Deserialize)]
+struct Row {
+    id: String,
+    words: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Hard {
+    always: Vec<String>,
+    with_permanent: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Table {
+    reason: Vec<Row>,
+    status: HashMap<String, String>,
+    hard: Hard,
+}
+
+fn table() -> &'static Table {
+    static T: OnceLock<Table> = OnceLock::new();
+    T.get_or_init(|| {
+        toml::from_str(TABLE)
+            .unwrap_or_else(|e| panic!("built-in data/bounce-reasons.toml is invalid: {e}"))
+    })
+}
+
+/// Every reason name the table can give, in its order of precedence.
+pub fn names() -> Vec<&'static str> {
+    table().reason.iter().map(|r| r.id.as_str()).collect()
+}
+
+/// What is known about one failure.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Facts<'a> {
+    /// The enhanced status, e.g. "5.1.1".
+    pub status: Option<&'a str>,
+    pub code: Option<u16>,
+    /// The reply and diagnostic text.
+    pub text: &'a str,
+    /// The SMTP stage: connect, ehlo, mail, rcpt, data, message.
+    pub stage: Option<&'a str>,
+    /// The report's Action field (delayed, failed, ...).
+    pub action: Option<&'a str>,
+}
+
+/// The first reason whose phrase is in the text.
+pub fn by_words(text: &str) -> Option<&'static str> {
+    let t = text.to_lowercase();
+    table()
+        .reason
+        .iter()
+        .find(|r| r.words.iter().any(|w| t.contains(w.as_str())))
+        .map(|r| r.id.as_str())
+}
+
+/// The reason the enhanced status names (its class ignored).
+pub fn by_status(status: &str) -> Option<&'static str> {
+    let rest = status.split_once('.')?.1;
+    let t = table();
+    if let Some(r) = t.status.get(rest) {
+        return Some(r.as_str());
+    }
+    // A detail the table does not list: its subject's generic row.
+    let subject = rest.split('.').next()?;
+    t.status.get(&format!("{subject}.0")).map(String::as_str)
+}
+
+/// Why the delivery failed: a success is `delivered`; the words of the
+/// reply decide first (they are the most specific), then the status, then
+/// what the report says about the stage and the action.
+pub fn reason(f: Facts<'_>) -> &'static str {
+    if f.status.is_some_and(|s| s.starts_with("2.")) || f.code.is_some_and(|c| c / 100 == 2) {
+        return "delivered";
+    }
+    if let Some(r) = by_words(f.text) {
+        return if r == "userunknown" {
+            unknown_user(f)
+        } else {
+            r
+        };
+    }
+    if let Some(r) = f.status.and_then(by_status) {
+        return r;
+    }
+    if f.action.is_some_and(|a| a.eq_ignore_ascii_case("delayed")) {
+        return "expired";
+    }
+    if matches!(f.stage, Some("connect" | "ehlo")) {
+        return "blocked";
+    }
+    match f.code {
+        Some(550 | 551 | 553) => "userunknown",
+        Some(552) => "mailboxfull",
+        Some(500..=504) => "syntaxerror",
+        Some(421) => "systemerror",
+        _ if !f.text.trim().is_empty() => "onhold",
+        _ => "undefined",
+    }
+}
+
+/// "User unknown" in the words, read with the rest: refused at MAIL FROM
+/// it is the sender that was refused; after DATA it is a content filter
+/// speaking (the address was accepted at RCPT TO); a specific status about
+/// something else (x.1.2, x.3.x-x.7.x) says more than the wrapper's words
+/// (Postfix writes "Recipient address rejected:" before any reason); a
+/// generic status (x.0.0, x.2.0) from a filter that names no cause.
+fn unknown_user(f: Facts<'_>) -> &'static str {
+    if f.status.is_some_and(|s| s.get(1..) == Some(".1.1")) {
+        return "userunknown";
+    }
+    match f.stage {
+        Some("mail") => return "rejected",
+        Some("data" | "message") => return "filtered",
+        _ => {}
+    }
+    let Some(status) = f.status else {
+        return "userunknown";
+    };
+    let rest = status.get(2..).unwrap_or("");
+    if matches!(rest, "0.0" | "2.0") {
+        return "filtered";
+    }
+    let specific = rest == "1.2" || rest.starts_with(['3', '4', '5', '6', '7']);
+    match by_status(status) {
+        Some(r) if (specific && !rest.ends_with(".0")) || rest == "6.0" => r,
+        _ => "userunknown",
+    }
+}
+
+/// Sets the failure's reason and hard flag from what was read.
+pub fn judge(f: &mut super::dsn::Failure) {
+    let text = format!(
+        "{}\n{}",
+        f.reply.join("\n"),
+        f.diagnostic.as_deref().unwrap_or("")
+    );
+    let r = reason(Facts {
+        status: f.status.as_deref(),
+        code: f.reply_code,
+        text: &text,
+        stage: f.stage.as_deref(),
+        action: f.action.as_deref(),
+    });
+    f.reason = r.to_string();
+    f.hard_bounce = hard(r, f.status.as_deref(), f.reply_code);
+}
+
+/// True when the address itself is bad: a sender should stop sending to
+/// it. Only an unknown user or domain (or a moved mailbox) is; a server
+/// that accepts no mail is when it says so permanently.
+pub fn hard(reason: &str, status: Option<&str>, code: Option<u16>) -> bool {
+    let t = &table().hard;
+    if t.always.iter().any(|r| r == reason) {
+        return true;
+    }
+    let permanent = status.map(|s| s.starts_with('5')).unwrap_or(false)
+        || (status.is_none() && code.is_some_and(|c| c / 100 == 5));
+    permanent && t.with_permanent.iter().any(|r| r == reason)
+}
+
+/// What a sender should do, in English and Japanese.
+pub fn advice(hard: bool) -> (&'static str, &'static str) {
+    if hard {
+        (HARD_EN, HARD_JA)
+    } else {
+        (SOFT_EN, SOFT_JA)
+    }
+}
+
+pub const HARD_EN: &str = "hard: stop sending to this address";
+pub const SOFT_EN: &str = "soft: retry later";
+pub const HARD_JA: &str = "ハードエラー：このアドレスへの送信を止めてください";
+pub const SOFT_JA: &str = "ソフトエラー：時間をおいて再送してください";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn r(status: Option<&str>, code: Option<u16>, text: &str) -> &'static str {
+        reason(Facts {
+            status,
+            code,
+            text,
+            ..Facts::default()
+        })
+    }
+
+    #[test]
+    fn the_table_parses_and_every_row_has_words() {
+        for row in &table().reason {
+            assert!(!row.words.is_empty(), "{}", row.id);
+            for w in &row.words {
+                assert_eq!(w, &w.to_lowercase(), "{}: {w}", row.id);
+            }
+        }
+        for v in table().status.values() {
+            assert!(names().contains(&v.as_str()) || v == "contenterror", "{v}");
+        }
+    }
+
+    #[test]
+    fn each_row_is_reached_by_its_own_words() {
+        // A row whose every phrase is caught by an earlier row is dead.
+        for row in &table().reason {
+            assert!(
+                row.words
+                    .iter()
+                    .any(|w| by_words(w) == Some(row.id.as_str())),
+                "{} is shadowed by earlier rows",
+                row.id
+            );
+        }
+    }
+
+    #[test]
+    fn words_then_status_then_code() {
+        assert_eq!(
+            r(Some("5.1.1"), Some(550), "550 5.1.1 User unknown"),
+            "userunknown"
+        );
+        assert_eq!(
+            r(Some("5.2.2"), Some(552), "552 5.2.2 Mailbox full"),
+            "mailboxfull"
+        );
+        assert_eq!(r(Some("5.1.2"), Some(550), "550 5.1.2 bad"), "hostunknown");
+        assert_eq!(
+            r(
+                Some("5.7.26"),
+                Some(550),
+                "550 5.7.26 Unauthenticated email"
+            ),
+            "authfailure"
+        );
+        assert_eq!(r(Some("4.4.7"), None, ""), "expired");
+        assert_eq!(r(None, Some(550), "go away"), "userunknown");
+        assert_eq!(r(Some("2.0.0"), Some(250), "ok"), "delivered");
+        assert_eq!(r(None, None, ""), "undefined");
+    }
+
+    #[test]
+    fn hard_only_for_bad_addresses() {
+        assert!(hard("userunknown", Some("5.1.1"), Some(550)));
+        assert!(hard("hostunknown", Some("5.1.2"), None));
+        assert!(hard("notaccept", Some("5.1.10"), Some(556)));
+        assert!(!hard("notaccept", Some("4.3.2"), Some(421)));
+        assert!(!hard("mailboxfull", Some("5.2.2"), Some(552)));
+        assert!(!hard("blocked", Some("5.7.1"), Some(554)));
+    }
+}
