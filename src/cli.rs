@@ -163,6 +163,16 @@ struct ServeArgs {
     /// Do not reload scenario files when they change (SIGHUP still reloads).
     #[arg(long)]
     no_watch: bool,
+    /// Where counters live: `memory` (this process), `redis://HOST:PORT[/DB]`,
+    /// `rediss://HOST:PORT[/DB]` (TLS) or `redis-cluster://HOST:PORT[,HOST:PORT...]`;
+    /// a password goes in the URL (`redis://:PASSWORD@HOST:PORT`). Instances
+    /// with the same scenario and store answer as one.
+    #[arg(long, default_value = "memory")]
+    state: String,
+    /// What stateful rules do while the store is unreachable: `tempfail`
+    /// (answer 451 4.3.0) or `ignore` (act as if they did not match).
+    #[arg(long, default_value = "tempfail")]
+    state_fail: crate::state::FailMode,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -595,6 +605,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .iter()
         .map(|l| l.tls.certificate.is_some())
         .collect();
+    let state = crate::state::Backend::parse(&args.state, args.state_fail)?;
     let ca_dir = args.ca_dir.clone().unwrap_or_else(certs::default_ca_dir);
     let capture = Capture::new(args.events.as_deref(), args.capture_dir.as_deref())
         .context("cannot open the capture files")?;
@@ -610,6 +621,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             max_connections: args.max_connections,
             watch: !args.no_watch,
             ca: Arc::new(CaStore::new(Some(ca_dir))),
+            state,
         };
         let server = Server::start(opts).await?;
         // Handlers first, then the listening line: a harness that signals

@@ -50,6 +50,8 @@ pub struct Options {
     pub watch: bool,
     /// The test CA for TLS listeners.
     pub ca: Arc<CaStore>,
+    /// Where counters live (`--state`): in memory or shared in Redis.
+    pub state: crate::state::Backend,
 }
 
 impl Options {
@@ -62,6 +64,7 @@ impl Options {
             max_connections: 1000,
             watch: false,
             ca: Arc::new(CaStore::new(None)),
+            state: crate::state::Backend::Memory,
         }
     }
 }
@@ -139,6 +142,7 @@ impl Server {
                 opts.hostname.clone(),
                 spec.tls.clone(),
                 opts.ca.clone(),
+                opts.state.clone(),
             )?);
             let listener = TcpListener::bind(spec.addr)
                 .await
