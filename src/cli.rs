@@ -43,7 +43,7 @@ enum LogFormat {
 #[derive(Subcommand)]
 enum Command {
     /// Run the fake MX.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Validate scenario files: every FILE:LINE:COL error and exit 1, or a summary.
     Check {
         #[arg(required = true)]
@@ -230,7 +230,7 @@ fn init_logs(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Serve(args) => serve(args),
+        Command::Serve(args) => serve(*args),
         Command::Check { files } => check(&files),
         Command::Certs { out, hostname } => make_certs(&out, &hostname),
         Command::FromBounce { file, json } => from_bounce(&file, json),

@@ -320,7 +320,7 @@ impl RedisBackend {
 
     fn script_error(&self, conn: Conn, e: &redis::RedisError) -> Unavailable {
         tracing::warn!(store = %self.shown, "state store refused an operation: {e}");
-        let _ = self.done(conn, ());
+        self.done(conn, ());
         Unavailable
     }
 
