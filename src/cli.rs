@@ -126,11 +126,12 @@ struct ServeArgs {
     scenario: Option<PathBuf>,
     /// Address to listen on (default 127.0.0.1:2525); repeat for several.
     /// `ADDR=FILE` gives that listener its own scenario and counters. Port 0
-    /// picks a free port.
+    /// picks a free port. `ADDR,proxy` (or `ADDR,proxy=FILE`): connections
+    /// start with a PROXY protocol header (v1 or v2).
     #[arg(long = "listen")]
     listen: Vec<String>,
     /// Implicit-TLS listener (SMTPS: TLS from the first byte), `ADDR` or
-    /// `ADDR=FILE`; repeatable.
+    /// `ADDR=FILE`, with `,proxy` after ADDR as for --listen; repeatable.
     #[arg(long = "listen-tls")]
     listen_tls: Vec<String>,
     /// Folder of the test CA (`ca.pem`, `ca.key`), made there if missing
@@ -173,6 +174,11 @@ struct ServeArgs {
     /// (answer 451 4.3.0) or `ignore` (act as if they did not match).
     #[arg(long, default_value = "tempfail")]
     state_fail: crate::state::FailMode,
+    /// Every listener expects a PROXY protocol header (v1 or v2, as HAProxy's
+    /// send-proxy / send-proxy-v2 send) and takes the client address from
+    /// it; a connection without a valid header within 5 s is closed.
+    #[arg(long)]
+    proxy_protocol: bool,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -588,12 +594,21 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     } else {
         args.listen.clone()
     };
+    let mut proxy = vec![];
     for l in &plain {
-        listeners.push(server::parse_listen(l, &default)?);
+        let (arg, flag) = server::proxy::split_flag(l);
+        if flag || args.proxy_protocol {
+            proxy.push(listeners.len());
+        }
+        listeners.push(server::parse_listen(&arg, &default)?);
         flags.push(format!("--listen {l}"));
     }
     for l in &args.listen_tls {
-        let mut spec = server::parse_listen(l, &default)?;
+        let (arg, flag) = server::proxy::split_flag(l);
+        if flag || args.proxy_protocol {
+            proxy.push(listeners.len());
+        }
+        let mut spec = server::parse_listen(&arg, &default)?;
         spec.tls.implicit = true;
         listeners.push(spec);
         flags.push(format!("--listen-tls {l}"));
@@ -622,6 +637,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             watch: !args.no_watch,
             ca: Arc::new(CaStore::new(Some(ca_dir))),
             state,
+            proxy,
         };
         let server = Server::start(opts).await?;
         // Handlers first, then the listening line: a harness that signals

@@ -32,6 +32,8 @@ pub struct Conn {
     pub capture: Arc<Capture>,
     /// Cancelled when the grace period after a shutdown request is over.
     pub hard_stop: CancellationToken,
+    /// Connections start with a PROXY protocol header (see `proxy`).
+    pub proxy: bool,
 }
 
 /// How long a TLS handshake may take.

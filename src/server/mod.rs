@@ -6,6 +6,7 @@
 //! 421 4.3.2 and close.
 
 mod connection;
+pub mod proxy;
 pub mod slot;
 mod watch;
 
@@ -52,6 +53,9 @@ pub struct Options {
     pub ca: Arc<CaStore>,
     /// Where counters live (`--state`): in memory or shared in Redis.
     pub state: crate::state::Backend,
+    /// Indexes into `listeners` of those whose connections start with a
+    /// PROXY protocol header (`--proxy-protocol`, `--listen ADDR,proxy`).
+    pub proxy: Vec<usize>,
 }
 
 impl Options {
@@ -65,6 +69,7 @@ impl Options {
             watch: false,
             ca: Arc::new(CaStore::new(None)),
             state: crate::state::Backend::Memory,
+            proxy: vec![],
         }
     }
 }
@@ -136,7 +141,7 @@ impl Server {
         let permits = Arc::new(Semaphore::new(opts.max_connections.max(1)));
         let ids = Arc::new(AtomicU64::new(1));
         let mut listeners = vec![];
-        for spec in &opts.listeners {
+        for (i, spec) in opts.listeners.iter().enumerate() {
             let slot = Arc::new(Slot::new(
                 spec.source.clone(),
                 opts.hostname.clone(),
@@ -152,6 +157,7 @@ impl Server {
                 listener: addr.to_string(),
                 capture: opts.capture.clone(),
                 hard_stop: hard_stop.clone(),
+                proxy: opts.proxy.contains(&i),
             });
             tracker.spawn(accept_loop(
                 listener,
@@ -258,7 +264,7 @@ async fn accept_loop(
             a = listener.accept() => a,
             _ = shutdown.cancelled() => return,
         };
-        let (mut stream, peer) = match accepted {
+        let (mut stream, mut peer) = match accepted {
             Ok(a) => a,
             Err(e) => {
                 // Out of file descriptors and the like: pause, do not spin.
@@ -274,6 +280,15 @@ async fn accept_loop(
         match permits.clone().try_acquire_owned() {
             Ok(permit) => {
                 tracker.spawn(async move {
+                    if conn.proxy {
+                        match proxy::read_header(&mut stream, peer, proxy::HEADER_TIMEOUT).await {
+                            Ok(client) => peer = client,
+                            Err(e) => {
+                                tracing::info!(session = id, peer = %peer, listener = %conn.listener, "closed: {e}");
+                                return;
+                            }
+                        }
+                    }
                     connection::serve(conn, stream, peer, active, id, implicit).await;
                     drop(permit);
                 });
