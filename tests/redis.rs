@@ -443,3 +443,160 @@ fn a_crashed_instance_leaks_no_session() {
     redis.cli(&["ZADD", key, "XX", "1", member.trim()]);
     assert_eq!(store.open("k"), Ok(1), "the dead lease no longer counts");
 }
+
+const BEHIND_HAPROXY: &str = r#"
+[[rule]]
+on = "rcpt"
+when = { client_ip = "127.0.0.2", rcpt = "who@*" }
+reply = "550 5.7.1 You are 127.0.0.2"
+
+[[rule]]
+on = "rcpt"
+when = { rcpt = "*@grey.test" }
+greylist = { retry_after = "1s" }
+reply = "450 4.2.0 Greylisted"
+"#;
+
+/// An haproxy of this test, killed when dropped.
+struct Haproxy(Child);
+
+impl Drop for Haproxy {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// HAProxy on `front`, round-robin over `backends` with send-proxy-v2:
+/// the configuration docs/deploy.md shows.
+fn haproxy(front: u16, backends: &[SocketAddr]) -> Haproxy {
+    let dir = common::tmp(&format!("haproxy-{front}"));
+    let servers: String = backends
+        .iter()
+        .enumerate()
+        .map(|(i, a)| format!("    server mx{i} {a} send-proxy-v2\n"))
+        .collect();
+    let cfg = format!(
+        "defaults\n    mode tcp\n    timeout connect 2s\n    timeout client 30s\n    timeout server 30s\n\n\
+         frontend smtp\n    bind 127.0.0.1:{front}\n    default_backend mailfault\n\n\
+         backend mailfault\n    balance roundrobin\n{servers}"
+    );
+    let path = dir.join("haproxy.cfg");
+    std::fs::write(&path, cfg).unwrap();
+    let child = Command::new("haproxy")
+        .args(["-db", "-f"])
+        .arg(&path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start haproxy");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", front)).is_err() {
+        assert!(Instant::now() < deadline, "haproxy did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Haproxy(child)
+}
+
+/// A RCPT from 127.0.0.2 (another loopback address, so that the client
+/// and the balancer differ).
+async fn rcpt_from_127_0_0_2(front: u16, to: &str) -> String {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+    let stream = sock
+        .connect(SocketAddr::from(([127, 0, 0, 1], front)))
+        .await
+        .unwrap();
+    let (r, mut w) = stream.into_split();
+    let mut r = BufReader::new(r);
+    let mut last = String::new();
+    for line in ["", "EHLO client.test", "MAIL FROM:<a@example.test>"]
+        .into_iter()
+        .chain([format!("RCPT TO:<{to}>").leak() as &str])
+    {
+        if !line.is_empty() {
+            w.write_all(format!("{line}\r\n").as_bytes()).await.unwrap();
+        }
+        loop {
+            last.clear();
+            let n = tokio::time::timeout(Duration::from_secs(10), r.read_line(&mut last))
+                .await
+                .expect("a reply within 10 s")
+                .unwrap();
+            assert!(n > 0, "closed after {line:?}");
+            if last.as_bytes().get(3) != Some(&b'-') {
+                break;
+            }
+        }
+    }
+    last.trim_end().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn haproxy_round_robin_in_front_of_two_instances() {
+    if !have_redis()
+        || !capable(
+            "haproxy -v",
+            "haproxy not installed (apt-get install haproxy)",
+        )
+    {
+        return;
+    }
+    let redis = Redis::start();
+    let start = || async {
+        let s = scenario::parse(BEHIND_HAPROXY, "test.toml", "lb").unwrap();
+        let mut opts = Options::new(vec![ListenerSpec {
+            addr: "127.0.0.1:0".parse().unwrap(),
+            source: Source::Given(Arc::new(s)),
+            tls: Default::default(),
+        }]);
+        opts.grace = Duration::from_millis(200);
+        opts.state = Backend::parse(&redis.url(), FailMode::Tempfail).unwrap();
+        opts.proxy = vec![0];
+        Server::start(opts).await.unwrap()
+    };
+    let (a, b) = (start().await, start().await);
+    let front = free_port();
+    let _lb = haproxy(front, &[a.addr(), b.addr()]);
+
+    for _ in 0..4 {
+        assert_eq!(
+            rcpt_from_127_0_0_2(front, "who@example.test").await,
+            "550 5.7.1 You are 127.0.0.2"
+        );
+    }
+    // One greylist for both instances, keyed by the header's address.
+    assert_eq!(
+        rcpt_from_127_0_0_2(front, "g@grey.test").await,
+        "450 4.2.0 Greylisted"
+    );
+    assert_eq!(
+        rcpt_from_127_0_0_2(front, "g@grey.test").await,
+        "450 4.2.0 Greylisted"
+    );
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert!(rcpt_from_127_0_0_2(front, "g@grey.test")
+        .await
+        .starts_with("250 "));
+    assert!(rcpt_from_127_0_0_2(front, "g@grey.test")
+        .await
+        .starts_with("250 "));
+
+    for s in [&a, &b] {
+        let clients: Vec<String> = s
+            .capture
+            .events()
+            .into_iter()
+            .filter_map(|e| match e.kind {
+                mailfault::capture::EventKind::Connect { client } => Some(client),
+                _ => None,
+            })
+            .collect();
+        // The start-up probe (from 127.0.0.1) landed on one of them too.
+        let from_client = clients.iter().filter(|c| c.starts_with("127.0.0.2:"));
+        assert_eq!(from_client.count(), 4, "round robin: {clients:?}");
+    }
+    a.shutdown().await;
+    b.shutdown().await;
+}
