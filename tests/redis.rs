@@ -467,20 +467,30 @@ impl Drop for Haproxy {
     }
 }
 
-/// HAProxy on `front`, round-robin over `backends` with send-proxy-v2:
-/// the configuration docs/deploy.md shows.
-fn haproxy(front: u16, backends: &[SocketAddr]) -> Haproxy {
+/// HAProxy on `front`, round-robin over `a` and `b` with send-proxy-v2:
+/// the configuration of docs/deploy.md, with its ports replaced.
+fn haproxy(front: u16, a: SocketAddr, b: SocketAddr) -> Haproxy {
     let dir = common::tmp(&format!("haproxy-{front}"));
-    let servers: String = backends
-        .iter()
-        .enumerate()
-        .map(|(i, a)| format!("    server mx{i} {a} send-proxy-v2\n"))
-        .collect();
-    let cfg = format!(
-        "defaults\n    mode tcp\n    timeout connect 2s\n    timeout client 30s\n    timeout server 30s\n\n\
-         frontend smtp\n    bind 127.0.0.1:{front}\n    default_backend mailfault\n\n\
-         backend mailfault\n    balance roundrobin\n{servers}"
-    );
+    let doc =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/deploy.md")).unwrap();
+    let block = doc
+        .split("```haproxy\n")
+        .nth(1)
+        .and_then(|r| r.split("```").next())
+        .expect("docs/deploy.md has a haproxy.cfg block");
+    let cfg = [
+        ("127.0.0.1:2525", format!("127.0.0.1:{front}")),
+        ("127.0.0.1:2601", a.to_string()),
+        ("127.0.0.1:2602", b.to_string()),
+    ]
+    .iter()
+    .fold(block.to_string(), |cfg, (from, to)| {
+        assert!(
+            cfg.contains(from),
+            "docs/deploy.md's haproxy.cfg names {from}"
+        );
+        cfg.replace(from, to)
+    });
     let path = dir.join("haproxy.cfg");
     std::fs::write(&path, cfg).unwrap();
     let child = Command::new("haproxy")
@@ -511,10 +521,8 @@ async fn rcpt_from_127_0_0_2(front: u16, to: &str) -> String {
     let (r, mut w) = stream.into_split();
     let mut r = BufReader::new(r);
     let mut last = String::new();
-    for line in ["", "EHLO client.test", "MAIL FROM:<a@example.test>"]
-        .into_iter()
-        .chain([format!("RCPT TO:<{to}>").leak() as &str])
-    {
+    let rcpt = format!("RCPT TO:<{to}>");
+    for line in ["", "EHLO client.test", "MAIL FROM:<a@example.test>", &rcpt] {
         if !line.is_empty() {
             w.write_all(format!("{line}\r\n").as_bytes()).await.unwrap();
         }
@@ -558,7 +566,7 @@ async fn haproxy_round_robin_in_front_of_two_instances() {
     };
     let (a, b) = (start().await, start().await);
     let front = free_port();
-    let _lb = haproxy(front, &[a.addr(), b.addr()]);
+    let _lb = haproxy(front, a.addr(), b.addr());
 
     for _ in 0..4 {
         assert_eq!(
