@@ -608,3 +608,67 @@ async fn haproxy_round_robin_in_front_of_two_instances() {
     a.shutdown().await;
     b.shutdown().await;
 }
+
+/// Starts `mailfault serve` with these arguments; returns it and its address.
+fn serve(args: &[&str]) -> (Child, SocketAddr) {
+    use std::io::{BufRead, BufReader};
+    let mut child = Command::new(common::bin())
+        .arg("serve")
+        .args(args)
+        .args(["--listen", "127.0.0.1:0", "--no-watch"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    while !line.starts_with("listening") {
+        line.clear();
+        assert!(out.read_line(&mut line).unwrap() > 0, "no listening line");
+    }
+    (child, common::listening_addr(&line))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_state_flag() {
+    let bad = Command::new(common::bin())
+        .args([
+            "serve",
+            "--state",
+            "mysql://127.0.0.1:1",
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(err.contains("redis-cluster://HOST:PORT"), "{err}");
+    if !have_redis() {
+        return;
+    }
+    let redis = Redis::start();
+    let dir = common::tmp("serve-state");
+    let file = dir.join("shared.toml");
+    std::fs::write(&file, SHARED).unwrap();
+    let args = [
+        "--scenario",
+        file.to_str().unwrap(),
+        "--state",
+        &redis.url(),
+        "--state-fail",
+        "ignore",
+    ];
+    let (mut a, a_addr) = serve(&args);
+    let (mut b, b_addr) = serve(&args);
+    assert_eq!(rcpt(a_addr, "w@flaky.test").await, "451 4.3.0 Try later");
+    assert_eq!(rcpt(b_addr, "w@flaky.test").await, "451 4.3.0 Try later");
+    assert!(rcpt(a_addr, "w@flaky.test").await.starts_with("250 "));
+    drop(redis);
+    // --state-fail ignore: the greylist rule does not match while Redis is gone.
+    assert!(rcpt(b_addr, "v@grey.test").await.starts_with("250 "));
+    for c in [&mut a, &mut b] {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+}
