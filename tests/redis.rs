@@ -37,6 +37,8 @@ struct Redis {
     port: u16,
     child: Option<Child>,
     extra: Vec<String>,
+    /// Extra redis-cli arguments (TLS).
+    cli_extra: Vec<String>,
 }
 
 impl Redis {
@@ -49,6 +51,7 @@ impl Redis {
             port,
             child: None,
             extra,
+            cli_extra: vec![],
         };
         r.restart();
         r
@@ -83,6 +86,7 @@ impl Redis {
     fn cli(&self, args: &[&str]) -> String {
         let out = Command::new("redis-cli")
             .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
+            .args(&self.cli_extra)
             .args(args)
             .output()
             .expect("run redis-cli");
@@ -671,4 +675,76 @@ async fn serve_state_flag() {
         let _ = c.kill();
         let _ = c.wait();
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rediss_over_tls() {
+    if !have_redis() {
+        return;
+    }
+    let dir = common::tmp("rediss");
+    let made = Command::new(common::bin())
+        .args(["certs", "--hostname", "localhost", "--out"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(made.status.success());
+    let f = |n: &str| dir.join(n).display().to_string();
+    let port = free_port();
+    let mut redis = Redis {
+        port,
+        child: None,
+        extra: [
+            "--port",
+            "0",
+            "--tls-port",
+            &port.to_string(),
+            "--tls-cert-file",
+            &f("server.pem"),
+            "--tls-key-file",
+            &f("server.key"),
+            "--tls-ca-cert-file",
+            &f("ca.pem"),
+            "--tls-auth-clients",
+            "no",
+        ]
+        .map(String::from)
+        .to_vec(),
+        cli_extra: ["--tls", "--cacert", &f("ca.pem")]
+            .map(String::from)
+            .to_vec(),
+    };
+    redis.restart();
+    let file = dir.join("shared.toml");
+    std::fs::write(&file, SHARED).unwrap();
+    // The test CA is trusted through SSL_CERT_FILE, as a private CA would be.
+    let mut child = Command::new(common::bin())
+        .env("SSL_CERT_FILE", f("ca.pem"))
+        .args(["serve", "--scenario", file.to_str().unwrap()])
+        .args(["--state", &format!("rediss://127.0.0.1:{port}")])
+        .args(["--listen", "127.0.0.1:0", "--no-watch"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let addr = {
+        use std::io::{BufRead, BufReader};
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        while !line.starts_with("listening") {
+            line.clear();
+            assert!(out.read_line(&mut line).unwrap() > 0, "no listening line");
+        }
+        common::listening_addr(&line)
+    };
+    assert_eq!(rcpt(addr, "t@flaky.test").await, "451 4.3.0 Try later");
+    assert_eq!(rcpt(addr, "t@flaky.test").await, "451 4.3.0 Try later");
+    assert!(rcpt(addr, "t@flaky.test").await.starts_with("250 "));
+    let keys = redis.cli(&["--scan", "--pattern", "mailfault:{shared:*"]);
+    assert!(
+        keys.contains("flaky.test"),
+        "counters live in Redis: {keys}"
+    );
+    let _ = child.kill();
+    let _ = child.wait();
 }
