@@ -748,3 +748,28 @@ async fn rediss_over_tls() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_redis_costs_a_deadline_not_a_hang() {
+    if !have_redis() {
+        return;
+    }
+    let redis = Redis::start();
+    let server = instance(&redis.url(), FailMode::Tempfail).await;
+    let addr = server.listeners[0].addr;
+    assert_eq!(rcpt(addr, "f@grey.test").await, "450 4.2.0 Greylisted");
+    // Stopped, not dead: connections are accepted and never answered.
+    let pid = redis.child.as_ref().unwrap().id();
+    common::signal(pid, "STOP");
+    let t = Instant::now();
+    assert_eq!(
+        rcpt(addr, "f@grey.test").await,
+        "451 4.3.0 Temporary state store failure, try again later"
+    );
+    assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
+    assert_eq!(rcpt(addr, "u@bad.test").await, "550 5.1.1 No such user");
+    common::signal(pid, "CONT");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(rcpt(addr, "h@grey.test").await, "450 4.2.0 Greylisted");
+    server.shutdown().await;
+}
