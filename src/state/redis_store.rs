@@ -201,6 +201,10 @@ pub struct RedisBackend {
     /// Makes lease ids and rate-log members unique across instances.
     instance: String,
     seq: AtomicU64,
+    /// The lease ids this instance holds, per full key: kept here rather
+    /// than per scenario so that sessions begun before a reload keep theirs
+    /// refreshed.
+    leases: Mutex<HashMap<String, Vec<String>>>,
 }
 
 impl RedisBackend {
@@ -245,6 +249,7 @@ impl RedisBackend {
             last_failure: Mutex::new(None),
             instance: format!("{:016x}", rand::random::<u64>()),
             seq: AtomicU64::new(0),
+            leases: Mutex::new(HashMap::new()),
         })
     }
 
@@ -257,7 +262,6 @@ impl RedisBackend {
         RedisStore {
             backend: self.clone(),
             prefix: format!("mailfault:{{{name}:{rules_hash:016x}}}:"),
-            leases: Mutex::new(HashMap::new()),
         }
     }
 
@@ -381,8 +385,6 @@ fn ms(d: Duration) -> u64 {
 pub struct RedisStore {
     backend: Arc<RedisBackend>,
     prefix: String,
-    /// The lease ids this instance holds, per key, to release and refresh.
-    leases: Mutex<HashMap<String, Vec<String>>>,
 }
 
 impl RedisStore {
@@ -462,27 +464,34 @@ impl StateStore for RedisStore {
         let n = self.run(&OPEN, key, |i| {
             i.arg(&lease).arg(ms(LEASE_TTL));
         })?;
-        self.leases
+        self.backend
+            .leases
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .entry(key.to_string())
+            .entry(self.key(key))
             .or_default()
             .push(lease);
         Ok(n)
     }
 
     fn close(&self, key: &str) {
+        let key = self.key(key);
         let lease = {
-            let mut all = self.leases.lock().unwrap_or_else(|p| p.into_inner());
-            let Some(list) = all.get_mut(key) else { return };
+            let mut all = self
+                .backend
+                .leases
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            let Some(list) = all.get_mut(&key) else {
+                return;
+            };
             let lease = list.pop();
             if list.is_empty() {
-                all.remove(key);
+                all.remove(&key);
             }
             lease
         };
         let Some(lease) = lease else { return };
-        let key = self.key(key);
         // Best effort: a lease not removed now expires with its TTL.
         let _ = self
             .backend
@@ -506,9 +515,10 @@ impl StateStore for RedisStore {
     }
 
     /// Nothing to remove (Redis expires entries); refreshes the leases of
-    /// the sessions still open here.
+    /// the sessions still open in this instance.
     fn sweep(&self, _: Instant) -> usize {
         let held: Vec<(String, Vec<String>)> = self
+            .backend
             .leases
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -516,13 +526,19 @@ impl StateStore for RedisStore {
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         for (key, leases) in held {
-            let _: Answer<u8> = self.run(&REFRESH, &key, |i| {
-                i.arg(ms(LEASE_TTL)).arg(&leases);
+            let _ = self.backend.exec(|con| {
+                REFRESH
+                    .key(&key)
+                    .arg(ms(LEASE_TTL))
+                    .arg(&leases)
+                    .invoke::<u8>(con)
             });
         }
         0
     }
 
+    /// Deletes this scenario's keys. Like `len`, it scans the node's
+    /// keyspace in one script: for tests and diagnostics, not a hot path.
     fn reset(&self) {
         let _ = self.scan(true);
     }
