@@ -322,10 +322,15 @@ impl RedisBackend {
         v
     }
 
+    /// Redis answered with an error (loading, a Cluster that is down, a
+    /// read-only replica...): an outage too, on a connection still usable.
     fn script_error(&self, conn: Conn, e: &redis::RedisError) -> Unavailable {
-        tracing::warn!(store = %self.shown, "state store refused an operation: {e}");
-        self.done(conn, ());
-        Unavailable
+        let mut pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
+        if pool.len() < POOL {
+            pool.push(conn);
+        }
+        drop(pool);
+        self.failed(e)
     }
 
     fn recently_failed(&self) -> bool {
