@@ -52,18 +52,18 @@ fn main() {
     // allocator, so measuring several kinds in one process would hide costs.
     match std::env::args().nth(1).as_deref() {
         Some("incr") => measure("times/sequence counters (incr)", |s, i, _| {
-            s.incr(&key("r", i));
+            let _ = s.incr(&key("r", i));
         }),
         Some("rate1") => measure("rate windows, 1 pass each (5/1m)", |s, i, t| {
-            s.rate_pass(&key("l", i), 5, Duration::from_secs(60), t);
+            let _ = s.rate_pass(&key("l", i), 5, Duration::from_secs(60), t);
         }),
         Some("rate5") => measure("rate windows, 5 passes each (5/1m)", |s, i, t| {
             for _ in 0..5 {
-                s.rate_pass(&key("l", i), 5, Duration::from_secs(60), t);
+                let _ = s.rate_pass(&key("l", i), 5, Duration::from_secs(60), t);
             }
         }),
         Some("grey") => measure("greylist triplets", |s, i, t| {
-            s.greylist(
+            let _ = s.greylist(
                 &key("g", i),
                 Duration::from_secs(60),
                 Duration::from_secs(4 * 3600),

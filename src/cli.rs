@@ -135,11 +135,12 @@ struct ServeArgs {
     scenario: Option<PathBuf>,
     /// Address to listen on (default 127.0.0.1:2525); repeat for several.
     /// `ADDR=FILE` gives that listener its own scenario and counters. Port 0
-    /// picks a free port.
+    /// picks a free port. `ADDR,proxy` (or `ADDR,proxy=FILE`): connections
+    /// start with a PROXY protocol header (v1 or v2).
     #[arg(long = "listen")]
     listen: Vec<String>,
     /// Implicit-TLS listener (SMTPS: TLS from the first byte), `ADDR` or
-    /// `ADDR=FILE`; repeatable.
+    /// `ADDR=FILE`, with `,proxy` after ADDR as for --listen; repeatable.
     #[arg(long = "listen-tls")]
     listen_tls: Vec<String>,
     /// Folder of the test CA (`ca.pem`, `ca.key`), made there if missing
@@ -208,6 +209,21 @@ struct ServeArgs {
     /// Do not reload scenario files when they change (SIGHUP still reloads).
     #[arg(long)]
     no_watch: bool,
+    /// Where counters live: `memory` (this process), `redis://HOST:PORT[/DB]`,
+    /// `rediss://HOST:PORT[/DB]` (TLS) or `redis-cluster://HOST:PORT[,HOST:PORT...]`;
+    /// a password goes in the URL (`redis://:PASSWORD@HOST:PORT`). Instances
+    /// with the same scenario and store answer as one.
+    #[arg(long, default_value = "memory")]
+    state: String,
+    /// What stateful rules do while the store is unreachable: `tempfail`
+    /// (answer 451 4.3.0) or `ignore` (act as if they did not match).
+    #[arg(long, default_value = "tempfail")]
+    state_fail: crate::state::FailMode,
+    /// Every listener expects a PROXY protocol header (v1 or v2, as HAProxy's
+    /// send-proxy / send-proxy-v2 send) and takes the client address from
+    /// it; a connection without a valid header within 5 s is closed.
+    #[arg(long)]
+    proxy_protocol: bool,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -694,12 +710,21 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     } else {
         args.listen.clone()
     };
+    let mut proxy = vec![];
     for l in &plain {
-        listeners.push(server::parse_listen(l, &default)?);
+        let (arg, flag) = server::proxy::split_flag(l);
+        if flag || args.proxy_protocol {
+            proxy.push(listeners.len());
+        }
+        listeners.push(server::parse_listen(&arg, &default)?);
         flags.push(format!("--listen {l}"));
     }
     for l in &args.listen_tls {
-        let mut spec = server::parse_listen(l, &default)?;
+        let (arg, flag) = server::proxy::split_flag(l);
+        if flag || args.proxy_protocol {
+            proxy.push(listeners.len());
+        }
+        let mut spec = server::parse_listen(&arg, &default)?;
         spec.tls.implicit = true;
         listeners.push(spec);
         flags.push(format!("--listen-tls {l}"));
@@ -711,6 +736,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .iter()
         .map(|l| l.tls.certificate.is_some())
         .collect();
+    let state = crate::state::Backend::parse(&args.state, args.state_fail)?;
     let ca_dir = args.ca_dir.clone().unwrap_or_else(certs::default_ca_dir);
     let api = api_options(&args);
     if let Some(a) = &api {
@@ -740,6 +766,8 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             reload_quiet: server::RELOAD_QUIET,
             ca: Arc::new(CaStore::new(Some(ca_dir))),
             api,
+            state,
+            proxy,
         };
         let server = Server::start(opts).await?;
         // Signals are taken over before the listening lines: a harness that

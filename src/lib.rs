@@ -8,7 +8,8 @@
 //! - [`scenario`]: the TOML model, validation with `file:line:col`, the
 //!   preset catalog, and the rule engine the session asks at every stage.
 //! - [`state`]: counters shared across connections (times, sequences,
-//!   rates, greylisting, open sessions, reputation) behind one trait.
+//!   rates, greylisting, open sessions, reputation) behind one trait: in
+//!   memory, or in Redis to share them between instances.
 //! - [`certs`]: certificates without sockets: the faults a scenario names,
 //!   PEM parsing, the test CA and the broken certificates it signs.
 //! - [`server`]: listeners, the per-connection driver, TLS set-up, hot

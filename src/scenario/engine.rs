@@ -19,8 +19,11 @@ use rand_chacha::ChaCha8Rng;
 use super::headers::Headers;
 use super::magic;
 use super::model::*;
-use crate::proto::{Context, Decision, Outcome, Policy, Stage, Tag};
-use crate::state::{fnv1a, Greylist, MemoryStore, StateStore, FNV_OFFSET};
+use crate::proto::{Context, Decision, Outcome, Policy, Reply, Stage, Tag};
+use crate::state::{
+    fnv1a, Answer, Backend, FailMode, Greylist, MemoryStore, StateStore, Unavailable, FNV_OFFSET,
+    STORE_UNAVAILABLE,
+};
 
 /// A scenario ready to serve, with its counters.
 pub struct Engine {
@@ -32,7 +35,12 @@ pub struct Engine {
     /// Open-session counters each session holds (for `concurrent`), to
     /// release when it ends.
     open: Mutex<HashMap<u64, Vec<String>>>,
+    /// What stateful rules do while the store is unavailable.
+    fail: FailMode,
 }
+
+/// Opened session counts at connect: (rule index, sessions open).
+type Opened = Vec<(usize, Answer<u64>)>;
 
 impl Engine {
     /// An engine with fresh in-memory counters. Without a scenario seed a
@@ -42,14 +50,26 @@ impl Engine {
         Self::with_store(scenario, Arc::new(MemoryStore::default()), seed, epoch)
     }
 
+    /// An engine whose counters live in `backend`. A shared store also
+    /// shares the seed (when the scenario has none) and the epoch of
+    /// `during` windows, so instances answer as one.
+    pub fn with_backend(scenario: Arc<Scenario>, backend: &Backend, epoch: Instant) -> Self {
+        let seed = scenario.server.seed.unwrap_or_else(rand::random);
+        let store = backend.store(&scenario.name, rules_hash(&scenario));
+        Self::with_store(scenario, store, seed, epoch)
+    }
+
     pub fn with_store(
         scenario: Arc<Scenario>,
         store: Arc<dyn StateStore>,
         seed: u64,
         epoch: Instant,
     ) -> Self {
+        let seed = store.shared_seed(seed);
+        let epoch = store.shared_epoch(epoch);
         Self {
             scenario,
+            fail: store.fail_mode(),
             store,
             seed,
             epoch,
@@ -65,6 +85,22 @@ impl Engine {
         Self::with_store(scenario, self.store.clone(), self.seed, self.epoch)
     }
 
+    /// The answer of a stateful rule (or magic recipient, `label`) whose
+    /// counters could not be read: per `--state-fail`.
+    pub(super) fn unavailable(&self, label: String) -> Option<Decision> {
+        match self.fail {
+            FailMode::Ignore => None,
+            FailMode::Tempfail => Some(Decision {
+                rule: Some(label),
+                outcome: Outcome::Reply(Reply::parse(STORE_UNAVAILABLE).ok()?),
+                delay: Duration::ZERO,
+                close: None,
+                drip: None,
+                tag: None,
+            }),
+        }
+    }
+
     /// Removes counters that can no longer change an answer.
     pub fn sweep(&self, now: Instant) -> usize {
         self.store.sweep(now)
@@ -72,7 +108,7 @@ impl Engine {
 
     /// At connect: every `concurrent` rule whose conditions hold counts this
     /// session as open under its key. Returns (rule index, sessions open).
-    fn register(&self, ctx: &Context<'_>, now: Instant) -> Vec<(usize, u64)> {
+    fn register(&self, ctx: &Context<'_>, now: Instant) -> Opened {
         let mut opened = vec![];
         let mut keys = vec![];
         for rule in &self.scenario.rules {
@@ -81,8 +117,11 @@ impl Engine {
                 && self.holds(&rule.when, ctx, now, &OnceCell::new())
             {
                 let key = format!("c{}\u{1e}{}", rule.index, self.key(rule, ctx));
-                opened.push((rule.index, self.store.open(&key)));
-                keys.push(key);
+                let open = self.store.open(&key);
+                if open.is_ok() {
+                    keys.push(key);
+                }
+                opened.push((rule.index, open));
             }
         }
         if !keys.is_empty() {
@@ -210,27 +249,29 @@ impl Engine {
         rule: &Rule,
         key: &str,
         now: Instant,
-        opened: &[(usize, u64)],
-    ) -> Option<Option<Tag>> {
+        opened: &[(usize, Answer<u64>)],
+    ) -> Answer<Option<Option<Tag>>> {
         let Some(gate) = rule.gate else {
-            return Some(None);
+            return Ok(Some(None));
         };
         let i = rule.index;
         let tag = match gate {
             Gate::Rate { max, window } => {
                 if self
                     .store
-                    .rate_pass(&format!("l{i}\u{1e}{}", key), max, window, now)
+                    .rate_pass(&format!("l{i}\u{1e}{}", key), max, window, now)?
                 {
-                    return None;
+                    return Ok(None);
                 }
                 Tag::Rate { max, window }
             }
             Gate::Concurrent { max } => {
-                let (_, open) = opened.iter().find(|(r, _)| *r == i)?;
+                let Some((_, open)) = opened.iter().find(|(r, _)| *r == i) else {
+                    return Ok(None);
+                };
                 // `open` includes this session.
-                if *open <= max {
-                    return None;
+                if (*open)? <= max {
+                    return Ok(None);
                 }
                 Tag::Concurrent { max }
             }
@@ -238,11 +279,13 @@ impl Engine {
                 retry_after,
                 expire,
             } => {
-                match self
-                    .store
-                    .greylist(&format!("g{i}\u{1e}{}", key), retry_after, expire, now)
-                {
-                    Greylist::Passed => return None,
+                match self.store.greylist(
+                    &format!("g{i}\u{1e}{}", key),
+                    retry_after,
+                    expire,
+                    now,
+                )? {
+                    Greylist::Passed => return Ok(None),
                     Greylist::Refused { .. } => Tag::Greylist { retry_after },
                 }
             }
@@ -251,9 +294,11 @@ impl Engine {
                 min_attempts,
                 max_failure_rate,
             } => {
-                let t = self.store.tally(&format!("p{i}\u{1e}{}", key), window, now);
+                let t = self
+                    .store
+                    .tally(&format!("p{i}\u{1e}{}", key), window, now)?;
                 if t.attempts < min_attempts || t.failure_rate() <= max_failure_rate {
-                    return None;
+                    return Ok(None);
                 }
                 Tag::Reputation {
                     attempts: t.attempts,
@@ -261,7 +306,7 @@ impl Engine {
                 }
             }
         };
-        Some(Some(tag))
+        Ok(Some(Some(tag)))
     }
 
     fn try_rule(
@@ -269,7 +314,7 @@ impl Engine {
         rule: &Rule,
         ctx: &Context<'_>,
         now: Instant,
-        opened: &[(usize, u64)],
+        opened: &[(usize, Answer<u64>)],
         headers: &OnceCell<Headers>,
     ) -> Option<Decision> {
         if !rule.applies_at(ctx.stage) || !self.holds(&rule.when, ctx, now, headers) {
@@ -281,11 +326,16 @@ impl Engine {
         } else {
             String::new()
         };
-        let tag = self.gate(rule, &key, now, opened)?;
-        let n = if rule.counts() {
-            self.store.incr(&format!("r{}\u{1e}{key}", rule.index))
-        } else {
-            1
+        let counted = self.gate(rule, &key, now, opened).and_then(|tag| {
+            let n = match (&tag, rule.counts()) {
+                (Some(_), true) => self.store.incr(&format!("r{}\u{1e}{key}", rule.index))?,
+                _ => 1,
+            };
+            Ok((tag, n))
+        });
+        let (tag, n) = match counted {
+            Ok((tag, n)) => (tag?, n),
+            Err(Unavailable) => return self.unavailable(rule.label()),
         };
         if rule.times.is_some_and(|t| n > t) {
             return None;
@@ -320,6 +370,13 @@ impl Engine {
     }
 }
 
+/// A stable hash of what a scenario decides with, to namespace its shared
+/// counters: a changed scenario starts fresh.
+fn rules_hash(s: &Scenario) -> u64 {
+    let text = format!("{:?}|{}", s.rules, s.server.magic_recipients);
+    fnv1a(FNV_OFFSET, text.as_bytes())
+}
+
 /// What `tls_abort` sends before it closes: the usual go-ahead.
 const TLS_ABORT: &[u8] = b"220 2.0.0 Ready to start TLS\r\n";
 
@@ -339,7 +396,7 @@ impl Policy for Engine {
         let opened = if ctx.stage == Stage::Connect {
             self.register(ctx, now)
         } else {
-            vec![]
+            Opened::new()
         };
         let headers = OnceCell::new();
         for rule in &self.scenario.rules {

@@ -177,8 +177,11 @@ pub fn decide(engine: &Engine, ctx: &Context<'_>, now: Instant) -> Option<Decisi
                     .store()
                     .greylist(&key, GREYLIST_RETRY, GREYLIST_EXPIRE, now)
                 {
-                    Greylist::Passed => slow.then(|| decision("slow", Outcome::Accept, SLOW_DELAY)),
-                    Greylist::Refused { .. } => {
+                    Err(_) => engine.unavailable(rcpt.to_string()),
+                    Ok(Greylist::Passed) => {
+                        slow.then(|| decision("slow", Outcome::Accept, SLOW_DELAY))
+                    }
+                    Ok(Greylist::Refused { .. }) => {
                         let domain = rcpt.rsplit_once('@').map_or("", |(_, d)| d);
                         let mut d =
                             decision(rcpt, Outcome::Reply(greylisted(domain)), Duration::ZERO);
@@ -207,8 +210,12 @@ pub fn decide(engine: &Engine, ctx: &Context<'_>, now: Instant) -> Option<Decisi
                         ctx.mail_from.unwrap_or("").to_ascii_lowercase(),
                         rcpt.to_ascii_lowercase()
                     );
-                    if engine.store().incr(&key) <= n {
-                        fail.get_or_insert(rcpt);
+                    match engine.store().incr(&key) {
+                        Ok(count) if count <= n => {
+                            fail.get_or_insert(rcpt);
+                        }
+                        Ok(_) => {}
+                        Err(_) => return engine.unavailable(rcpt.to_string()),
                     }
                 }
             }

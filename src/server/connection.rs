@@ -36,6 +36,8 @@ pub struct Conn {
     pub hard_stop: CancellationToken,
     /// The message memory budget, sessions per IP, session lifetime.
     pub limits: Arc<Limits>,
+    /// Connections start with a PROXY protocol header (see `proxy`).
+    pub proxy: bool,
 }
 
 /// How long a TLS handshake may take.

@@ -7,6 +7,7 @@
 
 mod connection;
 pub mod limits;
+pub mod proxy;
 pub mod runtime;
 pub mod slot;
 mod watch;
@@ -67,6 +68,11 @@ pub struct Options {
     pub backlog: u32,
     /// No session lives longer than this.
     pub session_lifetime: Duration,
+    /// Where counters live (`--state`): in memory or shared in Redis.
+    pub state: crate::state::Backend,
+    /// Indexes into `listeners` of those whose connections start with a
+    /// PROXY protocol header (`--proxy-protocol`, `--listen ADDR,proxy`).
+    pub proxy: Vec<usize>,
 }
 
 impl Options {
@@ -85,6 +91,8 @@ impl Options {
             max_sessions_per_ip: 0,
             backlog: limits::DEFAULT_BACKLOG,
             session_lifetime: MAX_SESSION,
+            state: crate::state::Backend::Memory,
+            proxy: vec![],
         }
     }
 }
@@ -175,6 +183,7 @@ impl Server {
             hard_stop: hard_stop.clone(),
             tracker: tracker.clone(),
             limits: shared.clone(),
+            state: opts.state.clone(),
         }));
         // The API answers /livez from here on, and /readyz once every
         // listener is bound; a failure below cancels it (the guard).
@@ -193,17 +202,18 @@ impl Server {
             crate::api::spawn(l, api_state.clone(), &tracker);
         }
         let mut listeners = vec![];
-        for spec in &opts.listeners {
+        for (i, spec) in opts.listeners.iter().enumerate() {
             let slot = Arc::new(Slot::new(
                 spec.source.clone(),
                 opts.hostname.clone(),
                 spec.tls.clone(),
                 opts.ca.clone(),
+                opts.state.clone(),
             )?);
             let listener = limits::bind(spec.addr, opts.backlog)
                 .with_context(|| format!("cannot listen on {}", spec.addr))?;
             let addr = listener.local_addr()?;
-            runtime.add_start(listener, slot.clone())?;
+            runtime.add_start(listener, slot.clone(), opts.proxy.contains(&i))?;
             listeners.push(Bound { addr, slot });
         }
         api_state.set_listeners(
@@ -351,7 +361,7 @@ async fn accept_loop(
             a = listener.accept() => a,
             _ = shutdown.cancelled() => return,
         };
-        let (mut stream, peer) = match accepted {
+        let (mut stream, mut peer) = match accepted {
             Ok(a) => a,
             Err(e) => {
                 // Out of file descriptors and the like: pause, do not spin.
@@ -367,6 +377,15 @@ async fn accept_loop(
         match permits.clone().try_acquire_owned() {
             Ok(permit) => {
                 tracker.spawn(async move {
+                    if conn.proxy {
+                        match proxy::read_header(&mut stream, peer, proxy::HEADER_TIMEOUT).await {
+                            Ok(client) => peer = client,
+                            Err(e) => {
+                                tracing::info!(session = id, peer = %peer, listener = %conn.listener, "closed: {e}");
+                                return;
+                            }
+                        }
+                    }
                     connection::serve(conn, stream, peer, active, id, implicit).await;
                     drop(permit);
                 });

@@ -134,6 +134,8 @@ pub(super) struct Shared {
     pub tracker: TaskTracker,
     /// Message memory budget, per-IP sessions, session lifetime.
     pub limits: Arc<super::limits::Shared>,
+    /// Where new scenarios keep their counters (`--state`).
+    pub state: crate::state::Backend,
 }
 
 /// One registered scenario and its listener.
@@ -182,7 +184,12 @@ impl Runtime {
 
     /// Starts serving `slot` on `listener`: its accept loop and its
     /// counter sweep, both stopped by the returned token.
-    fn serve(&self, listener: TcpListener, slot: Arc<Slot>) -> (CancellationToken, JoinHandle<()>) {
+    fn serve(
+        &self,
+        listener: TcpListener,
+        slot: Arc<Slot>,
+        proxy: bool,
+    ) -> (CancellationToken, JoinHandle<()>) {
         let s = &self.shared;
         let stop = s.shutdown.child_token();
         let addr = listener
@@ -194,6 +201,7 @@ impl Runtime {
             capture: s.capture.clone(),
             hard_stop: s.hard_stop.clone(),
             limits: s.limits.clone(),
+            proxy,
         });
         let accept = s.tracker.spawn(super::accept_loop(
             listener,
@@ -209,7 +217,12 @@ impl Runtime {
     }
 
     /// Registers a listener given at start, under its scenario's name.
-    pub(super) fn add_start(&self, listener: TcpListener, slot: Arc<Slot>) -> anyhow::Result<()> {
+    pub(super) fn add_start(
+        &self,
+        listener: TcpListener,
+        slot: Arc<Slot>,
+        proxy: bool,
+    ) -> anyhow::Result<()> {
         let addr = listener.local_addr()?;
         let file = match &slot.source {
             Source::File(p) => Some(p.clone()),
@@ -225,7 +238,7 @@ impl Runtime {
         self.shared
             .capture
             .record(&addr.to_string(), &scenario_name, 0, listen);
-        let (stop, accept) = self.serve(listener, slot.clone());
+        let (stop, accept) = self.serve(listener, slot.clone(), proxy);
         let mut entries = self.lock();
         let name = unique_name(&entries, &scenario_name, addr.port());
         let entry = Entry {
@@ -294,6 +307,7 @@ impl Runtime {
                 self.shared.hostname.clone(),
                 TlsOptions::default(),
                 self.shared.ca.clone(),
+                self.shared.state.clone(),
             )
             .map_err(RuntimeError::Failed)?,
         );
@@ -310,7 +324,7 @@ impl Runtime {
                 hash: hash.clone(),
             },
         );
-        let (stop, accept) = self.serve(listener, slot.clone());
+        let (stop, accept) = self.serve(listener, slot.clone(), false);
         let entry = Entry {
             addr,
             slot,

@@ -12,6 +12,7 @@ use crate::certs::{self, TestCa};
 use crate::proto::SessionConfig;
 use crate::scenario::model::{CertFault, Certificate, TlsSettings, TlsVersion, DEFAULT_HOSTNAME};
 use crate::scenario::{self, Engine, Scenario};
+use crate::state::Backend;
 
 /// What one listener serves right now.
 pub struct Active {
@@ -95,6 +96,7 @@ pub struct Slot {
     hostname: Option<String>,
     tls: TlsOptions,
     ca: Arc<CaStore>,
+    state: Backend,
     active: RwLock<Arc<Active>>,
 }
 
@@ -106,14 +108,16 @@ impl Slot {
         hostname: Option<String>,
         tls: TlsOptions,
         ca: Arc<CaStore>,
+        state: Backend,
     ) -> anyhow::Result<Self> {
         let scenario = Self::read(&source)?;
-        let active = build(scenario, hostname.as_deref(), &tls, &ca, None)?;
+        let active = build(scenario, hostname.as_deref(), &tls, &ca, &state, None)?;
         Ok(Self {
             source,
             hostname,
             tls,
             ca,
+            state,
             active: RwLock::new(Arc::new(active)),
         })
     }
@@ -146,6 +150,7 @@ impl Slot {
             self.hostname.as_deref(),
             &self.tls,
             &self.ca,
+            &self.state,
             None,
         )?);
         *self.active.write().unwrap_or_else(|p| p.into_inner()) = active.clone();
@@ -170,6 +175,7 @@ impl Slot {
             self.hostname.as_deref(),
             &self.tls,
             &self.ca,
+            &self.state,
             previous.as_deref(),
         )?);
         *self.active.write().unwrap_or_else(|p| p.into_inner()) = active.clone();
@@ -182,6 +188,7 @@ fn build(
     hostname: Option<&str>,
     opts: &TlsOptions,
     ca: &CaStore,
+    state: &Backend,
     previous: Option<&Engine>,
 ) -> anyhow::Result<Active> {
     let s = &scenario.server;
@@ -223,7 +230,7 @@ fn build(
     Ok(Active {
         engine: Arc::new(match previous {
             Some(e) => e.rebuilt(scenario),
-            None => Engine::new(scenario, epoch),
+            None => Engine::with_backend(scenario, state, epoch),
         }),
         session: Arc::new(session),
         idle_timeout,

@@ -4,7 +4,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use super::{Greylist, StateStore, Tally};
+use super::{Answer, Greylist, StateStore, Tally};
 
 /// Buckets per reputation window: the tally is exact to 1/60 of a window.
 const BUCKETS: u32 = 60;
@@ -78,8 +78,8 @@ impl MemoryStore {
 }
 
 impl StateStore for MemoryStore {
-    fn incr(&self, key: &str) -> u64 {
-        self.with(key, |map| match map.get_mut(key) {
+    fn incr(&self, key: &str) -> Answer<u64> {
+        Ok(self.with(key, |map| match map.get_mut(key) {
             Some(Entry::Count(n)) => {
                 *n = n.saturating_add(1);
                 *n
@@ -88,11 +88,11 @@ impl StateStore for MemoryStore {
                 map.insert(key.to_string(), Entry::Count(1));
                 1
             }
-        })
+        }))
     }
 
-    fn rate_pass(&self, key: &str, max: u64, window: Duration, now: Instant) -> bool {
-        self.with(key, |map| {
+    fn rate_pass(&self, key: &str, max: u64, window: Duration, now: Instant) -> Answer<bool> {
+        Ok(self.with(key, |map| {
             let entry = map
                 .entry(key.to_string())
                 .or_insert_with(|| Entry::Rate(VecDeque::new(), window));
@@ -112,7 +112,7 @@ impl StateStore for MemoryStore {
             } else {
                 false
             }
-        })
+        }))
     }
 
     fn greylist(
@@ -121,8 +121,8 @@ impl StateStore for MemoryStore {
         retry_after: Duration,
         expire: Duration,
         now: Instant,
-    ) -> Greylist {
-        self.with(key, |map| {
+    ) -> Answer<Greylist> {
+        Ok(self.with(key, |map| {
             if let Some(Entry::Grey { first, last, .. }) = map.get_mut(key) {
                 if now.saturating_duration_since(*last) < expire {
                     *last = now;
@@ -148,11 +148,11 @@ impl StateStore for MemoryStore {
                 first_seen: now,
                 first: true,
             }
-        })
+        }))
     }
 
-    fn open(&self, key: &str) -> u64 {
-        self.with(key, |map| match map.get_mut(key) {
+    fn open(&self, key: &str) -> Answer<u64> {
+        Ok(self.with(key, |map| match map.get_mut(key) {
             Some(Entry::Open(n)) => {
                 *n += 1;
                 *n
@@ -161,7 +161,7 @@ impl StateStore for MemoryStore {
                 map.insert(key.to_string(), Entry::Open(1));
                 1
             }
-        })
+        }))
     }
 
     fn close(&self, key: &str) {
@@ -196,8 +196,8 @@ impl StateStore for MemoryStore {
         })
     }
 
-    fn tally(&self, key: &str, window: Duration, now: Instant) -> Tally {
-        self.with(key, |map| match map.get_mut(key) {
+    fn tally(&self, key: &str, window: Duration, now: Instant) -> Answer<Tally> {
+        Ok(self.with(key, |map| match map.get_mut(key) {
             Some(Entry::Reputation(b)) => {
                 b.trim(window, now);
                 let mut t = Tally::default();
@@ -211,7 +211,7 @@ impl StateStore for MemoryStore {
                 t
             }
             _ => Tally::default(),
-        })
+        }))
     }
 
     fn sweep(&self, now: Instant) -> usize {
@@ -264,7 +264,9 @@ mod tests {
         let handles: Vec<_> = (0..8)
             .map(|_| {
                 let s = store.clone();
-                std::thread::spawn(move || (0..1000).map(|_| s.incr("k")).collect::<Vec<_>>())
+                std::thread::spawn(move || {
+                    (0..1000).map(|_| s.incr("k").unwrap()).collect::<Vec<_>>()
+                })
             })
             .collect();
         let mut all: Vec<u64> = handles
@@ -275,7 +277,7 @@ mod tests {
         assert_eq!(all, (1..=8000).collect::<Vec<_>>());
         store.reset();
         assert!(store.is_empty());
-        assert_eq!(store.incr("k"), 1);
+        assert_eq!(store.incr("k"), Ok(1));
     }
 
     #[test]
@@ -284,23 +286,23 @@ mod tests {
         let t0 = Instant::now();
         let w = secs(60);
         for i in 0..5 {
-            assert!(s.rate_pass("k", 5, w, t0 + secs(i)), "pass {i}");
+            assert!(s.rate_pass("k", 5, w, t0 + secs(i)).unwrap(), "pass {i}");
         }
         assert!(
-            !s.rate_pass("k", 5, w, t0 + secs(10)),
+            !s.rate_pass("k", 5, w, t0 + secs(10)).unwrap(),
             "6th inside the window"
         );
-        assert!(!s.rate_pass("k", 5, w, t0 + secs(59)));
+        assert!(!s.rate_pass("k", 5, w, t0 + secs(59)).unwrap());
         // The first pass leaves the window at t0+60: one more gets through.
-        assert!(s.rate_pass("k", 5, w, t0 + secs(60)));
-        assert!(!s.rate_pass("k", 5, w, t0 + secs(60)));
+        assert!(s.rate_pass("k", 5, w, t0 + secs(60)).unwrap());
+        assert!(!s.rate_pass("k", 5, w, t0 + secs(60)).unwrap());
         assert!(
-            s.rate_pass("other", 5, w, t0 + secs(10)),
+            s.rate_pass("other", 5, w, t0 + secs(10)).unwrap(),
             "keys are independent"
         );
         // A sender that slows to one a minute always gets through.
         for i in 2..10 {
-            assert!(s.rate_pass("slow", 1, w, t0 + secs(60 * i)));
+            assert!(s.rate_pass("slow", 1, w, t0 + secs(60 * i)).unwrap());
         }
     }
 
@@ -311,7 +313,7 @@ mod tests {
         let handles: Vec<_> = (0..50)
             .map(|_| {
                 let s = store.clone();
-                std::thread::spawn(move || s.rate_pass("k", 10, secs(60), now))
+                std::thread::spawn(move || s.rate_pass("k", 10, secs(60), now).unwrap())
             })
             .collect();
         let passed = handles
@@ -328,32 +330,32 @@ mod tests {
         let t0 = Instant::now();
         let (retry, expire) = (secs(300), secs(4 * 3600));
         assert_eq!(
-            s.greylist("k", retry, expire, t0),
+            s.greylist("k", retry, expire, t0).unwrap(),
             Greylist::Refused {
                 first_seen: t0,
                 first: true
             }
         );
         assert_eq!(
-            s.greylist("k", retry, expire, t0 + secs(60)),
+            s.greylist("k", retry, expire, t0 + secs(60)).unwrap(),
             Greylist::Refused {
                 first_seen: t0,
                 first: false
             }
         );
         assert_eq!(
-            s.greylist("k", retry, expire, t0 + secs(300)),
+            s.greylist("k", retry, expire, t0 + secs(300)).unwrap(),
             Greylist::Passed
         );
         assert_eq!(
-            s.greylist("k", retry, expire, t0 + secs(3 * 3600)),
+            s.greylist("k", retry, expire, t0 + secs(3 * 3600)).unwrap(),
             Greylist::Passed,
             "known keys keep passing"
         );
         // Unused for longer than expire: forgotten, greylisted again.
         let later = t0 + secs(3 * 3600) + expire;
         assert_eq!(
-            s.greylist("k", retry, expire, later),
+            s.greylist("k", retry, expire, later).unwrap(),
             Greylist::Refused {
                 first_seen: later,
                 first: true
@@ -364,8 +366,8 @@ mod tests {
     #[test]
     fn open_sessions() {
         let s = MemoryStore::default();
-        assert_eq!(s.open("ip"), 1);
-        assert_eq!(s.open("ip"), 2);
+        assert_eq!(s.open("ip").unwrap(), 1);
+        assert_eq!(s.open("ip").unwrap(), 2);
         s.close("ip");
         s.close("ip");
         assert!(s.is_empty(), "a count back at zero is removed");
@@ -380,14 +382,14 @@ mod tests {
             s.record("ip", i % 5 == 0, w, t0 + secs(i));
         }
         assert_eq!(
-            s.tally("ip", w, t0 + secs(10)),
+            s.tally("ip", w, t0 + secs(10)).unwrap(),
             Tally {
                 attempts: 10,
                 failures: 2
             }
         );
         assert_eq!(
-            s.tally("ip", w, t0 + secs(3600 + 120)),
+            s.tally("ip", w, t0 + secs(3600 + 120)).unwrap(),
             Tally::default(),
             "the window moved on"
         );
@@ -397,9 +399,9 @@ mod tests {
     fn sweep_removes_what_no_longer_matters() {
         let s = MemoryStore::default();
         let t0 = Instant::now();
-        s.incr("count");
-        s.rate_pass("rate", 5, secs(60), t0);
-        s.greylist("grey", secs(60), secs(3600), t0);
+        s.incr("count").unwrap();
+        s.rate_pass("rate", 5, secs(60), t0).unwrap();
+        s.greylist("grey", secs(60), secs(3600), t0).unwrap();
         s.record("rep", true, secs(600), t0);
         assert_eq!(s.sweep(t0 + secs(30)), 0);
         assert_eq!(s.sweep(t0 + secs(61)), 1, "the rate window emptied");

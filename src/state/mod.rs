@@ -1,9 +1,10 @@
 //! Counters shared across connections: match counts, sliding-window rates,
 //! greylist entries, open sessions and reputation tallies.
 //!
-//! They sit behind [`StateStore`] so that several servers can later share
-//! them (a Redis store is the intended next backend); [`MemoryStore`] keeps
-//! them in this process. Each listener's scenario has its own store.
+//! They sit behind [`StateStore`] so that several servers can share them:
+//! [`MemoryStore`] keeps them in this process, [`RedisStore`] in Redis (or
+//! Valkey, single node or Cluster) so that instances answer as one. Each
+//! listener's scenario has its own store (or its own key namespace).
 //!
 //! Every operation is atomic per key and takes `now` from the caller, so
 //! time-dependent behaviour is tested with plain instants and the server
@@ -17,10 +18,28 @@
 //! scenario.
 
 mod memory;
+mod redis_store;
+mod url;
 
 use std::time::{Duration, Instant};
 
 pub use memory::MemoryStore;
+pub use redis_store::{RedisBackend, RedisStore};
+pub use url::{Backend, FailMode};
+
+/// The store could not answer in time (Redis down, unreachable or too
+/// slow). What a stateful rule does then is the store's [`FailMode`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the state store is unavailable")]
+pub struct Unavailable;
+
+/// The answer of a store operation.
+pub type Answer<T> = Result<T, Unavailable>;
+
+/// What a stateful rule answers when the store is unavailable and the fail
+/// mode is `tempfail`: RFC 3463 4.3.0 (other or undefined mail system
+/// status), a transient reply so the sender retries (RFC 5321 §4.2.1).
+pub const STORE_UNAVAILABLE: &str = "451 4.3.0 Temporary state store failure, try again later";
 
 /// FNV-1a offset basis: the starting value for [`fnv1a`].
 pub const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
@@ -63,13 +82,13 @@ impl Tally {
 /// Where counters live.
 pub trait StateStore: Send + Sync {
     /// Adds one to the counter `key` and returns its new value.
-    fn incr(&self, key: &str) -> u64;
+    fn incr(&self, key: &str) -> Answer<u64>;
 
     /// Sliding-window rate limit: true (and the pass is recorded) when fewer
     /// than `max` passes of `key` happened in the `window` before `now`;
     /// false when the key is over its rate. Refused attempts are not
     /// recorded: at most `max` attempts get through in any window.
-    fn rate_pass(&self, key: &str, max: u64, window: Duration, now: Instant) -> bool;
+    fn rate_pass(&self, key: &str, max: u64, window: Duration, now: Instant) -> Answer<bool>;
 
     /// Greylisting: the first attempt of a key (or the first after `expire`
     /// without any attempt) starts its wait; attempts before `retry_after`
@@ -80,17 +99,17 @@ pub trait StateStore: Send + Sync {
         retry_after: Duration,
         expire: Duration,
         now: Instant,
-    ) -> Greylist;
+    ) -> Answer<Greylist>;
 
     /// One more open session for `key`; returns how many are open now.
-    fn open(&self, key: &str) -> u64;
+    fn open(&self, key: &str) -> Answer<u64>;
     /// A session of `key` ended.
     fn close(&self, key: &str);
 
     /// Records one recipient's outcome for reputation.
     fn record(&self, key: &str, failed: bool, window: Duration, now: Instant);
     /// Recipients and refusals of `key` in the `window` before `now`.
-    fn tally(&self, key: &str, window: Duration, now: Instant) -> Tally;
+    fn tally(&self, key: &str, window: Duration, now: Instant) -> Answer<Tally>;
 
     /// Removes entries that can no longer change an answer; returns how
     /// many were removed.
@@ -101,5 +120,28 @@ pub trait StateStore: Send + Sync {
     fn len(&self) -> usize;
     fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// The seed every instance sharing this store uses: the first one
+    /// stored wins. The memory store keeps `local`.
+    fn shared_seed(&self, local: u64) -> u64 {
+        local
+    }
+    /// When `during` windows started for every instance sharing this store,
+    /// as an instant of this process. The memory store keeps `local`.
+    fn shared_epoch(&self, local: Instant) -> Instant {
+        local
+    }
+    /// What stateful rules do while the store is unavailable.
+    fn fail_mode(&self) -> FailMode {
+        FailMode::Tempfail
+    }
+    /// True while the store is unreachable (for metrics).
+    fn is_down(&self) -> bool {
+        false
+    }
+    /// How many outages began since start (for metrics).
+    fn outages(&self) -> u64 {
+        0
     }
 }
