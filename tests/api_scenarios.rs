@@ -250,7 +250,9 @@ async fn reset_starts_the_counters_over() {
     assert_eq!(codes, ["451", "451", "250"]);
 
     // One scenario's counters.
-    let r = api.post("/api/v1/scenarios/magic/reset", "text/plain", "").await;
+    let r = api
+        .post("/api/v1/scenarios/magic/reset", "text/plain", "")
+        .await;
     assert_eq!(r.status(), StatusCode::NO_CONTENT);
     assert_eq!(code(&message_reply(addr, to).await), "451");
 
@@ -265,7 +267,9 @@ async fn reset_starts_the_counters_over() {
     assert_eq!(code(&message_reply(addr, to).await), "451");
     assert_eq!(code(&message_reply(addr, to).await), "250");
 
-    let r = api.post("/api/v1/scenarios/nope/reset", "text/plain", "").await;
+    let r = api
+        .post("/api/v1/scenarios/nope/reset", "text/plain", "")
+        .await;
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
 }
 
@@ -343,7 +347,10 @@ async fn explain_a_reply_and_a_bounce() {
     assert_eq!(r.status(), StatusCode::OK);
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["kind"], "bounce");
-    assert_eq!(body["failures"], cli_json(&["from-bounce", "--json", sample]));
+    assert_eq!(
+        body["failures"],
+        cli_json(&["from-bounce", "--json", sample])
+    );
     assert_eq!(
         body["failures"]["failures"][0]["recipient"],
         "kijitora@example.co.jp"
@@ -354,6 +361,10 @@ async fn explain_a_reply_and_a_bounce() {
     let got = rcpt_reply(addr, "kijitora@example.co.jp").await;
     assert_eq!(code(&got), "550", "{got}\n{scenario}");
 
+    let r = api
+        .post("/api/v1/explain?lang=xx", "text/plain", reply)
+        .await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
     let r = api
         .post("/api/v1/explain", "text/plain", "nothing to see here")
         .await;

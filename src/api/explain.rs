@@ -32,11 +32,21 @@ enum Explained {
     },
 }
 
+/// The language of the explanation: `en` (the default) or `ja`; any
+/// other is a 400.
+#[derive(Deserialize, Clone, Copy, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+enum Language {
+    #[default]
+    En,
+    Ja,
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Lang {
-    /// `ja` for Japanese explanations.
-    lang: Option<String>,
+    #[serde(default)]
+    lang: Language,
 }
 
 /// The pasted text: `text/plain`, `message/rfc822` or `application/json`
@@ -74,7 +84,9 @@ fn is_reply_lines(text: &str) -> bool {
     let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
     let reply_line = |l: &str| {
         let b = l.as_bytes();
-        b.len() >= 3 && b[..3].iter().all(u8::is_ascii_digit) && matches!(b.get(3), None | Some(b' ' | b'-'))
+        b.len() >= 3
+            && b[..3].iter().all(u8::is_ascii_digit)
+            && matches!(b.get(3), None | Some(b' ' | b'-'))
     };
     lines.clone().next().is_some() && lines.all(reply_line)
 }
@@ -106,7 +118,7 @@ async fn explain_text(
     ApiQuery(lang): ApiQuery<Lang>,
     Pasted(bytes): Pasted,
 ) -> ApiResult<Json<Explained>> {
-    let ja = lang.lang.as_deref() == Some("ja");
+    let ja = lang.lang == Language::Ja;
     let text = String::from_utf8_lossy(&bytes);
     let found = if is_reply_lines(&text) {
         as_reply(&text, ja)

@@ -248,8 +248,7 @@ impl Runtime {
             slot,
             file,
             hash,
-            text: slot_source_default
-                .then(|| Arc::from(scenario::load::DEFAULT_TOML)),
+            text: slot_source_default.then(|| Arc::from(scenario::load::DEFAULT_TOML)),
             stop,
             accept,
         };
