@@ -45,6 +45,9 @@
 //!
 //! // Two sessions, each with its replies and the rule that decided them.
 //! assert_eq!(server.transcripts().len(), 2);
+//!
+//! // The HTTP API runs too, on its own free loopback port.
+//! assert!(server.api_url().unwrap().starts_with("http://127.0.0.1:"));
 //! # Ok(())
 //! # }
 //! ```

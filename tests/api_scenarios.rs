@@ -430,3 +430,60 @@ async fn bad_input_gets_json_4xx() {
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["status"], 400);
 }
+
+#[tokio::test]
+async fn a_start_listener_shows_its_file_and_can_be_replaced_by_name() {
+    use mailfault::api::ApiOptions;
+    use mailfault::server::{ListenerSpec, Options, Source};
+    let dir = common::tmp("api-scenarios-file");
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("shop.toml");
+    std::fs::write(&file, REFUSE_NOBODY).unwrap();
+    let mut opts = Options::new(vec![ListenerSpec {
+        addr: "127.0.0.1:0".parse().unwrap(),
+        source: Source::File(file.clone()),
+        tls: Default::default(),
+    }]);
+    opts.grace = Duration::from_millis(200);
+    opts.watch = false;
+    opts.api = Some(ApiOptions::new("127.0.0.1:0".parse().unwrap()));
+    let server = TestServer::start_with(opts).await.unwrap();
+    let base = server.api_url().expect("the API runs when asked for");
+    let http = reqwest::Client::new();
+    let one: Value = http
+        .get(format!("{base}/api/v1/scenarios/shop"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(one["toml"], REFUSE_NOBODY, "{one}");
+    assert_eq!(one["file"], file.display().to_string());
+    assert_eq!(one["port"], server.addr().port());
+    // Replaced by name: same port, the PUT body is its text now.
+    let r = http
+        .put(format!("{base}/api/v1/scenarios/shop"))
+        .header("content-type", "text/plain")
+        .body("")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(
+        code(&rcpt_reply(server.addr(), "nobody@example.test").await),
+        "250"
+    );
+    let one: Value = http
+        .get(format!("{base}/api/v1/scenarios/shop"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(one["toml"], "");
+    assert!(one.get("file").is_none(), "{one}");
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -22,7 +22,8 @@ pub fn routes() -> Router<ApiState> {
 #[serde(tag = "kind", rename_all = "lowercase")]
 enum Explained {
     Reply {
-        explain: explain::Explanation,
+        // Boxed: an explanation is large, and it only passes through.
+        explain: Box<explain::Explanation>,
     },
     Bounce {
         /// The same JSON as `from-bounce --json`.
@@ -110,7 +111,7 @@ fn as_bounce(bytes: &[u8]) -> Option<Explained> {
 fn as_reply(text: &str, ja: bool) -> Option<Explained> {
     let reply = explain::ReadReply::parse(text)?;
     Some(Explained::Reply {
-        explain: explain::explain(reply, ja),
+        explain: Box::new(explain::explain(reply, ja)),
     })
 }
 
