@@ -361,6 +361,23 @@ async fn explain_a_reply_and_a_bounce() {
     let got = rcpt_reply(addr, "kijitora@example.co.jp").await;
     assert_eq!(code(&got), "550", "{got}\n{scenario}");
 
+    // An ESP's JSON event and an MTA log are bounces too, read as the CLI reads them.
+    for (file, ctype) in [
+        ("esp/postmark.json", "application/json"),
+        ("logs/exim.log", "text/plain"),
+    ] {
+        let path = format!("{}/tests/bounces/{file}", env!("CARGO_MANIFEST_DIR"));
+        let text = std::fs::read_to_string(&path).unwrap();
+        let r = api.post("/api/v1/explain", ctype, &text).await;
+        assert_eq!(r.status(), StatusCode::OK, "{file}");
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["kind"], "bounce", "{file}: {body}");
+        assert_eq!(
+            body["failures"],
+            cli_json(&["from-bounce", "--json", &path]),
+            "{file}"
+        );
+    }
     let r = api
         .post("/api/v1/explain?lang=xx", "text/plain", reply)
         .await;
