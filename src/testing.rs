@@ -45,6 +45,9 @@
 //!
 //! // Two sessions, each with its replies and the rule that decided them.
 //! assert_eq!(server.transcripts().len(), 2);
+//!
+//! // The HTTP API runs too, on its own free loopback port.
+//! assert!(server.api_url().unwrap().starts_with("http://127.0.0.1:"));
 //! # Ok(())
 //! # }
 //! ```
@@ -95,8 +98,9 @@ pub struct TestServer {
 }
 
 impl TestServer {
-    /// Starts on `127.0.0.1:0` with this scenario (named [`MAIN`]). A bad
-    /// scenario fails with every `test:LINE:COL` problem.
+    /// Starts on `127.0.0.1:0` with this scenario (named [`MAIN`]), and the
+    /// HTTP API on another free loopback port ([`TestServer::api_url`]). A
+    /// bad scenario fails with every `test:LINE:COL` problem.
     pub async fn start(scenario_toml: &str) -> anyhow::Result<Self> {
         let s = scenario::parse(scenario_toml, MAIN, MAIN)?;
         let mut opts = Options::new(vec![ListenerSpec {
@@ -105,12 +109,16 @@ impl TestServer {
             tls: Default::default(),
         }]);
         opts.grace = GRACE;
+        opts.api = Some(crate::api::ApiOptions::new("127.0.0.1:0".parse()?));
         Self::start_with(opts).await
     }
 
-    /// Starts with any options (several listeners, TLS, a capture folder).
+    /// Starts with any options (several listeners, TLS, a capture folder);
+    /// the API runs when `opts.api` asks for it.
     pub async fn start_with(opts: Options) -> anyhow::Result<Self> {
-        Ok(Self::from_server(Server::start(opts).await?, None))
+        let server = Server::start(opts).await?;
+        let api = server.api_addr;
+        Ok(Self::from_server(server, api))
     }
 
     /// Wraps a server already started; `api`: where its HTTP API listens.

@@ -855,6 +855,6 @@ async fn openapi_matches_the_live_server() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(out.status.success(), "schemathesis failed:\n{text}");
-    assert!(text.contains("14 selected / 15 total"), "{text}");
+    assert!(text.contains("21 selected / 22 total"), "{text}");
     let _ = std::fs::remove_dir_all(&work);
 }

@@ -35,7 +35,7 @@ fn the_pytest_fixture_and_its_examples_pass() {
     );
     assert!(out.status.success(), "pytest failed:\n{text}");
     // Every example ran: none skipped (a missing binary skips).
-    assert!(text.contains("4 passed"), "{text}");
+    assert!(text.contains("8 passed"), "{text}");
     assert!(!text.contains("skipped"), "{text}");
 }
 

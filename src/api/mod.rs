@@ -11,11 +11,13 @@
 //! ([`check_exposure`]): every message and transcript is readable here.
 
 mod error;
+mod explain;
 mod health;
 mod listeners;
 mod messages;
 mod metrics;
 mod report;
+mod scenarios;
 mod sessions;
 mod wait;
 
@@ -102,6 +104,9 @@ pub struct ApiState {
     /// Cancelled when the server stops: long requests (wait, SSE) end.
     pub shutdown: CancellationToken,
     pub started: SystemTime,
+    /// The server's scenarios, to list and steer them (`/api/v1/scenarios`).
+    /// None for an API without a server (the scenario routes answer 503).
+    pub runtime: Option<Arc<crate::server::Runtime>>,
 }
 
 impl ApiState {
@@ -113,7 +118,14 @@ impl ApiState {
             token: token.filter(|t| !t.is_empty()).map(Arc::from),
             shutdown,
             started: SystemTime::now(),
+            runtime: None,
         }
+    }
+
+    /// The API steers these scenarios.
+    pub fn with_runtime(mut self, runtime: Arc<crate::server::Runtime>) -> Self {
+        self.runtime = Some(runtime);
+        self
     }
 
     pub fn listeners(&self) -> Vec<ListenerView> {
@@ -143,6 +155,8 @@ pub fn router(state: ApiState) -> Router {
     let guarded = Router::new()
         .merge(health::routes())
         .merge(listeners::routes())
+        .merge(scenarios::routes())
+        .merge(explain::routes())
         .merge(messages::routes())
         .merge(sessions::routes())
         .merge(report::routes())

@@ -197,7 +197,8 @@ impl Server {
             opts.capture.clone(),
             opts.api.as_ref().and_then(|a| a.token.clone()),
             shutdown.clone(),
-        );
+        )
+        .with_runtime(runtime.clone());
         if let Some(l) = api {
             crate::api::spawn(l, api_state.clone(), &tracker);
         }

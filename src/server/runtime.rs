@@ -71,6 +71,10 @@ pub struct ScenarioInfo {
     /// for a scenario given already parsed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub hash: Option<String>,
+    /// `smtp`, or `smtps` for implicit TLS.
+    pub scheme: &'static str,
+    /// STARTTLS or implicit TLS is on.
+    pub tls: bool,
 }
 
 /// Why a run-time change was refused.
@@ -144,6 +148,9 @@ struct Entry {
     slot: Arc<Slot>,
     file: Option<PathBuf>,
     hash: Option<String>,
+    /// The text last put under this name (None: the file, or the built-in
+    /// default, is the text).
+    text: Option<Arc<str>>,
     /// Stops this listener's accept and sweep loops.
     stop: CancellationToken,
     accept: JoinHandle<()>,
@@ -151,13 +158,20 @@ struct Entry {
 
 impl Entry {
     fn info(&self, name: &str) -> ScenarioInfo {
+        let active = self.slot.current();
         ScenarioInfo {
             name: name.to_string(),
             addr: self.addr,
             port: self.addr.port(),
             file: self.file.clone(),
-            rules: self.slot.current().engine.scenario.rules.len(),
+            rules: active.engine.scenario.rules.len(),
             hash: self.hash.clone(),
+            scheme: if self.slot.implicit_tls() {
+                "smtps"
+            } else {
+                "smtp"
+            },
+            tls: active.tls.is_some(),
         }
     }
 }
@@ -235,6 +249,7 @@ impl Runtime {
             _ => None,
         };
         let scenario_name = slot.current().scenario_name().to_string();
+        let slot_source_default = matches!(slot.source, Source::Default);
         self.shared
             .capture
             .record(&addr.to_string(), &scenario_name, 0, listen);
@@ -246,6 +261,7 @@ impl Runtime {
             slot,
             file,
             hash,
+            text: slot_source_default.then(|| Arc::from(scenario::load::DEFAULT_TOML)),
             stop,
             accept,
         };
@@ -276,6 +292,25 @@ impl Runtime {
         Ok(entry.slot.current().engine.scenario.clone())
     }
 
+    /// The text a scenario was loaded from: the body of its last put, or
+    /// its file as it is now (the file is the source of truth, hot reload
+    /// follows it), or the built-in default. None for a scenario given
+    /// already parsed. Prepended rules are not in it (`rules` counts them).
+    pub fn text(&self, name: &str) -> Result<Option<Arc<str>>, RuntimeError> {
+        let (text, file) = {
+            let entries = self.lock();
+            let entry = entries
+                .get(name)
+                .ok_or_else(|| RuntimeError::NotFound(name.into()))?;
+            (entry.text.clone(), entry.file.clone())
+        };
+        if text.is_some() {
+            return Ok(text);
+        }
+        // Read outside the lock: a slow disk must not stall other changes.
+        Ok(file.and_then(|f| std::fs::read_to_string(f).ok().map(Arc::from)))
+    }
+
     /// Puts the scenario `text` under `name`: a new name gets a fresh
     /// loopback port, an existing one is replaced on its port. Diagnostics
     /// read `NAME:LINE:COL: ...`.
@@ -293,6 +328,7 @@ impl Runtime {
                 .map_err(RuntimeError::Failed)?;
             entry.hash = hash;
             entry.file = None;
+            entry.text = Some(Arc::from(text));
             tracing::info!(scenario = name, addr = %entry.addr, "scenario replaced");
             return Ok(entry.info(name));
         }
@@ -330,6 +366,7 @@ impl Runtime {
             slot,
             file: None,
             hash,
+            text: Some(Arc::from(text)),
             stop,
             accept,
         };
