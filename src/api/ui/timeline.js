@@ -65,9 +65,14 @@ function mfRow(d, y, x, left, end, link) {
     const label = mfEl("text", { x: cx, y: y + 22, class: "code", "text-anchor": "middle" },
       a.code || mfT(mfAttemptClass(a)));
     const href = link && link(a);
-    const node = href ? mfEl("a", {}, dot, label) : mfEl("g", {}, dot, label);
-    if (href) node.setAttribute("href", href);
-    g.append(node);
+    const node = mfEl("g", {}, dot, label);
+    if (href) {
+      // An SVG link: created in the SVG namespace, or it is not drawn.
+      const a = document.createElementNS("http://www.w3.org/2000/svg", "a");
+      a.setAttribute("href", href);
+      a.append(node);
+      g.append(a);
+    } else g.append(node);
   });
   return g;
 }
