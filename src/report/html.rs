@@ -23,7 +23,7 @@ function draw() {
     mfEl("h2", {}, mfT("report_title")),
     card(null, mfEl("dl", { class: "kv" }, mfEl("dt", {}, mfT("sessions")), mfEl("dd", {}, report.sessions),
       mfEl("dt", {}, mfT("deliveries")), mfEl("dd", {}, d.length), mfEl("dt", {}, mfT("findings")), mfEl("dd", {}, report.findings.length))),
-    d.length ? card(mfT("timeline"), mfTimeline(d, null)) : card(null, mfT("none")),
+    d.length ? card(mfT("timeline"), mfTimeline(d, null), mfLegend()) : card(null, mfT("none")),
     d.length ? card(mfT("attempts"), mfAttemptsTable(d, null)) : null,
     card(mfT("findings"), mfFindingsTable(report)));
 }

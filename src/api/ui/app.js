@@ -22,12 +22,10 @@ async function json(path) { const r = await api(path); if (!r.ok) throw new Erro
 
 function card(title, ...kids) { return h("section", { class: "card" }, title ? h("h3", {}, title) : null, ...kids); }
 function table(cols, rows, onclick) {
-  return h("table", {}, h("thead", {}, h("tr", {}, cols.map((c) => h("th", {}, t(c))))),
+  return h("table", { class: "cols-" + cols.join("-") }, h("thead", {}, h("tr", {}, cols.map((c) => h("th", {}, t(c))))),
     h("tbody", {}, rows.map((r, i) => h("tr", onclick ? { class: "click", onclick: () => onclick(i) } : {}, r.map((c) => h("td", {}, c))))));
 }
 const sessionLink = (a) => "#/sessions/" + a.session;
-const legend = () => h("div", { class: "legend" }, ["ok", "temp", "perm", "dropped", "hung"].map((c) =>
-  h("span", { class: c }, { ok: "2xx", temp: "4xx", perm: "5xx" }[c] || t(c))));
 
 const VIEWS = {
   async deliveries() {
@@ -41,7 +39,7 @@ const VIEWS = {
           h("span", { class: "badge " + x.outcome }, t(x.outcome)), x.attempts.length,
           h("span", { class: "mono" }, last.reply || "")];
       }), (i) => { location.hash = sessionLink(recent[i].attempts[recent[i].attempts.length - 1]); })),
-      card(t("timeline"), mfTimeline(d, sessionLink), legend()),
+      card(t("timeline"), mfTimeline(d, sessionLink), mfLegend()),
       card(t("attempts"), mfAttemptsTable(d, sessionLink))];
   },
   async sessions() {
@@ -75,7 +73,7 @@ const VIEWS = {
     return [h("h2", {}, m.subject || m.id),
       card(null, kv({ from: m.mail_from, rcpt: m.rcpts.join(", "), received: m.received, size: m.size + " B",
         session: h("a", { href: "#/sessions/" + m.session }, "#" + m.session) })),
-      card(t("headers"), table(["name", "text"], m.headers.map((x) => [h("b", {}, x.name), h("span", { class: "mono" }, x.value)]))),
+      card(t("headers"), table(["name", "value"], m.headers.map((x) => [h("b", {}, x.name), h("span", { class: "mono" }, x.value)]))),
       card(t("text"), h("pre", {}, m.text || "")), card(t("raw"), h("pre", { class: "raw" }, raw))];
   },
   scenarios: () => scenarioView(null),

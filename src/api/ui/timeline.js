@@ -77,6 +77,12 @@ function mfRow(d, y, x, left, end, link) {
   return g;
 }
 
+// What the colours of the timeline mean.
+function mfLegend() {
+  return mfEl("div", { class: "legend" }, ["ok", "temp", "perm", "dropped", "hung"].map((c) =>
+    mfEl("span", { class: c }, { ok: "2xx", temp: "4xx", perm: "5xx" }[c] || mfT(c))));
+}
+
 // The attempts of the deliveries as a table: the same facts in words.
 function mfAttemptsTable(deliveries, link) {
   const head = ["rcpt", "time", "code", "reply", "rule", "interval", "session"].map((k) => mfEl("th", {}, mfT(k)));
@@ -86,7 +92,7 @@ function mfAttemptsTable(deliveries, link) {
     mfEl("td", {}, mfEl("span", { class: "badge " + mfAttemptClass(a) }, a.code || mfT(mfAttemptClass(a)))),
     mfEl("td", { class: "mono reply" }, a.reply || ""),
     mfEl("td", { class: "mono" }, a.rule || ""),
-    mfEl("td", {}, i > 0 ? "+" + mfDuration(d.intervals_ms[i - 1] || 0) : ""),
+    mfEl("td", { class: "mono" }, i > 0 ? "+" + mfDuration(d.intervals_ms[i - 1] || 0) : ""),
     mfEl("td", {}, link ? mfEl("a", { href: link(a) }, "#" + a.session) : "#" + a.session))));
   return mfEl("table", { class: "attempts" }, mfEl("thead", {}, mfEl("tr", {}, head)), mfEl("tbody", {}, rows));
 }
