@@ -51,3 +51,47 @@ pub fn html(r: &Report) -> String {
          <script>\n{I18N_JS}\n{TIMELINE_JS}\n{PAGE_JS}</script>\n</body>\n</html>\n"
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn empty() -> Report {
+        Report {
+            sessions: 0,
+            in_progress: 0,
+            senders: 0,
+            deliveries: vec![],
+            refusals: vec![],
+            findings: vec![],
+            reputation: vec![],
+            expectations: vec![super::super::Verdict {
+                name: "</script><script>alert(1)</script>".into(),
+                passed: false,
+                detail: "a name that tries to close the data".into(),
+            }],
+            skipped_lines: 0,
+        }
+    }
+
+    /// Text from the transcript (a reply, an address, a rule name) cannot
+    /// end the embedded JSON and run as script.
+    #[test]
+    fn the_data_cannot_close_its_script() {
+        let page = html(&empty());
+        assert_eq!(
+            page.matches("</script>").count(),
+            2,
+            "only the page's own two"
+        );
+        assert!(page.contains(r"\u003c/script>\u003cscript>alert(1)"));
+    }
+
+    /// Nothing is loaded from anywhere: no src or href to a server.
+    #[test]
+    fn the_page_is_self_contained() {
+        let page = html(&empty());
+        assert!(!page.contains("src=\"http") && !page.contains("href=\"http"));
+        assert!(page.contains("function mfTimeline(") && page.contains("const MF_LABELS"));
+    }
+}

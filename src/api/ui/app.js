@@ -143,7 +143,7 @@ function goLine(area, line) {
 }
 
 function explainView() {
-  const input = h("textarea", { class: "code", id: "explain-input", rows: 8, style: "min-height:160px;border:1px solid var(--line);border-radius:6px" });
+  const input = h("textarea", { class: "code", id: "explain-input", rows: 5, style: "min-height:110px;border:1px solid var(--line);border-radius:6px" });
   const out = h("div", { id: "explain-out" });
   const go = async () => {
     const r = await api("/api/v1/explain", { method: "POST", headers: { "Content-Type": "text/plain" }, body: input.value });
@@ -155,15 +155,17 @@ function explainView() {
     h("div", { class: "row", style: "margin-top:10px" }, h("button", { class: "primary", id: "explain-go", onclick: go }, t("explain")))), out];
 }
 const txt = (x) => (x && typeof x === "object" ? x[mfLang()] || x.en || JSON.stringify(x) : x);
-// A rule that gives the same reply, at the first stage that may carry it.
+// A rule that gives the same reply, at the stage where a receiver most
+// often says it (RCPT before MAIL before the end of data...).
+const STAGES = [["RCPT", "rcpt"], ["MAIL", "mail"], ["END_OF_DATA", "message"], ["DATA", "data"], ["EHLO", "ehlo"], ["HELO", "helo"]];
 function reproduce(e, pasted) {
-  const stage = ((e.commands || [])[0] || "rcpt").toLowerCase().replace(/^(data end|end of data|\.)$/, "message");
-  const on = ["connect", "ehlo", "helo", "mail", "rcpt", "data", "message"].includes(stage) ? stage : "rcpt";
+  const cmds = e.commands || [];
+  const on = (STAGES.find(([c]) => cmds.includes(c)) || ["", cmds.length ? "connect" : "rcpt"])[1];
   return `[[rule]]\non = "${on}"\nreply = ${JSON.stringify(pasted.trim().split("\n")[0])}\n`;
 }
 function replyOut(e, pasted) {
-  const rows = { code: e.reply && e.reply.code, meaning: e.meaning, status: e.status && (e.status.code + " " + txt(e.status.text || e.status.meaning || "")),
-    category: txt(e.category_text), advice: txt(e.advice) };
+  const rows = { code: e.reply && e.reply.code, meaning: e.meaning, status: e.status && [e.status.code, mfLang() === "ja" && e.status.class_ja || e.status.class, e.status.detail].filter(Boolean).join(" · "),
+    category: txt(e.category_text), bounce: txt(e.bounce), advice: txt(e.advice) };
   return [card(null, h("p", {}, h("span", { class: "badge " + (e.temporary ? "temp" : e.kind === "success" ? "ok" : "perm") }, e.kind)),
     kv(Object.fromEntries(Object.entries(rows).filter(([, v]) => v)))), card(t("reproduce"), h("pre", { id: "reproduce" }, e.scenario || reproduce(e, pasted)))];
 }

@@ -21,7 +21,7 @@ const MF_LABELS = {
     reproduce: "A scenario that reproduces it", failures: "Failed recipients",
     token: "API token", token_ask: "This API needs a token (--api-token). Enter it:",
     language: "日本語", sender: "Sender", code: "Code", legend: "Legend",
-    report_title: "mailfault sender report", generated: "Generated", value: "Value",
+    report_title: "mailfault sender report", generated: "Generated", value: "Value", bounce: "Bounce",
   },
   ja: {
     title: "mailfault", deliveries: "配送", sessions: "セッション", messages: "メッセージ",
@@ -42,7 +42,7 @@ const MF_LABELS = {
     reproduce: "再現するシナリオ", failures: "失敗した受信者",
     token: "API トークン", token_ask: "この API にはトークン(--api-token)が必要です。入力してください:",
     language: "English", sender: "送信元", code: "コード", legend: "凡例",
-    report_title: "mailfault 送信者レポート", generated: "作成", value: "値",
+    report_title: "mailfault 送信者レポート", generated: "作成", value: "値", bounce: "バウンス",
   },
 };
 
