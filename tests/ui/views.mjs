@@ -32,6 +32,7 @@ try {
   const transcript = await page.locator("table.transcript").textContent();
   check(transcript.includes("MAIL FROM:<sender@example.test>"), "the transcript shows the commands");
   check(transcript.includes("451 4.3.0 Try again later") && transcript.includes("flaky"), "a reply with the rule that decided it");
+  await page.locator("table.transcript tr.s.e4").scrollIntoViewIfNeeded();
   await shot(page, out, "transcript");
 
   // A message: headers, text, raw.

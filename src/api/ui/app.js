@@ -54,11 +54,13 @@ const VIEWS = {
       .map((e) => transcriptRow(e));
     const msgs = (await json("/api/v1/messages?session=" + encodeURIComponent(id))).items;
     return [h("h2", {}, t("session") + " #" + s.session.id),
-      card(null, kv({ client: s.session.client, listener: s.session.listener, scenario: s.session.scenario,
-        started: s.session.started, ended: s.session.ended || "…" })),
-      msgs.length ? card(t("messages"), table(["subject", "from", "rcpt"], msgs.map((m) => [m.subject || "(" + m.id + ")", m.mail_from, m.rcpts.join(", ")]),
-        (i) => { location.hash = "#/messages/" + msgs[i].id; })) : null,
-      card(t("transcript"), h("table", { class: "transcript" }, h("tbody", {}, rows)))];
+      card(null, h("dl", { class: "kv inline" }, Object.entries({ client: s.session.client, listener: s.session.listener,
+        scenario: s.session.scenario, started: s.session.started.slice(11, 23), ended: (s.session.ended || "…").slice(11, 23) })
+        .flatMap(([k, v]) => [h("dt", {}, t(k)), h("dd", { class: "mono" }, v)]))),
+      card(t("transcript"), h("table", { class: "transcript" }, h("tbody", {}, rows))),
+      msgs.length ? card(t("messages"), table(["subject", "from", "rcpt", "reply"], msgs.map((m) => [m.subject || "(" + m.id + ")", m.mail_from, m.rcpts.join(", "),
+        h("span", { class: "badge " + (m.accepted ? "ok" : String(m.reply_code).startsWith("4") ? "temp" : "perm") }, m.reply_code || "")]),
+        (i) => { location.hash = "#/messages/" + msgs[i].id; })) : null];
   },
   async messages() {
     const m = (await json("/api/v1/messages?limit=200")).items.slice().reverse();
@@ -90,7 +92,7 @@ function kv(o) { return h("dl", { class: "kv" }, Object.entries(o).flatMap(([k, 
 function transcriptRow(e) {
   if (e.type === "command") return h("tr", { class: "c" }, h("td", { class: "dir" }, "C:"), h("td", { class: "mono line" }, e.line), h("td", {}, ""), h("td", { class: "mono muted" }, e.ts.slice(11, 23)));
   if (e.type === "reply") return h("tr", { class: "s e" + String(e.code)[0] }, h("td", { class: "dir" }, "S:"),
-    h("td", { class: "mono line" }, (e.text || "").replace(/\r?\n$/, "")), h("td", { class: "mono" }, e.rule || ""), h("td", { class: "mono muted" }, e.ts.slice(11, 23)));
+    h("td", { class: "mono line" }, (e.text || "").replace(/\r?\n$/, "")), h("td", {}, e.rule ? h("span", { class: "rule mono", title: t("rule") }, e.rule) : ""), h("td", { class: "mono muted" }, e.ts.slice(11, 23)));
   return h("tr", { class: "muted" }, h("td", {}, "—"), h("td", { class: "muted" }, e.type + (e.client ? " " + e.client : "") + (e.reason ? " " + e.reason : "")), h("td", {}, ""), h("td", { class: "mono muted" }, e.ts.slice(11, 23)));
 }
 
