@@ -69,6 +69,10 @@ impl Drop for Serve {
 /// `serve --listen 127.0.0.1:0 --api 127.0.0.1:0` with [`SCENARIO`] and an
 /// events file; the ports from the lines it prints.
 fn serve(name: &str) -> Serve {
+    serve_with(name, &[])
+}
+
+fn serve_with(name: &str, extra: &[&str]) -> Serve {
     let dir = std::env::temp_dir().join(format!("mailfault-ui-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
@@ -80,6 +84,7 @@ fn serve(name: &str) -> Serve {
         .arg(&file)
         .arg("--events")
         .arg(dir.join("events.jsonl"))
+        .args(extra)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -180,7 +185,7 @@ fn deliveries_timeline_transcript_message_and_japanese() {
     }
     let s = serve("views");
     send_the_mail(&s);
-    node("views.mjs", &[&s.api, &screenshots()]);
+    node("views.mjs", &[&s.api, &screenshots(), &s.smtp.to_string()]);
 }
 
 /// A bad edit shows its error at its line; a good one changes the next
@@ -243,4 +248,60 @@ fn report_html_opens_and_shows_the_timeline() {
         return;
     }
     node("report.mjs", &[&page.display().to_string(), &screenshots()]);
+}
+
+/// A plain HTTP/1.1 GET: status, content type and body.
+fn get(api: &str, path: &str) -> (u16, String, String) {
+    use std::io::{Read, Write};
+    let addr = api.strip_prefix("http://").unwrap();
+    let mut c = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        c,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    c.read_to_string(&mut out).unwrap();
+    let (head, body) = out.split_once("\r\n\r\n").unwrap();
+    let status = head[9..12].parse().unwrap();
+    let kind = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-type: ")
+                .map(str::to_string)
+        })
+        .unwrap_or_default();
+    (status, kind, body.to_string())
+}
+
+/// With --api-token the page and its files load without it (they hold no
+/// data), with their types; the data needs it; the page asks for it once.
+#[test]
+fn the_page_loads_without_the_token_and_asks_for_it() {
+    let s = serve_with("token", &["--api-token", "ui-secret"]);
+    let page = get(&s.api, "/");
+    assert_eq!((page.0, page.1.as_str()), (200, "text/html; charset=utf-8"));
+    assert!(page.2.contains("<script src=\"/ui/app.js\">"));
+    for (path, kind) in [
+        ("/ui/app.js", "text/javascript; charset=utf-8"),
+        ("/ui/timeline.js", "text/javascript; charset=utf-8"),
+        ("/ui/i18n.js", "text/javascript; charset=utf-8"),
+        ("/ui/app.css", "text/css; charset=utf-8"),
+    ] {
+        let (status, got, _) = get(&s.api, path);
+        assert_eq!((status, got.as_str()), (200, kind), "{path}");
+    }
+    assert_eq!(
+        get(&s.api, "/ui/nothing.js").0,
+        404,
+        "an unknown file is not found"
+    );
+    assert_eq!(get(&s.api, "/api/v1/deliveries").0, 401);
+    let hello = send(s.smtp, "alice@example.test", "Hello from the UI test");
+    assert!(hello.starts_with("250 "), "{hello}");
+    if !have_browser() {
+        return;
+    }
+    node("token.mjs", &[&s.api, "ui-secret"]);
 }

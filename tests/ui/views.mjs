@@ -2,8 +2,28 @@
 // fail-twice-then-accept delivery, a transcript, a message, the Japanese
 // page. tests/ui.rs sends the mail first.
 import { launch, check, eq, shot } from "./browser.mjs";
+import { connect } from "node:net";
 
-const [api, out] = process.argv.slice(2);
+const [api, out, smtpPort] = process.argv.slice(2);
+
+// One message over raw SMTP, each command after the previous reply.
+function smtpSend(port, rcpt) {
+  const steps = ["EHLO live.test", "MAIL FROM:<live@example.test>", `RCPT TO:<${rcpt}>`, "DATA",
+    "Subject: live\r\n\r\nlive\r\n.", "QUIT"];
+  return new Promise((resolve, reject) => {
+    const c = connect(Number(port), "127.0.0.1");
+    let buf = "";
+    c.on("data", (d) => {
+      buf += d;
+      if (!/(^|\n)\d{3} [^\n]*\n$/.test(buf)) return;
+      buf = "";
+      const next = steps.shift();
+      if (next) c.write(next + "\r\n"); else c.end();
+    });
+    c.on("close", resolve);
+    c.on("error", reject);
+  });
+}
 const { page, errors, close } = await launch();
 try {
   await page.goto(api + "/#/deliveries");
@@ -43,6 +63,15 @@ try {
   check(msg.includes("Subject") && msg.includes("Line one of the body."), "the message shows headers and text");
   check((await page.locator("pre.raw").textContent()).includes("Subject: Hello from the UI test"), "and its raw source");
   await shot(page, out, "message");
+
+  // Live: a delivery made while the page is open shows up without a reload.
+  await page.goto(api + "/#/deliveries");
+  await page.locator("svg.timeline").waitFor();
+  await page.locator("#live.on").waitFor();
+  await page.evaluate(() => { window.notReloaded = true; });
+  await smtpSend(smtpPort, "carol@example.test");
+  await page.locator('svg.timeline g.delivery[data-rcpt="carol@example.test"]').waitFor({ timeout: 5000 });
+  check(await page.evaluate(() => window.notReloaded === true), "a new delivery appears live, without a reload");
 
   // Japanese: the switch, remembered across a reload.
   await page.goto(api + "/#/deliveries");

@@ -14,7 +14,7 @@ async function api(path, opts = {}) {
   const r = await fetch(path, Object.assign({}, opts, { headers }));
   if (r.status === 401) {
     const given = prompt(t("token_ask"));
-    if (given) { localStorage.setItem("mailfault.token", given.trim()); return api(path, opts); }
+    if (given) { localStorage.setItem("mailfault.token", given.trim()); live(); return api(path, opts); }
   }
   return r;
 }
@@ -181,6 +181,8 @@ async function render() {
   const name = id ? view.replace(/s$/, "") : view;
   document.documentElement.lang = mfLang();
   document.getElementById("lang").textContent = t("language");
+  const dot = document.getElementById("live");
+  dot.textContent = t(dot.classList.contains("on") ? "live" : "offline");
   document.getElementById("nav").replaceChildren(...ROUTES.map(([r, k]) => h("a", { href: "#/" + r, class: r === view ? "on" : "" }, t(k))));
   const fn = VIEWS[name] || VIEWS.deliveries;
   try {
@@ -198,14 +200,17 @@ function changed() {
   if (["scenarios", "explain"].includes(view) || pending) return;
   pending = setTimeout(() => { pending = null; render(); }, 500);
 }
+let stream = null, poll = null;
 function live() {
   const dot = document.getElementById("live");
   const mark = (on) => { dot.className = "live " + (on ? "on" : "off"); dot.textContent = t(on ? "live" : "offline"); };
-  if (token()) { mark(true); setInterval(changed, 3000); return; }
-  const es = new EventSource("/api/v1/events");
-  es.onopen = () => mark(true);
-  es.onerror = () => mark(false);
-  es.onmessage = changed;
+  if (stream) stream.close();
+  clearInterval(poll);
+  if (token()) { mark(true); poll = setInterval(changed, 3000); return; }
+  stream = new EventSource("/api/v1/events");
+  stream.onopen = () => mark(true);
+  stream.onerror = () => mark(false);
+  stream.onmessage = changed;
 }
 
 document.getElementById("lang").addEventListener("click", () => {
