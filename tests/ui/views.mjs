@@ -91,3 +91,14 @@ try {
 } finally {
   await close();
 }
+
+// A browser set to Japanese gets Japanese without touching the switch.
+const ja = await launch("ja-JP");
+try {
+  await ja.page.goto(api + "/#/deliveries");
+  await ja.page.locator("svg.timeline").waitFor();
+  eq(await ja.page.locator("nav a").first().textContent(), "配送", "navigator.language ja-JP: Japanese from the start");
+  eq(await ja.page.locator("#lang").textContent(), "English", "with a switch to English");
+} finally {
+  await ja.close();
+}
