@@ -75,6 +75,10 @@ enum Command {
         /// JSON instead of text.
         #[arg(long)]
         json: bool,
+        /// Also write the report as one self-contained HTML page (timeline
+        /// and findings; no network needed to view it), e.g. a CI artifact.
+        #[arg(long, value_name = "FILE")]
+        html: Option<PathBuf>,
     },
     /// What an SMTP reply means and what a sender should do (argument or stdin).
     Explain {
@@ -317,7 +321,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             scenario,
             check,
             json,
-        } => report(&events, scenario.as_deref(), check, json),
+            html,
+        } => report(&events, scenario.as_deref(), check, json, html.as_deref()),
         Command::Presets {
             provider,
             stage,
@@ -367,6 +372,7 @@ fn report(
     scenario_file: Option<&std::path::Path>,
     check: bool,
     json: bool,
+    html: Option<&std::path::Path>,
 ) -> anyhow::Result<ExitCode> {
     use crate::report::input;
     let nothing = |why: String| {
@@ -391,6 +397,10 @@ fn report(
         }),
     };
     let r = crate::report::build(&read.events, &expects, read.skipped);
+    if let Some(file) = html {
+        std::fs::write(file, crate::report::html(&r))
+            .with_context(|| format!("cannot write {}", file.display()))?;
+    }
     let mut out = std::io::stdout().lock();
     if json {
         writeln!(out, "{}", serde_json::to_string_pretty(&r)?)?;

@@ -18,8 +18,10 @@
 //!   store (bounded by bytes, fsynced to a folder before the 250) and the
 //!   counters behind `/metrics`.
 //! - [`api`]: the HTTP API (axum): health, messages, sessions, deliveries,
-//!   the report, live events (SSE), metrics; loopback or a bearer token.
-//! - [`report`]: how the sender behaved: deliveries, findings, `[[expect]]`.
+//!   the report, live events (SSE), metrics; loopback or a bearer token;
+//!   and the web UI at `/` (`api/ui/`: plain HTML, CSS and JS, embedded).
+//! - [`report`]: how the sender behaved: deliveries, findings, `[[expect]]`;
+//!   as text, JSON, or one self-contained HTML page (the UI's timeline).
 //! - [`bounce`]: `explain` for replies, `from-bounce` for bounce messages.
 //! - [`cli`]: the command line.
 //! - [`testing`]: `TestServer`, an in-process server for Rust tests

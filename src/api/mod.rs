@@ -19,6 +19,7 @@ mod metrics;
 mod report;
 mod scenarios;
 mod sessions;
+pub mod ui;
 mod wait;
 
 use std::net::SocketAddr;
@@ -164,6 +165,7 @@ pub fn router(state: ApiState) -> Router {
         .route_layer(middleware::from_fn_with_state(state.clone(), authorize));
     Router::new()
         .merge(health::open_routes())
+        .merge(ui::routes())
         .merge(guarded)
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY))

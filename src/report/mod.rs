@@ -7,12 +7,14 @@
 //! client's reputation went, and checks the scenario's `[[expect]]`.
 
 mod build;
+mod html;
 pub mod input;
 mod render;
 
 use serde::Serialize;
 
 pub use build::{build, sender_of};
+pub use html::html;
 pub use render::text;
 
 /// How one attempt ended.
