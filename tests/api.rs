@@ -527,6 +527,18 @@ async fn metrics_count_what_happened() {
         metric(&text, r#"mailfault_messages_total{accepted="true"}"#),
         2
     );
+    // The memory store is always reachable (Redis outages: tests/redis.rs).
+    assert_eq!(
+        metric(&text, r#"mailfault_state_store_up{scenario="api"}"#),
+        1
+    );
+    assert_eq!(
+        metric(
+            &text,
+            r#"mailfault_state_store_outages_total{scenario="api"}"#
+        ),
+        0
+    );
     let size: u64 = api.server.capture.messages().iter().map(|m| m.size).sum();
     assert_eq!(metric(&text, "mailfault_message_bytes_total"), size);
     assert_eq!(

@@ -343,6 +343,9 @@ async fn redis_dies_and_returns() {
     let store = strict.listeners[0].slot.current().engine.clone();
     assert!(store.store().is_down());
     assert_eq!(store.store().outages(), 1);
+    // What /metrics shows as mailfault_state_store_up and _outages_total.
+    let health = strict.runtime().store_health();
+    assert!(health.iter().all(|(_, up, n)| !up && *n == 1), "{health:?}");
 
     // Same port again: both recover by themselves (a fresh Redis is empty,
     // so the greylist starts over).
@@ -352,6 +355,8 @@ async fn redis_dies_and_returns() {
     assert_eq!(rcpt(l, "z@grey.test").await, "450 4.2.0 Greylisted");
     assert!(!store.store().is_down());
     assert_eq!(store.store().outages(), 1);
+    let health = strict.runtime().store_health();
+    assert!(health.iter().all(|(_, up, n)| *up && *n == 1), "{health:?}");
     strict.shutdown().await;
     lenient.shutdown().await;
 }

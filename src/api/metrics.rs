@@ -25,7 +25,10 @@ async fn metrics(axum::extract::State(s): State<ApiState>) -> impl IntoResponse 
         max_bytes: s.capture.store().max_bytes(),
         evicted: s.capture.store().evicted(),
     };
-    let text = render(&s.capture.metrics().snapshot(), &store);
+    let mut text = render(&s.capture.metrics().snapshot(), &store);
+    if let Some(rt) = &s.runtime {
+        render_state(&mut text, &rt.store_health());
+    }
     (
         [(
             header::CONTENT_TYPE,
@@ -33,6 +36,38 @@ async fn metrics(axum::extract::State(s): State<ApiState>) -> impl IntoResponse 
         )],
         text,
     )
+}
+
+/// Whether each scenario's counters can be reached (`--state`): 0 while
+/// Redis is gone, and how many outages there were.
+pub fn render_state(o: &mut String, health: &[(String, bool, u64)]) {
+    head(
+        o,
+        "state_store_up",
+        "gauge",
+        "1 when the scenario's state store answers, 0 during an outage.",
+    );
+    for (name, up, _) in health {
+        let _ = writeln!(
+            o,
+            "mailfault_state_store_up{{scenario=\"{}\"}} {}",
+            label(name),
+            u8::from(*up)
+        );
+    }
+    head(
+        o,
+        "state_store_outages_total",
+        "counter",
+        "Outages of the scenario's state store since start.",
+    );
+    for (name, _, n) in health {
+        let _ = writeln!(
+            o,
+            "mailfault_state_store_outages_total{{scenario=\"{}\"}} {n}",
+            label(name)
+        );
+    }
 }
 
 /// The store's gauges at one moment.

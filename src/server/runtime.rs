@@ -274,6 +274,20 @@ impl Runtime {
         self.lock().iter().map(|(n, e)| e.info(n)).collect()
     }
 
+    /// Each scenario's state store: (name, reachable, outages since start).
+    /// The memory store is always reachable; a Redis store is not during an
+    /// outage (issue: "shows it in `/metrics`").
+    pub fn store_health(&self) -> Vec<(String, bool, u64)> {
+        self.lock()
+            .iter()
+            .map(|(n, e)| {
+                let engine = e.slot.current().engine.clone();
+                let store = engine.store();
+                (n.clone(), !store.is_down(), store.outages())
+            })
+            .collect()
+    }
+
     /// One scenario.
     pub fn get(&self, name: &str) -> Result<ScenarioInfo, RuntimeError> {
         let entries = self.lock();
