@@ -186,5 +186,25 @@ pub fn scenario(b: &Bounce, source: &str) -> String {
         }
         let _ = writeln!(o);
     }
-    o
+    printable_comments(&o)
+}
+
+/// TOML 1.0 allows no control character but tab in a comment, and a
+/// bounce's text may hold one (a NUL in a diagnostic): `check` would refuse
+/// the file. In comments they are shown as U+FFFD; values are escaped by
+/// [`quote`].
+fn printable_comments(text: &str) -> String {
+    text.split_inclusive('\n')
+        .map(|line| match line.strip_suffix('\n') {
+            Some(body) if body.starts_with('#') => {
+                let mut l: String = body
+                    .chars()
+                    .map(|c| if c.is_control() && c != '\t' { '\u{FFFD}' } else { c })
+                    .collect();
+                l.push('\n');
+                l
+            }
+            _ => line.to_string(),
+        })
+        .collect()
 }
