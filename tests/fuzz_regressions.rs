@@ -26,3 +26,33 @@ fn control_characters_in_a_bounce_stay_out_of_comments() {
         reproduced_scenario_loads(bounce.as_bytes());
     }
 }
+
+/// fuzz target `bounce`: a bounce whose Diagnostic-Code quotes a success or
+/// intermediate code (379 here) became `reply = "379 ..."` at `rcpt`, which
+/// `check` refuses (RFC 5321 §4.3.2); it is sent raw now.
+#[test]
+fn a_success_code_in_a_diagnostic_is_sent_raw() {
+    let bounce = b"From: MAILER-DAEMON@example.jp\n\
+To: <sender@example.org>\n\
+Subject: Returned mail\n\
+MIME-Version: 1.0\n\
+Content-Type: multipart/report; report-type=delivery-status; boundary=\"b\"\n\
+\n\
+--b\n\
+Content-Type: text/plain\n\
+\n\
+Delivery failed.\n\
+--b\n\
+Content-Type: message/delivery-status\n\
+\n\
+Reporting-MTA: dns; mx.example.jp\n\
+\n\
+Final-Recipient: RFC822; userunknown@example.jp\n\
+Action: failed\n\
+Status: 5.1.1\n\
+Diagnostic-Code: SMTP; 379 Return-Path: <>\n\
+\n\
+--b--\n";
+    let text = reproduced_scenario_loads(bounce);
+    assert!(text.contains("raw = \"379 Return-Path: <>\\r\\n\""), "{text}");
+}

@@ -44,7 +44,9 @@ fn reply_for(f: &Failure) -> (String, String, bool) {
         // Valid replies are checked; the others (a 4.x.x status on a 550,
         // say) are sent raw, exactly as the bounce shows them.
         return match Reply::parse(&text) {
-            Ok(_) => (text, "the remote server's reply as the bounce quotes it".into(), false),
+            Ok(r) if r.code >= 400 => (text, "the remote server's reply as the bounce quotes it".into(), false),
+            // `check` refuses a success code the stage cannot answer.
+            Ok(r) => (text, format!("the remote server's reply, sent raw because {} is not a failure code", r.code), true),
             Err(e) => (text, format!("the remote server's reply, sent raw because it is not a well-formed reply ({e})"), true),
         };
     }
