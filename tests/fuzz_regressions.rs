@@ -54,5 +54,24 @@ Diagnostic-Code: SMTP; 379 Return-Path: <>\n\
 \n\
 --b--\n";
     let text = reproduced_scenario_loads(bounce);
-    assert!(text.contains("raw = \"379 Return-Path: <>\\r\\n\""), "{text}");
+    assert!(
+        text.contains("raw = \"379 Return-Path: <>\\r\\n\""),
+        "{text}"
+    );
+}
+
+/// fuzz target `bounce`: a free-text bounce whose only status is of the
+/// success class ("(#2.0.5)") got the made-up reply "550 2.0.5 ...", whose
+/// enhanced code does not match its class; it is sent raw now.
+#[test]
+fn a_made_up_reply_with_a_status_of_another_class_is_sent_raw() {
+    let bounce = b"From: MAILER-DAEMON@example.org\n\
+Subject: failure notice\n\
+\n\
+I'm afraid I wasn't able to deliver your message to the following addresses.\n\
+\n\
+<kijitora@example.org>:\n\
+Sorry, no mailbox here by that name. (#2.0.5)\n";
+    let text = reproduced_scenario_loads(bounce);
+    assert!(text.contains("raw = \"550 2.0.5 "), "{text}");
 }

@@ -57,10 +57,13 @@ fn reply_for(f: &Failure) -> (String, String, bool) {
         .clone()
         .filter(|d| !d.is_empty())
         .unwrap_or_else(|| "Delivery failed".into());
+    // A status of another class (2.0.5 taken from the text) would not
+    // match the code, and `check` refuses that: such a reply is sent raw.
+    let raw = !matches!(status.as_bytes().first(), Some(b'4' | b'5'));
     (
         format!("{code} {status} {words}"),
-        format!("made from the status: the bounce quotes no SMTP reply, so {code} was chosen for a {} status", &status[..1]),
-        false,
+        format!("made from the status: the bounce quotes no SMTP reply, so {code} was chosen for a {} status", status.get(..1).unwrap_or("?")),
+        raw,
     )
 }
 
@@ -201,7 +204,13 @@ fn printable_comments(text: &str) -> String {
             Some(body) if body.starts_with('#') => {
                 let mut l: String = body
                     .chars()
-                    .map(|c| if c.is_control() && c != '\t' { '\u{FFFD}' } else { c })
+                    .map(|c| {
+                        if c.is_control() && c != '\t' {
+                            '\u{FFFD}'
+                        } else {
+                            c
+                        }
+                    })
                     .collect();
                 l.push('\n');
                 l
