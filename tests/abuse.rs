@@ -10,7 +10,7 @@ mod common;
 
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::Duration;
 
 use common::{bin, listening_addr, signal, tmp};
@@ -21,11 +21,9 @@ use tokio::net::TcpStream;
 use tokio::task::JoinSet;
 use tokio::time::{sleep, timeout, Instant};
 
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
-}
+/// One case at a time; an async lock, since it is held across awaits (and
+/// a failed case does not poison it for the next).
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// Runs a case within `limit`, or fails saying which one hung.
 async fn bounded<T>(what: &str, limit: Duration, f: impl Future<Output = T>) -> T {
@@ -145,7 +143,7 @@ fn affordable(want: usize) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_thousand_connections_at_once_are_greeted_or_refused() {
-    let _g = serial();
+    let _g = SERIAL.lock().await;
     let n = affordable(2000);
     // A cap below the crowd, so both answers happen: the first `cap` are
     // greeted and held open; every one after gets 421 and is closed.
@@ -203,7 +201,7 @@ async fn two_thousand_connections_at_once_are_greeted_or_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slowloris_sessions_do_not_delay_a_normal_client() {
-    let _g = serial();
+    let _g = SERIAL.lock().await;
     const SLOW: usize = 300;
     let server = serve("", 1000).await;
     let addr = server.addr();
@@ -285,7 +283,7 @@ async fn stream_watching_rss(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hundred_megabytes_without_a_line_end() {
-    let _g = serial();
+    let _g = SERIAL.lock().await;
     let server = serve("", 1000).await;
     let mut c = Raw::connect(server.addr()).await.unwrap();
     assert!(c.reply().await.starts_with("220 "));
@@ -330,7 +328,7 @@ async fn a_hundred_megabytes_without_a_line_end() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn endless_data_past_the_size_limit_gets_552_after_the_dot() {
-    let _g = serial();
+    let _g = SERIAL.lock().await;
     let server = serve("[server]\nmax_message_size = \"1MB\"\n", 1000).await;
     let mut c = Raw::connect(server.addr()).await.unwrap();
     assert!(c.reply().await.starts_with("220 "));
@@ -404,7 +402,7 @@ async fn vanish(addr: std::net::SocketAddr, midway: Midway, rst: bool) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn vanishing_clients_leak_no_session_descriptor_or_counter() {
-    let _g = serial();
+    let _g = SERIAL.lock().await;
     // Both counts of open sessions are in play: the server's cap, and a
     // scenario's per-client count (`concurrent`). A leak in either refuses
     // the sessions opened at the end.
@@ -522,7 +520,7 @@ async fn pour(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_under_load_loses_no_accepted_message() {
-    let _g = serial();
+    let _g = SERIAL.lock().await;
     let dir = tmp("abuse-sigterm");
     let captured = dir.join("captured");
     let _ = std::fs::remove_dir_all(&captured);
@@ -607,7 +605,7 @@ async fn sigterm_under_load_loses_no_accepted_message() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hot_reload_under_load_serves_whole_versions() {
-    let _g = serial();
+    let _g = SERIAL.lock().await;
     let dir = tmp("abuse-reload");
     let path = dir.join("live.toml");
     let version = |v: usize| {
