@@ -75,3 +75,21 @@ Sorry, no mailbox here by that name. (#2.0.5)\n";
     let text = reproduced_scenario_loads(bounce);
     assert!(text.contains("raw = \"550 2.0.5 "), "{text}");
 }
+
+/// fuzz target `bounce`: a recipient read from free text spanning several
+/// lines ended the comment it was quoted in, and its next lines became
+/// TOML keys.
+#[test]
+fn a_recipient_with_line_ends_stays_inside_its_comment() {
+    let b = dsn::Bounce {
+        failures: vec![dsn::Failure {
+            recipient: "a@example.org\n[x]\nb = 1\r\n".into(),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let text = reproduce::scenario(&b, "two\nlines.eml");
+    if let Err(e) = scenario::parse(&text, "generated.toml", "generated") {
+        panic!("{e}\n---\n{text}");
+    }
+}

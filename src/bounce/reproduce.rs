@@ -70,7 +70,7 @@ fn reply_for(f: &Failure) -> (String, String, bool) {
 /// The scenario text.
 pub fn scenario(b: &Bounce, source: &str) -> String {
     let mut o = String::new();
-    let _ = writeln!(o, "# Reproduces the bounce {source}");
+    let _ = writeln!(o, "# Reproduces the bounce {}", one_line(source));
     let _ = writeln!(
         o,
         "# ({} report{}).",
@@ -87,7 +87,12 @@ pub fn scenario(b: &Bounce, source: &str) -> String {
     let _ = writeln!(o, "#");
     for f in &b.failures {
         let (reply, how, _) = reply_for(f);
-        let _ = writeln!(o, "# {}  (from {})", f.recipient, f.recipient_from);
+        let _ = writeln!(
+            o,
+            "# {}  (from {})",
+            one_line(&f.recipient),
+            f.recipient_from
+        );
         if let Some(s) = &f.status {
             let _ = writeln!(
                 o,
@@ -116,13 +121,13 @@ pub fn scenario(b: &Bounce, source: &str) -> String {
             }
         }
         if let Some(h) = &f.remote_host {
-            let _ = writeln!(o, "#   remote host {h}");
+            let _ = writeln!(o, "#   remote host {}", one_line(h));
         }
     }
     let first = b
         .failures
         .first()
-        .map(|f| f.recipient.clone())
+        .map(|f| one_line(&f.recipient))
         .unwrap_or_default();
     let _ = writeln!(o, "#");
     let _ = writeln!(o, "# Serve it and send to the recipient:");
@@ -146,7 +151,7 @@ pub fn scenario(b: &Bounce, source: &str) -> String {
             let _ = writeln!(
                 o,
                 "# {} is reported again; the first report above is the one reproduced.\n",
-                f.recipient
+                one_line(&f.recipient)
             );
             continue;
         }
@@ -192,6 +197,12 @@ pub fn scenario(b: &Bounce, source: &str) -> String {
         let _ = writeln!(o);
     }
     printable_comments(&o)
+}
+
+/// A value quoted in a comment, on one line: a line end in it (a recipient
+/// read from free text can hold one) would end the comment.
+fn one_line(s: &str) -> String {
+    s.replace(['\r', '\n'], "\u{FFFD}")
 }
 
 /// TOML 1.0 allows no control character but tab in a comment, and a
