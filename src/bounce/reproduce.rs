@@ -85,7 +85,9 @@ fn reply_for(f: &Failure) -> (String, String, bool) {
         // say) are sent raw, exactly as the bounce shows them.
         return match Reply::parse(&text) {
             Ok(r) if too_long(&r) => (text, format!("the remote server's reply, sent raw because a line is over the {MAX_REPLY_LINE} octets of RFC 5321 §4.5.3.1.5"), true),
-            Ok(_) => (text, "the remote server's reply as the bounce quotes it".into(), false),
+            Ok(r) if r.code >= 400 => (text, "the remote server's reply as the bounce quotes it".into(), false),
+            // `check` refuses a success code the stage cannot answer.
+            Ok(r) => (text, format!("the remote server's reply, sent raw because {} is not a failure code", r.code), true),
             Err(e) => (text, format!("the remote server's reply, sent raw because it is not a well-formed reply ({e})"), true),
         };
     }
@@ -96,10 +98,13 @@ fn reply_for(f: &Failure) -> (String, String, bool) {
         .clone()
         .filter(|d| !d.is_empty())
         .unwrap_or_else(|| "Delivery failed".into());
+    // A status of another class (2.0.5 taken from the text) would not
+    // match the code, and `check` refuses that: such a reply is sent raw.
+    let raw = !matches!(status.as_bytes().first(), Some(b'4' | b'5'));
     (
         fold(format!("{code} {status} {words}")),
-        format!("made from the status: the bounce quotes no SMTP reply, so {code} was chosen for a {} status", &status[..1]),
-        false,
+        format!("made from the status: the bounce quotes no SMTP reply, so {code} was chosen for a {} status", status.get(..1).unwrap_or("?")),
+        raw,
     )
 }
 
