@@ -266,7 +266,7 @@ mod tests {
 
     #[test]
     fn widely_used_phrases_name_their_reason() {
-        // qmail's give-up notice, RFC 5321's 554 text, Amazon SES's
+        // qmail's give-up notice, RFC 5321's 554 texts (section 4.2.3), Amazon SES's
         // unverified sender, Japanese ISPs' port 25 blocking, IMail.
         for (text, want) in [
             (
@@ -274,6 +274,7 @@ mod tests {
                 "expired",
             ),
             ("554 Service currently unavailable", "systemerror"),
+            ("554 Transaction failed", "systemerror"),
             (
                 "554 Message rejected: Email address is not verified.",
                 "norelaying",
