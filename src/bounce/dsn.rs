@@ -113,7 +113,12 @@ pub fn parse(bytes: &[u8]) -> Result<Bounce, NotBounce> {
                 )
             })
             .unwrap_or_else(|| ("text".into(), "plain".into()));
-        let body = String::from_utf8_lossy(part.contents()).into_owned();
+        // A text part in its own charset (ISO-2022-JP from Japanese
+        // carriers) read as the parser decoded it, not as raw bytes.
+        let body = match (&part.body, ctype.as_str()) {
+            (PartType::Text(t), "text") => t.to_string(),
+            _ => String::from_utf8_lossy(part.contents()).into_owned(),
+        };
         match (ctype.as_str(), sub.as_str()) {
             ("message", "delivery-status" | "global-delivery-status") => dsn_texts.push(body),
             ("text", "plain") | ("text", "") if !matches!(part.body, PartType::Message(_)) => {

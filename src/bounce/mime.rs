@@ -42,16 +42,21 @@ pub(crate) fn normalize(bytes: &[u8]) -> Vec<u8> {
 }
 
 /// Text rather than binary noise: at most one character in ten a control
-/// character or a byte that was not UTF-8.
+/// character or a byte that was not UTF-8. Text in a charset that did not
+/// decode (Japanese carriers label EUC-JP as ISO-2022-JP) is many U+FFFD
+/// but almost no control characters, which binary noise always has: it is
+/// text, and its ASCII lines are read.
 pub(super) fn mostly_text(s: &str) -> bool {
-    let (mut all, mut odd) = (0usize, 0usize);
+    let (mut all, mut ctrl, mut bad) = (0usize, 0usize, 0usize);
     for c in s.chars() {
         all += 1;
-        if (c.is_control() && c != '\t' && c != '\n') || c == '\u{fffd}' {
-            odd += 1;
+        if c.is_control() && !matches!(c, '\t' | '\n' | '\r' | '\u{1b}') {
+            ctrl += 1;
+        } else if c == '\u{fffd}' {
+            bad += 1;
         }
     }
-    odd * 10 <= all
+    ctrl * 10 <= all && (ctrl * 100 <= all || (ctrl + bad) * 10 <= all)
 }
 
 /// Signs that a message is a bounce, for messages that quote no SMTP reply.
@@ -176,4 +181,17 @@ pub(super) fn cut_original(text: &str) -> String {
         out.push('\n');
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn undecoded_charset_is_text_and_noise_is_not() {
+        let mislabelled = "\u{fffd}\u{fffd}\u{fffd}\u{fffd}\n\nThe user(s) account is disabled.\n";
+        assert!(mostly_text(mislabelled));
+        let noise: String = (0u8..=255).map(char::from).cycle().take(4096).collect();
+        assert!(!mostly_text(&noise));
+    }
 }

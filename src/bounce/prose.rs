@@ -226,10 +226,10 @@ pub(super) fn text_hits(text: &str) -> Vec<Hit> {
             i += 1;
             continue;
         };
-        let before = i
-            .checked_sub(1)
-            .map(|k| lines[k].trim())
-            .filter(|l| !l.is_empty() && !l.starts_with('-') && address_line(l).is_none());
+        let before = i.checked_sub(1).map(|k| lines[k].trim()).filter(|l| {
+            !l.is_empty() && !l.starts_with('-') && !l.ends_with(':') && address_line(l).is_none()
+        });
+        let at = i;
         let mut block = vec![lines[i].trim()];
         let mut j = i + 1;
         // An address alone on its line: its reason may follow after blank
@@ -246,6 +246,11 @@ pub(super) fn text_hits(text: &str) -> Vec<Hit> {
         while j < lines.len() && !lines[j].trim().is_empty() && address_line(lines[j]).is_none() {
             block.push(lines[j].trim());
             j += 1;
+        }
+        // A lead that ends in a colon ("because:") has its reason in the
+        // next paragraph (Lotus Notes / Domino).
+        if block.len() > 1 && block.last().is_some_and(|l| l.ends_with(':')) {
+            j = paragraph_after(&lines, j, &mut block);
         }
         i = j;
         // The same address again inside its own block (Exim repeats it
@@ -292,7 +297,9 @@ pub(super) fn text_hits(text: &str) -> Vec<Hit> {
             // "Unknown user: a@b": the words before the address are the reason.
             .or_else(|| Some(joined.trim().to_string()).filter(|j| j.len() > addr.len() + 4))
             // An address alone under its reason (Lotus Notes).
-            .or_else(|| before.map(str::to_string));
+            .or_else(|| before.map(str::to_string))
+            // ... or under a paragraph of reasons and a lead (au/ezweb).
+            .or_else(|| reason_above(&lines, at));
         }
         hits.push(h);
     }
@@ -396,6 +403,44 @@ pub(super) fn text_hits(text: &str) -> Vec<Hit> {
     hits
 }
 
+/// The paragraph after blank lines from `j`, appended to `block`; where
+/// reading stopped.
+fn paragraph_after<'a>(lines: &[&'a str], mut j: usize, block: &mut Vec<&'a str>) -> usize {
+    let mut k = j;
+    while lines.get(k).is_some_and(|l| l.trim().is_empty()) {
+        k += 1;
+    }
+    if lines.get(k).is_none_or(|l| address_line(l).is_some()) {
+        return j;
+    }
+    j = k;
+    while j < lines.len() && !lines[j].trim().is_empty() && address_line(lines[j]).is_none() {
+        block.push(lines[j].trim());
+        j += 1;
+    }
+    j
+}
+
+/// The reason written above an address that stands alone: the nearest
+/// lines above it (blank lines and leads ending in a colon skipped), at
+/// most a few, stopping at another address or a rule line. Japanese
+/// carriers (au/ezweb) write the reason, then the list of recipients.
+pub(super) fn reason_above(lines: &[&str], at: usize) -> Option<String> {
+    const MOST: usize = 4;
+    let mut found: Vec<&str> = vec![];
+    for l in lines[..at].iter().rev().map(|l| l.trim()) {
+        if address_line(l).is_some() || l.starts_with("--") || found.len() == MOST {
+            break;
+        }
+        if l.is_empty() || l.ends_with(':') || !l.is_ascii() {
+            continue;
+        }
+        found.push(l);
+    }
+    found.reverse();
+    Some(found.join(" ")).filter(|t| !t.is_empty())
+}
+
 /// A line holding "CODE X.Y.Z" (a reply with an enhanced status).
 pub(super) fn coded_line(l: &str) -> bool {
     let Some(r) = ReadReply::parse(l) else {
@@ -475,4 +520,27 @@ pub(super) fn host_in(text: &str) -> Option<String> {
         }
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reason_after_a_lead_or_above_a_lone_address() {
+        let notes = "was not delivered to:\n\n  a@example.jp\n\nbecause:\n\n  User a not listed in Domino Directory\n";
+        let h = text_hits(notes);
+        assert_eq!(h[0].recipient.as_deref(), Some("a@example.jp"));
+        assert!(h[0]
+            .diagnostic
+            .as_deref()
+            .unwrap()
+            .contains("not listed in Domino"));
+        let au = "The user(s) account is disabled.\n\n<b@ezweb.ne.jp>\n";
+        let h = text_hits(au);
+        assert_eq!(
+            h[0].diagnostic.as_deref(),
+            Some("The user(s) account is disabled.")
+        );
+    }
 }

@@ -145,7 +145,7 @@ fn unknown_user(f: Facts<'_>) -> &'static str {
 pub fn judge(f: &mut super::dsn::Failure) {
     let text = format!(
         "{}\n{}",
-        f.reply.join("\n"),
+        reply_text(&f.reply),
         f.diagnostic.as_deref().unwrap_or("")
     );
     let r = reason(Facts {
@@ -159,6 +159,42 @@ pub fn judge(f: &mut super::dsn::Failure) {
     f.hard_bounce = hard(r, f.status.as_deref(), f.reply_code);
 }
 
+/// A multi-line reply read as the one sentence it is: each continuation
+/// line's code and status dropped (RFC 5321 section 4.2.1 repeats the code
+/// on every line), so a phrase broken across lines is still found.
+fn reply_text(lines: &[String]) -> String {
+    let mut out = String::new();
+    for (i, line) in lines.iter().enumerate() {
+        let mut l = line.as_str();
+        if i > 0 {
+            l = strip_code(l);
+            out.push(' ');
+        }
+        out.push_str(l);
+    }
+    out
+}
+
+/// A reply line without its leading "550-" or "550 5.7.1 ".
+fn strip_code(line: &str) -> &str {
+    let b = line.as_bytes();
+    if b.len() < 4 || !b[..3].iter().all(u8::is_ascii_digit) || !matches!(b[3], b' ' | b'-') {
+        return line;
+    }
+    let rest = &line[4..];
+    match rest.split_once(' ') {
+        Some((st, tail))
+            if st.split('.').count() == 3
+                && st
+                    .split('.')
+                    .all(|p| !p.is_empty() && p.bytes().all(|c| c.is_ascii_digit())) =>
+        {
+            tail
+        }
+        _ => rest,
+    }
+}
+
 /// True when the address itself is bad: a sender should stop sending to
 /// it. Only an unknown user or domain (or a moved mailbox) is; a server
 /// that accepts no mail is when it says so permanently.
@@ -167,9 +203,11 @@ pub fn hard(reason: &str, status: Option<&str>, code: Option<u16>) -> bool {
     if t.always.iter().any(|r| r == reason) {
         return true;
     }
-    let permanent = status.map(|s| s.starts_with('5')).unwrap_or(false)
-        || (status.is_none() && code.is_some_and(|c| c / 100 == 5));
-    permanent && t.with_permanent.iter().any(|r| r == reason)
+    // With neither status nor code, the notice itself is the final word
+    // (it names the server as taking no mail): only a 4xx says "retry".
+    let transient = status.map(|s| s.starts_with('4')).unwrap_or(false)
+        || (status.is_none() && code.is_some_and(|c| c / 100 == 4));
+    !transient && t.with_permanent.iter().any(|r| r == reason)
 }
 
 /// What a sender should do, in English and Japanese.
@@ -227,6 +265,36 @@ mod tests {
     }
 
     #[test]
+    fn widely_used_phrases_name_their_reason() {
+        // qmail's give-up notice, RFC 5321's 554 texts (section 4.2.3), Amazon SES's
+        // unverified sender, Japanese ISPs' port 25 blocking, IMail.
+        for (text, want) in [
+            (
+                "I'm not going to try again; this message has been in the queue too long.",
+                "expired",
+            ),
+            ("554 Service currently unavailable", "systemerror"),
+            ("554 Transaction failed", "systemerror"),
+            (
+                "554 Message rejected: Email address is not verified.",
+                "norelaying",
+            ),
+            (
+                "550 5.7.0 Please use the smtp server of your ISP.",
+                "blocked",
+            ),
+            ("Invalid final delivery userid: a@example.jp", "userunknown"),
+        ] {
+            assert_eq!(r(None, None, text), want, "{text}");
+        }
+        // Many servers send 5.2.1 with "User unknown": the words decide.
+        assert_eq!(
+            r(Some("5.2.1"), Some(550), "550 5.2.1 User Unknown"),
+            "userunknown"
+        );
+    }
+
+    #[test]
     fn words_then_status_then_code() {
         assert_eq!(
             r(Some("5.1.1"), Some(550), "550 5.1.1 User unknown"),
@@ -259,5 +327,22 @@ mod tests {
         assert!(!hard("notaccept", Some("4.3.2"), Some(421)));
         assert!(!hard("mailboxfull", Some("5.2.2"), Some(552)));
         assert!(!hard("blocked", Some("5.7.1"), Some(554)));
+        assert!(hard("notaccept", None, None));
+        assert!(!hard("notaccept", None, Some(421)));
+    }
+
+    #[test]
+    fn continuation_lines_read_as_one_sentence() {
+        let lines = vec![
+            "550-5.7.1 Messages with multiple".to_string(),
+            "550 5.7.1 addresses in From: header are not accepted.".to_string(),
+        ];
+        assert_eq!(
+            reply_text(&lines),
+            "550-5.7.1 Messages with multiple addresses in From: header are not accepted."
+        );
+        assert_eq!(by_words(&reply_text(&lines)), Some("notcompliantrfc"));
+        assert_eq!(strip_code("550 no such user"), "no such user");
+        assert_eq!(strip_code("hello"), "hello");
     }
 }
