@@ -1,0 +1,76 @@
+//! One decision: the rule engine asked at RCPT, against 1, 10, 100 and
+//! 1,000 rules. All but the last rule miss (globs, literal addresses and
+//! regular expressions on the sender and the recipient); the last matches
+//! the recipient, so every decision walks the whole list, as a scenario
+//! whose only matching rule is its last one does.
+//!
+//!   cargo bench --bench decision            # figures in docs/performance.md
+//!   cargo bench --bench decision -- --quick
+//!
+//! A field added to `proto::Context` must be added in `ask` below too.
+
+use std::hint::black_box;
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+use std::time::Instant;
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
+use mailfault::proto::command::Command;
+use mailfault::proto::{Context, Policy, Stage};
+use mailfault::scenario::{self, Engine};
+
+/// A scenario of `n` rules at RCPT: `n - 1` misses, then one match.
+fn rules(n: usize) -> String {
+    let mut t = String::from("[server]\nhostname = \"bench.test\"\n\n");
+    for i in 1..n {
+        let when = match i % 3 {
+            0 => format!("{{ rcpt = \"nobody{i}@*\" }}"),
+            1 => format!("{{ mail_from = \"user{i}@example{i}.test\" }}"),
+            _ => format!("{{ mail_from = \"/^never{i}[0-9]+@/\" }}"),
+        };
+        t.push_str(&format!(
+            "[[rule]]\non = [\"mail\", \"rcpt\", \"message\"]\nwhen = {when}\nreply = \"550 5.7.1 Never sent\"\n\n"
+        ));
+    }
+    t.push_str("[[rule]]\non = \"rcpt\"\nwhen = { rcpt = \"rcpt@bench.test\" }\nreply = \"250 2.1.5 Ok\"\n");
+    t
+}
+
+fn ask(engine: &Engine, command: &Command, client_ip: IpAddr, now: Instant) -> bool {
+    let ctx = Context {
+        stage: Stage::Rcpt,
+        session_id: 1,
+        command: Some(command),
+        client_ip,
+        helo: Some("client.bench.test"),
+        mail_from: Some("sender@bench.test"),
+        rcpt: Some("rcpt@bench.test"),
+        rcpts: &[],
+        tls: false,
+        authenticated: false,
+        auth_user: None,
+        size: None,
+        message: None,
+    };
+    engine.decide(&ctx, now).is_some()
+}
+
+fn decision(c: &mut Criterion) {
+    let mut group = c.benchmark_group("decision at RCPT");
+    let command = Command::parse(b"RCPT TO:<rcpt@bench.test>");
+    let ip = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    for n in [1, 10, 100, 1000] {
+        let s = scenario::parse(&rules(n), "bench.toml", "bench").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(s.rules.len(), n);
+        let now = Instant::now();
+        let engine = Engine::new(Arc::new(s), now);
+        assert!(ask(&engine, &command, ip, now), "the last rule must decide");
+        group.bench_with_input(BenchmarkId::from_parameter(n), &engine, |b, engine| {
+            b.iter(|| ask(black_box(engine), black_box(&command), ip, now))
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, decision);
+criterion_main!(benches);
