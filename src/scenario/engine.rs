@@ -17,6 +17,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use super::headers::Headers;
+use super::index::RuleIndex;
 use super::magic;
 use super::model::*;
 use crate::proto::{Context, Decision, Outcome, Policy, Reply, Stage, Tag};
@@ -37,6 +38,8 @@ pub struct Engine {
     open: Mutex<HashMap<u64, Vec<String>>>,
     /// What stateful rules do while the store is unavailable.
     fail: FailMode,
+    /// Which rules each decision needs to try.
+    index: RuleIndex,
 }
 
 /// Opened session counts at connect: (rule index, sessions open).
@@ -68,12 +71,13 @@ impl Engine {
         let seed = store.shared_seed(seed);
         let epoch = store.shared_epoch(epoch);
         Self {
-            scenario,
             fail: store.fail_mode(),
             store,
             seed,
             epoch,
             open: Mutex::new(HashMap::new()),
+            index: RuleIndex::new(&scenario.rules),
+            scenario,
         }
     }
 
@@ -111,7 +115,7 @@ impl Engine {
     fn register(&self, ctx: &Context<'_>, now: Instant) -> Opened {
         let mut opened = vec![];
         let mut keys = vec![];
-        for rule in &self.scenario.rules {
+        for rule in self.index.candidates(ctx).map(|i| &self.scenario.rules[i]) {
             if matches!(rule.gate, Some(Gate::Concurrent { .. }))
                 && rule.applies_at(ctx.stage)
                 && self.holds(&rule.when, ctx, now, &OnceCell::new())
@@ -399,7 +403,8 @@ impl Policy for Engine {
             Opened::new()
         };
         let headers = OnceCell::new();
-        for rule in &self.scenario.rules {
+        for i in self.index.candidates(ctx) {
+            let rule = &self.scenario.rules[i];
             if let Some(d) = self.try_rule(rule, ctx, now, &opened, &headers) {
                 return Some(d);
             }
@@ -420,7 +425,8 @@ impl Policy for Engine {
         if matches!(tag, Some(Tag::Reputation { .. })) {
             return;
         }
-        for rule in &self.scenario.rules {
+        for &i in &self.index.reputation {
+            let rule = &self.scenario.rules[i as usize];
             if let Some(Gate::Reputation { window, .. }) = rule.gate {
                 let key = format!("p{}\u{1e}{}", rule.index, self.key(rule, ctx));
                 self.store.record(&key, code >= 500, window, now);
@@ -437,5 +443,161 @@ impl Policy for Engine {
         for key in keys.into_iter().flatten() {
             self.store.close(&key);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The index must pick exactly the rule a scan of every rule picks.
+
+    use std::net::IpAddr;
+
+    use rand::seq::IndexedRandom;
+
+    use super::*;
+
+    impl Engine {
+        /// `decide` without the index: every rule, in file order.
+        fn decide_linear(&self, ctx: &Context<'_>, now: Instant) -> Option<Decision> {
+            let opened = if ctx.stage == Stage::Connect {
+                self.register(ctx, now)
+            } else {
+                Opened::new()
+            };
+            let headers = OnceCell::new();
+            self.scenario
+                .rules
+                .iter()
+                .find_map(|rule| self.try_rule(rule, ctx, now, &opened, &headers))
+        }
+    }
+
+    const ADDRS: &[&str] = &[
+        "user0@dom0.test",
+        "User1@Dom1.TEST",
+        "user1@dom1.test",
+        "user2@dom2.test",
+        "a@b@dom1.test",
+        "@dom0.test",
+        "nobody@else.test",
+        "ΣΊΣΥΦΟΣ@dom2.test",
+        "σίσυφοσ@DOM2.test",
+    ];
+    const PATTERNS: &[&str] = &[
+        "\"user0@dom0.test\"",
+        "\"USER1@dom1.test\"",
+        "\"*@dom1.test\"",
+        "\"*@DOM2.TEST\"",
+        "\"*@dom0.test\"",
+        "\"user1@*\"",
+        "\"user?@dom1.test\"",
+        "\"*\"",
+        "\"/^user[12]@/\"",
+        "[\"user0@dom0.test\", \"*@dom2.test\"]",
+        "[\"user2@dom2.test\", \"/dom0/\"]",
+        "[\"*@dom1.test\", \"a@b@dom1.test\"]",
+        "\"σίσυφος@dom2.test\"",
+        "\"@dom0.test\"",
+    ];
+    const ONS: &[&str] = &[
+        "\"mail\"",
+        "\"rcpt\"",
+        "\"rcpt\"",
+        "\"data\"",
+        "\"message\"",
+        "\"any\"",
+        "[\"mail\", \"rcpt\"]",
+        "[\"rcpt\", \"message\"]",
+    ];
+    const STAGES: &[Stage] = &[
+        Stage::Ehlo,
+        Stage::Mail,
+        Stage::Rcpt,
+        Stage::Rcpt,
+        Stage::Data,
+        Stage::Message,
+        Stage::Rset,
+    ];
+
+    fn rule(rng: &mut ChaCha8Rng, i: usize) -> String {
+        let mut when = vec![];
+        if rng.random_bool(0.6) {
+            when.push(format!("rcpt = {}", PATTERNS.choose(rng).unwrap()));
+        }
+        if rng.random_bool(0.4) {
+            when.push(format!("mail_from = {}", PATTERNS.choose(rng).unwrap()));
+        }
+        let mut extra = String::new();
+        if rng.random_bool(0.2) {
+            extra.push_str(&format!("times = {}\n", rng.random_range(1..3)));
+        }
+        if rng.random_bool(0.2) {
+            extra.push_str("probability = 0.5\n");
+        }
+        format!(
+            "[[rule]]\non = {}\nwhen = {{ {} }}\nreply = \"550 5.7.1 r{i}\"\n{extra}\n",
+            ONS.choose(rng).unwrap(),
+            when.join(", ")
+        )
+    }
+
+    fn scenario(rng: &mut ChaCha8Rng) -> Option<Scenario> {
+        let n = rng.random_range(1..30);
+        let text: String = (0..n).map(|i| rule(rng, i)).collect();
+        let text = format!("[server]\nseed = 7\n\n{text}");
+        super::super::parse(&text, "t.toml", "t").ok()
+    }
+
+    fn addr(rng: &mut ChaCha8Rng) -> String {
+        ADDRS.choose(rng).unwrap().to_string()
+    }
+
+    #[test]
+    fn the_index_picks_the_rule_a_scan_of_every_rule_picks() {
+        let mut rng = ChaCha8Rng::seed_from_u64(10);
+        let now = Instant::now();
+        let (mut checked, mut decided) = (0, 0);
+        for _ in 0..800 {
+            let Some(s) = scenario(&mut rng) else {
+                continue;
+            };
+            let s = Arc::new(s);
+            // Each engine keeps its own counters, fed the same questions.
+            let indexed = Engine::new(s.clone(), now);
+            let linear = Engine::new(s, now);
+            for _ in 0..60 {
+                let stage = *STAGES.choose(&mut rng).unwrap();
+                let from = rng.random_bool(0.8).then(|| addr(&mut rng));
+                let rcpt = (stage == Stage::Rcpt && rng.random_bool(0.9)).then(|| addr(&mut rng));
+                let rcpts: Vec<String> = (0..rng.random_range(0..3))
+                    .map(|_| addr(&mut rng))
+                    .collect();
+                let ctx = Context {
+                    stage,
+                    session_id: 1,
+                    command: None,
+                    client_ip: IpAddr::from([192, 0, 2, 1]),
+                    helo: Some("client.test"),
+                    mail_from: from.as_deref(),
+                    rcpt: rcpt.as_deref(),
+                    rcpts: &rcpts,
+                    tls: false,
+                    authenticated: false,
+                    auth_user: None,
+                    size: None,
+                    message: Some(b"Subject: x\r\n\r\nhi\r\n"),
+                };
+                let a = indexed.decide(&ctx, now).map(|d| (d.rule, d.outcome));
+                let b = linear.decide_linear(&ctx, now).map(|d| (d.rule, d.outcome));
+                assert_eq!(a, b, "{ctx:?}\n{:#?}", indexed.scenario.rules);
+                checked += 1;
+                decided += a.is_some() as usize;
+            }
+        }
+        assert!(checked > 15_000, "only {checked} decisions compared");
+        assert!(
+            decided > checked / 5,
+            "only {decided} of {checked} matched a rule"
+        );
     }
 }

@@ -3,6 +3,7 @@
 
 pub mod engine;
 mod headers;
+mod index;
 pub mod load;
 pub mod magic;
 pub mod model;

@@ -61,6 +61,18 @@ impl Pattern {
         Ok(Self { alternatives })
     }
 
+    /// The texts of the globs, when no alternative is a regular
+    /// expression: what the rule index keys literal addresses by.
+    pub fn globs(&self) -> Option<Vec<String>> {
+        self.alternatives
+            .iter()
+            .map(|p| match p {
+                One::Glob(g) => Some(g.to_string()),
+                One::Regex(_) => None,
+            })
+            .collect()
+    }
+
     pub fn matches(&self, value: &str) -> bool {
         self.alternatives.iter().any(|p| match p {
             One::Glob(g) => g.matches(value),

@@ -23,9 +23,49 @@ use crate::proto::{Answer, Captured, CloseReason, Fact, Output, Policy, Session,
 
 /// Bytes per piece when a reply drips.
 pub const DRIP_CHUNK: usize = 4;
-/// Read buffer per session. With the command-line limit and the message
-/// size limit this bounds a session's memory.
+/// Most bytes one read takes. A session in the clear has no buffer of its
+/// own: it waits for the socket to be readable, then reads into its
+/// thread's buffer and feeds the session before it next waits, so an idle
+/// session holds no read buffer. A TLS session keeps one (rustls holds its
+/// own buffers anyway).
 const READ_BUFFER: usize = 16 * 1024;
+
+thread_local! {
+    /// The read buffer the plain sessions of this worker thread share.
+    static READ: std::cell::RefCell<Box<[u8]>> =
+        std::cell::RefCell::new(vec![0u8; READ_BUFFER].into_boxed_slice());
+}
+
+/// Waits for bytes and feeds them to the session: its outputs, or None at
+/// the end of the stream. Cancel-safe: bytes read are fed before any wait.
+async fn read_feed(
+    stream: &mut Stream,
+    session: &mut Session,
+    tls_buf: &mut Vec<u8>,
+) -> std::io::Result<Option<Vec<Output>>> {
+    let feed = |session: &mut Session, bytes: &[u8]| match bytes.len() {
+        0 => None,
+        _ => Some(session.feed(bytes, Instant::now().into_std())),
+    };
+    let Stream::Plain(tcp) = stream else {
+        if tls_buf.is_empty() {
+            tls_buf.resize(READ_BUFFER, 0);
+        }
+        let n = stream.read(tls_buf).await?;
+        return Ok(feed(session, &tls_buf[..n]));
+    };
+    loop {
+        tcp.readable().await?;
+        let read = READ.with_borrow_mut(|buf| match tcp.try_read(buf) {
+            Ok(n) => Ok(feed(session, &buf[..n])),
+            Err(e) => Err(e),
+        });
+        match read {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            r => return r,
+        }
+    }
+}
 /// No session lives longer than this, whatever it does.
 pub const MAX_SESSION: Duration = Duration::from_secs(3600);
 
@@ -444,7 +484,7 @@ pub async fn serve(
     let idle = active.idle_timeout;
     let session_end = Instant::now() + limits.lifetime;
     let mut flow = d.perform(session.greet(Instant::now().into_std())).await;
-    let mut buf = vec![0u8; READ_BUFFER];
+    let mut tls_buf = Vec::new();
     let mut deadline = Instant::now() + idle;
     loop {
         match flow {
@@ -464,17 +504,16 @@ pub async fn serve(
             continue;
         }
         let read = tokio::select! {
-            r = timeout_at(deadline.min(session_end), d.stream.read(&mut buf)) => r,
+            r = timeout_at(deadline.min(session_end), read_feed(&mut d.stream, &mut session, &mut tls_buf)) => r,
             _ = conn.hard_stop.cancelled() => continue,
         };
         flow = match read {
             Err(_) => d.perform(session.idle_timeout()).await,
-            Ok(Ok(0)) => {
+            Ok(Ok(None)) => {
                 d.closed("client", "eof");
                 Flow::Closed
             }
-            Ok(Ok(n)) => {
-                let outputs = session.feed(&buf[..n], Instant::now().into_std());
+            Ok(Ok(Some(outputs))) => {
                 // The idle timeout counts from the last command (or from the
                 // last bytes of a message): a client dribbling a command one
                 // byte at a time still times out.
