@@ -34,7 +34,8 @@ pub struct Metrics {
     commands: [AtomicU64; STAGES],
     /// `STAGES` rows of `CODES + 1` columns (the last: other codes).
     replies: Box<[AtomicU64]>,
-    rule_hits: RwLock<HashMap<(String, String), AtomicU64>>,
+    /// Scenario, then rule: looked up by `&str`, so a hit allocates nothing.
+    rule_hits: RwLock<HashMap<String, HashMap<String, AtomicU64>>>,
     accepted: AtomicU64,
     refused: AtomicU64,
     bytes: AtomicU64,
@@ -59,10 +60,10 @@ pub struct Snapshot {
     pub attempts: Vec<(&'static str, u64)>,
 }
 
-fn stage_index(name: &str) -> usize {
+fn stage_index(stage: Stage) -> usize {
     Stage::ALL
         .iter()
-        .position(|s| s.name() == name)
+        .position(|s| *s == stage)
         .unwrap_or(STAGES - 1)
 }
 
@@ -103,7 +104,7 @@ impl Metrics {
             EventKind::Connect { .. } => bump(&self.sessions),
             EventKind::Close { .. } => bump(&self.closed),
             EventKind::Command { stage, .. } => {
-                let s = stage.map_or(STAGES - 1, |s| stage_index(s.name()));
+                let s = stage.map_or(STAGES - 1, stage_index);
                 bump(&self.commands[s]);
             }
             EventKind::Reply {
@@ -135,9 +136,9 @@ impl Metrics {
         }
     }
 
-    /// Counts a reply sent at `stage` (a [`Stage::name`]). A reply without
-    /// a parsed code counts by its first three digits, as the logs do.
-    pub fn reply(&self, stage: &str, code: Option<u16>, text: &str) {
+    /// Counts a reply sent at `stage`. A reply without a parsed code counts
+    /// by its first three digits, as the logs do.
+    pub fn reply(&self, stage: Stage, code: Option<u16>, text: &str) {
         let code = code.or_else(|| text.get(..3).and_then(|c| c.parse().ok()));
         let col = code
             .and_then(|c| c.checked_sub(FIRST_CODE))
@@ -149,20 +150,20 @@ impl Metrics {
 
     fn rule_hit(&self, scenario: &str, rule: &str) {
         let read = self.rule_hits.read().unwrap_or_else(|p| p.into_inner());
-        let key = (scenario.to_string(), rule.to_string());
-        if let Some(n) = read.get(&key) {
+        if let Some(n) = read.get(scenario).and_then(|rules| rules.get(rule)) {
             bump(n);
             return;
         }
-        let full = read.len() >= MAX_RULES;
+        let full = read.values().map(HashMap::len).sum::<usize>() >= MAX_RULES;
         drop(read);
-        let key = if full {
-            (scenario.to_string(), "other".to_string())
-        } else {
-            key
-        };
+        let rule = if full { "other" } else { rule };
         let mut write = self.rule_hits.write().unwrap_or_else(|p| p.into_inner());
-        bump(write.entry(key).or_insert_with(|| AtomicU64::new(0)));
+        let rules = write.entry(scenario.to_string()).or_default();
+        bump(
+            rules
+                .entry(rule.to_string())
+                .or_insert_with(|| AtomicU64::new(0)),
+        );
     }
 
     pub fn snapshot(&self) -> Snapshot {
@@ -189,7 +190,7 @@ impl Metrics {
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .iter()
-            .map(|((s, r), n)| (s.clone(), r.clone(), load(n)))
+            .flat_map(|(s, rules)| rules.iter().map(|(r, n)| (s.clone(), r.clone(), load(n))))
             .collect();
         rule_hits.sort();
         Snapshot {
@@ -217,10 +218,10 @@ mod tests {
     #[test]
     fn replies_count_by_stage_and_code() {
         let m = Metrics::default();
-        m.reply("rcpt", Some(550), "550 5.1.1 no\r\n");
-        m.reply("rcpt", Some(550), "550 5.1.1 no\r\n");
-        m.reply("connect", None, "220 raw\r\n");
-        m.reply("data", None, "garbage");
+        m.reply(Stage::Rcpt, Some(550), "550 5.1.1 no\r\n");
+        m.reply(Stage::Rcpt, Some(550), "550 5.1.1 no\r\n");
+        m.reply(Stage::Connect, None, "220 raw\r\n");
+        m.reply(Stage::Data, None, "garbage");
         let s = m.snapshot();
         assert!(s.replies.contains(&("rcpt", Some(550), 2)));
         assert!(s.replies.contains(&("connect", Some(220), 1)));

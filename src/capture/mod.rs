@@ -324,7 +324,7 @@ impl Capture {
             kind,
         });
         if let Some(w) = &self.events_file {
-            w.send((*event).clone());
+            w.send(event.clone());
         }
         let mut ring = self.events.lock().unwrap_or_else(|p| p.into_inner());
         if ring.len() == KEEP_EVENTS {

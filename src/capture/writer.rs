@@ -20,7 +20,7 @@ pub const QUEUE: usize = 65_536;
 pub const FLUSH_EVERY: Duration = Duration::from_millis(200);
 
 enum Msg {
-    Event(Box<Event>),
+    Event(Arc<Event>),
     /// Write everything before this, flush, then answer.
     Flush(SyncSender<()>),
 }
@@ -45,8 +45,8 @@ impl Writer {
     }
 
     /// Queues an event; never blocks. A full queue drops it and counts.
-    pub fn send(&self, event: Event) {
-        match self.tx.try_send(Msg::Event(Box::new(event))) {
+    pub fn send(&self, event: Arc<Event>) {
+        match self.tx.try_send(Msg::Event(event)) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => {
                 let n = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
@@ -151,7 +151,7 @@ mod tests {
         let w = Writer::start(File::create(&path).unwrap()).unwrap();
         let t0 = Instant::now();
         for n in 0..1000 {
-            w.send(event(n));
+            w.send(Arc::new(event(n)));
         }
         // No flush(): the writer thread flushes by itself when idle.
         while lines(&path) < 1000 {
@@ -162,7 +162,7 @@ mod tests {
             );
             std::thread::sleep(Duration::from_millis(10));
         }
-        w.send(event(1000));
+        w.send(Arc::new(event(1000)));
         w.flush();
         assert_eq!(lines(&path), 1001);
         assert_eq!(w.dropped(), 0);

@@ -147,8 +147,8 @@ struct Driver<'a> {
     scenario: String,
     id: u64,
     client: SocketAddr,
-    /// The stage the next reply answers, for the refusal log.
-    stage: &'static str,
+    /// The stage the next reply answers, for the refusal log and metrics.
+    stage: Stage,
 }
 
 impl Driver<'_> {
@@ -177,7 +177,7 @@ impl Driver<'_> {
         tracing::info!(
             session = self.id,
             client = %self.client,
-            stage = %self.stage,
+            stage = %self.stage.name(),
             code,
             reply = text.trim_end(),
             rule,
@@ -197,7 +197,7 @@ impl Driver<'_> {
                     pipelined,
                 } => {
                     tracing::debug!(session = self.id, "<- {line}");
-                    self.stage = stage.map_or("unknown", |s| s.name());
+                    self.stage = stage.unwrap_or(Stage::Unknown);
                     self.record(EventKind::Command {
                         line,
                         stage,
@@ -268,7 +268,7 @@ impl Driver<'_> {
     /// Records a message and keeps it in the store; with `--store DIR` it
     /// is on disk when this returns. False when it could not be kept.
     async fn keep(&mut self, m: Captured) -> bool {
-        self.stage = Stage::Message.name();
+        self.stage = Stage::Message;
         tracing::info!(
             session = self.id,
             id = %m.id,
@@ -460,7 +460,7 @@ pub async fn serve(
         scenario: active.scenario_name().to_string(),
         id,
         client: peer,
-        stage: Stage::Connect.name(),
+        stage: Stage::Connect,
     };
     tracing::debug!(session = id, client = %peer, "connect");
     d.record(EventKind::Connect {
