@@ -212,9 +212,7 @@ impl Feed {
     fn push(&self, out: &mut Vec<Sse>, item: Result<Arc<Event>, u64>) {
         match item {
             Ok(ev) if self.session.is_none_or(|n| n == ev.session) => {
-                if let Ok(e) = Sse::default().json_data(&*ev) {
-                    out.push(e);
-                }
+                out.push(Sse::default().data(ev.json()));
             }
             Ok(_) => {}
             Err(missed) => out.push(Sse::default().event("lagged").data(missed.to_string())),

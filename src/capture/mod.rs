@@ -259,6 +259,38 @@ pub struct Event {
     pub session: u64,
     #[serde(flatten)]
     pub kind: EventKind,
+    /// Its JSON, made once and shared by the events file and every live
+    /// subscriber (each used to encode it again).
+    #[serde(skip)]
+    pub json: JsonCache,
+}
+
+impl Event {
+    /// The event as one line of JSON (the events file's and SSE's form).
+    pub fn json(&self) -> &str {
+        self.json
+            .0
+            .get_or_init(|| serde_json::to_string(self).unwrap_or_default().into())
+    }
+}
+
+/// The encoded form of an [`Event`], filled on first use. It is a cache, not
+/// part of the event: it never makes two events unequal.
+#[derive(Clone, Default)]
+pub struct JsonCache(std::sync::OnceLock<Arc<str>>);
+
+impl PartialEq for JsonCache {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for JsonCache {}
+
+impl std::fmt::Debug for JsonCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("JsonCache")
+    }
 }
 
 /// How many events are kept in memory: enough for the transcripts the API
@@ -322,6 +354,7 @@ impl Capture {
             scenario: scenario.to_string(),
             session,
             kind,
+            json: JsonCache::default(),
         });
         if let Some(w) = &self.events_file {
             w.send(event.clone());

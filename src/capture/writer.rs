@@ -107,13 +107,12 @@ fn run(mut out: BufWriter<File>, rx: Receiver<Msg>) {
 }
 
 fn write(out: &mut BufWriter<File>, e: &Event) {
-    match serde_json::to_string(e) {
-        Ok(line) => {
-            if let Err(err) = writeln!(out, "{line}") {
-                tracing::warn!("cannot write event: {err}");
-            }
-        }
-        Err(err) => tracing::warn!("cannot encode event: {err}"),
+    if e.json().is_empty() {
+        tracing::warn!("cannot encode event of session {}", e.session);
+        return;
+    }
+    if let Err(err) = writeln!(out, "{}", e.json()) {
+        tracing::warn!("cannot write event: {err}");
     }
 }
 
@@ -137,6 +136,7 @@ mod tests {
             kind: EventKind::Connect {
                 client: format!("127.0.0.1:{n}"),
             },
+            json: Default::default(),
         }
     }
 

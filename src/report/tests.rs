@@ -45,6 +45,7 @@ impl Sim {
             scenario: "t".into(),
             session: id,
             kind,
+            json: Default::default(),
         });
     }
 
