@@ -429,7 +429,9 @@ async fn events_stream_live_transcript() {
             .unwrap()
             .expect("the stream stays open");
         seen.push_str(&String::from_utf8_lossy(&chunk));
-        types = seen
+        // Only whole lines: a chunk may end inside one.
+        let whole = &seen[..seen.rfind('\n').map_or(0, |i| i + 1)];
+        types = whole
             .lines()
             .filter_map(|l| l.strip_prefix("data: "))
             .map(|d| {

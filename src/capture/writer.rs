@@ -86,12 +86,13 @@ fn run(mut out: BufWriter<File>, rx: Receiver<Msg>) {
     // Block for the first event, take whatever else is already queued (for
     // at most FLUSH_EVERY), then flush: an idle writer flushes at once, a
     // busy one at least every FLUSH_EVERY.
+    let mut line = Vec::with_capacity(1024);
     while let Ok(first) = rx.recv() {
         let batch = Instant::now();
         let mut next = Some(first);
         while let Some(msg) = next.take() {
             match msg {
-                Msg::Event(e) => write(&mut out, &e),
+                Msg::Event(e) => write(&mut out, &mut line, &e),
                 Msg::Flush(ack) => {
                     flush(&mut out);
                     let _ = ack.send(());
@@ -106,12 +107,12 @@ fn run(mut out: BufWriter<File>, rx: Receiver<Msg>) {
     flush(&mut out);
 }
 
-fn write(out: &mut BufWriter<File>, e: &Event) {
-    if e.json().is_empty() {
-        tracing::warn!("cannot encode event of session {}", e.session);
-        return;
-    }
-    if let Err(err) = writeln!(out, "{}", e.json()) {
+/// Writes one event as a line; `line` is a buffer kept between events.
+fn write(out: &mut BufWriter<File>, line: &mut Vec<u8>, e: &Event) {
+    line.clear();
+    e.write_json(line);
+    line.push(b'\n');
+    if let Err(err) = out.write_all(line) {
         tracing::warn!("cannot write event: {err}");
     }
 }
@@ -136,7 +137,6 @@ mod tests {
             kind: EventKind::Connect {
                 client: format!("127.0.0.1:{n}"),
             },
-            json: Default::default(),
         }
     }
 

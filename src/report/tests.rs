@@ -45,7 +45,6 @@ impl Sim {
             scenario: "t".into(),
             session: id,
             kind,
-            json: Default::default(),
         });
     }
 
