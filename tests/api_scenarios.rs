@@ -220,6 +220,18 @@ async fn a_prepended_rule_fails_the_next_three_then_accepts() {
     assert_eq!(codes, ["450", "450", "450", "250"]);
     // Another recipient was never concerned.
     assert_eq!(code(&rcpt_reply(addr, "y@example.test").await), "250");
+    // The scenario shows the rule, as TOML, before its own text's.
+    let (status, shown) = api.get("/api/v1/scenarios/flaky").await;
+    assert_eq!(status, StatusCode::OK);
+    let prepended = shown["prepended"].as_array().unwrap();
+    assert_eq!(prepended.len(), 1, "{shown}");
+    let text = prepended[0].as_str().unwrap();
+    assert!(text.starts_with("[[rule]]\n"), "{text}");
+    assert!(
+        text.contains(r#"reply = "450 4.2.0 Try again later""#),
+        "{text}"
+    );
+    assert!(text.contains("times = 3"), "{text}");
 
     // An invalid rule: 422 with its position in the rule written as TOML.
     let r = api
@@ -236,6 +248,11 @@ async fn a_prepended_rule_fails_the_next_three_then_accepts() {
         .unwrap()
         .contains("reply code 999"));
     assert!(body["diagnostics"][0]["line"].as_u64().is_some());
+    // Putting the scenario again starts over without it.
+    api.put("flaky", "").await;
+    let (_, shown) = api.get("/api/v1/scenarios/flaky").await;
+    assert_eq!(shown["prepended"], json!([]));
+    assert_eq!(code(&rcpt_reply(addr, "x@example.test").await), "250");
 }
 
 #[tokio::test]

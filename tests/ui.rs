@@ -1,7 +1,8 @@
 //! The web UI and `report --html` in real headless Chromium: the binary
 //! serves, lettre sends, and the Playwright scripts in tests/ui/ (run with
 //! node, playwright-core and Debian's chromium) click through the pages and
-//! assert what they show. The run writes docs/screenshots/*.png.
+//! assert what they show. The run writes target/screenshots/*.png
+//! (docs/screenshots with `MAILFAULT_SCREENSHOTS=docs`).
 
 mod common;
 
@@ -170,8 +171,15 @@ fn node(script: &str, args: &[&str]) {
     assert!(out.status.success(), "{script} failed:\n{text}");
 }
 
+/// Where the pages are photographed: docs/screenshots (the README's
+/// pictures) when `MAILFAULT_SCREENSHOTS=docs`, so an ordinary test run
+/// leaves the tree as it was; target/screenshots otherwise.
 fn screenshots() -> String {
-    let d = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/screenshots");
+    let dir = match std::env::var("MAILFAULT_SCREENSHOTS").as_deref() {
+        Ok("docs") => "docs/screenshots",
+        _ => "target/screenshots",
+    };
+    let d = Path::new(env!("CARGO_MANIFEST_DIR")).join(dir);
     std::fs::create_dir_all(&d).unwrap();
     d.display().to_string()
 }

@@ -96,6 +96,9 @@ struct ScenarioText {
     info: ScenarioInfo,
     /// None for a scenario given already parsed (in-process servers).
     toml: Option<Arc<str>>,
+    /// Rules put before `toml`'s at run time (`POST .../rules`), in the
+    /// order they are tried, each as TOML.
+    prepended: Vec<Arc<str>>,
 }
 
 fn runtime(s: &ApiState) -> ApiResult<Arc<Runtime>> {
@@ -125,7 +128,12 @@ async fn show(State(s): State<ApiState>, ApiPath(name): ApiPath<String>) -> Resp
     let found = checked(&name).and_then(|()| {
         let info = rt.get(&name)?;
         let toml = rt.text(&name)?;
-        Ok(ScenarioText { info, toml })
+        let prepended = rt.prepended(&name)?;
+        Ok(ScenarioText {
+            info,
+            toml,
+            prepended,
+        })
     });
     match found {
         Ok(v) => Json(v).into_response(),

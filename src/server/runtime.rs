@@ -117,9 +117,12 @@ impl RuntimeError {
     }
 }
 
-/// True for a name a scenario may have.
+/// True for a name a scenario may have: letters, digits, `.`, `_` and `-`,
+/// not starting with a dot (no `.` or `..`, no hidden names), as for
+/// message ids.
 pub fn valid_name(name: &str) -> bool {
     (1..=MAX_NAME).contains(&name.len())
+        && !name.starts_with('.')
         && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
@@ -151,6 +154,9 @@ struct Entry {
     /// The text last put under this name (None: the file, or the built-in
     /// default, is the text).
     text: Option<Arc<str>>,
+    /// The rules put before the text's at run time, newest first, each as
+    /// the TOML it was checked as. A PUT starts over without them.
+    prepended: Vec<Arc<str>>,
     /// Stops this listener's accept and sweep loops.
     stop: CancellationToken,
     accept: JoinHandle<()>,
@@ -262,6 +268,7 @@ impl Runtime {
             file,
             hash,
             text: slot_source_default.then(|| Arc::from(scenario::load::DEFAULT_TOML)),
+            prepended: vec![],
             stop,
             accept,
         };
@@ -325,6 +332,16 @@ impl Runtime {
         Ok(file.and_then(|f| std::fs::read_to_string(f).ok().map(Arc::from)))
     }
 
+    /// The rules prepended to `name` at run time, newest (first in force)
+    /// first, each as TOML.
+    pub fn prepended(&self, name: &str) -> Result<Vec<Arc<str>>, RuntimeError> {
+        let entries = self.lock();
+        let entry = entries
+            .get(name)
+            .ok_or_else(|| RuntimeError::NotFound(name.into()))?;
+        Ok(entry.prepended.clone())
+    }
+
     /// Puts the scenario `text` under `name`: a new name gets a fresh
     /// loopback port, an existing one is replaced on its port. Diagnostics
     /// read `NAME:LINE:COL: ...`.
@@ -343,6 +360,7 @@ impl Runtime {
             entry.hash = hash;
             entry.file = None;
             entry.text = Some(Arc::from(text));
+            entry.prepended.clear();
             tracing::info!(scenario = name, addr = %entry.addr, "scenario replaced");
             return Ok(entry.info(name));
         }
@@ -381,6 +399,7 @@ impl Runtime {
             file: None,
             hash,
             text: Some(Arc::from(text)),
+            prepended: vec![],
             stop,
             accept,
         };
@@ -470,6 +489,7 @@ impl Runtime {
         let mut hashed = text.as_bytes().to_vec();
         hashed.extend_from_slice(entry.hash.as_deref().unwrap_or("").as_bytes());
         entry.hash = Some(scenario_hash(&hashed));
+        entry.prepended.insert(0, Arc::from(text));
         tracing::info!(scenario = name, "rule prepended");
         Ok(entry.info(name))
     }
@@ -627,6 +647,8 @@ mod tests {
         assert!(!valid_name(&"a".repeat(65)));
         assert!(!valid_name(""));
         assert!(!valid_name("../etc"));
+        assert!(!valid_name(".."));
+        assert!(!valid_name(".hidden"));
         assert!(!valid_name("a b"));
         assert!(!valid_name("é"));
     }

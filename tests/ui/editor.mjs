@@ -23,9 +23,15 @@ const BAD_LINE = 13;
 
 const { page, errors, close } = await launch();
 try {
+  const added = await fetch(`${api}/api/v1/scenarios/${encodeURIComponent(name)}/rules`, {
+    method: "POST", headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({ on: "rcpt", when: { rcpt: "nobody@prepended.test" }, reply: "550 5.1.1 Added at run time" }),
+  });
+  eq(added.status, 201, "a rule is prepended over the API");
   await page.goto(`${api}/#/scenarios/${encodeURIComponent(name)}`);
   await page.waitForFunction(() => document.body.dataset.view === "scenario");
   check((await page.locator("#toml").inputValue()).includes("flaky.test"), "the editor holds the scenario's source");
+  check((await page.locator("#prepended pre").first().textContent()).includes("550 5.1.1 Added at run time"), "and shows the prepended rule above it");
   await page.locator("#toml").fill(BAD);
   await page.locator("#save").click();
   const mark = page.locator("#gutter div.err");
@@ -41,6 +47,9 @@ try {
   await page.locator("#saved").waitFor();
   eq(await page.locator("#gutter div.err").count(), 0, "a valid edit clears the marks");
   check((await page.locator("#saved").textContent()).match(/\d+$/), "and says the port");
+  await page.reload();
+  await page.waitForFunction(() => document.body.dataset.view === "scenario");
+  eq(await page.locator("#prepended").count(), 0, "saving started over without the prepended rule");
 
   await page.goto(`${api}/#/explain`);
   await page.locator("#explain-input").fill("550 5.1.1 <bob@example.test>: Recipient address rejected: User unknown");

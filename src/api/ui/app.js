@@ -101,8 +101,11 @@ function transcriptRow(e) {
 async function scenarioView(name) {
   const list = await json("/api/v1/scenarios");
   const current = name || (list[0] && list[0].name) || "default";
-  let toml = "";
-  try { toml = (await json("/api/v1/scenarios/" + encodeURIComponent(current))).toml || ""; } catch (_) { /* a new one */ }
+  let toml = "", prepended = [];
+  try {
+    const shown = await json("/api/v1/scenarios/" + encodeURIComponent(current));
+    toml = shown.toml || ""; prepended = shown.prepended || [];
+  } catch (_) { /* a new one */ }
   const area = h("textarea", { class: "code", id: "toml", spellcheck: "false", wrap: "off" });
   area.value = toml;
   const gutter = h("pre", { class: "gutter", id: "gutter" });
@@ -134,6 +137,9 @@ async function scenarioView(name) {
     card(null, table(["name", "port", "rules", "file"], list.map((s) => [h("b", {}, s.name), s.port, s.rules, h("span", { class: "mono" }, s.file || "")]),
       (i) => { location.hash = "#/scenarios/" + encodeURIComponent(list[i].name); })),
     card(null, h("div", { class: "row" }, h("label", {}, t("name"), " ", nameIn), h("button", { class: "primary", id: "save", onclick: save }, t("save"))),
+      // Rules added with POST .../rules are tried first; saving starts over without them.
+      prepended.length ? h("div", { id: "prepended" }, h("h3", {}, t("prepended")), h("p", { class: "muted" }, t("prepended_hint")),
+        prepended.map((r) => h("pre", { class: "code mono" }, r))) : "",
       h("div", { class: "editor" }, gutter, area), notes)];
 }
 
