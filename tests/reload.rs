@@ -143,6 +143,39 @@ async fn a_change_is_loaded_after_a_short_quiet_moment() {
     assert!(took < Duration::from_secs(3), "{took:?}");
 }
 
+/// A reload is recorded as a new Listen event with the new text's hash, so
+/// `report` does not take the edit for a change made after the run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_records_the_version_now_served() {
+    use mailfault::capture::{scenario_hash, EventKind};
+    let d = tmp("reload-listen");
+    let path = d.join("live.toml");
+    std::fs::write(&path, FIRST).unwrap();
+    let server = serve_file(&path).await;
+    let second = "[[rule]]\non = \"noop\"\nreply = \"250 version two\"\n\n[[expect]]\nname = \"x\"\ndelivered = true\n";
+    std::fs::write(&path, second).unwrap();
+    until_noop(&server, "250 version two").await;
+    let events = server.capture.events();
+    let hashes: Vec<Option<String>> = events
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::Listen { hash, .. } => Some(hash.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        hashes,
+        [
+            Some(scenario_hash(FIRST.as_bytes())),
+            Some(scenario_hash(second.as_bytes()))
+        ]
+    );
+    let mut warnings = vec![];
+    let expects = mailfault::report::input::expectations(&events, |w| warnings.push(w));
+    assert_eq!(warnings, Vec::<String>::new());
+    assert_eq!(expects.len(), 1);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_editor_that_saves_by_renaming_is_followed() {
     let d = tmp("reload-rename");

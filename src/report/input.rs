@@ -75,20 +75,23 @@ pub fn nothing_to_judge(input: &Input, what: &str) -> Option<String> {
 /// absolute path the Listen events recorded. `warn` hears about a file that
 /// changed since (its hash differs) or cannot be read.
 pub fn expectations(events: &[Event], mut warn: impl FnMut(String)) -> Vec<Expect> {
-    let mut seen: Vec<&str> = vec![];
-    let mut out = vec![];
+    // Each file once, in the order first served, with the hash of the
+    // version served last: a hot reload records a new Listen event.
+    let mut files: Vec<(&str, &Option<String>)> = vec![];
     for e in events {
-        let EventKind::Listen {
+        if let EventKind::Listen {
             file: Some(file),
             hash,
         } = &e.kind
-        else {
-            continue;
-        };
-        if seen.contains(&file.as_str()) {
-            continue;
+        {
+            match files.iter_mut().find(|(f, _)| *f == file.as_str()) {
+                Some(known) => known.1 = hash,
+                None => files.push((file, hash)),
+            }
         }
-        seen.push(file);
+    }
+    let mut out = vec![];
+    for (file, hash) in files {
         let path = Path::new(file);
         match std::fs::read(path) {
             Ok(text) => {

@@ -97,6 +97,14 @@ impl Options {
     }
 }
 
+/// What a reload of `b` tells.
+fn watch_at(b: &Bound, capture: &Arc<Capture>) -> watch::Listener {
+    watch::Listener {
+        addr: b.addr,
+        capture: capture.clone(),
+    }
+}
+
 /// A bound listener.
 pub struct Bound {
     pub addr: SocketAddr,
@@ -229,7 +237,10 @@ impl Server {
         stop_api.disarm();
         let watcher = if opts.watch {
             watch::Watcher::start(
-                listeners.iter().map(|b| b.slot.clone()).collect(),
+                listeners
+                    .iter()
+                    .map(|b| (b.slot.clone(), watch_at(b, &opts.capture)))
+                    .collect(),
                 opts.reload_quiet,
             )
         } else {
@@ -258,7 +269,7 @@ impl Server {
     /// scenario stays.
     pub fn reload_all(&self) {
         for b in &self.listeners {
-            watch::reload(&b.slot);
+            watch::reload(&b.slot, &watch_at(b, &self.capture));
         }
     }
 

@@ -6,6 +6,7 @@
 //! A bad new version is refused and the old one keeps serving.
 
 use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -15,6 +16,7 @@ use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::time::{sleep_until, Instant};
 
 use super::slot::{Slot, Source};
+use crate::capture::{Capture, EventKind};
 
 /// How long a scenario file must see no change before it is loaded.
 pub const QUIET: Duration = Duration::from_millis(300);
@@ -24,12 +26,26 @@ pub struct Watcher {
     _inner: notify::RecommendedWatcher,
 }
 
-/// Reloads one slot and logs the outcome.
-pub fn reload(slot: &Slot) {
+/// Where a reload is told: the listener's address and the capture, which
+/// gets a new Listen event so `report` knows the text now served.
+#[derive(Clone)]
+pub struct Listener {
+    pub addr: SocketAddr,
+    pub capture: Arc<Capture>,
+}
+
+/// Reloads one slot and logs the outcome. A new version is recorded as a
+/// Listen event with the hash of the text loaded: without it, `report`
+/// would take an edit made while serving for a change since the run.
+pub fn reload(slot: &Slot, at: &Listener) {
     match slot.reload() {
         Ok(active) => {
             let scenario = active.scenario_name();
             let rules = active.engine.scenario.rules.len();
+            if let Source::File(path) = &slot.source {
+                let listen = EventKind::listen(Some(path));
+                at.capture.record(&at.addr.to_string(), scenario, 0, listen);
+            }
             match super::unseeded_random(&active) {
                 Some(seed) => tracing::info!(
                     scenario,
@@ -55,13 +71,14 @@ pub fn reload(slot: &Slot) {
 }
 
 impl Watcher {
-    pub fn start(slots: Vec<Arc<Slot>>, quiet: Duration) -> Option<Self> {
-        let files: Vec<(PathBuf, Arc<Slot>)> = slots
+    pub fn start(slots: Vec<(Arc<Slot>, Listener)>, quiet: Duration) -> Option<Self> {
+        let files: Vec<(PathBuf, Arc<Slot>, Listener)> = slots
             .into_iter()
-            .filter_map(|s| match &s.source {
+            .filter_map(|(s, at)| match &s.source {
                 Source::File(p) => Some((
                     std::path::absolute(p).unwrap_or_else(|_| p.clone()),
                     s.clone(),
+                    at,
                 )),
                 _ => None,
             })
@@ -85,7 +102,7 @@ impl Watcher {
         // writing it in place.
         let dirs: HashSet<PathBuf> = files
             .iter()
-            .filter_map(|(p, _)| p.parent().map(PathBuf::from))
+            .filter_map(|(p, _, _)| p.parent().map(PathBuf::from))
             .collect();
         for d in dirs {
             if let Err(e) = inner.watch(&d, RecursiveMode::NonRecursive) {
@@ -130,7 +147,7 @@ fn concerns(changed: &Path, path: &Path) -> bool {
 /// pushes its deadline back, and at the deadline a file whose size or
 /// modification time moved since the last event waits once more.
 async fn settle_and_reload(
-    files: Vec<(PathBuf, Arc<Slot>)>,
+    files: Vec<(PathBuf, Arc<Slot>, Listener)>,
     mut rx: UnboundedReceiver<PathBuf>,
     quiet: Duration,
 ) {
@@ -140,7 +157,7 @@ async fn settle_and_reload(
         tokio::select! {
             changed = rx.recv() => {
                 let Some(changed) = changed else { return };
-                for (i, (path, _)) in files.iter().enumerate() {
+                for (i, (path, _, _)) in files.iter().enumerate() {
                     if concerns(&changed, path) {
                         let due = Instant::now() + quiet;
                         pending.insert(i, Pending { due, seen: stamp(path) });
@@ -156,12 +173,12 @@ async fn settle_and_reload(
                     .collect();
                 for i in due {
                     let Some(p) = pending.remove(&i) else { continue };
-                    let (path, slot) = &files[i];
+                    let (path, slot, at) = &files[i];
                     let now_seen = stamp(path);
                     if now_seen != p.seen {
                         pending.insert(i, Pending { due: now + quiet, seen: now_seen });
                     } else {
-                        reload(slot);
+                        reload(slot, at);
                     }
                 }
             }
