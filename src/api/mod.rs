@@ -14,6 +14,7 @@ mod error;
 mod explain;
 mod health;
 mod listeners;
+mod live;
 mod messages;
 mod metrics;
 mod report;
@@ -108,6 +109,8 @@ pub struct ApiState {
     /// The server's scenarios, to list and steer them (`/api/v1/scenarios`).
     /// None for an API without a server (the scenario routes answer 503).
     pub runtime: Option<Arc<crate::server::Runtime>>,
+    /// The encoding shared by every open event stream.
+    pub hub: Arc<live::Hub>,
 }
 
 impl ApiState {
@@ -120,6 +123,7 @@ impl ApiState {
             shutdown,
             started: SystemTime::now(),
             runtime: None,
+            hub: Arc::default(),
         }
     }
 

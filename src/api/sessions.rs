@@ -6,19 +6,18 @@
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::Duration;
 
-use axum::body::{Body, Bytes};
+use axum::body::Body;
 use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
-use tokio::sync::broadcast;
-use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 
 use super::error::{ApiError, ApiPath, ApiQuery, ApiResult};
+use super::live::{Feed, Shared};
 use super::wait::{self, Changes, Listing, Paging};
 use super::ApiState;
 use crate::capture::{Event, EventKind};
@@ -197,88 +196,24 @@ struct EventsQuery {
     session: Option<u64>,
 }
 
-/// How long the stream gathers events before it writes them. A reader sees
-/// each event within this; a busy server wakes each reader, and writes to
-/// it, once per period instead of once per event, which is what keeps an
-/// open stream from slowing SMTP (docs/performance.md).
-pub const GATHER: Duration = Duration::from_millis(25);
-
-/// A quiet stream sends a comment this often, so proxies and browsers keep
-/// it open (the interval axum's SSE uses too).
-pub const KEEP_ALIVE: Duration = Duration::from_secs(15);
-
-/// The keep-alive: a comment line, which readers ignore (WHATWG HTML
-/// §9.2.6, lines starting with a colon).
-const COMMENT: &[u8] = b":\n\n";
-
-/// A subscriber's side of the live events.
-struct Feed {
-    rx: broadcast::Receiver<Arc<Event>>,
-    session: Option<u64>,
-}
-
-impl Feed {
-    /// Appends one event in the event-stream format: its JSON (one line) as
-    /// a `data:` field, then the blank line that dispatches it (WHATWG HTML
-    /// §9.2.6). Written straight into the batch: no frame per event.
-    fn push(&self, out: &mut Vec<u8>, item: Result<Arc<Event>, u64>) {
-        match item {
-            Ok(ev) if self.session.is_none_or(|n| n == ev.session) => {
-                out.extend_from_slice(b"data: ");
-                ev.write_json(out);
-                out.extend_from_slice(b"\n\n");
-            }
-            Ok(_) => {}
-            Err(missed) => {
-                out.extend_from_slice(format!("event: lagged\ndata: {missed}\n\n").as_bytes())
-            }
-        }
-    }
-
-    /// The next batch: waits for an event, gathers for [`GATHER`], then
-    /// takes everything that came meanwhile, as one body chunk (one write).
-    /// A keep-alive comment after [`KEEP_ALIVE`] of quiet. None once no more
-    /// can come.
-    async fn next(mut self) -> Option<(Bytes, Feed)> {
-        let mut out = vec![];
-        match tokio::time::timeout(KEEP_ALIVE, self.rx.recv()).await {
-            Err(_quiet) => return Some((Bytes::from_static(COMMENT), self)),
-            Ok(Ok(ev)) => self.push(&mut out, Ok(ev)),
-            Ok(Err(RecvError::Lagged(n))) => self.push(&mut out, Err(n)),
-            Ok(Err(RecvError::Closed)) => return None,
-        }
-        tokio::time::sleep(GATHER).await;
-        // At most one backlog's worth: a reader never loops forever
-        // behind a server that produces faster than it drains.
-        for _ in 0..crate::capture::LIVE_BACKLOG {
-            match self.rx.try_recv() {
-                Ok(ev) => self.push(&mut out, Ok(ev)),
-                Err(TryRecvError::Lagged(n)) => self.push(&mut out, Err(n)),
-                Err(TryRecvError::Empty | TryRecvError::Closed) => break,
-            }
-        }
-        Some((Bytes::from(out), self))
-    }
-}
-
 /// The live transcript: each event as one SSE `data:` line (the JSON of the
-/// events file), written in batches every [`GATHER`] at most. A reader too
-/// slow to keep up gets a `lagged` event saying how many it missed, then
-/// carries on. Ends when the server stops.
+/// events file), written in batches every [`super::live::GATHER`] at most.
+/// A reader too slow to keep up gets a `lagged` event saying how many it
+/// missed, then carries on. Ends when the server stops. Streams of every
+/// session share one encoding (see `live.rs`).
 ///
 /// The stream is written by hand rather than with axum's `Sse`, which
 /// frames and hands over each event on its own: with a busy server and a
 /// tab open, that per-event work was most of what the stream cost SMTP.
 async fn events(State(s): State<ApiState>, ApiQuery(q): ApiQuery<EventsQuery>) -> Response {
-    let feed = Feed {
-        rx: s.capture.live(),
-        session: q.session,
+    use futures_util::stream::unfold;
+    let chunks = match q.session {
+        Some(n) => unfold(Feed::new(&s.capture, Some(n)), Feed::next).boxed(),
+        None => unfold(s.hub.subscribe(&s.capture), Shared::next).boxed(),
     };
-    let batches = futures_util::stream::unfold(feed, Feed::next);
     let shutdown = s.shutdown.clone();
-    let stream =
-        futures_util::StreamExt::take_until(batches, async move { shutdown.cancelled().await });
-    let body = Body::from_stream(futures_util::StreamExt::map(stream, Ok::<_, Infallible>));
+    let chunks = chunks.take_until(async move { shutdown.cancelled().await });
+    let body = Body::from_stream(chunks.map(Ok::<_, Infallible>));
     (
         [
             (header::CONTENT_TYPE, "text/event-stream"),
@@ -287,34 +222,4 @@ async fn events(State(s): State<ApiState>, ApiQuery(q): ApiQuery<EventsQuery>) -
         body,
     )
         .into_response()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::capture::Capture;
-
-    #[tokio::test(start_paused = true)]
-    async fn a_quiet_stream_keeps_alive_then_batches_events() {
-        let capture = Capture::in_memory();
-        let feed = Feed {
-            rx: capture.live(),
-            session: Some(3),
-        };
-        let (chunk, feed) = feed.next().await.unwrap();
-        assert_eq!(&chunk[..], COMMENT);
-        let connect = |n: u64| EventKind::Connect {
-            client: format!("192.0.2.{n}:25"),
-        };
-        capture.record("l", "s", 3, connect(1));
-        capture.record("l", "s", 4, connect(2));
-        capture.record("l", "s", 3, connect(3));
-        let (chunk, _) = feed.next().await.unwrap();
-        let text = String::from_utf8(chunk.to_vec()).unwrap();
-        let events: Vec<&str> = text.split_terminator("\n\n").collect();
-        assert_eq!(events.len(), 2, "{text}");
-        assert!(events[0].starts_with("data: {\"ts\":"), "{text}");
-        assert!(events[0].ends_with(r#""session":3,"type":"connect","client":"192.0.2.1:25"}"#));
-        assert!(events[1].ends_with(r#""client":"192.0.2.3:25"}"#), "{text}");
-    }
 }

@@ -1,0 +1,264 @@
+//! The live transcript behind `GET /api/v1/events`: events gathered for
+//! [`GATHER`] and written as one chunk in the event-stream format (WHATWG
+//! HTML §9.2.6). Streams of every session share one encoding: a [`Hub`]
+//! reads the capture's live events, encodes each batch once and hands the
+//! same bytes to all of them, so a second open tab costs SMTP next to
+//! nothing. A stream of one session reads and encodes its own.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use tokio::sync::broadcast;
+use tokio::sync::broadcast::error::{RecvError, TryRecvError};
+
+use crate::capture::{Capture, Event, LIVE_BACKLOG};
+
+/// How long events are gathered before they are written. A reader sees
+/// each event within this; a busy server wakes each reader, and writes to
+/// it, once per period instead of once per event, which is what keeps an
+/// open stream from slowing SMTP (docs/performance.md).
+pub const GATHER: Duration = Duration::from_millis(25);
+
+/// A quiet stream sends a comment this often, so proxies and browsers keep
+/// it open (the interval axum's SSE uses too).
+pub const KEEP_ALIVE: Duration = Duration::from_secs(15);
+
+/// The keep-alive: a comment line, which readers ignore (WHATWG HTML
+/// §9.2.6, lines starting with a colon).
+pub const COMMENT: &[u8] = b":\n\n";
+
+/// Batches a shared stream may fall behind before it is told it lagged:
+/// 400 ms at full speed, and a bound on what the hub keeps (each batch is
+/// one period's events).
+const HUB_BACKLOG: usize = 16;
+
+/// `event: lagged` with how many events a reader missed.
+fn lagged(missed: u64) -> Vec<u8> {
+    format!("event: lagged\ndata: {missed}\n\n").into_bytes()
+}
+
+/// One reader of the capture's live events: all of them, or one session's.
+pub struct Feed {
+    rx: broadcast::Receiver<Arc<Event>>,
+    session: Option<u64>,
+}
+
+impl Feed {
+    pub fn new(capture: &Capture, session: Option<u64>) -> Self {
+        Self {
+            rx: capture.live(),
+            session,
+        }
+    }
+
+    /// Appends one event: its JSON (one line) as a `data:` field, then the
+    /// blank line that dispatches it. Returns how many were written.
+    fn push(&self, out: &mut Vec<u8>, item: Result<Arc<Event>, u64>) -> u64 {
+        match item {
+            Ok(ev) if self.session.is_none_or(|n| n == ev.session) => {
+                out.extend_from_slice(b"data: ");
+                ev.write_json(out);
+                out.extend_from_slice(b"\n\n");
+                1
+            }
+            Ok(_) => 0,
+            Err(missed) => {
+                out.extend_from_slice(&lagged(missed));
+                0
+            }
+        }
+    }
+
+    /// Waits for an event (at most `wait`: None then), gathers for
+    /// [`GATHER`], then takes everything that came meanwhile. Some(None)
+    /// once no more can come; else the chunk and how many events it holds.
+    async fn gather(&mut self, wait: Duration) -> Option<Option<(Vec<u8>, u64)>> {
+        let mut out = vec![];
+        let first = match tokio::time::timeout(wait, self.rx.recv()).await {
+            Err(_quiet) => return None,
+            Ok(Ok(ev)) => Ok(ev),
+            Ok(Err(RecvError::Lagged(n))) => Err(n),
+            Ok(Err(RecvError::Closed)) => return Some(None),
+        };
+        let mut count = self.push(&mut out, first);
+        tokio::time::sleep(GATHER).await;
+        // At most one backlog's worth: a reader never loops forever behind
+        // a server that produces faster than it drains.
+        for _ in 0..LIVE_BACKLOG {
+            count += match self.rx.try_recv() {
+                Ok(ev) => self.push(&mut out, Ok(ev)),
+                Err(TryRecvError::Lagged(n)) => self.push(&mut out, Err(n)),
+                Err(TryRecvError::Empty | TryRecvError::Closed) => break,
+            };
+        }
+        Some(Some((out, count)))
+    }
+
+    /// The next chunk of this reader's stream: a batch, or a keep-alive
+    /// after [`KEEP_ALIVE`] of quiet. None once no more can come.
+    pub async fn next(mut self) -> Option<(Bytes, Feed)> {
+        match self.gather(KEEP_ALIVE).await {
+            None => Some((Bytes::from_static(COMMENT), self)),
+            Some(Some((out, _))) => Some((Bytes::from(out), self)),
+            Some(None) => None,
+        }
+    }
+}
+
+/// One encoded batch: `count` events numbered from `first`.
+#[derive(Clone)]
+struct Batch {
+    bytes: Bytes,
+    first: u64,
+    count: u64,
+}
+
+/// The encoding shared by every stream of all sessions. Runs only while
+/// one is open: the first starts it, and it stops at the first batch
+/// nobody is left to read.
+#[derive(Default)]
+pub struct Hub {
+    tx: Mutex<Option<broadcast::Sender<Batch>>>,
+}
+
+impl Hub {
+    /// A new stream of every session's events, from now on.
+    pub fn subscribe(self: &Arc<Self>, capture: &Capture) -> Shared {
+        let mut slot = self.tx.lock().unwrap_or_else(|p| p.into_inner());
+        let rx = match slot.as_ref() {
+            Some(tx) => tx.subscribe(),
+            None => {
+                let (tx, rx) = broadcast::channel(HUB_BACKLOG);
+                *slot = Some(tx.clone());
+                tokio::spawn(self.clone().run(Feed::new(capture, None), tx));
+                rx
+            }
+        };
+        Shared { rx, next: None }
+    }
+
+    async fn run(self: Arc<Self>, mut feed: Feed, tx: broadcast::Sender<Batch>) {
+        let mut seq = 0;
+        while let Some(Some((out, count))) = feed.gather(Duration::MAX).await {
+            let batch = Batch {
+                bytes: Bytes::from(out),
+                first: seq,
+                count,
+            };
+            seq += count;
+            if tx.send(batch).is_err() {
+                // Nobody reads: stop, unless a stream arrived meanwhile.
+                let mut slot = self.tx.lock().unwrap_or_else(|p| p.into_inner());
+                if tx.receiver_count() == 0 {
+                    *slot = None;
+                    return;
+                }
+            }
+        }
+        *self.tx.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+}
+
+/// A stream's side of the hub: the batches, and the number of the event it
+/// expects next (to tell it how many it missed when it lags).
+pub struct Shared {
+    rx: broadcast::Receiver<Batch>,
+    next: Option<u64>,
+}
+
+impl Shared {
+    /// The next chunk: a batch (after a `lagged` event if batches were
+    /// missed), or a keep-alive after [`KEEP_ALIVE`] of quiet. None once no
+    /// more can come.
+    pub async fn next(mut self) -> Option<(Bytes, Shared)> {
+        loop {
+            let batch = match tokio::time::timeout(KEEP_ALIVE, self.rx.recv()).await {
+                Err(_quiet) => return Some((Bytes::from_static(COMMENT), self)),
+                Ok(Ok(b)) => b,
+                // Told at the next batch, which says how many events.
+                Ok(Err(RecvError::Lagged(_))) => continue,
+                Ok(Err(RecvError::Closed)) => return None,
+            };
+            let missed = self.next.map_or(0, |n| batch.first.saturating_sub(n));
+            self.next = Some(batch.first + batch.count);
+            if missed == 0 {
+                return Some((batch.bytes, self));
+            }
+            let mut out = lagged(missed);
+            out.extend_from_slice(&batch.bytes);
+            return Some((Bytes::from(out), self));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::capture::EventKind;
+
+    fn connect(n: u64) -> EventKind {
+        EventKind::Connect {
+            client: format!("192.0.2.{n}:25"),
+        }
+    }
+
+    fn events(chunk: &Bytes) -> Vec<String> {
+        String::from_utf8(chunk.to_vec())
+            .unwrap()
+            .split_terminator("\n\n")
+            .map(String::from)
+            .collect()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_quiet_stream_keeps_alive_then_batches_one_sessions_events() {
+        let capture = Capture::in_memory();
+        let feed = Feed::new(&capture, Some(3));
+        let (chunk, feed) = feed.next().await.unwrap();
+        assert_eq!(&chunk[..], COMMENT);
+        capture.record("l", "s", 3, connect(1));
+        capture.record("l", "s", 4, connect(2));
+        capture.record("l", "s", 3, connect(3));
+        let (chunk, _) = feed.next().await.unwrap();
+        let got = events(&chunk);
+        assert_eq!(got.len(), 2, "{got:?}");
+        assert!(got[0].starts_with("data: {\"ts\":"), "{got:?}");
+        assert!(got[0].ends_with(r#""session":3,"type":"connect","client":"192.0.2.1:25"}"#));
+        assert!(got[1].ends_with(r#""client":"192.0.2.3:25"}"#), "{got:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn streams_share_one_encoding_and_a_slow_one_is_told_what_it_missed() {
+        let capture = Arc::new(Capture::in_memory());
+        let hub = Arc::new(Hub::default());
+        let fast = hub.subscribe(&capture);
+        let slow = hub.subscribe(&capture);
+        // The hub task subscribes to the capture when it first runs.
+        tokio::task::yield_now().await;
+        capture.record("l", "s", 1, connect(1));
+        let (a, fast) = fast.next().await.unwrap();
+        let (b, slow) = slow.next().await.unwrap();
+        assert_eq!(a.as_ptr(), b.as_ptr(), "the same bytes, encoded once");
+        assert_eq!(events(&a).len(), 1);
+        // The fast stream reads every batch; the slow one none, until it
+        // has fallen more than the backlog behind.
+        let mut fast = fast;
+        for n in 0..(HUB_BACKLOG as u64 + 4) {
+            capture.record("l", "s", 1, connect(n));
+            capture.record("l", "s", 1, connect(n));
+            let (chunk, f) = fast.next().await.unwrap();
+            assert_eq!(events(&chunk).len(), 2);
+            fast = f;
+        }
+        let (chunk, _) = slow.next().await.unwrap();
+        let got = events(&chunk);
+        assert_eq!(got[0], "event: lagged\ndata: 8", "{got:?}");
+        assert_eq!(got.len(), 3, "then the oldest batch still kept: {got:?}");
+        // Everyone gone: the hub stops at the next batch.
+        drop(fast);
+        capture.record("l", "s", 1, connect(9));
+        tokio::time::sleep(GATHER * 2).await;
+        assert!(hub.tx.lock().unwrap().is_none());
+    }
+}
