@@ -23,6 +23,7 @@ trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$tmp"' EXIT
 printf '[server]\nhostname = "bench.test"\n' > "$tmp/healthy.toml"
 $bin serve --listen 127.0.0.1:0="$tmp/healthy.toml" --api 127.0.0.1:0 \
   --max-connections 10000 --no-watch > "$tmp/mf.out" 2> /dev/null &
+server=$!
 for _ in $(seq 50); do
   [ "$(wc -l < "$tmp/mf.out")" -ge 2 ] && break
   sleep 0.1
@@ -35,22 +36,27 @@ api=$(sed -n 's#^listening \(http://[^ ]*\) api#\1#p' "$tmp/mf.out")
 # speed, where a per-event cost would show most.
 load=(-s 20 -m 20000 -l 1024 -d)
 
+# The server's CPU time so far, in clock ticks (user + system).
+ticks() { awk '{print $14 + $15}' "/proc/$server/stat"; }
+hz=$(getconf CLK_TCK)
+
 run() { # mode subscribers
-  local mode=$1 subs=$2 pids=() start end secs got
+  local mode=$1 subs=$2 pids=() start end secs got t0 t1
   for _ in $(seq "$subs"); do
     curl -sN "$api/api/v1/events" > "$tmp/sse.$RANDOM" &
     pids+=($!)
   done
   # Each subscriber is attached once its stream has answered.
   [ "$subs" -gt 0 ] && sleep 0.5
-  start=$(date +%s.%N)
+  start=$(date +%s.%N); t0=$(ticks)
   timeout 120 smtp-source "${load[@]}" -f sender@bench.test -t rcpt@bench.test "$smtp"
-  end=$(date +%s.%N)
+  end=$(date +%s.%N); t1=$(ticks)
   [ "${#pids[@]}" -gt 0 ] && kill "${pids[@]}" 2>/dev/null && wait "${pids[@]}" 2>/dev/null || true
   got=$(cat "$tmp"/sse.* 2>/dev/null | grep -c '^data: ' || true)
   rm -f "$tmp"/sse.*
   secs=$(echo "$end - $start" | bc -l)
-  printf '%-16s %8.0f msg/s  (%s events streamed)\n' "$mode" "$(echo "${load[3]} / $secs" | bc -l)" "$got"
+  printf '%-16s %8.0f msg/s  %5.1f server CPU us/msg  (%s events streamed)\n' "$mode" \
+    "$(echo "${load[3]} / $secs" | bc -l)" "$(echo "($t1 - $t0) * 1000000 / $hz / ${load[3]}" | bc -l)" "$got"
   # Forget the messages so every run starts from the same store.
   curl -s -X DELETE "$api/api/v1/messages" > /dev/null
 }
@@ -61,5 +67,10 @@ for r in $(seq "$rounds"); do
   run "1 subscriber" 1 | tee -a "$tmp/one"
   run "3 subscribers" 3 | tee -a "$tmp/three"
 done
-median() { awk '{print $(NF-4)}' "$1" | sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
-echo "median msg/s: none $(median "$tmp/none"), 1 subscriber $(median "$tmp/one"), 3 subscribers $(median "$tmp/three")"
+median() { # file field
+  awk -v f="$2" '{print $f}' "$1" | sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'
+}
+for m in "msg/s:3" "server CPU us/msg:5"; do
+  f=${m##*:}
+  echo "median ${m%:*}: none $(median "$tmp/none" "$f"), 1 subscriber $(median "$tmp/one" "$f"), 3 subscribers $(median "$tmp/three" "$f")"
+done
