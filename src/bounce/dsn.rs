@@ -83,10 +83,30 @@ pub enum NotBounce {
     AutoReply,
     #[error("a complaint notification from a sending service, not a bounce")]
     Complaint,
+    #[error(
+        "a delivery notification from a sending service (the message was delivered), not a bounce"
+    )]
+    Delivered,
     #[error("JSON that is not a bounce notification (Amazon SES, SendGrid, Mailgun or Postmark)")]
     NotNotification,
     #[error("a mail log with no failed delivery (Postfix status=bounced|deferred, Exim **/==, Sendmail stat=)")]
     NoLogFailure,
+    #[error("larger than 64 MiB, the most from-bounce reads from one input; split the mbox or log and give the parts")]
+    TooBig,
+}
+
+impl NotBounce {
+    /// The name bounce analysers give a notice that is no failure
+    /// (sisimai's reasons `feedback`, `vacation`, `delivered`): such a
+    /// notice is named, never read as a failure, and is never hard.
+    pub fn reason(&self) -> Option<&'static str> {
+        match self {
+            NotBounce::Feedback | NotBounce::Complaint => Some("feedback"),
+            NotBounce::AutoReply => Some("vacation"),
+            NotBounce::Delivered => Some("delivered"),
+            _ => None,
+        }
+    }
 }
 
 /// Reads a bounce message (LF, CRLF or CR line ends).
