@@ -149,10 +149,10 @@ fn agreement_with_the_labels() {
     }
     // Floors at the figures reached (docs/bounces.md records them): a
     // change that reads fewer samples right fails here.
-    assert!(status_ok >= 187 && s > 0.95, "status agreement dropped");
-    assert!(code_ok >= 185 && c > 0.95, "reply code agreement dropped");
-    assert!(reason_ok >= 217 && r > 0.80, "reason agreement dropped");
-    assert!(hard_ok >= 238 && h > 0.87, "hard/soft agreement dropped");
+    assert!(status_ok >= 188 && s > 0.96, "status agreement dropped");
+    assert!(code_ok >= 186 && c > 0.96, "reply code agreement dropped");
+    assert!(reason_ok >= 225 && r > 0.83, "reason agreement dropped");
+    assert!(hard_ok >= 246 && h > 0.90, "hard/soft agreement dropped");
 }
 
 fn samples() -> Vec<PathBuf> {
@@ -759,4 +759,30 @@ fn ten_thousand_levels_of_mime_are_read_without_overflow() {
         // machine, not a quadratic walk.
         assert!(took.as_secs() < 20, "multipart {multipart}: {took:?}");
     }
+}
+
+#[test]
+fn a_report_forwarded_inside_a_notice_is_read_but_an_original_message_is_not() {
+    let inner = dsn_message(
+        "Delivery failed.",
+        "Final-Recipient: rfc822; gone@example.org\r\nAction: failed\r\nStatus: 5.1.1\r\n\
+         Diagnostic-Code: smtp; 550 5.1.1 <gone@example.org>: User unknown",
+    );
+    let wrap = |part: &[u8]| {
+        let mut m = b"From: gateway@example.net\r\nTo: sender@example.test\r\n\
+            Subject: Returned mail\r\nMIME-Version: 1.0\r\n\
+            Content-Type: multipart/mixed; boundary=\"W\"\r\n\r\n--W\r\n\
+            Content-Type: text/plain\r\n\r\nThe following addresses had permanent delivery errors\r\n\r\n\
+            --W\r\nContent-Type: message/rfc822\r\n\r\n"
+            .to_vec();
+        m.extend_from_slice(part);
+        m.extend_from_slice(b"\r\n--W--\r\n");
+        m
+    };
+    let b = dsn::parse(&wrap(&inner)).expect("the forwarded report is read");
+    assert_eq!(b.failures[0].recipient, "gone@example.org");
+    assert_eq!(b.failures[0].status.as_deref(), Some("5.1.1"));
+    // An attached ordinary message is no report: nothing is invented.
+    let plain = b"From: a@example.test\r\nTo: gone@example.org\r\nSubject: hi\r\n\r\nhello\r\n";
+    assert!(dsn::parse(&wrap(plain)).is_err());
 }

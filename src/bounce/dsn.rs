@@ -109,8 +109,37 @@ impl NotBounce {
     }
 }
 
+/// How deep a bounce forwarded inside another message is looked for (a
+/// gateway's notice wrapping the report it received: one level in practice).
+const MAX_FORWARDED: usize = 2;
+
 /// Reads a bounce message (LF, CRLF or CR line ends).
 pub fn parse(bytes: &[u8]) -> Result<Bounce, NotBounce> {
+    parse_at(bytes, 0)
+}
+
+/// A delivery report attached whole (`message/rfc822` holding a
+/// `multipart/report`): a gateway or a forwarding user passed on the
+/// report it received. Only a report counts, never an original message.
+fn forwarded_report(msg: &mail_parser::Message<'_>, depth: usize) -> Option<Bounce> {
+    if depth >= MAX_FORWARDED {
+        return None;
+    }
+    msg.parts.iter().find_map(|part| match &part.body {
+        PartType::Message(inner)
+            if inner.content_type().is_some_and(|c| {
+                c.ctype().eq_ignore_ascii_case("multipart")
+                    && c.subtype()
+                        .is_some_and(|s| s.eq_ignore_ascii_case("report"))
+            }) =>
+        {
+            parse_at(inner.raw_message(), depth + 1).ok()
+        }
+        _ => None,
+    })
+}
+
+fn parse_at(bytes: &[u8], depth: usize) -> Result<Bounce, NotBounce> {
     let bytes = normalize(bytes);
     let msg = MessageParser::default()
         .parse(&bytes)
@@ -215,6 +244,9 @@ pub fn parse(bytes: &[u8]) -> Result<Bounce, NotBounce> {
     }
     bounce.failures.retain(plausible);
     if bounce.failures.is_empty() {
+        if let Some(b) = forwarded_report(&msg, depth) {
+            return Ok(b);
+        }
         return Err(if is_auto_reply(&msg) {
             NotBounce::AutoReply
         } else {

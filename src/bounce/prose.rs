@@ -54,6 +54,39 @@ pub(super) fn stage_of(text: &str) -> Option<(&'static str, String)> {
         .map(|(p, s)| (*s, p.to_string()))
 }
 
+/// The stage a session transcript in a recipient's block names: the last
+/// `>>> COMMAND` line before the reply (`>>> RCPT TO:<a@b>` then `<<< 550
+/// ...`), as Sendmail, au/ezweb and others quote the session.
+fn last_command(block: &[&str]) -> Option<(&'static str, String)> {
+    let cmd = block.iter().rev().find_map(|l| l.strip_prefix(">>> "))?;
+    let c = cmd.to_ascii_uppercase();
+    let stage = if c.starts_with("RCPT") {
+        "rcpt"
+    } else if c.starts_with("MAIL") {
+        "mail"
+    } else if c == "DATA" {
+        "data"
+    } else if c == "." {
+        "message"
+    } else {
+        return None;
+    };
+    Some((stage, format!(">>> {cmd}")))
+}
+
+/// A reply the reporter wrapped so that the next line starts with the
+/// recipient again: Postfix folds "said: 550" and "<a@b>: User unknown"
+/// onto two lines. That line continues the block, it starts no new one.
+fn wrapped_reply(prev: Option<&str>, line: &str, addr: &str) -> bool {
+    let Some(prev) = prev else { return false };
+    let ends_with_code = prev
+        .rsplit(' ')
+        .next()
+        .is_some_and(|w| w.len() == 3 && w.bytes().all(|b| b.is_ascii_digit()));
+    (ends_with_code || prev.to_ascii_lowercase().ends_with(" said:"))
+        && address_line(line).is_some_and(|a| a.eq_ignore_ascii_case(addr))
+}
+
 pub(super) fn find_status_hint(text: &str) -> Option<String> {
     // qmail: "(#5.5.0)"
     let i = text.find("(#")?;
@@ -243,7 +276,11 @@ pub(super) fn text_hits(text: &str) -> Vec<Hit> {
                 j = k;
             }
         }
-        while j < lines.len() && !lines[j].trim().is_empty() && address_line(lines[j]).is_none() {
+        while j < lines.len()
+            && !lines[j].trim().is_empty()
+            && (address_line(lines[j]).is_none()
+                || wrapped_reply(block.last().copied(), lines[j], &addr))
+        {
             block.push(lines[j].trim());
             j += 1;
         }
@@ -264,7 +301,7 @@ pub(super) fn text_hits(text: &str) -> Vec<Hit> {
         let after_addr = joined.split_once(&addr).map(|(_, r)| r).unwrap_or(&joined);
         let mut h = Hit {
             recipient: Some(addr.clone()),
-            stage: stage_of(&joined),
+            stage: stage_of(&joined).or_else(|| last_command(&block)),
             host: host_in(&joined),
             ..Hit::default()
         };
@@ -525,6 +562,23 @@ pub(super) fn host_in(text: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_wrapped_reply_and_a_quoted_session_stay_in_their_block() {
+        // Postfix folds the reply so that its next line starts with the
+        // recipient again.
+        let t = "<a@example.jp>: host\n    mx.example.jp[192.0.2.22] said: 550\n    <a@example.jp>: User unknown\n";
+        let h = text_hits(t);
+        assert_eq!(h.len(), 1);
+        assert_eq!(
+            h[0].reply.as_deref(),
+            Some(&["550 <a@example.jp>: User unknown".to_string()][..])
+        );
+        // A transcript in the block names the stage.
+        let t = "Recipient: <a@example.jp>\n>>> RCPT TO:<a@example.jp>\n<<< 550 <a@example.jp>: User unknown\n";
+        let h = text_hits(t);
+        assert_eq!(h[0].stage.as_ref().map(|s| s.0), Some("rcpt"));
+    }
 
     #[test]
     fn a_reason_after_a_lead_or_above_a_lone_address() {

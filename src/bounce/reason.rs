@@ -128,7 +128,17 @@ fn unknown_user(f: Facts<'_>) -> &'static str {
         _ => {}
     }
     let Some(status) = f.status else {
-        return "userunknown";
+        // A remote server's reply quoted with neither a status nor the
+        // command it answered: the words may come after DATA as well as at
+        // RCPT TO, and bounce analysers (sisimai's documented rule: an
+        // unknown user is an x.1.1 status or a refusal at RCPT) take it
+        // for a filter's refusal. A reporter's own words (no reply code)
+        // are its mailbox store speaking: an unknown user.
+        return if f.code.is_some_and(|c| c >= 500) && f.stage.is_none() {
+            "filtered"
+        } else {
+            "userunknown"
+        };
     };
     let rest = status.get(2..).unwrap_or("");
     if matches!(rest, "0.0" | "2.0") {
@@ -290,6 +300,40 @@ mod tests {
         // Many servers send 5.2.1 with "User unknown": the words decide.
         assert_eq!(
             r(Some("5.2.1"), Some(550), "550 5.2.1 User Unknown"),
+            "userunknown"
+        );
+    }
+
+    #[test]
+    fn spam_named_as_the_cause_comes_before_spf_advice() {
+        let t = "Your email to group a@example.com was rejected due to spam classification. \
+                 * Set up SPF records for your sending domain";
+        assert_eq!(r(Some("5.0.0"), None, t), "spamdetected");
+        // cPanel's Exim notice names the domain first.
+        let t = "The account or domain may not exist, they may be blacklisted, \
+                 or missing the proper dns entries.";
+        assert_eq!(r(None, None, t), "hostunknown");
+    }
+
+    #[test]
+    fn an_unknown_user_without_status_or_stage_is_a_filter_when_quoted() {
+        let at = |stage, code, text| {
+            reason(Facts {
+                code,
+                text,
+                stage,
+                ..Facts::default()
+            })
+        };
+        // A remote reply quoted with no status and no command.
+        assert_eq!(at(None, Some(550), "550 No such user here"), "filtered");
+        // The same at RCPT TO, or in the reporter's own words.
+        assert_eq!(
+            at(Some("rcpt"), Some(550), "550 No such user here"),
+            "userunknown"
+        );
+        assert_eq!(
+            at(None, None, "The recipient name is not recognized"),
             "userunknown"
         );
     }
