@@ -786,3 +786,32 @@ fn a_report_forwarded_inside_a_notice_is_read_but_an_original_message_is_not() {
     let plain = b"From: a@example.test\r\nTo: gone@example.org\r\nSubject: hi\r\n\r\nhello\r\n";
     assert!(dsn::parse(&wrap(plain)).is_err());
 }
+
+#[test]
+fn esp_fields_as_documented_missing_status_and_delivery_notices() {
+    // SendGrid documents bounce events with `type` "blocked" and no
+    // `status` (a domain with no mail exchanger): the reason is read from
+    // `reason`.
+    let sg = br#"[{"email":"a@nowhere.example","event":"bounce","reason":"unable to get mx info: no such host","sg_event_id":"x1","sg_message_id":"m1","smtp-id":"<m1@example>","timestamp":1740300320,"tls":0,"type":"blocked","bounce_classification":"Unclassified"}]"#;
+    let out = run_with_stdin(&["from-bounce", "-", "--json"], sg);
+    assert_eq!(out.status.code(), Some(0));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["failures"][0]["recipient"], "a@nowhere.example");
+    assert_eq!(v["failures"][0]["action"], "failed");
+    // Delivery notices (SES `Delivery`, Mailgun `delivered`, Postmark
+    // `Delivery`) are named, never turned into a failure.
+    for doc in [
+        &br#"{"notificationType":"Delivery","mail":{"destination":["a@example.com"]},"delivery":{"recipients":["a@example.com"],"smtpResponse":"250 2.6.0 Message received","reportingMTA":"a8-1.smtp-out.amazonses.com"}}"#[..],
+        br#"{"signature":{},"event-data":{"event":"delivered","recipient":"a@example.com","delivery-status":{"code":250,"message":"OK"}}}"#,
+        br#"{"RecordType":"Delivery","MessageStream":"outbound","Recipient":"a@example.com","Details":"Test delivery webhook details"}"#,
+    ] {
+        let out = run_with_stdin(&["from-bounce", "-"], doc);
+        assert_eq!(out.status.code(), Some(1));
+        assert!(out.stdout.is_empty(), "no scenario is invented");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("a delivery notification from a sending service"),
+            "{err}"
+        );
+    }
+}
