@@ -62,9 +62,17 @@ fn agreement_with_the_labels() {
                 .as_ref()
                 .ok()
                 .and_then(|b| b.failures.get(row.index - 1));
+            // A delivery notice quotes the reply that accepted the message.
+            let (named_status, named_code) = match parsed.as_ref() {
+                Err(dsn::NotBounce::Delivered { status, code }) => (status.clone(), *code),
+                _ => (None, None),
+            };
             if standard(&row.status) {
                 status_total += 1;
-                let got = f.and_then(|f| f.status.clone()).unwrap_or_default();
+                let got = f
+                    .and_then(|f| f.status.clone())
+                    .or(named_status)
+                    .unwrap_or_default();
                 if got == row.status {
                     status_ok += 1;
                 } else {
@@ -119,6 +127,7 @@ fn agreement_with_the_labels() {
                 code_total += 1;
                 let got = f
                     .and_then(|f| f.reply_code)
+                    .or(named_code)
                     .map(|c| c.to_string())
                     .unwrap_or_default();
                 if got == row.reply_code {
@@ -149,9 +158,9 @@ fn agreement_with_the_labels() {
     }
     // Floors at the figures reached (docs/bounces.md records them): a
     // change that reads fewer samples right fails here.
-    assert!(status_ok >= 188 && s > 0.96, "status agreement dropped");
-    assert!(code_ok >= 186 && c > 0.96, "reply code agreement dropped");
-    assert!(reason_ok >= 225 && r > 0.83, "reason agreement dropped");
+    assert!(status_ok >= 190 && s > 0.97, "status agreement dropped");
+    assert!(code_ok >= 188 && c > 0.97, "reply code agreement dropped");
+    assert!(reason_ok >= 226 && r > 0.83, "reason agreement dropped");
     assert!(hard_ok >= 246 && h > 0.90, "hard/soft agreement dropped");
 }
 

@@ -86,7 +86,12 @@ pub enum NotBounce {
     #[error(
         "a delivery notification from a sending service (the message was delivered), not a bounce"
     )]
-    Delivered,
+    Delivered {
+        /// The receiving server's reply as the notice quotes it (SES's
+        /// `smtpResponse`, "250 2.6.0 Message received"): its status and code.
+        status: Option<String>,
+        code: Option<u16>,
+    },
     #[error("JSON that is not a bounce notification (Amazon SES, SendGrid, Mailgun or Postmark)")]
     NotNotification,
     #[error("a mail log with no failed delivery (Postfix status=bounced|deferred, Exim **/==, Sendmail stat=)")]
@@ -103,7 +108,7 @@ impl NotBounce {
         match self {
             NotBounce::Feedback | NotBounce::Complaint => Some("feedback"),
             NotBounce::AutoReply => Some("vacation"),
-            NotBounce::Delivered => Some("delivered"),
+            NotBounce::Delivered { .. } => Some("delivered"),
             _ => None,
         }
     }

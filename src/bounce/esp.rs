@@ -8,6 +8,8 @@
 
 use serde_json::Value;
 
+use crate::proto::reply::ReadReply;
+
 use super::dsn::{complete, diagnose, Bounce, Failure, NotBounce};
 
 /// How deep an SNS envelope may nest notifications (one level in practice).
@@ -19,6 +21,8 @@ const MAX_ENVELOPES: usize = 3;
 struct Named {
     complaints: usize,
     deliveries: usize,
+    /// The first delivery's reply, when the notice quotes it.
+    delivered_reply: Option<String>,
 }
 
 /// Reads a JSON notification (or an array of them).
@@ -34,7 +38,11 @@ pub fn parse(bytes: &[u8]) -> Result<Bounce, NotBounce> {
         return Err(if named.complaints > 0 {
             NotBounce::Complaint
         } else if named.deliveries > 0 {
-            NotBounce::Delivered
+            let r = named.delivered_reply.as_deref().and_then(ReadReply::parse);
+            NotBounce::Delivered {
+                status: r.as_ref().and_then(|r| r.status.clone()),
+                code: r.map(|r| r.code),
+            }
         } else {
             NotBounce::NotNotification
         });
@@ -96,7 +104,13 @@ fn read_one(v: &Value, b: &mut Bounce, named: &mut Named) {
         match t {
             "Bounce" => ses_bounce(v, b),
             "Complaint" => named.complaints += 1,
-            "Delivery" => named.deliveries += 1,
+            "Delivery" => {
+                named.deliveries += 1;
+                let reply = v.get("delivery").and_then(|d| s(d, "smtpResponse"));
+                if named.delivered_reply.is_none() {
+                    named.delivered_reply = reply.map(str::to_string);
+                }
+            }
             _ => {}
         }
     } else if v.get("sg_event_id").is_some() || v.get("sg_message_id").is_some() {

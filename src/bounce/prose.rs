@@ -122,12 +122,21 @@ pub(super) fn reply_in(text: &str) -> Option<(Vec<String>, &'static str)> {
         ("server replied: ", "the text part (\"Server replied\")"),
         ("remote host said: ", "the text part (\"Remote host said\")"),
         (" failed with: ", "the text part (\"failed with\")"),
+        (
+            "with the following error message: ",
+            "the text part (\"with the following error message\")",
+        ),
     ];
     let lower = text.to_ascii_lowercase();
     for (lead, from) in LEADS {
         if let Some(i) = lower.find(lead) {
             let after = &text[i + lead.len()..];
             let after = after.split(" (in reply to").next().unwrap_or(after);
+            // A reply in brackets ("error message: [554 5.4.6 ...]").
+            let after = match after.strip_prefix('[') {
+                Some(a) => a.split(']').next().unwrap_or(a),
+                None => after,
+            };
             let after = after.trim_end_matches(['\'', '"']).trim();
             let after = after
                 .split("' ")
@@ -360,7 +369,9 @@ pub(super) fn text_hits(text: &str) -> Vec<Hit> {
         let joined = text.lines().map(str::trim).collect::<Vec<_>>().join("\n");
         if let Some((r, from)) = reply_in(&joined.replace('\n', " ")).or_else(|| reply_in(&joined))
         {
+            let recipient = r.first().and_then(|l| sole_address_around(&joined, l));
             hits.push(Hit {
+                recipient,
                 reply: Some(r),
                 reply_from: from,
                 stage: stage_of(&joined),
@@ -526,6 +537,26 @@ pub(crate) fn sendmail_hit(cmd: &str, reply: Vec<String>, host: Option<String>) 
 }
 
 /// The first `<local@domain>` in a text.
+/// The one address the paragraph quoting a reply names ("The following
+/// recipients returned permanent errors: a@b. Reason: ... [550 ...]"):
+/// the recipient the reply is about. None when it names none or several.
+fn sole_address_around(text: &str, reply_line: &str) -> Option<String> {
+    let probe = reply_line.get(..reply_line.len().min(24))?;
+    let para = text.split("\n\n").find(|p| p.contains(probe))?;
+    let mut found: Option<String> = None;
+    for w in para.split_whitespace() {
+        let a = clean_addr(w.trim_end_matches(['.', ',', ';', ':']));
+        if !a.contains('@') || a.starts_with('@') || a.ends_with('@') || a.contains(['[', '(']) {
+            continue;
+        }
+        match &found {
+            Some(f) if !f.eq_ignore_ascii_case(&a) => return None,
+            _ => found = Some(a),
+        }
+    }
+    found
+}
+
 pub(super) fn first_address(text: &str) -> Option<String> {
     let mut from = 0;
     while let Some(i) = text[from..].find('<') {
@@ -578,6 +609,21 @@ mod tests {
         let t = "Recipient: <a@example.jp>\n>>> RCPT TO:<a@example.jp>\n<<< 550 <a@example.jp>: User unknown\n";
         let h = text_hits(t);
         assert_eq!(h[0].stage.as_ref().map(|s| s.0), Some("rcpt"));
+    }
+
+    #[test]
+    fn a_bracketed_reply_after_its_lead_names_its_recipient() {
+        let t =
+            "1 error(s):\n\nThe following recipients returned permanent errors: a@example.org. \
+                 Reason: SMTP Server <192.0.2.1> refused to accept your message (DATA), with the \
+                 following error message: [554 5.4.6 Hop count exceeded - possible mail loop]\n\n\
+                 From: b@example.jp\n";
+        let h = text_hits(t);
+        assert_eq!(h[0].recipient.as_deref(), Some("a@example.org"));
+        assert_eq!(
+            h[0].reply.as_deref(),
+            Some(&["554 5.4.6 Hop count exceeded - possible mail loop".to_string()][..])
+        );
     }
 
     #[test]
