@@ -146,6 +146,15 @@ fn forwarded_report(msg: &mail_parser::Message<'_>, depth: usize) -> Option<Boun
 
 fn parse_at(bytes: &[u8], depth: usize) -> Result<Bounce, NotBounce> {
     let bytes = normalize(bytes);
+    // One message saved from an mbox keeps its "From " separator line
+    // (RFC 4155), which is no header: the headers start after it.
+    let bytes = match bytes.strip_prefix(b"From ") {
+        Some(rest) => rest
+            .iter()
+            .position(|&b| b == b'\n')
+            .map_or(Vec::new(), |i| rest[i + 1..].to_vec()),
+        None => bytes,
+    };
     let msg = MessageParser::default()
         .parse(&bytes)
         .ok_or(NotBounce::NotMessage)?;
@@ -283,8 +292,13 @@ fn parse_at(bytes: &[u8], depth: usize) -> Result<Bounce, NotBounce> {
 /// for a notice that quotes no reply and no report: each fails with the
 /// notice's first words as the diagnostic.
 fn failed_recipients_header(msg: &mail_parser::Message<'_>, human: &str, bounce: &mut Bounce) {
-    let Some(list) = msg.header_raw("X-Failed-Recipients") else {
-        return;
+    // Without the header, the returned message's To: (a notice that
+    // quotes no reply but returns the message, as MMS gateways do).
+    let original = super::merge::original_to_in_text(msg);
+    let (list, from) = match msg.header_raw("X-Failed-Recipients") {
+        Some(l) => (l.to_string(), "X-Failed-Recipients header"),
+        None if original.len() == 1 => (original[0].clone(), "To: of the returned message"),
+        None => return,
     };
     let reason: String = human
         .split("\n\n")
@@ -304,7 +318,7 @@ fn failed_recipients_header(msg: &mail_parser::Message<'_>, human: &str, bounce:
     {
         bounce.failures.push(Failure {
             recipient: a.trim_matches(['<', '>']).to_string(),
-            recipient_from: "X-Failed-Recipients header".into(),
+            recipient_from: from.into(),
             diagnostic: Some(reason.split_whitespace().collect::<Vec<_>>().join(" "))
                 .filter(|d| !d.is_empty()),
             ..Failure::default()

@@ -224,6 +224,14 @@ pub(super) fn address_line(line: &str) -> Option<String> {
             t = rest;
         }
     }
+    // A bulleted list of recipients ("* a@b", "- a@b", "• a@b").
+    if let Some(rest) = t
+        .strip_prefix("* ")
+        .or_else(|| t.strip_prefix("- "))
+        .or_else(|| t.strip_prefix("• "))
+    {
+        t = rest.trim_start();
+    }
     let word = t.split_whitespace().next()?;
     let w = word
         .trim_matches(['"', '\''])

@@ -119,6 +119,9 @@ pub fn reason(f: Facts<'_>) -> &'static str {
 /// (Postfix writes "Recipient address rejected:" before any reason); a
 /// generic status (x.0.0, x.2.0) from a filter that names no cause.
 fn unknown_user(f: Facts<'_>) -> &'static str {
+    if domain_does_not_exist(f.text) {
+        return "hostunknown";
+    }
     if f.status.is_some_and(|s| s.get(1..) == Some(".1.1")) {
         return "userunknown";
     }
@@ -149,6 +152,27 @@ fn unknown_user(f: Facts<'_>) -> &'static str {
         Some(r) if (specific && !rest.ends_with(".0")) || rest == "6.0" => r,
         _ => "userunknown",
     }
+}
+
+/// "example.com does not exist": what does not exist is a domain (a name
+/// with dots and no "@"), not a mailbox.
+fn domain_does_not_exist(text: &str) -> bool {
+    let t = text.to_ascii_lowercase();
+    let Some(i) = t.find(" does not exist") else {
+        return false;
+    };
+    let word = t[..i].rsplit(char::is_whitespace).next().unwrap_or("");
+    let word = word.trim_matches(['<', '>', '"', '\'', '(', ')', '[', ']']);
+    word.contains('.')
+        && !word.starts_with('.')
+        && !word.ends_with('.')
+        && word
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
+        && word
+            .rsplit('.')
+            .next()
+            .is_some_and(|tld| tld.len() >= 2 && tld.bytes().all(|b| b.is_ascii_alphabetic()))
 }
 
 /// Sets the failure's reason and hard flag from what was read.
@@ -334,6 +358,30 @@ mod tests {
         );
         assert_eq!(
             at(None, None, "The recipient name is not recognized"),
+            "userunknown"
+        );
+    }
+
+    #[test]
+    fn a_domain_that_does_not_exist_is_an_unknown_host() {
+        assert_eq!(
+            r(None, Some(553), "553 mx.example.com does not exist"),
+            "hostunknown"
+        );
+        assert_eq!(
+            r(
+                Some("5.1.1"),
+                Some(550),
+                "550 5.1.1 a@example.com does not exist"
+            ),
+            "userunknown"
+        );
+        assert_eq!(
+            r(
+                Some("5.1.1"),
+                Some(550),
+                "550 5.1.1 Mailbox does not exist."
+            ),
             "userunknown"
         );
     }
