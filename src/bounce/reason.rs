@@ -119,16 +119,17 @@ pub fn reason(f: Facts<'_>) -> &'static str {
 /// (Postfix writes "Recipient address rejected:" before any reason); a
 /// generic status (x.0.0, x.2.0) from a filter that names no cause.
 fn unknown_user(f: Facts<'_>) -> &'static str {
-    if domain_does_not_exist(f.text) {
-        return "hostunknown";
-    }
     if f.status.is_some_and(|s| s.get(1..) == Some(".1.1")) {
         return "userunknown";
     }
-    match f.stage {
-        Some("mail") => return "rejected",
-        Some("data" | "message") => return "filtered",
-        _ => {}
+    if f.stage == Some("mail") {
+        return "rejected";
+    }
+    if domain_does_not_exist(f.text) {
+        return "hostunknown";
+    }
+    if matches!(f.stage, Some("data" | "message")) {
+        return "filtered";
     }
     let Some(status) = f.status else {
         // A remote server's reply quoted with neither a status nor the
@@ -318,6 +319,21 @@ mod tests {
                 "blocked",
             ),
             ("Invalid final delivery userid: a@example.jp", "userunknown"),
+            // A local delivery program's own failure, whatever it says next.
+            (
+                "procmail: Couldn't create \"/var/spool/mail/a\" id: No such user",
+                "mailererror",
+            ),
+            // cPanel's Exim: the sender (or recipient) address is listed.
+            (
+                "Sorry, you are sending to/from an address that has been blacklisted",
+                "rejected",
+            ),
+            // Google Workspace: the sender's alias is misconfigured.
+            (
+                "You're sending this from a different address or alias using the 'Send mail as' feature.",
+                "rejected",
+            ),
         ] {
             assert_eq!(r(None, None, text), want, "{text}");
         }
