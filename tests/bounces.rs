@@ -159,9 +159,9 @@ fn agreement_with_the_labels() {
     // Floors at the figures reached (docs/bounces.md records them): a
     // change that reads fewer samples right fails here.
     assert!(status_ok >= 190 && s > 0.97, "status agreement dropped");
-    assert!(code_ok >= 188 && c > 0.97, "reply code agreement dropped");
-    assert!(reason_ok >= 232 && r > 0.85, "reason agreement dropped");
-    assert!(hard_ok >= 253 && h > 0.93, "hard/soft agreement dropped");
+    assert!(code_ok >= 191 && c > 0.98, "reply code agreement dropped");
+    assert!(reason_ok >= 238 && r > 0.87, "reason agreement dropped");
+    assert!(hard_ok >= 258 && h > 0.95, "hard/soft agreement dropped");
 }
 
 fn samples() -> Vec<PathBuf> {

@@ -246,6 +246,16 @@ fn parse_at(bytes: &[u8], depth: usize) -> Result<Bounce, NotBounce> {
         }
     }
     merge_text(&mut bounce, hits, &msg, &human);
+    // A report for one recipient whose fields quote no reply and no
+    // diagnostic: the notice's own words say why (Gmail's "Address not
+    // found ... the address couldn't be found").
+    if let [f] = bounce.failures.as_mut_slice() {
+        if f.reply.is_empty() && f.diagnostic.is_none() {
+            let words = notice_words(&human);
+            f.diagnostic = Some(words.split_whitespace().collect::<Vec<_>>().join(" "))
+                .filter(|d| !d.is_empty());
+        }
+    }
     if bounce.failures.is_empty() && looks_like_bounce(&msg, &human) {
         failed_recipients_header(&msg, &human, &mut bounce);
     }
@@ -288,6 +298,21 @@ fn parse_at(bytes: &[u8], depth: usize) -> Result<Bounce, NotBounce> {
     Ok(bounce)
 }
 
+/// A notice's first words (two paragraphs, at most 500 characters): its
+/// reason when it quotes no reply.
+fn notice_words(human: &str) -> String {
+    human
+        .split("\n\n")
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .take(2)
+        .collect::<Vec<_>>()
+        .join(" ")
+        .chars()
+        .take(500)
+        .collect()
+}
+
 /// The recipients an MTA lists in `X-Failed-Recipients` (Exim, Gmail),
 /// for a notice that quotes no reply and no report: each fails with the
 /// notice's first words as the diagnostic.
@@ -300,16 +325,7 @@ fn failed_recipients_header(msg: &mail_parser::Message<'_>, human: &str, bounce:
         None if original.len() == 1 => (original[0].clone(), "To: of the returned message"),
         None => return,
     };
-    let reason: String = human
-        .split("\n\n")
-        .map(str::trim)
-        .filter(|p| !p.is_empty())
-        .take(2)
-        .collect::<Vec<_>>()
-        .join(" ")
-        .chars()
-        .take(500)
-        .collect();
+    let reason = notice_words(human);
     for a in list
         .split(',')
         .map(str::trim)

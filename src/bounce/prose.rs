@@ -268,6 +268,10 @@ pub(super) fn status_word(text: &str) -> Option<String> {
 /// Recipient blocks of the human part: a line holding an address, and the
 /// lines after it up to a blank line or the next address.
 pub(super) fn text_hits(text: &str) -> Vec<Hit> {
+    let v5 = super::lhost::sendmail::v5_session(text);
+    if !v5.is_empty() {
+        return v5;
+    }
     let mut hits = vec![];
     let lines: Vec<&str> = text.lines().collect();
     let mut i = 0;

@@ -103,6 +103,9 @@ pub fn reason(f: Facts<'_>) -> &'static str {
         return "blocked";
     }
     match f.code {
+        // After DATA the recipient was already accepted: a bare 550 there
+        // refuses the message, not the address.
+        Some(550 | 551 | 553) if matches!(f.stage, Some("data" | "message")) => "filtered",
         Some(550 | 551 | 553) => "userunknown",
         Some(552) => "mailboxfull",
         Some(500..=504) => "syntaxerror",
@@ -145,6 +148,11 @@ fn unknown_user(f: Facts<'_>) -> &'static str {
         };
     };
     let rest = status.get(2..).unwrap_or("");
+    // A generic status with the reporter's own words (no quoted reply):
+    // its mailbox store speaking, as with no status at all.
+    if rest == "0.0" && f.code.is_none() {
+        return "userunknown";
+    }
     if matches!(rest, "0.0" | "2.0") {
         return "filtered";
     }
@@ -374,6 +382,35 @@ mod tests {
         );
         assert_eq!(
             at(None, None, "The recipient name is not recognized"),
+            "userunknown"
+        );
+    }
+
+    #[test]
+    fn a_generic_status_or_a_bare_code_read_with_who_speaks_and_when() {
+        let f = |status, code, stage, text| {
+            reason(Facts {
+                status,
+                code,
+                text,
+                stage,
+                ..Facts::default()
+            })
+        };
+        // Gmail's own notice under a 5.0.0 report: the mailbox store.
+        assert_eq!(
+            f(Some("5.0.0"), None, None, "** Address not found **"),
+            "userunknown"
+        );
+        // A quoted reply under 5.0.0: a filter, maybe.
+        assert_eq!(
+            f(Some("5.0.0"), Some(550), None, "550 user unknown"),
+            "filtered"
+        );
+        // A bare 550 after DATA refuses the message, not the address.
+        assert_eq!(f(None, Some(550), Some("data"), "550 go away"), "filtered");
+        assert_eq!(
+            f(None, Some(550), Some("rcpt"), "550 go away"),
             "userunknown"
         );
     }
