@@ -53,6 +53,8 @@ fn agreement_with_the_labels() {
     let labels = labels();
     let (mut status_total, mut status_ok, mut code_total, mut code_ok) = (0, 0, 0, 0);
     let (mut reason_total, mut reason_ok, mut hard_total, mut hard_ok) = (0, 0, 0, 0);
+    // Hard/soft confusion: (ours, the label's) -> count.
+    let mut confusion: BTreeMap<(String, String), usize> = BTreeMap::new();
     let mut misses = vec![];
     for (file, rows) in &labels {
         let bytes = std::fs::read(corpus().join("samples").join(file)).unwrap();
@@ -114,6 +116,9 @@ fn agreement_with_the_labels() {
                     .map(|f| f.hard_bounce.to_string())
                     .or(named.map(|_| "false".to_string()))
                     .unwrap_or_default();
+                *confusion
+                    .entry((got.clone(), row.hard.clone()))
+                    .or_default() += 1;
                 if got == row.hard {
                     hard_ok += 1;
                 } else {
@@ -153,6 +158,9 @@ fn agreement_with_the_labels() {
         100.0 * r,
         100.0 * h
     );
+    for ((got, want), n) in &confusion {
+        eprintln!("  hard/soft: ours {got:?}, label {want}: {n}");
+    }
     for m in &misses {
         eprintln!("  {m}");
     }
@@ -807,6 +815,8 @@ fn esp_fields_as_documented_missing_status_and_delivery_notices() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["failures"][0]["recipient"], "a@nowhere.example");
     assert_eq!(v["failures"][0]["action"], "failed");
+    assert_eq!(v["failures"][0]["reason"], "hostunknown");
+    assert_eq!(v["failures"][0]["hard_bounce"], true);
     // Delivery notices (SES `Delivery`, Mailgun `delivered`, Postmark
     // `Delivery`) are named, never turned into a failure.
     for doc in [
