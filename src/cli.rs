@@ -508,12 +508,19 @@ fn from_bounce(paths: &[PathBuf], json: bool, summary: bool) -> anyhow::Result<E
     let sources = bounce_sources(paths)?;
     let mut found = vec![];
     for file in &sources {
-        let bytes = if file.as_os_str() == "-" {
-            let mut v = vec![];
-            std::io::Read::read_to_end(&mut std::io::stdin(), &mut v)?;
-            v
+        let read = if file.as_os_str() == "-" {
+            input::read_capped(std::io::stdin().lock())?
         } else {
-            std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?
+            std::fs::File::open(file)
+                .and_then(input::read_capped)
+                .with_context(|| format!("cannot read {}", file.display()))?
+        };
+        let bytes = match read {
+            Ok(b) => b,
+            Err(e) => {
+                eprintln!("{}: {e}", file.display());
+                continue;
+            }
         };
         for r in input::read(&file.display().to_string(), &bytes) {
             match r.result {

@@ -53,6 +53,8 @@ fn agreement_with_the_labels() {
     let labels = labels();
     let (mut status_total, mut status_ok, mut code_total, mut code_ok) = (0, 0, 0, 0);
     let (mut reason_total, mut reason_ok, mut hard_total, mut hard_ok) = (0, 0, 0, 0);
+    // Hard/soft confusion: (ours, the label's) -> count.
+    let mut confusion: BTreeMap<(String, String), usize> = BTreeMap::new();
     let mut misses = vec![];
     for (file, rows) in &labels {
         let bytes = std::fs::read(corpus().join("samples").join(file)).unwrap();
@@ -62,9 +64,17 @@ fn agreement_with_the_labels() {
                 .as_ref()
                 .ok()
                 .and_then(|b| b.failures.get(row.index - 1));
+            // A delivery notice quotes the reply that accepted the message.
+            let (named_status, named_code) = match parsed.as_ref() {
+                Err(dsn::NotBounce::Delivered { status, code }) => (status.clone(), *code),
+                _ => (None, None),
+            };
             if standard(&row.status) {
                 status_total += 1;
-                let got = f.and_then(|f| f.status.clone()).unwrap_or_default();
+                let got = f
+                    .and_then(|f| f.status.clone())
+                    .or(named_status)
+                    .unwrap_or_default();
                 if got == row.status {
                     status_ok += 1;
                 } else {
@@ -74,9 +84,15 @@ fn agreement_with_the_labels() {
                     ));
                 }
             }
+            // A notice named rather than read as a failure (a complaint, a
+            // delivery notice) agrees when the label gives it that name.
+            let named = parsed.as_ref().err().and_then(|e| e.reason());
             if !row.reason.is_empty() {
                 reason_total += 1;
-                let got = f.map(|f| f.reason.clone()).unwrap_or_default();
+                let got = f
+                    .map(|f| f.reason.clone())
+                    .or(named.map(str::to_string))
+                    .unwrap_or_default();
                 if got == row.reason {
                     reason_ok += 1;
                 } else {
@@ -96,7 +112,13 @@ fn agreement_with_the_labels() {
             }
             if !row.hard.is_empty() {
                 hard_total += 1;
-                let got = f.map(|f| f.hard_bounce.to_string()).unwrap_or_default();
+                let got = f
+                    .map(|f| f.hard_bounce.to_string())
+                    .or(named.map(|_| "false".to_string()))
+                    .unwrap_or_default();
+                *confusion
+                    .entry((got.clone(), row.hard.clone()))
+                    .or_default() += 1;
                 if got == row.hard {
                     hard_ok += 1;
                 } else {
@@ -110,6 +132,7 @@ fn agreement_with_the_labels() {
                 code_total += 1;
                 let got = f
                     .and_then(|f| f.reply_code)
+                    .or(named_code)
                     .map(|c| c.to_string())
                     .unwrap_or_default();
                 if got == row.reply_code {
@@ -135,15 +158,18 @@ fn agreement_with_the_labels() {
         100.0 * r,
         100.0 * h
     );
+    for ((got, want), n) in &confusion {
+        eprintln!("  hard/soft: ours {got:?}, label {want}: {n}");
+    }
     for m in &misses {
         eprintln!("  {m}");
     }
     // Floors at the figures reached (docs/bounces.md records them): a
     // change that reads fewer samples right fails here.
-    assert!(status_ok >= 187 && s > 0.95, "status agreement dropped");
-    assert!(code_ok >= 185 && c > 0.95, "reply code agreement dropped");
-    assert!(reason_ok >= 217 && r > 0.80, "reason agreement dropped");
-    assert!(hard_ok >= 238 && h > 0.87, "hard/soft agreement dropped");
+    assert!(status_ok >= 190 && s > 0.97, "status agreement dropped");
+    assert!(code_ok >= 191 && c > 0.98, "reply code agreement dropped");
+    assert!(reason_ok >= 238 && r > 0.87, "reason agreement dropped");
+    assert!(hard_ok >= 258 && h > 0.95, "hard/soft agreement dropped");
 }
 
 fn samples() -> Vec<PathBuf> {
@@ -682,4 +708,152 @@ fn reports_replies_and_documents_that_are_no_bounce_are_named() {
         assert!(out.is_empty(), "{file}: no scenario is invented");
         assert!(err.contains(says), "{file}: {err}");
     }
+}
+
+#[test]
+fn an_input_over_64_mib_is_refused_with_a_message() {
+    // A sparse file one byte over the limit: only the limit and one byte
+    // are read, then the input is named and refused.
+    let dir = std::env::temp_dir().join(format!("mailfault-big-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let big = dir.join("huge.log");
+    let f = std::fs::File::create(&big).unwrap();
+    f.set_len(mailfault::bounce::input::MAX_INPUT + 1).unwrap();
+    drop(f);
+    let (code, out, err) = from_bounce(&[big.to_str().unwrap()]);
+    // With a good input beside it, the good one is still read.
+    let (code2, out2, err2) = from_bounce(&[big.to_str().unwrap(), "logs/postfix.log"]);
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert_eq!(code, Some(1), "{err}");
+    assert!(out.is_empty(), "no scenario is invented");
+    assert!(
+        err.contains("huge.log: larger than 64 MiB, the most from-bounce reads from one input"),
+        "{err}"
+    );
+    assert_eq!(code2, Some(0), "{err2}");
+    assert!(err2.contains("larger than 64 MiB"), "{err2}");
+    assert!(
+        out2.contains("name = \"bounce for gone@example.com\""),
+        "{out2}"
+    );
+}
+
+/// A bounce whose text part is wrapped in `depth` levels of multipart, or
+/// of message/rfc822.
+fn nested(depth: usize, multipart: bool) -> Vec<u8> {
+    let mut s = String::from(
+        "From: MAILER-DAEMON@example.org\nTo: a@example.com\n\
+         Subject: Undelivered Mail Returned to Sender\nMIME-Version: 1.0\n",
+    );
+    for i in 0..depth {
+        if multipart {
+            s += &format!("Content-Type: multipart/mixed; boundary=\"b{i}\"\n\n--b{i}\n");
+        } else {
+            s += "Content-Type: message/rfc822\n\nSubject: x\n";
+        }
+    }
+    s += "Content-Type: text/plain\n\n550 5.1.1 <gone@example.com>: User unknown\n";
+    if multipart {
+        for i in (0..depth).rev() {
+            s += &format!("--b{i}--\n");
+        }
+    }
+    s.into_bytes()
+}
+
+#[test]
+fn ten_thousand_levels_of_mime_are_read_without_overflow() {
+    for multipart in [true, false] {
+        let started = std::time::Instant::now();
+        let out = run_with_stdin(&["from-bounce", "-", "--json"], &nested(10_000, multipart));
+        let took = started.elapsed();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "multipart {multipart}: {err}");
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(v["failures"][0]["recipient"], "gone@example.com");
+        assert_eq!(v["failures"][0]["status"], "5.1.1");
+        // Well under a second in a debug build; the bound allows a loaded
+        // machine, not a quadratic walk.
+        assert!(took.as_secs() < 20, "multipart {multipart}: {took:?}");
+    }
+}
+
+#[test]
+fn a_report_forwarded_inside_a_notice_is_read_but_an_original_message_is_not() {
+    let inner = dsn_message(
+        "Delivery failed.",
+        "Final-Recipient: rfc822; gone@example.org\r\nAction: failed\r\nStatus: 5.1.1\r\n\
+         Diagnostic-Code: smtp; 550 5.1.1 <gone@example.org>: User unknown",
+    );
+    let wrap = |part: &[u8]| {
+        let mut m = b"From: gateway@example.net\r\nTo: sender@example.test\r\n\
+            Subject: Returned mail\r\nMIME-Version: 1.0\r\n\
+            Content-Type: multipart/mixed; boundary=\"W\"\r\n\r\n--W\r\n\
+            Content-Type: text/plain\r\n\r\nThe following addresses had permanent delivery errors\r\n\r\n\
+            --W\r\nContent-Type: message/rfc822\r\n\r\n"
+            .to_vec();
+        m.extend_from_slice(part);
+        m.extend_from_slice(b"\r\n--W--\r\n");
+        m
+    };
+    let b = dsn::parse(&wrap(&inner)).expect("the forwarded report is read");
+    assert_eq!(b.failures[0].recipient, "gone@example.org");
+    assert_eq!(b.failures[0].status.as_deref(), Some("5.1.1"));
+    // An attached ordinary message is no report: nothing is invented.
+    let plain = b"From: a@example.test\r\nTo: gone@example.org\r\nSubject: hi\r\n\r\nhello\r\n";
+    assert!(dsn::parse(&wrap(plain)).is_err());
+}
+
+#[test]
+fn esp_fields_as_documented_missing_status_and_delivery_notices() {
+    // SendGrid documents bounce events with `type` "blocked" and no
+    // `status` (a domain with no mail exchanger): the reason is read from
+    // `reason`.
+    let sg = br#"[{"email":"a@nowhere.example","event":"bounce","reason":"unable to get mx info: no such host","sg_event_id":"x1","sg_message_id":"m1","smtp-id":"<m1@example>","timestamp":1740300320,"tls":0,"type":"blocked","bounce_classification":"Unclassified"}]"#;
+    let out = run_with_stdin(&["from-bounce", "-", "--json"], sg);
+    assert_eq!(out.status.code(), Some(0));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["failures"][0]["recipient"], "a@nowhere.example");
+    assert_eq!(v["failures"][0]["action"], "failed");
+    assert_eq!(v["failures"][0]["reason"], "hostunknown");
+    assert_eq!(v["failures"][0]["hard_bounce"], true);
+    // Delivery notices (SES `Delivery`, Mailgun `delivered`, Postmark
+    // `Delivery`) are named, never turned into a failure.
+    for doc in [
+        &br#"{"notificationType":"Delivery","mail":{"destination":["a@example.com"]},"delivery":{"recipients":["a@example.com"],"smtpResponse":"250 2.6.0 Message received","reportingMTA":"a8-1.smtp-out.amazonses.com"}}"#[..],
+        br#"{"signature":{},"event-data":{"event":"delivered","recipient":"a@example.com","delivery-status":{"code":250,"message":"OK"}}}"#,
+        br#"{"RecordType":"Delivery","MessageStream":"outbound","Recipient":"a@example.com","Details":"Test delivery webhook details"}"#,
+    ] {
+        let out = run_with_stdin(&["from-bounce", "-"], doc);
+        assert_eq!(out.status.code(), Some(1));
+        assert!(out.stdout.is_empty(), "no scenario is invented");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("a delivery notification from a sending service"),
+            "{err}"
+        );
+    }
+}
+
+#[test]
+fn a_saved_mbox_message_a_bulleted_list_and_a_returned_to_name_the_recipient() {
+    // One message saved from an mbox keeps its "From " line; recipients
+    // listed with bullets.
+    let saved = b"From MAILER-DAEMON Sun Jun 16 18:30:26 2024\n\
+        From: Mail Delivery System <>\nTo: a@example.jp\nSubject: Delivery status notification\n\n\
+        This is an automatically generated Delivery Status Notification.\n\n\
+        Delivery to the following recipients failed permanently:\n\n   * gone@example.org\n";
+    let b = dsn::parse(saved).expect("read");
+    assert_eq!(b.failures[0].recipient, "gone@example.org");
+    assert!(!b.failures[0].hard_bounce, "no reason given: soft");
+    // A notice that quotes no reply but returns the message: its To:.
+    let mms = b"From: MMSC NDR Administrator <sysadmin@mms.example.com>\nTo: a@example.jp\n\
+        Subject: Undeliverable Message\n\n\
+        Message could not be delivered to mobile.\nError: No valid recipients for this MM\n\n\n\
+        Original Message:\nFrom: a <a@example.jp>\nTo: 0000000000@mms.example.com\nSubject: hi\n";
+    let b = dsn::parse(mms).expect("read");
+    assert_eq!(b.failures[0].recipient, "0000000000@mms.example.com");
+    assert_eq!(b.failures[0].recipient_from, "To: of the returned message");
+    assert_eq!(b.failures[0].reason, "userunknown");
+    assert!(b.failures[0].hard_bounce);
 }

@@ -83,15 +83,78 @@ pub enum NotBounce {
     AutoReply,
     #[error("a complaint notification from a sending service, not a bounce")]
     Complaint,
+    #[error(
+        "a delivery notification from a sending service (the message was delivered), not a bounce"
+    )]
+    Delivered {
+        /// The receiving server's reply as the notice quotes it (SES's
+        /// `smtpResponse`, "250 2.6.0 Message received"): its status and code.
+        status: Option<String>,
+        code: Option<u16>,
+    },
     #[error("JSON that is not a bounce notification (Amazon SES, SendGrid, Mailgun or Postmark)")]
     NotNotification,
     #[error("a mail log with no failed delivery (Postfix status=bounced|deferred, Exim **/==, Sendmail stat=)")]
     NoLogFailure,
+    #[error("larger than 64 MiB, the most from-bounce reads from one input; split the mbox or log and give the parts")]
+    TooBig,
 }
+
+impl NotBounce {
+    /// The name bounce analysers give a notice that is no failure
+    /// (sisimai's reasons `feedback`, `vacation`, `delivered`): such a
+    /// notice is named, never read as a failure, and is never hard.
+    pub fn reason(&self) -> Option<&'static str> {
+        match self {
+            NotBounce::Feedback | NotBounce::Complaint => Some("feedback"),
+            NotBounce::AutoReply => Some("vacation"),
+            NotBounce::Delivered { .. } => Some("delivered"),
+            _ => None,
+        }
+    }
+}
+
+/// How deep a bounce forwarded inside another message is looked for (a
+/// gateway's notice wrapping the report it received: one level in practice).
+const MAX_FORWARDED: usize = 2;
 
 /// Reads a bounce message (LF, CRLF or CR line ends).
 pub fn parse(bytes: &[u8]) -> Result<Bounce, NotBounce> {
+    parse_at(bytes, 0)
+}
+
+/// A delivery report attached whole (`message/rfc822` holding a
+/// `multipart/report`): a gateway or a forwarding user passed on the
+/// report it received. Only a report counts, never an original message.
+fn forwarded_report(msg: &mail_parser::Message<'_>, depth: usize) -> Option<Bounce> {
+    if depth >= MAX_FORWARDED {
+        return None;
+    }
+    msg.parts.iter().find_map(|part| match &part.body {
+        PartType::Message(inner)
+            if inner.content_type().is_some_and(|c| {
+                c.ctype().eq_ignore_ascii_case("multipart")
+                    && c.subtype()
+                        .is_some_and(|s| s.eq_ignore_ascii_case("report"))
+            }) =>
+        {
+            parse_at(inner.raw_message(), depth + 1).ok()
+        }
+        _ => None,
+    })
+}
+
+fn parse_at(bytes: &[u8], depth: usize) -> Result<Bounce, NotBounce> {
     let bytes = normalize(bytes);
+    // One message saved from an mbox keeps its "From " separator line
+    // (RFC 4155), which is no header: the headers start after it.
+    let bytes = match bytes.strip_prefix(b"From ") {
+        Some(rest) => rest
+            .iter()
+            .position(|&b| b == b'\n')
+            .map_or(Vec::new(), |i| rest[i + 1..].to_vec()),
+        None => bytes,
+    };
     let msg = MessageParser::default()
         .parse(&bytes)
         .ok_or(NotBounce::NotMessage)?;
@@ -183,6 +246,16 @@ pub fn parse(bytes: &[u8]) -> Result<Bounce, NotBounce> {
         }
     }
     merge_text(&mut bounce, hits, &msg, &human);
+    // A report for one recipient whose fields quote no reply and no
+    // diagnostic: the notice's own words say why (Gmail's "Address not
+    // found ... the address couldn't be found").
+    if let [f] = bounce.failures.as_mut_slice() {
+        if f.reply.is_empty() && f.diagnostic.is_none() {
+            let words = notice_words(&human);
+            f.diagnostic = Some(words.split_whitespace().collect::<Vec<_>>().join(" "))
+                .filter(|d| !d.is_empty());
+        }
+    }
     if bounce.failures.is_empty() && looks_like_bounce(&msg, &human) {
         failed_recipients_header(&msg, &human, &mut bounce);
     }
@@ -195,6 +268,9 @@ pub fn parse(bytes: &[u8]) -> Result<Bounce, NotBounce> {
     }
     bounce.failures.retain(plausible);
     if bounce.failures.is_empty() {
+        if let Some(b) = forwarded_report(&msg, depth) {
+            return Ok(b);
+        }
         return Err(if is_auto_reply(&msg) {
             NotBounce::AutoReply
         } else {
@@ -222,14 +298,10 @@ pub fn parse(bytes: &[u8]) -> Result<Bounce, NotBounce> {
     Ok(bounce)
 }
 
-/// The recipients an MTA lists in `X-Failed-Recipients` (Exim, Gmail),
-/// for a notice that quotes no reply and no report: each fails with the
-/// notice's first words as the diagnostic.
-fn failed_recipients_header(msg: &mail_parser::Message<'_>, human: &str, bounce: &mut Bounce) {
-    let Some(list) = msg.header_raw("X-Failed-Recipients") else {
-        return;
-    };
-    let reason: String = human
+/// A notice's first words (two paragraphs, at most 500 characters): its
+/// reason when it quotes no reply.
+fn notice_words(human: &str) -> String {
+    human
         .split("\n\n")
         .map(str::trim)
         .filter(|p| !p.is_empty())
@@ -238,7 +310,22 @@ fn failed_recipients_header(msg: &mail_parser::Message<'_>, human: &str, bounce:
         .join(" ")
         .chars()
         .take(500)
-        .collect();
+        .collect()
+}
+
+/// The recipients an MTA lists in `X-Failed-Recipients` (Exim, Gmail),
+/// for a notice that quotes no reply and no report: each fails with the
+/// notice's first words as the diagnostic.
+fn failed_recipients_header(msg: &mail_parser::Message<'_>, human: &str, bounce: &mut Bounce) {
+    // Without the header, the returned message's To: (a notice that
+    // quotes no reply but returns the message, as MMS gateways do).
+    let original = super::merge::original_to_in_text(msg);
+    let (list, from) = match msg.header_raw("X-Failed-Recipients") {
+        Some(l) => (l.to_string(), "X-Failed-Recipients header"),
+        None if original.len() == 1 => (original[0].clone(), "To: of the returned message"),
+        None => return,
+    };
+    let reason = notice_words(human);
     for a in list
         .split(',')
         .map(str::trim)
@@ -247,7 +334,7 @@ fn failed_recipients_header(msg: &mail_parser::Message<'_>, human: &str, bounce:
     {
         bounce.failures.push(Failure {
             recipient: a.trim_matches(['<', '>']).to_string(),
-            recipient_from: "X-Failed-Recipients header".into(),
+            recipient_from: from.into(),
             diagnostic: Some(reason.split_whitespace().collect::<Vec<_>>().join(" "))
                 .filter(|d| !d.is_empty()),
             ..Failure::default()

@@ -8,10 +8,22 @@
 
 use serde_json::Value;
 
+use crate::proto::reply::ReadReply;
+
 use super::dsn::{complete, diagnose, Bounce, Failure, NotBounce};
 
 /// How deep an SNS envelope may nest notifications (one level in practice).
 const MAX_ENVELOPES: usize = 3;
+
+/// Notifications that are no failure but are named when nothing else is
+/// found: complaints and delivery notices.
+#[derive(Default)]
+struct Named {
+    complaints: usize,
+    deliveries: usize,
+    /// The first delivery's reply, when the notice quotes it.
+    delivered_reply: Option<String>,
+}
 
 /// Reads a JSON notification (or an array of them).
 pub fn parse(bytes: &[u8]) -> Result<Bounce, NotBounce> {
@@ -20,11 +32,17 @@ pub fn parse(bytes: &[u8]) -> Result<Bounce, NotBounce> {
         format: "json".into(),
         ..Bounce::default()
     };
-    let mut complaints = 0;
-    read_value(&v, &mut bounce, &mut complaints, 0);
+    let mut named = Named::default();
+    read_value(&v, &mut bounce, &mut named, 0);
     if bounce.failures.is_empty() {
-        return Err(if complaints > 0 {
+        return Err(if named.complaints > 0 {
             NotBounce::Complaint
+        } else if named.deliveries > 0 {
+            let r = named.delivered_reply.as_deref().and_then(ReadReply::parse);
+            NotBounce::Delivered {
+                status: r.as_ref().and_then(|r| r.status.clone()),
+                code: r.map(|r| r.code),
+            }
         } else {
             NotBounce::NotNotification
         });
@@ -46,31 +64,31 @@ pub fn parse_first(text: &str) -> Result<Bounce, NotBounce> {
     }
 }
 
-fn read_value(v: &Value, b: &mut Bounce, complaints: &mut usize, depth: usize) {
+fn read_value(v: &Value, b: &mut Bounce, named: &mut Named, depth: usize) {
     if depth > MAX_ENVELOPES {
         return;
     }
     match v {
         Value::Array(items) => {
             for i in items {
-                read_value(i, b, complaints, depth + 1);
+                read_value(i, b, named, depth + 1);
             }
         }
         Value::Object(o) => {
             // SNS: {"Type": "Notification", "Message": "<JSON as a string>"}
             if let Some(Value::String(m)) = o.get("Message") {
                 if let Ok(inner) = serde_json::from_str::<Value>(m) {
-                    read_value(&inner, b, complaints, depth + 1);
+                    read_value(&inner, b, named, depth + 1);
                 }
                 return;
             }
             if let Some(items @ Value::Array(_)) = o.get("items") {
-                return read_value(items, b, complaints, depth + 1);
+                return read_value(items, b, named, depth + 1);
             }
             if let Some(ev) = o.get("event-data") {
-                return read_value(ev, b, complaints, depth + 1);
+                return read_value(ev, b, named, depth + 1);
             }
-            read_one(v, b, complaints);
+            read_one(v, b, named);
         }
         _ => {}
     }
@@ -80,22 +98,29 @@ fn s<'a>(v: &'a Value, k: &str) -> Option<&'a str> {
     v.get(k).and_then(Value::as_str)
 }
 
-fn read_one(v: &Value, b: &mut Bounce, complaints: &mut usize) {
+fn read_one(v: &Value, b: &mut Bounce, named: &mut Named) {
     let ses_type = s(v, "notificationType").or_else(|| s(v, "eventType"));
     if let Some(t) = ses_type {
         match t {
             "Bounce" => ses_bounce(v, b),
-            "Complaint" => *complaints += 1,
+            "Complaint" => named.complaints += 1,
+            "Delivery" => {
+                named.deliveries += 1;
+                let reply = v.get("delivery").and_then(|d| s(d, "smtpResponse"));
+                if named.delivered_reply.is_none() {
+                    named.delivered_reply = reply.map(str::to_string);
+                }
+            }
             _ => {}
         }
     } else if v.get("sg_event_id").is_some() || v.get("sg_message_id").is_some() {
-        sendgrid(v, b, complaints);
+        sendgrid(v, b, named);
     } else if s(v, "event").is_some() && v.get("delivery-status").is_some() {
-        mailgun(v, b, complaints);
+        mailgun(v, b, named);
     } else if s(v, "RecordType").is_some()
         || (v.get("TypeCode").is_some() && s(v, "Email").is_some())
     {
-        postmark(v, b, complaints);
+        postmark(v, b, named);
     }
 }
 
@@ -131,10 +156,12 @@ fn ses_bounce(v: &Value, b: &mut Bounce) {
 
 /// SendGrid event webhook: `event` bounce, dropped or deferred; the reply
 /// in `reason` (bounce, dropped) or `response` (deferred).
-fn sendgrid(v: &Value, b: &mut Bounce, complaints: &mut usize) {
+fn sendgrid(v: &Value, b: &mut Bounce, named: &mut Named) {
     let event = s(v, "event").unwrap_or("");
-    if event == "spamreport" {
-        *complaints += 1;
+    match event {
+        "spamreport" => named.complaints += 1,
+        "delivered" => named.deliveries += 1,
+        _ => {}
     }
     if !matches!(event, "bounce" | "dropped" | "deferred") {
         return;
@@ -158,10 +185,12 @@ fn sendgrid(v: &Value, b: &mut Bounce, complaints: &mut usize) {
 
 /// Mailgun: `event` failed, `severity` permanent or temporary,
 /// `delivery-status` with `code`, `enhanced-code`, `message`, `mx-host`.
-fn mailgun(v: &Value, b: &mut Bounce, complaints: &mut usize) {
+fn mailgun(v: &Value, b: &mut Bounce, named: &mut Named) {
     let event = s(v, "event").unwrap_or("");
-    if event == "complained" {
-        *complaints += 1;
+    match event {
+        "complained" => named.complaints += 1,
+        "delivered" => named.deliveries += 1,
+        _ => {}
     }
     if event != "failed" {
         return;
@@ -194,13 +223,16 @@ fn mailgun(v: &Value, b: &mut Bounce, complaints: &mut usize) {
 
 /// Postmark bounce webhook: `Type` (HardBounce, SoftBounce, ...), `Email`,
 /// `Details` (`smtp;550 5.1.1 ...`), `Description`.
-fn postmark(v: &Value, b: &mut Bounce, complaints: &mut usize) {
+fn postmark(v: &Value, b: &mut Bounce, named: &mut Named) {
     let kind = s(v, "Type").unwrap_or("");
     if matches!(kind, "SpamComplaint" | "SpamNotification")
         || s(v, "RecordType") == Some("SpamComplaint")
     {
-        *complaints += 1;
+        named.complaints += 1;
         return;
+    }
+    if s(v, "RecordType") == Some("Delivery") {
+        named.deliveries += 1;
     }
     if s(v, "RecordType").is_some_and(|r| r != "Bounce") {
         return;

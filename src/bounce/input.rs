@@ -21,6 +21,23 @@ pub enum Kind {
     Log,
 }
 
+/// The most read from one input (a file or stdin): 64 MiB. A bounce, a day's
+/// notifications or a log excerpt fits; more is refused with a message
+/// rather than read into memory without bound.
+pub const MAX_INPUT: u64 = 64 * 1024 * 1024;
+
+/// Reads one input, at most [`MAX_INPUT`] bytes; a larger one is
+/// [`NotBounce::TooBig`] (only one byte past the limit is read to know).
+pub fn read_capped(r: impl std::io::Read) -> std::io::Result<Result<Vec<u8>, NotBounce>> {
+    let mut v = vec![];
+    std::io::Read::read_to_end(&mut r.take(MAX_INPUT + 1), &mut v)?;
+    Ok(if v.len() as u64 > MAX_INPUT {
+        Err(NotBounce::TooBig)
+    } else {
+        Ok(v)
+    })
+}
+
 /// Guesses the kind from the first bytes.
 pub fn detect(bytes: &[u8]) -> Kind {
     let head = &bytes[..bytes.len().min(64 * 1024)];

@@ -242,8 +242,14 @@ pub(super) fn merge_text(
 /// The `To:` of a returned message quoted after the marker of a non-MIME
 /// bounce.
 pub(super) fn original_to_in_text(msg: &mail_parser::Message<'_>) -> Vec<String> {
-    let text = String::from_utf8_lossy(msg.parts.first().map(|p| p.contents()).unwrap_or(b""))
-        .into_owned();
+    // The text parts in order (a non-MIME message is one part).
+    let text = msg
+        .parts
+        .iter()
+        .filter(|p| matches!(p.body, PartType::Text(_)))
+        .map(|p| String::from_utf8_lossy(p.contents()))
+        .collect::<Vec<_>>()
+        .join("\n");
     let mut after = false;
     for line in text.lines() {
         let l = line.trim().to_ascii_lowercase();

@@ -21,6 +21,7 @@ pub(super) const ORIGINAL_MARKERS: &[&str] = &[
     "--- the header of the original message is following. ---",
     "this is a copy of the headers that were received before the error was detected.",
     "message headers follow.",
+    "original message:",
 ];
 
 pub(crate) fn normalize(bytes: &[u8]) -> Vec<u8> {

@@ -54,6 +54,39 @@ pub(super) fn stage_of(text: &str) -> Option<(&'static str, String)> {
         .map(|(p, s)| (*s, p.to_string()))
 }
 
+/// The stage a session transcript in a recipient's block names: the last
+/// `>>> COMMAND` line before the reply (`>>> RCPT TO:<a@b>` then `<<< 550
+/// ...`), as Sendmail, au/ezweb and others quote the session.
+fn last_command(block: &[&str]) -> Option<(&'static str, String)> {
+    let cmd = block.iter().rev().find_map(|l| l.strip_prefix(">>> "))?;
+    let c = cmd.to_ascii_uppercase();
+    let stage = if c.starts_with("RCPT") {
+        "rcpt"
+    } else if c.starts_with("MAIL") {
+        "mail"
+    } else if c == "DATA" {
+        "data"
+    } else if c == "." {
+        "message"
+    } else {
+        return None;
+    };
+    Some((stage, format!(">>> {cmd}")))
+}
+
+/// A reply the reporter wrapped so that the next line starts with the
+/// recipient again: Postfix folds "said: 550" and "<a@b>: User unknown"
+/// onto two lines. That line continues the block, it starts no new one.
+fn wrapped_reply(prev: Option<&str>, line: &str, addr: &str) -> bool {
+    let Some(prev) = prev else { return false };
+    let ends_with_code = prev
+        .rsplit(' ')
+        .next()
+        .is_some_and(|w| w.len() == 3 && w.bytes().all(|b| b.is_ascii_digit()));
+    (ends_with_code || prev.to_ascii_lowercase().ends_with(" said:"))
+        && address_line(line).is_some_and(|a| a.eq_ignore_ascii_case(addr))
+}
+
 pub(super) fn find_status_hint(text: &str) -> Option<String> {
     // qmail: "(#5.5.0)"
     let i = text.find("(#")?;
@@ -89,12 +122,21 @@ pub(super) fn reply_in(text: &str) -> Option<(Vec<String>, &'static str)> {
         ("server replied: ", "the text part (\"Server replied\")"),
         ("remote host said: ", "the text part (\"Remote host said\")"),
         (" failed with: ", "the text part (\"failed with\")"),
+        (
+            "with the following error message: ",
+            "the text part (\"with the following error message\")",
+        ),
     ];
     let lower = text.to_ascii_lowercase();
     for (lead, from) in LEADS {
         if let Some(i) = lower.find(lead) {
             let after = &text[i + lead.len()..];
             let after = after.split(" (in reply to").next().unwrap_or(after);
+            // A reply in brackets ("error message: [554 5.4.6 ...]").
+            let after = match after.strip_prefix('[') {
+                Some(a) => a.split(']').next().unwrap_or(a),
+                None => after,
+            };
             let after = after.trim_end_matches(['\'', '"']).trim();
             let after = after
                 .split("' ")
@@ -182,6 +224,14 @@ pub(super) fn address_line(line: &str) -> Option<String> {
             t = rest;
         }
     }
+    // A bulleted list of recipients ("* a@b", "- a@b", "• a@b").
+    if let Some(rest) = t
+        .strip_prefix("* ")
+        .or_else(|| t.strip_prefix("- "))
+        .or_else(|| t.strip_prefix("• "))
+    {
+        t = rest.trim_start();
+    }
     let word = t.split_whitespace().next()?;
     let w = word
         .trim_matches(['"', '\''])
@@ -218,6 +268,10 @@ pub(super) fn status_word(text: &str) -> Option<String> {
 /// Recipient blocks of the human part: a line holding an address, and the
 /// lines after it up to a blank line or the next address.
 pub(super) fn text_hits(text: &str) -> Vec<Hit> {
+    let v5 = super::lhost::sendmail::v5_session(text);
+    if !v5.is_empty() {
+        return v5;
+    }
     let mut hits = vec![];
     let lines: Vec<&str> = text.lines().collect();
     let mut i = 0;
@@ -243,7 +297,11 @@ pub(super) fn text_hits(text: &str) -> Vec<Hit> {
                 j = k;
             }
         }
-        while j < lines.len() && !lines[j].trim().is_empty() && address_line(lines[j]).is_none() {
+        while j < lines.len()
+            && !lines[j].trim().is_empty()
+            && (address_line(lines[j]).is_none()
+                || wrapped_reply(block.last().copied(), lines[j], &addr))
+        {
             block.push(lines[j].trim());
             j += 1;
         }
@@ -264,7 +322,7 @@ pub(super) fn text_hits(text: &str) -> Vec<Hit> {
         let after_addr = joined.split_once(&addr).map(|(_, r)| r).unwrap_or(&joined);
         let mut h = Hit {
             recipient: Some(addr.clone()),
-            stage: stage_of(&joined),
+            stage: stage_of(&joined).or_else(|| last_command(&block)),
             host: host_in(&joined),
             ..Hit::default()
         };
@@ -323,7 +381,9 @@ pub(super) fn text_hits(text: &str) -> Vec<Hit> {
         let joined = text.lines().map(str::trim).collect::<Vec<_>>().join("\n");
         if let Some((r, from)) = reply_in(&joined.replace('\n', " ")).or_else(|| reply_in(&joined))
         {
+            let recipient = r.first().and_then(|l| sole_address_around(&joined, l));
             hits.push(Hit {
+                recipient,
                 reply: Some(r),
                 reply_from: from,
                 stage: stage_of(&joined),
@@ -489,6 +549,26 @@ pub(crate) fn sendmail_hit(cmd: &str, reply: Vec<String>, host: Option<String>) 
 }
 
 /// The first `<local@domain>` in a text.
+/// The one address the paragraph quoting a reply names ("The following
+/// recipients returned permanent errors: a@b. Reason: ... [550 ...]"):
+/// the recipient the reply is about. None when it names none or several.
+fn sole_address_around(text: &str, reply_line: &str) -> Option<String> {
+    let probe = reply_line.get(..reply_line.len().min(24))?;
+    let para = text.split("\n\n").find(|p| p.contains(probe))?;
+    let mut found: Option<String> = None;
+    for w in para.split_whitespace() {
+        let a = clean_addr(w.trim_end_matches(['.', ',', ';', ':']));
+        if !a.contains('@') || a.starts_with('@') || a.ends_with('@') || a.contains(['[', '(']) {
+            continue;
+        }
+        match &found {
+            Some(f) if !f.eq_ignore_ascii_case(&a) => return None,
+            _ => found = Some(a),
+        }
+    }
+    found
+}
+
 pub(super) fn first_address(text: &str) -> Option<String> {
     let mut from = 0;
     while let Some(i) = text[from..].find('<') {
@@ -525,6 +605,38 @@ pub(super) fn host_in(text: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_wrapped_reply_and_a_quoted_session_stay_in_their_block() {
+        // Postfix folds the reply so that its next line starts with the
+        // recipient again.
+        let t = "<a@example.jp>: host\n    mx.example.jp[192.0.2.22] said: 550\n    <a@example.jp>: User unknown\n";
+        let h = text_hits(t);
+        assert_eq!(h.len(), 1);
+        assert_eq!(
+            h[0].reply.as_deref(),
+            Some(&["550 <a@example.jp>: User unknown".to_string()][..])
+        );
+        // A transcript in the block names the stage.
+        let t = "Recipient: <a@example.jp>\n>>> RCPT TO:<a@example.jp>\n<<< 550 <a@example.jp>: User unknown\n";
+        let h = text_hits(t);
+        assert_eq!(h[0].stage.as_ref().map(|s| s.0), Some("rcpt"));
+    }
+
+    #[test]
+    fn a_bracketed_reply_after_its_lead_names_its_recipient() {
+        let t =
+            "1 error(s):\n\nThe following recipients returned permanent errors: a@example.org. \
+                 Reason: SMTP Server <192.0.2.1> refused to accept your message (DATA), with the \
+                 following error message: [554 5.4.6 Hop count exceeded - possible mail loop]\n\n\
+                 From: b@example.jp\n";
+        let h = text_hits(t);
+        assert_eq!(h[0].recipient.as_deref(), Some("a@example.org"));
+        assert_eq!(
+            h[0].reply.as_deref(),
+            Some(&["554 5.4.6 Hop count exceeded - possible mail loop".to_string()][..])
+        );
+    }
 
     #[test]
     fn a_reason_after_a_lead_or_above_a_lone_address() {

@@ -103,6 +103,9 @@ pub fn reason(f: Facts<'_>) -> &'static str {
         return "blocked";
     }
     match f.code {
+        // After DATA the recipient was already accepted: a bare 550 there
+        // refuses the message, not the address.
+        Some(550 | 551 | 553) if matches!(f.stage, Some("data" | "message")) => "filtered",
         Some(550 | 551 | 553) => "userunknown",
         Some(552) => "mailboxfull",
         Some(500..=504) => "syntaxerror",
@@ -122,15 +125,34 @@ fn unknown_user(f: Facts<'_>) -> &'static str {
     if f.status.is_some_and(|s| s.get(1..) == Some(".1.1")) {
         return "userunknown";
     }
-    match f.stage {
-        Some("mail") => return "rejected",
-        Some("data" | "message") => return "filtered",
-        _ => {}
+    if f.stage == Some("mail") {
+        return "rejected";
+    }
+    if domain_does_not_exist(f.text) {
+        return "hostunknown";
+    }
+    if matches!(f.stage, Some("data" | "message")) {
+        return "filtered";
     }
     let Some(status) = f.status else {
-        return "userunknown";
+        // A remote server's reply quoted with neither a status nor the
+        // command it answered: the words may come after DATA as well as at
+        // RCPT TO, and bounce analysers (sisimai's documented rule: an
+        // unknown user is an x.1.1 status or a refusal at RCPT) take it
+        // for a filter's refusal. A reporter's own words (no reply code)
+        // are its mailbox store speaking: an unknown user.
+        return if f.code.is_some_and(|c| c >= 500) && f.stage.is_none() {
+            "filtered"
+        } else {
+            "userunknown"
+        };
     };
     let rest = status.get(2..).unwrap_or("");
+    // A generic status with the reporter's own words (no quoted reply):
+    // its mailbox store speaking, as with no status at all.
+    if rest == "0.0" && f.code.is_none() {
+        return "userunknown";
+    }
     if matches!(rest, "0.0" | "2.0") {
         return "filtered";
     }
@@ -139,6 +161,27 @@ fn unknown_user(f: Facts<'_>) -> &'static str {
         Some(r) if (specific && !rest.ends_with(".0")) || rest == "6.0" => r,
         _ => "userunknown",
     }
+}
+
+/// "example.com does not exist": what does not exist is a domain (a name
+/// with dots and no "@"), not a mailbox.
+fn domain_does_not_exist(text: &str) -> bool {
+    let t = text.to_ascii_lowercase();
+    let Some(i) = t.find(" does not exist") else {
+        return false;
+    };
+    let word = t[..i].rsplit(char::is_whitespace).next().unwrap_or("");
+    let word = word.trim_matches(['<', '>', '"', '\'', '(', ')', '[', ']']);
+    word.contains('.')
+        && !word.starts_with('.')
+        && !word.ends_with('.')
+        && word
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
+        && word
+            .rsplit('.')
+            .next()
+            .is_some_and(|tld| tld.len() >= 2 && tld.bytes().all(|b| b.is_ascii_alphabetic()))
 }
 
 /// Sets the failure's reason and hard flag from what was read.
@@ -284,12 +327,114 @@ mod tests {
                 "blocked",
             ),
             ("Invalid final delivery userid: a@example.jp", "userunknown"),
+            // A local delivery program's own failure, whatever it says next.
+            (
+                "procmail: Couldn't create \"/var/spool/mail/a\" id: No such user",
+                "mailererror",
+            ),
+            // cPanel's Exim: the sender (or recipient) address is listed.
+            (
+                "Sorry, you are sending to/from an address that has been blacklisted",
+                "rejected",
+            ),
+            // Google Workspace: the sender's alias is misconfigured.
+            (
+                "You're sending this from a different address or alias using the 'Send mail as' feature.",
+                "rejected",
+            ),
         ] {
             assert_eq!(r(None, None, text), want, "{text}");
         }
         // Many servers send 5.2.1 with "User unknown": the words decide.
         assert_eq!(
             r(Some("5.2.1"), Some(550), "550 5.2.1 User Unknown"),
+            "userunknown"
+        );
+    }
+
+    #[test]
+    fn spam_named_as_the_cause_comes_before_spf_advice() {
+        let t = "Your email to group a@example.com was rejected due to spam classification. \
+                 * Set up SPF records for your sending domain";
+        assert_eq!(r(Some("5.0.0"), None, t), "spamdetected");
+        // cPanel's Exim notice names the domain first.
+        let t = "The account or domain may not exist, they may be blacklisted, \
+                 or missing the proper dns entries.";
+        assert_eq!(r(None, None, t), "hostunknown");
+    }
+
+    #[test]
+    fn an_unknown_user_without_status_or_stage_is_a_filter_when_quoted() {
+        let at = |stage, code, text| {
+            reason(Facts {
+                code,
+                text,
+                stage,
+                ..Facts::default()
+            })
+        };
+        // A remote reply quoted with no status and no command.
+        assert_eq!(at(None, Some(550), "550 No such user here"), "filtered");
+        // The same at RCPT TO, or in the reporter's own words.
+        assert_eq!(
+            at(Some("rcpt"), Some(550), "550 No such user here"),
+            "userunknown"
+        );
+        assert_eq!(
+            at(None, None, "The recipient name is not recognized"),
+            "userunknown"
+        );
+    }
+
+    #[test]
+    fn a_generic_status_or_a_bare_code_read_with_who_speaks_and_when() {
+        let f = |status, code, stage, text| {
+            reason(Facts {
+                status,
+                code,
+                text,
+                stage,
+                ..Facts::default()
+            })
+        };
+        // Gmail's own notice under a 5.0.0 report: the mailbox store.
+        assert_eq!(
+            f(Some("5.0.0"), None, None, "** Address not found **"),
+            "userunknown"
+        );
+        // A quoted reply under 5.0.0: a filter, maybe.
+        assert_eq!(
+            f(Some("5.0.0"), Some(550), None, "550 user unknown"),
+            "filtered"
+        );
+        // A bare 550 after DATA refuses the message, not the address.
+        assert_eq!(f(None, Some(550), Some("data"), "550 go away"), "filtered");
+        assert_eq!(
+            f(None, Some(550), Some("rcpt"), "550 go away"),
+            "userunknown"
+        );
+    }
+
+    #[test]
+    fn a_domain_that_does_not_exist_is_an_unknown_host() {
+        assert_eq!(
+            r(None, Some(553), "553 mx.example.com does not exist"),
+            "hostunknown"
+        );
+        assert_eq!(
+            r(
+                Some("5.1.1"),
+                Some(550),
+                "550 5.1.1 a@example.com does not exist"
+            ),
+            "userunknown"
+        );
+        assert_eq!(
+            r(
+                Some("5.1.1"),
+                Some(550),
+                "550 5.1.1 Mailbox does not exist."
+            ),
             "userunknown"
         );
     }
