@@ -80,7 +80,7 @@ fn rcpt_pattern(addr: &str) -> String {
 /// made from the status (and said so).
 fn reply_for(f: &Failure) -> (String, String, bool) {
     if !f.reply.is_empty() {
-        let text = f.reply.join("\n");
+        let text = printable(&f.reply.join("\n"));
         // Valid replies are checked; the others (a 4.x.x status on a 550,
         // say) are sent raw, exactly as the bounce shows them.
         return match Reply::parse(&text) {
@@ -97,7 +97,7 @@ fn reply_for(f: &Failure) -> (String, String, bool) {
         .diagnostic
         .clone()
         .filter(|d| !d.is_empty())
-        .unwrap_or_else(|| "Delivery failed".into());
+        .map_or_else(|| "Delivery failed".into(), |d| printable(&d));
     // A status of another class (2.0.5 taken from the text) would not
     // match the code, and `check` refuses that: such a reply is sent raw.
     let raw = !matches!(status.as_bytes().first(), Some(b'4' | b'5'));
@@ -106,6 +106,13 @@ fn reply_for(f: &Failure) -> (String, String, bool) {
         format!("made from the status: the bounce quotes no SMTP reply, so {code} was chosen for a {} status", status.get(..1).unwrap_or("?")),
         raw,
     )
+}
+
+/// Control characters in quoted words are what decoding left of something
+/// else, and reply text may not hold them (RFC 5321 §4.2): each becomes a
+/// space. Line ends between lines and tabs stay.
+fn printable(text: &str) -> String {
+    text.replace(|c: char| c.is_control() && c != '\n' && c != '\t', " ")
 }
 
 /// A reply line longer than RFC 5321 §4.5.3.1.5 allows (`check` refuses

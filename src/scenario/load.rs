@@ -723,6 +723,15 @@ fn reply(ck: &mut Checker<'_>, s: &Spanned<String>) -> Option<Reply> {
                 .map(<[u8]>::len)
                 .max()
                 .unwrap_or(0);
+            if let Some(c) = control_in(&wire) {
+                ck.at(
+                    s,
+                    format!(
+                        "a reply line holds the control character {c:?}; reply text is printable characters, spaces and tabs (RFC 5321 §4.2); use raw to send it anyway"
+                    ),
+                );
+                return None;
+            }
             if longest > MAX_REPLY_LINE {
                 ck.at(
                     s,
@@ -739,6 +748,16 @@ fn reply(ck: &mut Checker<'_>, s: &Spanned<String>) -> Option<Reply> {
             None
         }
     }
+}
+
+/// The first control character inside a reply's lines (their CRLF aside),
+/// other than a tab.
+fn control_in(wire: &[u8]) -> Option<char> {
+    wire.split(|&b| b == b'\n')
+        .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
+        .flat_map(|l| l.iter())
+        .find(|&&b| (b < 0x20 && b != b'\t') || b == 0x7f)
+        .map(|&b| char::from(b))
 }
 
 /// The stages a rule answers.
@@ -1300,6 +1319,16 @@ mod tests {
         ] {
             parse(text, "t.toml", "t").unwrap_or_else(|e| panic!("{e}\n{text}"));
         }
+    }
+
+    #[test]
+    fn control_characters_in_a_reply_are_refused_but_raw_is_free() {
+        let bad = "[[rule]]\non = \"rcpt\"\nreply = \"550 5.1.1 a\\u0000b\"\n";
+        assert_eq!(err(bad), "t.toml:3:9: a reply line holds the control character '\\0'; reply text is printable characters, spaces and tabs (RFC 5321 §4.2); use raw to send it anyway");
+        let tab = "[[rule]]\non = \"rcpt\"\nreply = \"550 5.1.1 a\\tb\\nsecond line\"\n";
+        assert!(parse(tab, "t.toml", "t").is_ok());
+        let raw = "[[rule]]\non = \"rcpt\"\nraw = \"550 a\\u0000b\\r\\n\"\n";
+        assert!(parse(raw, "t.toml", "t").is_ok());
     }
 
     #[test]
