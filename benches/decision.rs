@@ -16,7 +16,7 @@ use std::time::Instant;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use mailfault::proto::command::Command;
-use mailfault::proto::{Context, Policy, Stage};
+use mailfault::proto::{Context, Stage};
 use mailfault::scenario::{self, Engine};
 
 /// A scenario of `n` rules at RCPT: `n - 1` misses, then one match.

@@ -278,7 +278,8 @@ async fn answer_as_one(a: &Server, b: &Server) {
     assert!(first.closed().await);
     tokio::time::sleep(Duration::from_millis(100)).await;
     let mut c = Client::connect_addr(b1).await;
-    assert!(c.reply().await.starts_with("220 "));
+    let r = c.reply().await;
+    assert!(r.starts_with("220 "), "{r:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

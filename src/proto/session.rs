@@ -20,8 +20,9 @@ use super::command::{parse_bdat, parse_number, parse_path, Command, PathArg, Pat
 use super::data::{Body, DataDecoder};
 use super::fact::{Answer, Fact, TxEnd};
 use super::line::{Frame, LineFramer};
-use super::policy::{Context, Decision, Outcome, Policy, Stage, Tag};
+use super::policy::{Asked, Context, Cursor, Decision, Outcome, Policy, Stage, Tag};
 use super::reply::{defaults, Reply};
+use crate::state::{Done, Op, Unavailable};
 
 /// What the session is configured with (from the scenario's `[server]`).
 #[derive(Debug, Clone)]
@@ -192,6 +193,13 @@ pub enum Output {
         rule: Option<String>,
     },
     Close(CloseReason),
+    /// The decision at hand waits for this store operation: always the
+    /// last output of its batch. Perform it, then give its answer to
+    /// [`Session::resume`]; until then the session takes no input.
+    Store(Op),
+    /// A store operation nobody waits for (reputation outcomes): perform
+    /// it in order, its answer is dropped.
+    Effect(Op),
 }
 
 /// Which decoder eats the next bytes.
@@ -232,6 +240,35 @@ struct Transaction {
     chunks: Option<DataDecoder>,
 }
 
+/// What a suspended decision was part of, to run again (with the store's
+/// answer) on [`Session::resume`]. Each handler asks the policy before it
+/// changes anything, so running it again from its input is the
+/// continuation.
+#[derive(Debug)]
+enum Replay {
+    Greet,
+    /// A command line (its `Output::Command` was already given).
+    Line {
+        line: Vec<u8>,
+        pipelined: bool,
+    },
+    /// The end of an AUTH exchange.
+    AuthDone {
+        user: String,
+        ok: bool,
+    },
+    /// The end of a message.
+    Message {
+        body: Body,
+        chunked: bool,
+        forced: Option<Reply>,
+    },
+}
+
+/// A decision waits for the store (see [`Output::Store`]).
+#[derive(Debug)]
+struct Suspended;
+
 static QUEUE_ID: AtomicU64 = AtomicU64::new(0);
 
 fn next_queue_id() -> String {
@@ -262,6 +299,16 @@ pub struct Session {
     out: Vec<Output>,
     /// The server's budget for message bytes in flight (None: unbounded).
     budget: Option<Arc<MemoryBudget>>,
+    /// A decision waits for the store at this cursor.
+    waiting: Option<Cursor>,
+    /// What to run again when it is answered.
+    replay: Option<Replay>,
+    /// The store's answer, for the decision run again.
+    answer: Option<(Cursor, Result<Done, Unavailable>)>,
+    /// Input that arrived behind the suspended command, unprocessed.
+    held: Vec<u8>,
+    /// A command line runs again: its `Output::Command` was given.
+    replaying: bool,
 }
 
 impl Session {
@@ -290,6 +337,11 @@ impl Session {
             tag: None,
             out: Vec::new(),
             budget: None,
+            waiting: None,
+            replay: None,
+            answer: None,
+            held: Vec::new(),
+            replaying: false,
         }
     }
 
@@ -317,10 +369,71 @@ impl Session {
         matches!(self.reader, Reader::Stopped)
     }
 
+    /// True while a decision waits for the store: the driver performs the
+    /// `Output::Store` and calls [`Session::resume`] before it reads more.
+    pub fn is_suspended(&self) -> bool {
+        self.waiting.is_some()
+    }
+
+    /// Goes on with the decision that waited for the store, `done` being
+    /// the answer to its `Output::Store`; then with the input held behind
+    /// it. Outputs as `feed` gives them (another `Output::Store` may end
+    /// them).
+    pub fn resume(&mut self, done: Result<Done, Unavailable>, now: Instant) -> Vec<Output> {
+        self.now = now;
+        let (Some(at), Some(replay)) = (self.waiting.take(), self.replay.take()) else {
+            return std::mem::take(&mut self.out);
+        };
+        self.answer = Some((at, done));
+        match replay {
+            Replay::Greet => self.greet_now(),
+            Replay::Line { line, pipelined } => {
+                self.replaying = true;
+                self.on_line(&line, pipelined);
+                self.replaying = false;
+                self.suspended_at(|| Replay::Line { line, pipelined });
+            }
+            Replay::AuthDone { user, ok } => self.auth_step(Step::Done { user, ok }),
+            Replay::Message {
+                body,
+                chunked,
+                forced,
+            } => self.finish_message(body, chunked, forced),
+        }
+        self.answer = None;
+        if !self.is_suspended() {
+            let held = std::mem::take(&mut self.held);
+            if self.is_stopped() {
+                if !held.is_empty() {
+                    self.after_stop(&held);
+                }
+            } else {
+                self.feed_input(&held);
+            }
+        }
+        std::mem::take(&mut self.out)
+    }
+
+    /// A handler stopped at a decision that waits: keep what runs it again
+    /// (unless a deeper one kept something more precise).
+    fn suspended_at(&mut self, replay: impl FnOnce() -> Replay) {
+        if self.is_suspended() && self.replay.is_none() {
+            self.replay = Some(replay());
+        }
+    }
+
     /// The greeting (stage `connect`).
     pub fn greet(&mut self, now: Instant) -> Vec<Output> {
         self.now = now;
-        let decision = self.decide(Stage::Connect, None, Facts::default());
+        self.greet_now();
+        std::mem::take(&mut self.out)
+    }
+
+    fn greet_now(&mut self) {
+        let Ok(decision) = self.decide(Stage::Connect, None, Facts::default()) else {
+            self.suspended_at(|| Replay::Greet);
+            return;
+        };
         let greeting = defaults::greeting(&self.cfg.hostname, &self.cfg.greeting);
         let positive = self.resolve(decision, Ok(greeting));
         if !positive {
@@ -330,14 +443,29 @@ impl Session {
                 answer,
             });
         }
-        std::mem::take(&mut self.out)
     }
 
     /// Processes bytes from the client.
     pub fn feed(&mut self, input: &[u8], now: Instant) -> Vec<Output> {
         self.now = now;
+        if self.is_suspended() {
+            // Not to be read before the decision in front of it.
+            self.held.extend_from_slice(input);
+        } else {
+            self.feed_input(input);
+        }
+        std::mem::take(&mut self.out)
+    }
+
+    fn feed_input(&mut self, input: &[u8]) {
         let mut pos = 0;
         while pos < input.len() {
+            if self.is_suspended() {
+                // RFC 2920 §3.1: pipelined commands are taken in order; the
+                // ones behind a waiting decision wait with it.
+                self.held.extend_from_slice(&input[pos..]);
+                break;
+            }
             let rest = &input[pos..];
             match &mut self.reader {
                 Reader::Stopped => break,
@@ -359,7 +487,11 @@ impl Session {
                                 Reader::Sasl(state) => self.on_sasl_line(state, &line, pipelined),
                                 other => {
                                     self.reader = other;
-                                    self.on_line(&line, pipelined)
+                                    self.on_line(&line, pipelined);
+                                    self.suspended_at(|| Replay::Line {
+                                        line: line.to_vec(),
+                                        pipelined,
+                                    });
                                 }
                             }
                         }
@@ -376,7 +508,10 @@ impl Session {
                         }
                         None => {}
                     }
-                    if matches!(self.reader, Reader::Stopped) && pos < input.len() {
+                    if matches!(self.reader, Reader::Stopped)
+                        && pos < input.len()
+                        && !self.is_suspended()
+                    {
                         self.after_stop(&input[pos..]);
                     }
                 }
@@ -396,11 +531,11 @@ impl Session {
                 }
             }
         }
-        std::mem::take(&mut self.out)
     }
 
     /// The client sent nothing for the idle timeout.
     pub fn idle_timeout(&mut self) -> Vec<Output> {
+        self.forget_suspended();
         if !matches!(self.reader, Reader::Stopped) {
             self.send_reply(
                 defaults::idle_timeout(&self.cfg.hostname),
@@ -414,6 +549,7 @@ impl Session {
 
     /// The server is shutting down and the grace period is over.
     pub fn shutdown(&mut self) -> Vec<Output> {
+        self.forget_suspended();
         if !matches!(self.reader, Reader::Stopped) {
             self.send_reply(
                 defaults::shutting_down(&self.cfg.hostname),
@@ -423,6 +559,14 @@ impl Session {
             self.stop(CloseReason::Shutdown);
         }
         std::mem::take(&mut self.out)
+    }
+
+    /// A decision that waited will not be resumed: what it held goes (a
+    /// message body gives its memory back).
+    fn forget_suspended(&mut self) {
+        self.waiting = None;
+        self.replay = None;
+        self.held = Vec::new();
     }
 
     /// The TLS handshake completed: RFC 3207 §4.2, the server forgets what it
@@ -536,14 +680,29 @@ impl Session {
         self.out.insert(pos, Output::Fact(fact(answer)));
     }
 
+    /// Asks the policy (or, running again after a suspension, resumes it
+    /// with the store's answer). Err: the decision waits for the store; an
+    /// `Output::Store` was given and the handler must stop unchanged.
     fn decide(
-        &self,
+        &mut self,
         stage: Stage,
         command: Option<&Command>,
         facts: Facts<'_>,
-    ) -> Option<Decision> {
-        self.policy
-            .decide(&self.context(stage, command, facts), self.now)
+    ) -> Result<Option<Decision>, Suspended> {
+        let answer = self.answer.take();
+        let ctx = self.context(stage, command, facts);
+        let asked = match answer {
+            Some((at, done)) => self.policy.resume(&ctx, self.now, at, done),
+            None => self.policy.ask(&ctx, self.now),
+        };
+        match asked {
+            Asked::Decided(d) => Ok(d),
+            Asked::Suspend { at, op } => {
+                self.out.push(Output::Store(op));
+                self.waiting = Some(at);
+                Err(Suspended)
+            }
+        }
     }
 
     fn context<'a>(
@@ -675,13 +834,17 @@ impl Session {
         } else {
             cmd.line()
         };
-        self.out.push(Output::Command {
-            line: shown,
-            stage,
-            pipelined,
-        });
+        if !self.replaying {
+            self.out.push(Output::Command {
+                line: shown,
+                stage,
+                pipelined,
+            });
+        }
         if line.is_empty() {
-            let d = self.decide(Stage::Unknown, Some(&cmd), Facts::default());
+            let Ok(d) = self.decide(Stage::Unknown, Some(&cmd), Facts::default()) else {
+                return;
+            };
             self.resolve(d, Err(defaults::empty_line()));
             return;
         }
@@ -711,14 +874,16 @@ impl Session {
         };
         let arg = cmd.args.split(' ').next().unwrap_or("").to_string();
         // The EHLO argument is what `helo` matches at this very command.
-        let d = self.decide(
+        let Ok(d) = self.decide(
             stage,
             Some(cmd),
             Facts {
                 helo: Some(&arg),
                 ..Facts::default()
             },
-        );
+        ) else {
+            return;
+        };
         let healthy = if let Some(r) = self.refused() {
             Err(r)
         } else if arg.is_empty() {
@@ -781,7 +946,7 @@ impl Session {
             .iter()
             .find(|p| p.keyword == "SIZE")
             .and_then(|p| p.value.as_deref().and_then(parse_number));
-        let d = self.decide(
+        let Ok(d) = self.decide(
             Stage::Mail,
             Some(cmd),
             Facts {
@@ -789,7 +954,9 @@ impl Session {
                 size: declared,
                 ..Facts::default()
             },
-        );
+        ) else {
+            return;
+        };
         let healthy = utf8_line(cmd)
             .and_then(|()| self.check_mail(&path, err))
             .and_then(|r| {
@@ -888,14 +1055,16 @@ impl Session {
 
     fn on_rcpt(&mut self, cmd: &Command) {
         let (path, err) = parse_path(&cmd.args, "TO:");
-        let d = self.decide(
+        let Ok(d) = self.decide(
             Stage::Rcpt,
             Some(cmd),
             Facts {
                 rcpt: Some(&path.address),
                 ..Facts::default()
             },
-        );
+        ) else {
+            return;
+        };
         let smtputf8 = self.tx.as_ref().is_some_and(|t| t.smtputf8);
         let healthy = utf8_line(cmd)
             .and_then(|()| self.check_rcpt(&path, err))
@@ -915,12 +1084,13 @@ impl Session {
                 rcpt: Some(&path.address),
                 ..Facts::default()
             };
-            self.policy.observe_rcpt(
+            let effect = self.policy.observe_rcpt(
                 &self.context(Stage::Rcpt, Some(cmd), facts),
                 code,
                 tag.as_ref(),
                 self.now,
             );
+            self.out.extend(effect.map(Output::Effect));
         }
         self.fact_after_reply(at, |answer| Fact::Rcpt {
             rcpt: path.address.clone(),
@@ -1001,7 +1171,9 @@ impl Session {
     }
 
     fn on_data(&mut self, cmd: &Command) {
-        let d = self.decide(Stage::Data, Some(cmd), Facts::default());
+        let Ok(d) = self.decide(Stage::Data, Some(cmd), Facts::default()) else {
+            return;
+        };
         let healthy = if !cmd.args.is_empty() {
             Err(defaults::no_arguments("DATA"))
         } else if self.tx.as_ref().is_some_and(|t| t.chunks.is_some()) {
@@ -1041,7 +1213,10 @@ impl Session {
             // Without a valid size the chunk cannot be found: answer as a
             // syntax error and keep reading commands.
             let d = if first {
-                self.decide(Stage::Data, Some(cmd), Facts::default())
+                let Ok(d) = self.decide(Stage::Data, Some(cmd), Facts::default()) else {
+                    return;
+                };
+                d
             } else {
                 None
             };
@@ -1052,11 +1227,18 @@ impl Session {
             self.resolve(None, Err(defaults::not_available("BDAT")));
             return;
         }
+        let d = if first {
+            let Ok(d) = self.decide(Stage::Data, Some(cmd), Facts::default()) else {
+                return;
+            };
+            d
+        } else {
+            None
+        };
         // Whatever the answer, the chunk's bytes must be read first (RFC 3030
         // §2): the reply decided now is held until then.
         let outer = std::mem::take(&mut self.out);
         let keep = if first {
-            let d = self.decide(Stage::Data, Some(cmd), Facts::default());
             let mut decoder = self.new_decoder();
             let healthy = self.check_data().and_then(|()| {
                 // The chunk's size is known: reserve it before saying yes.
@@ -1144,19 +1326,28 @@ impl Session {
     /// Answers a complete (or abandoned) message: `forced` is a refusal
     /// the server makes itself, without asking the scenario.
     fn finish_message(&mut self, body: Body, chunked: bool, forced: Option<Reply>) {
-        let id = next_queue_id();
         let d = match forced {
             Some(_) => None,
-            None => self.decide(
-                Stage::Message,
-                None,
-                Facts {
+            None => {
+                let facts = Facts {
                     size: Some(body.size),
                     message: Some(&body.bytes),
                     ..Facts::default()
-                },
-            ),
+                };
+                match self.decide(Stage::Message, None, facts) {
+                    Ok(d) => d,
+                    Err(Suspended) => {
+                        self.suspended_at(|| Replay::Message {
+                            body,
+                            chunked,
+                            forced,
+                        });
+                        return;
+                    }
+                }
+            }
         };
+        let id = next_queue_id();
         let healthy = match forced {
             Some(reply) => Err(reply),
             None if body.too_big => Err(defaults::too_big()),
@@ -1203,7 +1394,9 @@ impl Session {
     }
 
     fn on_quit(&mut self, cmd: &Command) {
-        let d = self.decide(Stage::Quit, Some(cmd), Facts::default());
+        let Ok(d) = self.decide(Stage::Quit, Some(cmd), Facts::default()) else {
+            return;
+        };
         if !cmd.args.is_empty() && d.is_none() {
             // RFC 5321 §4.1.1.10: QUIT takes no arguments.
             self.resolve(None, Err(defaults::no_arguments("QUIT")));
@@ -1220,7 +1413,9 @@ impl Session {
     }
 
     fn on_starttls(&mut self, cmd: &Command) {
-        let d = self.decide(Stage::Starttls, Some(cmd), Facts::default());
+        let Ok(d) = self.decide(Stage::Starttls, Some(cmd), Facts::default()) else {
+            return;
+        };
         let healthy = if let Some(r) = self.refused() {
             Err(r)
         } else if !self.cfg.starttls {
@@ -1258,7 +1453,9 @@ impl Session {
             _ => None,
         };
         if let Some(r) = pre {
-            let d = self.decide(Stage::Auth, Some(cmd), Facts::default());
+            let Ok(d) = self.decide(Stage::Auth, Some(cmd), Facts::default()) else {
+                return;
+            };
             self.resolve(d, Err(r));
             return;
         }
@@ -1309,7 +1506,10 @@ impl Session {
                     auth_user: Some(&user),
                     ..Facts::default()
                 };
-                let d = self.decide(Stage::Auth, None, facts);
+                let Ok(d) = self.decide(Stage::Auth, None, facts) else {
+                    self.suspended_at(|| Replay::AuthDone { user, ok });
+                    return;
+                };
                 let healthy = if ok {
                     Ok(defaults::auth_ok())
                 } else {
@@ -1324,7 +1524,9 @@ impl Session {
     }
 
     fn on_simple(&mut self, cmd: &Command, stage: Stage) {
-        let d = self.decide(stage, Some(cmd), Facts::default());
+        let Ok(d) = self.decide(stage, Some(cmd), Facts::default()) else {
+            return;
+        };
         let no_args = cmd.args.is_empty();
         let healthy = match stage {
             _ if self.refused_at_connect && stage != Stage::Noop => {

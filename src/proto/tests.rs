@@ -366,8 +366,8 @@ fn idle_timeout_and_shutdown_replies() {
 struct Script(Stage, Decision);
 
 impl Policy for Script {
-    fn decide(&self, ctx: &Context<'_>, _: Instant) -> Option<Decision> {
-        (ctx.stage == self.0).then(|| self.1.clone())
+    fn ask(&self, ctx: &Context<'_>, _: Instant) -> Asked {
+        Asked::Decided((ctx.stage == self.0).then(|| self.1.clone()))
     }
 }
 
@@ -473,14 +473,16 @@ fn delay_and_drip_are_outputs() {
 fn message_rule_sees_size_and_body() {
     struct Big;
     impl Policy for Big {
-        fn decide(&self, ctx: &Context<'_>, _: Instant) -> Option<Decision> {
-            (ctx.stage == Stage::Message
-                && ctx.size == Some(5)
-                && ctx.message == Some(&b"abc\r\n"[..]))
-            .then(|| Decision {
-                outcome: Outcome::Reply(Reply::parse("451 4.3.0 later").unwrap()),
-                ..Decision::accept()
-            })
+        fn ask(&self, ctx: &Context<'_>, _: Instant) -> Asked {
+            Asked::Decided(
+                (ctx.stage == Stage::Message
+                    && ctx.size == Some(5)
+                    && ctx.message == Some(&b"abc\r\n"[..]))
+                .then(|| Decision {
+                    outcome: Outcome::Reply(Reply::parse("451 4.3.0 later").unwrap()),
+                    ..Decision::accept()
+                }),
+            )
         }
     }
     let mut t = T::with(SessionConfig::default(), Arc::new(Big));

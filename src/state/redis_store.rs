@@ -15,6 +15,13 @@
 //! Every call has a deadline ([`OP_TIMEOUT`]): a dead or slow store is an
 //! [`Unavailable`] answer, never a hang. The outage is logged once when it
 //! starts and once when it ends.
+//!
+//! Decisions reach Redis only through [`StateStore::perform`]: an async
+//! call on one multiplexed connection (or the async Cluster client), which
+//! the connection driver awaits; no tokio worker blocks on it. The blocking
+//! calls that remain serve what is not a decision: the shared seed and
+//! epoch when a scenario is loaded, the lease refresh of the sweep, and
+//! `reset`/`len` for the API and tests.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -25,7 +32,8 @@ use anyhow::Context as _;
 use redis::cluster::{ClusterClient, ClusterClientBuilder};
 use redis::{ConnectionLike, RedisResult, Script, ScriptInvocation};
 
-use super::{Answer, FailMode, Greylist, StateStore, Tally, Unavailable};
+use super::op::{Done, GateOp, Op};
+use super::{Answer, FailMode, Greylist, Pending, StateStore, Tally, Unavailable};
 
 /// The deadline of one store operation (connect, send or answer).
 pub const OP_TIMEOUT: Duration = Duration::from_millis(500);
@@ -188,6 +196,44 @@ enum Target {
 
 type Conn = Box<dyn ConnectionLike + Send>;
 
+/// The async connection decisions use: cheap to clone, multiplexed.
+#[derive(Clone)]
+enum AsyncConn {
+    Single(redis::aio::MultiplexedConnection),
+    Cluster(redis::cluster_async::ClusterConnection),
+}
+
+impl redis::aio::ConnectionLike for AsyncConn {
+    fn req_packed_command<'a>(
+        &'a mut self,
+        cmd: &'a redis::Cmd,
+    ) -> redis::RedisFuture<'a, redis::Value> {
+        match self {
+            AsyncConn::Single(c) => c.req_packed_command(cmd),
+            AsyncConn::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        cmd: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
+        match self {
+            AsyncConn::Single(c) => c.req_packed_commands(cmd, offset, count),
+            AsyncConn::Cluster(c) => c.req_packed_commands(cmd, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            AsyncConn::Single(c) => c.get_db(),
+            AsyncConn::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
 /// A connection to Redis shared by every scenario's [`RedisStore`].
 pub struct RedisBackend {
     target: Target,
@@ -195,6 +241,9 @@ pub struct RedisBackend {
     shown: String,
     fail: FailMode,
     pool: Mutex<Vec<Conn>>,
+    /// The connection decisions share (None until the first, and after a
+    /// failure until the next attempt).
+    shared: tokio::sync::Mutex<Option<AsyncConn>>,
     down: AtomicBool,
     outages: AtomicU64,
     last_failure: Mutex<Option<Instant>>,
@@ -244,6 +293,7 @@ impl RedisBackend {
             shown: hide_password(url),
             fail,
             pool: Mutex::new(vec![]),
+            shared: tokio::sync::Mutex::new(None),
             down: AtomicBool::new(false),
             outages: AtomicU64::new(0),
             last_failure: Mutex::new(None),
@@ -354,6 +404,84 @@ impl RedisBackend {
     }
 }
 
+impl RedisBackend {
+    async fn connect_async(&self) -> RedisResult<AsyncConn> {
+        Ok(match &self.target {
+            Target::Single(c) => {
+                let cfg = redis::AsyncConnectionConfig::new()
+                    .set_connection_timeout(Some(OP_TIMEOUT))
+                    .set_response_timeout(Some(OP_TIMEOUT));
+                AsyncConn::Single(c.get_multiplexed_async_connection_with_config(&cfg).await?)
+            }
+            Target::Cluster(c) => AsyncConn::Cluster(c.get_async_connection().await?),
+        })
+    }
+
+    /// The shared async connection, made when there is none (at most one
+    /// attempt per [`RETRY_EVERY`] during an outage).
+    async fn conn_async(&self) -> Answer<AsyncConn> {
+        let mut shared = self.shared.lock().await;
+        if let Some(c) = &*shared {
+            return Ok(c.clone());
+        }
+        if self.down.load(Ordering::Relaxed) && self.recently_failed() {
+            return Err(Unavailable);
+        }
+        let made = tokio::time::timeout(OP_TIMEOUT, self.connect_async()).await;
+        match made {
+            Ok(Ok(c)) => {
+                *shared = Some(c.clone());
+                Ok(c)
+            }
+            Ok(Err(e)) => Err(self.failed(&e)),
+            Err(_) => Err(self.failed(&timed_out())),
+        }
+    }
+
+    /// Runs `op` on the shared connection within [`OP_TIMEOUT`]; a broken
+    /// connection is dropped so that the next call makes a new one.
+    async fn exec_async<T>(&self, op: &OpRun<'_>) -> Answer<T>
+    where
+        T: redis::FromRedisValue,
+    {
+        let mut conn = self.conn_async().await?;
+        let result = tokio::time::timeout(OP_TIMEOUT, op.run::<T>(&mut conn)).await;
+        let e = match result {
+            Ok(Ok(v)) => {
+                if self.down.swap(false, Ordering::Relaxed) {
+                    tracing::info!(store = %self.shown, "state store reachable again");
+                }
+                return Ok(v);
+            }
+            Ok(Err(e)) => e,
+            Err(_) => timed_out(),
+        };
+        if is_broken(&e) {
+            self.shared.lock().await.take();
+        }
+        Err(self.failed(&e))
+    }
+}
+
+/// One command for [`RedisBackend::exec_async`].
+enum OpRun<'a> {
+    Script(ScriptInvocation<'a>),
+    Cmd(redis::Cmd),
+}
+
+impl OpRun<'_> {
+    async fn run<T: redis::FromRedisValue>(&self, conn: &mut AsyncConn) -> RedisResult<T> {
+        match self {
+            OpRun::Script(inv) => inv.invoke_async(conn).await,
+            OpRun::Cmd(cmd) => cmd.query_async(conn).await,
+        }
+    }
+}
+
+fn timed_out() -> redis::RedisError {
+    redis::RedisError::from(std::io::Error::from(std::io::ErrorKind::TimedOut))
+}
+
 fn is_broken(e: &redis::RedisError) -> bool {
     e.is_io_error() || e.is_timeout() || e.is_connection_dropped() || e.is_connection_refusal()
 }
@@ -393,6 +521,167 @@ pub struct RedisStore {
 }
 
 impl RedisStore {
+    async fn script<T: redis::FromRedisValue>(
+        &self,
+        script: &Script,
+        key: &str,
+        args: impl FnOnce(&mut ScriptInvocation<'_>),
+    ) -> Answer<T> {
+        let mut inv = script.key(self.key(key));
+        args(&mut inv);
+        self.backend.exec_async(&OpRun::Script(inv)).await
+    }
+
+    async fn gate_async(&self, g: &GateOp) -> Answer<(bool, Tally)> {
+        Ok(match g {
+            GateOp::Rate { key, max, window } => {
+                let member = self.backend.unique();
+                let n: u8 = self
+                    .script(&RATE, key, |i| {
+                        i.arg(max).arg(ms(*window)).arg(&member);
+                    })
+                    .await?;
+                (n != 1, Tally::default())
+            }
+            GateOp::Greylist {
+                key,
+                retry_after,
+                expire,
+            } => {
+                let (passed, _, _): (u8, u64, u8) = self
+                    .script(&GREY, key, |i| {
+                        i.arg(ms(*retry_after)).arg(ms(*expire));
+                    })
+                    .await?;
+                (passed != 1, Tally::default())
+            }
+            GateOp::Reputation {
+                key,
+                window,
+                min_attempts,
+                max_failure_rate,
+            } => {
+                let width = (*window / 60).max(Duration::from_millis(1));
+                let (attempts, failures) = self
+                    .script(&TALLY, key, |i| {
+                        i.arg(ms(*window)).arg(ms(width));
+                    })
+                    .await?;
+                let t = Tally { attempts, failures };
+                let applies = GateOp::reputation_applies(&t, *min_attempts, *max_failure_rate);
+                (applies, t)
+            }
+        })
+    }
+
+    async fn incr_async(&self, key: &str) -> Answer<u64> {
+        self.script(&INCR, key, |i| {
+            i.arg(ms(KEEP));
+        })
+        .await
+    }
+
+    async fn open_async(&self, key: &str) -> Answer<u64> {
+        let lease = self.backend.unique();
+        let n = self
+            .script(&OPEN, key, |i| {
+                i.arg(&lease).arg(ms(LEASE_TTL));
+            })
+            .await?;
+        self.held(key).push(lease);
+        Ok(n)
+    }
+
+    async fn close_async(&self, key: &str) {
+        let key = self.key(key);
+        let Some(lease) = self.release(&key) else {
+            return;
+        };
+        let mut cmd = redis::cmd("ZREM");
+        cmd.arg(&key).arg(&lease);
+        // Best effort: a lease not removed now expires with its TTL.
+        let _: Answer<u64> = self.backend.exec_async(&OpRun::Cmd(cmd)).await;
+    }
+
+    async fn perform_async(&self, op: Op) -> Answer<Done> {
+        Ok(match op {
+            Op::Rule { gate, count } => {
+                let (applies, tally) = match &gate {
+                    None => (true, Tally::default()),
+                    Some(g) => self.gate_async(g).await?,
+                };
+                let count = match count {
+                    Some(key) if applies => self.incr_async(&key).await?,
+                    _ => 1,
+                };
+                Done::Rule {
+                    applies,
+                    tally,
+                    count,
+                }
+            }
+            Op::Incr(keys) => {
+                let mut n = Vec::with_capacity(keys.len());
+                for k in &keys {
+                    n.push(self.incr_async(k).await?);
+                }
+                Done::Counts(n)
+            }
+            Op::Open(keys) => {
+                let mut n = Vec::with_capacity(keys.len());
+                for k in &keys {
+                    n.push(self.open_async(k).await?);
+                }
+                Done::Counts(n)
+            }
+            Op::Close(keys) => {
+                for k in &keys {
+                    self.close_async(k).await;
+                }
+                Done::Nothing
+            }
+            Op::Record(items) => {
+                for (key, failed, window) in &items {
+                    let width = (*window / 60).max(Duration::from_millis(1));
+                    // Best effort: an outage loses these outcomes, nothing more.
+                    let _: Answer<u8> = self
+                        .script(&RECORD, key, |i| {
+                            i.arg(*failed as u8).arg(ms(*window)).arg(ms(width));
+                        })
+                        .await;
+                }
+                Done::Nothing
+            }
+        })
+    }
+
+    /// The lease ids held under `key` (a short lock, never across I/O).
+    fn held(&self, key: &str) -> LeaseList<'_> {
+        LeaseList {
+            all: self
+                .backend
+                .leases
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()),
+            key: self.key(key),
+        }
+    }
+
+    /// Takes one lease of the full key `key`, if this instance holds one.
+    fn release(&self, key: &str) -> Option<String> {
+        let mut all = self
+            .backend
+            .leases
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let list = all.get_mut(key)?;
+        let lease = list.pop();
+        if list.is_empty() {
+            all.remove(key);
+        }
+        lease
+    }
+
     fn key(&self, key: &str) -> String {
         format!("{}{key}", self.prefix)
     }
@@ -429,7 +718,29 @@ impl RedisStore {
     }
 }
 
+/// The leases of one key, under the lease map's lock.
+struct LeaseList<'a> {
+    all: std::sync::MutexGuard<'a, HashMap<String, Vec<String>>>,
+    key: String,
+}
+
+impl LeaseList<'_> {
+    fn push(mut self, lease: String) {
+        let key = std::mem::take(&mut self.key);
+        self.all.entry(key).or_default().push(lease);
+    }
+}
+
 impl StateStore for RedisStore {
+    /// Never on the spot: every operation is network I/O.
+    fn run_now(&self, _: &Op, _: Instant) -> Option<Answer<Done>> {
+        None
+    }
+
+    fn perform(&self, op: Op, _: Instant) -> Pending<'_> {
+        Box::pin(self.perform_async(op))
+    }
+
     fn incr(&self, key: &str) -> Answer<u64> {
         self.run(&INCR, key, |i| {
             i.arg(ms(KEEP));
@@ -469,34 +780,15 @@ impl StateStore for RedisStore {
         let n = self.run(&OPEN, key, |i| {
             i.arg(&lease).arg(ms(LEASE_TTL));
         })?;
-        self.backend
-            .leases
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(self.key(key))
-            .or_default()
-            .push(lease);
+        self.held(key).push(lease);
         Ok(n)
     }
 
     fn close(&self, key: &str) {
         let key = self.key(key);
-        let lease = {
-            let mut all = self
-                .backend
-                .leases
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
-            let Some(list) = all.get_mut(&key) else {
-                return;
-            };
-            let lease = list.pop();
-            if list.is_empty() {
-                all.remove(&key);
-            }
-            lease
+        let Some(lease) = self.release(&key) else {
+            return;
         };
-        let Some(lease) = lease else { return };
         // Best effort: a lease not removed now expires with its TTL.
         let _ = self
             .backend
