@@ -796,3 +796,42 @@ async fn a_frozen_redis_costs_a_deadline_not_a_hang() {
     assert_eq!(rcpt(addr, "h@grey.test").await, "450 4.2.0 Greylisted");
     server.shutdown().await;
 }
+
+/// With Redis frozen, the sessions waiting for it hold no worker thread:
+/// on a 2-worker runtime, sessions with stateless answers keep getting
+/// them at once while several stateful decisions wait out their deadline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_waiting_for_a_frozen_redis_stall_no_other_session() {
+    if !have_redis() {
+        return;
+    }
+    let redis = Redis::start();
+    let server = instance(&redis.url(), FailMode::Tempfail).await;
+    let addr = server.listeners[0].addr;
+    assert_eq!(rcpt(addr, "w@grey.test").await, "450 4.2.0 Greylisted");
+    let pid = redis.child.as_ref().unwrap().id();
+    common::signal(pid, "STOP");
+    // More waiting decisions than worker threads, all at once.
+    let waiting: Vec<_> = (0..6)
+        .map(|i| tokio::spawn(async move { rcpt(addr, &format!("w{i}@grey.test")).await }))
+        .collect();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    for _ in 0..3 {
+        let t = Instant::now();
+        let mut c = Client::connect_addr(addr).await;
+        assert!(c.reply().await.starts_with("220 "));
+        c.expect("EHLO client.test", "250").await;
+        c.expect("MAIL FROM:<s@example.test>", "250 ").await;
+        assert_eq!(c.cmd("RCPT TO:<u@bad.test>").await, "550 5.1.1 No such user");
+        // A blocked worker would hold these behind the store's deadline.
+        assert!(t.elapsed() < Duration::from_millis(300), "{:?}", t.elapsed());
+    }
+    for w in waiting {
+        assert_eq!(
+            w.await.unwrap(),
+            "451 4.3.0 Temporary state store failure, try again later"
+        );
+    }
+    common::signal(pid, "CONT");
+    server.shutdown().await;
+}
