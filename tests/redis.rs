@@ -822,9 +822,16 @@ async fn sessions_waiting_for_a_frozen_redis_stall_no_other_session() {
         assert!(c.reply().await.starts_with("220 "));
         c.expect("EHLO client.test", "250").await;
         c.expect("MAIL FROM:<s@example.test>", "250 ").await;
-        assert_eq!(c.cmd("RCPT TO:<u@bad.test>").await, "550 5.1.1 No such user");
+        assert_eq!(
+            c.cmd("RCPT TO:<u@bad.test>").await,
+            "550 5.1.1 No such user"
+        );
         // A blocked worker would hold these behind the store's deadline.
-        assert!(t.elapsed() < Duration::from_millis(300), "{:?}", t.elapsed());
+        assert!(
+            t.elapsed() < Duration::from_millis(300),
+            "{:?}",
+            t.elapsed()
+        );
     }
     for w in waiting {
         assert_eq!(

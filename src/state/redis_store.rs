@@ -190,8 +190,8 @@ static SCAN: LazyLock<Script> = LazyLock::new(|| {
 });
 
 enum Target {
-    Single(redis::Client),
-    Cluster(ClusterClient),
+    Single(Box<redis::Client>),
+    Cluster(Box<ClusterClient>),
 }
 
 type Conn = Box<dyn ConnectionLike + Send>;
@@ -274,13 +274,13 @@ impl RedisBackend {
                 .response_timeout(OP_TIMEOUT)
                 .build()
                 .with_context(bad)?;
-            Target::Cluster(client)
+            Target::Cluster(Box::new(client))
         } else if url.starts_with("redis://") || url.starts_with("rediss://") {
             if url.starts_with("rediss://") {
                 // The redis crate takes rustls' process-wide provider.
                 let _ = rustls::crypto::ring::default_provider().install_default();
             }
-            Target::Single(redis::Client::open(url).with_context(bad)?)
+            Target::Single(Box::new(redis::Client::open(url).with_context(bad)?))
         } else {
             anyhow::bail!(
                 "{}: write memory, redis://HOST:PORT[/DB], rediss://HOST:PORT[/DB] \
