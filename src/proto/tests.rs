@@ -906,3 +906,28 @@ fn a_message_decision_resumes_with_the_message() {
     assert!(!m.accepted);
     assert_eq!(m.size, 18);
 }
+
+#[test]
+fn commands_after_a_negative_greeting_keep_their_exact_replies() {
+    let mut t = scripted(
+        Stage::Connect,
+        Outcome::Reply(Reply::parse("554 5.7.1 go away").unwrap()),
+    );
+    let refused = "503 5.5.1 Error: no SMTP service here, send QUIT\r\n";
+    for line in [
+        "HELO x",
+        "RSET",
+        "VRFY",
+        "EXPN x",
+        "HELP",
+        "STARTTLS",
+        "AUTH PLAIN",
+        "DATA",
+        "BOGUS",
+    ] {
+        assert_eq!(t.feed(format!("{line}\r\n").as_bytes()), refused, "{line}");
+    }
+    t.cmd("NOOP", "250 2.0.0 Ok");
+    // Checks before the refusal keep their place: DATA's argument first.
+    assert!(t.feed(b"DATA x\r\n").starts_with("501 5.5.4"));
+}
