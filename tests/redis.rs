@@ -842,3 +842,84 @@ async fn sessions_waiting_for_a_frozen_redis_stall_no_other_session() {
     common::signal(pid, "CONT");
     server.shutdown().await;
 }
+
+const GATED_AND_COUNTED: &str = r#"
+[[rule]]
+on = "rcpt"
+when = { rcpt = "*@gt.test" }
+greylist = { retry_after = "1h" }
+times = 1
+reply = "450 4.2.0 Greylisted once"
+
+[[rule]]
+on = "rcpt"
+when = { rcpt = "*@rt.test" }
+key = ["client_ip"]
+limit = { rate = "1/1m" }
+sequence = ["451 4.7.0 First over", "452 4.7.0 Still over"]
+
+[[rule]]
+on = "rcpt"
+when = { rcpt = "*@bad.test" }
+reply = "550 5.1.1 No such user"
+
+[[rule]]
+on = "mail"
+when = { mail_from = "rep@*" }
+key = ["client_ip"]
+reputation = { window = "1h", min_attempts = 3, max_failure_rate = 0.25 }
+times = 1
+reply = "550 5.7.1 Dirty list"
+"#;
+
+/// A rule with a gate and a counter (`greylist` with `times`, `limit` with
+/// `sequence`): the counter moves only when the gate lets the rule apply,
+/// in the same script as the gate, and Redis answers as memory does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gate_and_its_counter_answer_as_in_memory() {
+    if !have_redis() {
+        return;
+    }
+    let redis = Redis::start();
+    for url in ["memory".to_string(), redis.url()] {
+        let spec = ListenerSpec {
+            addr: "127.0.0.1:0".parse().unwrap(),
+            source: Source::Given(Arc::new(
+                scenario::parse(GATED_AND_COUNTED, "test.toml", "gc").unwrap(),
+            )),
+            tls: Default::default(),
+        };
+        let mut opts = Options::new(vec![spec]);
+        opts.grace = Duration::from_millis(200);
+        opts.state = Backend::parse(&url, FailMode::Tempfail).unwrap();
+        let server = Server::start(opts).await.unwrap();
+        let addr = server.listeners[0].addr;
+        let mut got = vec![];
+        for to in ["a@gt.test", "a@gt.test", "a@gt.test"] {
+            got.push(rcpt(addr, to).await);
+        }
+        for to in ["b@rt.test", "c@rt.test", "d@rt.test", "e@rt.test"] {
+            got.push(rcpt(addr, to).await);
+        }
+        // Reputation by client IP: the 3 recipients accepted above and 2 of
+        // these 3 refused is 2 of 6, over 25% (the outcomes reach the store
+        // as effects); then the gate applies once (`times = 1`).
+        let mut c = mail(addr, "rep@example.test").await;
+        for to in ["x@bad.test", "y@bad.test", "z@ok.test"] {
+            got.push(c.cmd(&format!("RCPT TO:<{to}>")).await);
+        }
+        for _ in 0..2 {
+            let mut c = Client::connect_addr(addr).await;
+            assert!(c.reply().await.starts_with("220 "));
+            c.expect("EHLO client.test", "250").await;
+            got.push(c.cmd("MAIL FROM:<rep@example.test>").await);
+        }
+        let codes: Vec<&str> = got.iter().map(|g| &g[..3]).collect();
+        assert_eq!(
+            codes,
+            ["450", "250", "250", "250", "451", "452", "452", "550", "550", "250", "550", "250"],
+            "{url}: {got:#?}"
+        );
+        server.shutdown().await;
+    }
+}

@@ -97,6 +97,74 @@ static GREY: LazyLock<Script> = LazyLock::new(|| {
     )
 });
 
+/// The tail of a rule's gate script: when the gate lets the rule apply and
+/// the rule counts (KEYS[2], a key of the same hash tag), its match counter
+/// moves in the same script, so a gate and its counter are one round trip.
+/// The counter's keep_ms is the last ARGV.
+const COUNTED: &str = "local function counted(applies)\n\
+  if applies == 1 and KEYS[2] then\n\
+    local n = redis.call('INCR', KEYS[2])\n\
+    redis.call('PEXPIRE', KEYS[2], ARGV[#ARGV])\n\
+    return n\n\
+  end\n\
+  return 1\n\
+end\n";
+
+fn rule_script(body: &str) -> Script {
+    script(&format!("{COUNTED}{body}"))
+}
+
+/// A rate gate and its rule's counter. ARGV: max, window_ms, unique
+/// member, keep_ms. Returns {applies, count, 0, 0}.
+static RATE_RULE: LazyLock<Script> = LazyLock::new(|| {
+    rule_script(
+        "local w = tonumber(ARGV[2])\n\
+         redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - w)\n\
+         if redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[1]) then\n\
+           redis.call('ZADD', KEYS[1], now, ARGV[3])\n\
+           redis.call('PEXPIRE', KEYS[1], w)\n\
+           return {0, 1, 0, 0}\n\
+         end\n\
+         return {1, counted(1), 0, 0}",
+    )
+});
+
+/// A greylist gate and its rule's counter. ARGV: retry_ms, expire_ms,
+/// keep_ms. Returns {applies, count, 0, 0}.
+static GREY_RULE: LazyLock<Script> = LazyLock::new(|| {
+    rule_script(
+        "local first = redis.call('GET', KEYS[1])\n\
+         redis.call('PEXPIRE', KEYS[1], ARGV[2])\n\
+         if first then\n\
+           if now - tonumber(first) >= tonumber(ARGV[1]) then return {0, 1, 0, 0} end\n\
+           return {1, counted(1), 0, 0}\n\
+         end\n\
+         redis.call('SET', KEYS[1], now, 'PX', ARGV[2])\n\
+         return {1, counted(1), 0, 0}",
+    )
+});
+
+/// A reputation gate and its rule's counter. ARGV: window_ms, width_ms,
+/// min_attempts, max_failure_rate, keep_ms. Returns {applies, count,
+/// attempts, failures}.
+static TALLY_RULE: LazyLock<Script> = LazyLock::new(|| {
+    rule_script(
+        "local w, width = tonumber(ARGV[1]), tonumber(ARGV[2])\n\
+         local all = redis.call('HGETALL', KEYS[1])\n\
+         local a, f = 0, 0\n\
+         for i = 1, #all, 2 do\n\
+           local name = all[i]\n\
+           if now - tonumber(string.sub(name, 2)) * width < w then\n\
+             if string.sub(name, 1, 1) == 'a' then a = a + tonumber(all[i + 1])\n\
+             else f = f + tonumber(all[i + 1]) end\n\
+           end\n\
+         end\n\
+         local applies = 0\n\
+         if a > 0 and a >= tonumber(ARGV[3]) and f / a > tonumber(ARGV[4]) then applies = 1 end\n\
+         return {applies, counted(applies), a, f}",
+    )
+});
+
 /// One more lease. ARGV: lease id, ttl_ms. Returns the live leases.
 static OPEN: LazyLock<Script> = LazyLock::new(|| {
     script(
@@ -532,45 +600,49 @@ impl RedisStore {
         self.backend.exec_async(&OpRun::Script(inv)).await
     }
 
-    async fn gate_async(&self, g: &GateOp) -> Answer<(bool, Tally)> {
-        Ok(match g {
-            GateOp::Rate { key, max, window } => {
-                let member = self.backend.unique();
-                let n: u8 = self
-                    .script(&RATE, key, |i| {
-                        i.arg(max).arg(ms(*window)).arg(&member);
-                    })
-                    .await?;
-                (n != 1, Tally::default())
+    /// A rule's gate and, when it applies, its counter: one script.
+    async fn rule_async(&self, g: &GateOp, count: Option<&str>) -> Answer<Done> {
+        let (script, key): (&Script, &str) = match g {
+            GateOp::Rate { key, .. } => (&RATE_RULE, key),
+            GateOp::Greylist { key, .. } => (&GREY_RULE, key),
+            GateOp::Reputation { key, .. } => (&TALLY_RULE, key),
+        };
+        let mut inv = script.key(self.key(key));
+        if let Some(c) = count {
+            inv.key(self.key(c));
+        }
+        match g {
+            GateOp::Rate { max, window, .. } => {
+                inv.arg(max).arg(ms(*window)).arg(self.backend.unique());
             }
             GateOp::Greylist {
-                key,
                 retry_after,
                 expire,
+                ..
             } => {
-                let (passed, _, _): (u8, u64, u8) = self
-                    .script(&GREY, key, |i| {
-                        i.arg(ms(*retry_after)).arg(ms(*expire));
-                    })
-                    .await?;
-                (passed != 1, Tally::default())
+                inv.arg(ms(*retry_after)).arg(ms(*expire));
             }
             GateOp::Reputation {
-                key,
                 window,
                 min_attempts,
                 max_failure_rate,
+                ..
             } => {
                 let width = (*window / 60).max(Duration::from_millis(1));
-                let (attempts, failures) = self
-                    .script(&TALLY, key, |i| {
-                        i.arg(ms(*window)).arg(ms(width));
-                    })
-                    .await?;
-                let t = Tally { attempts, failures };
-                let applies = GateOp::reputation_applies(&t, *min_attempts, *max_failure_rate);
-                (applies, t)
+                let rate = f64::from_bits(*max_failure_rate);
+                inv.arg(ms(*window))
+                    .arg(ms(width))
+                    .arg(min_attempts)
+                    .arg(rate.to_string());
             }
+        }
+        inv.arg(ms(KEEP));
+        let (applies, count, attempts, failures): (u8, u64, u64, u64) =
+            self.backend.exec_async(&OpRun::Script(inv)).await?;
+        Ok(Done::Rule {
+            applies: applies == 1,
+            tally: Tally { attempts, failures },
+            count,
         })
     }
 
@@ -605,21 +677,18 @@ impl RedisStore {
 
     async fn perform_async(&self, op: Op) -> Answer<Done> {
         Ok(match op {
-            Op::Rule { gate, count } => {
-                let (applies, tally) = match &gate {
-                    None => (true, Tally::default()),
-                    Some(g) => self.gate_async(g).await?,
-                };
-                let count = match count {
-                    Some(key) if applies => self.incr_async(&key).await?,
-                    _ => 1,
-                };
-                Done::Rule {
-                    applies,
-                    tally,
-                    count,
-                }
-            }
+            Op::Rule {
+                gate: Some(g),
+                count,
+            } => self.rule_async(&g, count.as_deref()).await?,
+            Op::Rule { gate: None, count } => Done::Rule {
+                applies: true,
+                tally: Tally::default(),
+                count: match count {
+                    Some(key) => self.incr_async(&key).await?,
+                    None => 1,
+                },
+            },
             Op::Incr(keys) => {
                 let mut n = Vec::with_capacity(keys.len());
                 for k in &keys {
