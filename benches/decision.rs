@@ -76,7 +76,7 @@ fn decision(c: &mut Criterion) {
     // gets, answered on the spot (no suspension, no task, no future).
     let mut group = c.benchmark_group("decision at RCPT, counted");
     let text = format!(
-        "{}times = 1000000000000\n",
+        "{}\ntimes = 1000000000000\n",
         rules(10).trim_end_matches('\n')
     );
     let s = scenario::parse(&format!("{text}\n"), "bench.toml", "bench")
