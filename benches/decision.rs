@@ -16,7 +16,7 @@ use std::time::Instant;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use mailfault::proto::command::Command;
-use mailfault::proto::{Context, Policy, Stage};
+use mailfault::proto::{Context, Stage};
 use mailfault::scenario::{self, Engine};
 
 /// A scenario of `n` rules at RCPT: `n - 1` misses, then one match.
@@ -69,6 +69,24 @@ fn decision(c: &mut Criterion) {
             b.iter(|| ask(black_box(engine), black_box(&command), ip, now))
         });
     }
+    group.finish();
+
+    // A rule that counts (`times`): each decision also updates a counter in
+    // the memory store, through the same `Op` a store behind the network
+    // gets, answered on the spot (no suspension, no task, no future).
+    let mut group = c.benchmark_group("decision at RCPT, counted");
+    let text = format!(
+        "{}\ntimes = 1000000000000\n",
+        rules(10).trim_end_matches('\n')
+    );
+    let s = scenario::parse(&format!("{text}\n"), "bench.toml", "bench")
+        .unwrap_or_else(|e| panic!("{e}"));
+    let now = Instant::now();
+    let engine = Engine::new(Arc::new(s), now);
+    assert!(ask(&engine, &command, ip, now));
+    group.bench_function("10", |b| {
+        b.iter(|| ask(black_box(&engine), black_box(&command), ip, now))
+    });
     group.finish();
 }
 

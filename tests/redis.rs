@@ -278,7 +278,8 @@ async fn answer_as_one(a: &Server, b: &Server) {
     assert!(first.closed().await);
     tokio::time::sleep(Duration::from_millis(100)).await;
     let mut c = Client::connect_addr(b1).await;
-    assert!(c.reply().await.starts_with("220 "));
+    let r = c.reply().await;
+    assert!(r.starts_with("220 "), "{r:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -794,4 +795,131 @@ async fn a_frozen_redis_costs_a_deadline_not_a_hang() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(rcpt(addr, "h@grey.test").await, "450 4.2.0 Greylisted");
     server.shutdown().await;
+}
+
+/// With Redis frozen, the sessions waiting for it hold no worker thread:
+/// on a 2-worker runtime, sessions with stateless answers keep getting
+/// them at once while several stateful decisions wait out their deadline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_waiting_for_a_frozen_redis_stall_no_other_session() {
+    if !have_redis() {
+        return;
+    }
+    let redis = Redis::start();
+    let server = instance(&redis.url(), FailMode::Tempfail).await;
+    let addr = server.listeners[0].addr;
+    assert_eq!(rcpt(addr, "w@grey.test").await, "450 4.2.0 Greylisted");
+    let pid = redis.child.as_ref().unwrap().id();
+    common::signal(pid, "STOP");
+    // More waiting decisions than worker threads, all at once.
+    let waiting: Vec<_> = (0..6)
+        .map(|i| tokio::spawn(async move { rcpt(addr, &format!("w{i}@grey.test")).await }))
+        .collect();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    for _ in 0..3 {
+        let t = Instant::now();
+        let mut c = Client::connect_addr(addr).await;
+        assert!(c.reply().await.starts_with("220 "));
+        c.expect("EHLO client.test", "250").await;
+        c.expect("MAIL FROM:<s@example.test>", "250 ").await;
+        assert_eq!(
+            c.cmd("RCPT TO:<u@bad.test>").await,
+            "550 5.1.1 No such user"
+        );
+        // A blocked worker would hold these behind the store's deadline.
+        assert!(
+            t.elapsed() < Duration::from_millis(300),
+            "{:?}",
+            t.elapsed()
+        );
+    }
+    for w in waiting {
+        assert_eq!(
+            w.await.unwrap(),
+            "451 4.3.0 Temporary state store failure, try again later"
+        );
+    }
+    common::signal(pid, "CONT");
+    server.shutdown().await;
+}
+
+const GATED_AND_COUNTED: &str = r#"
+[[rule]]
+on = "rcpt"
+when = { rcpt = "*@gt.test" }
+greylist = { retry_after = "1h" }
+times = 1
+reply = "450 4.2.0 Greylisted once"
+
+[[rule]]
+on = "rcpt"
+when = { rcpt = "*@rt.test" }
+key = ["client_ip"]
+limit = { rate = "1/1m" }
+sequence = ["451 4.7.0 First over", "452 4.7.0 Still over"]
+
+[[rule]]
+on = "rcpt"
+when = { rcpt = "*@bad.test" }
+reply = "550 5.1.1 No such user"
+
+[[rule]]
+on = "mail"
+when = { mail_from = "rep@*" }
+key = ["client_ip"]
+reputation = { window = "1h", min_attempts = 3, max_failure_rate = 0.25 }
+times = 1
+reply = "550 5.7.1 Dirty list"
+"#;
+
+/// A rule with a gate and a counter (`greylist` with `times`, `limit` with
+/// `sequence`): the counter moves only when the gate lets the rule apply,
+/// in the same script as the gate, and Redis answers as memory does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gate_and_its_counter_answer_as_in_memory() {
+    if !have_redis() {
+        return;
+    }
+    let redis = Redis::start();
+    for url in ["memory".to_string(), redis.url()] {
+        let spec = ListenerSpec {
+            addr: "127.0.0.1:0".parse().unwrap(),
+            source: Source::Given(Arc::new(
+                scenario::parse(GATED_AND_COUNTED, "test.toml", "gc").unwrap(),
+            )),
+            tls: Default::default(),
+        };
+        let mut opts = Options::new(vec![spec]);
+        opts.grace = Duration::from_millis(200);
+        opts.state = Backend::parse(&url, FailMode::Tempfail).unwrap();
+        let server = Server::start(opts).await.unwrap();
+        let addr = server.listeners[0].addr;
+        let mut got = vec![];
+        for to in ["a@gt.test", "a@gt.test", "a@gt.test"] {
+            got.push(rcpt(addr, to).await);
+        }
+        for to in ["b@rt.test", "c@rt.test", "d@rt.test", "e@rt.test"] {
+            got.push(rcpt(addr, to).await);
+        }
+        // Reputation by client IP: the 3 recipients accepted above and 2 of
+        // these 3 refused is 2 of 6, over 25% (the outcomes reach the store
+        // as effects); then the gate applies once (`times = 1`).
+        let mut c = mail(addr, "rep@example.test").await;
+        for to in ["x@bad.test", "y@bad.test", "z@ok.test"] {
+            got.push(c.cmd(&format!("RCPT TO:<{to}>")).await);
+        }
+        for _ in 0..2 {
+            let mut c = Client::connect_addr(addr).await;
+            assert!(c.reply().await.starts_with("220 "));
+            c.expect("EHLO client.test", "250").await;
+            got.push(c.cmd("MAIL FROM:<rep@example.test>").await);
+        }
+        let codes: Vec<&str> = got.iter().map(|g| &g[..3]).collect();
+        assert_eq!(
+            codes,
+            ["450", "250", "250", "250", "451", "452", "452", "550", "550", "250", "550", "250"],
+            "{url}: {got:#?}"
+        );
+        server.shutdown().await;
+    }
 }

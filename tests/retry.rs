@@ -316,7 +316,7 @@ fn report_check_fails_a_sender_that_retries_a_550() {
 /// clock drives greylisting and windows without sleeping.
 #[tokio::test(start_paused = true)]
 async fn paused_clock_drives_greylist_and_windows() {
-    use mailfault::proto::{Context, Outcome, Policy, Stage};
+    use mailfault::proto::{Context, Outcome, Stage};
     let s = mailfault::scenario::parse(
         "[[rule]]\non = \"rcpt\"\ngreylist = { retry_after = \"5m\" }\nreply = \"450 4.2.0 wait\"\n\
          [[rule]]\non = \"mail\"\nwhen = { during = \"0s..10m\" }\nreply = \"421 4.3.2 down\"\n",

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
-use mailfault::proto::{Context, Outcome, Policy, Stage};
+use mailfault::proto::{Context, Outcome, Stage};
 use mailfault::scenario::{self, presets, Engine};
 use mailfault::server::Source;
 

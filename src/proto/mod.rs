@@ -14,7 +14,7 @@ pub mod session;
 
 pub use budget::{MemoryBudget, DEFAULT_MAX_MESSAGE_MEMORY};
 pub use fact::{Answer, Fact, TxEnd};
-pub use policy::{Context, Decision, Healthy, Outcome, Policy, Stage, Tag};
+pub use policy::{Asked, Context, Cursor, Decision, Healthy, Outcome, Policy, Stage, Tag};
 pub use reply::{EnhancedCode, Reply};
 pub use session::{BareLf, Captured, CloseReason, Output, Session, SessionConfig};
 

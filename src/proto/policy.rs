@@ -3,12 +3,20 @@
 //! The session asks a [`Policy`] at every stage; the scenario engine is the
 //! real implementation, [`Healthy`] the empty one. Keeping this a trait keeps
 //! `proto/` free of scenario and state concerns.
+//!
+//! A decision that needs I/O (a counter in Redis) does not block: the policy
+//! answers [`Asked::Suspend`] with the store operation to perform and a
+//! [`Cursor`] saying where it stopped. The session carries both without
+//! reading them (an [`Output::Store`](super::Output::Store)), and the policy
+//! continues from the cursor in [`Policy::resume`] once the driver has the
+//! answer.
 
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use super::command::Command;
 use super::reply::Reply;
+use crate::state::{Answer, Done, Op};
 
 /// A point in the SMTP dialogue where a scenario rule can act. Serialised
 /// by its [`Stage::name`] (transcripts).
@@ -167,17 +175,50 @@ impl Decision {
     }
 }
 
+/// Where a suspended decision goes on: only the policy that made it reads
+/// it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cursor(pub u32);
+
+/// A policy's answer to [`Policy::ask`] or [`Policy::resume`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Asked {
+    /// Decided (None: the healthy reply).
+    Decided(Option<Decision>),
+    /// Perform `op`, then call [`Policy::resume`] with `at` and its answer,
+    /// with the same context.
+    Suspend { at: Cursor, op: Op },
+}
+
 /// Decides replies. Implementations must be cheap: this is called for every
 /// command.
 pub trait Policy: Send + Sync {
-    fn decide(&self, ctx: &Context<'_>, now: Instant) -> Option<Decision>;
+    fn ask(&self, ctx: &Context<'_>, now: Instant) -> Asked;
+
+    /// Goes on with a decision suspended at `at`, `done` being the answer
+    /// to its op. `ctx` is the context of the `ask` that suspended.
+    fn resume(&self, _ctx: &Context<'_>, _now: Instant, _at: Cursor, _done: Answer<Done>) -> Asked {
+        Asked::Decided(None)
+    }
 
     /// The reply a recipient got at RCPT (`tag`: the stateful rule that
-    /// decided it, if any). Used to keep reputation.
-    fn observe_rcpt(&self, _ctx: &Context<'_>, _code: u16, _tag: Option<&Tag>, _now: Instant) {}
+    /// decided it, if any). Used to keep reputation. Returns what is left
+    /// to perform (a side effect whose answer nobody waits for).
+    fn observe_rcpt(
+        &self,
+        _ctx: &Context<'_>,
+        _code: u16,
+        _tag: Option<&Tag>,
+        _now: Instant,
+    ) -> Option<Op> {
+        None
+    }
 
-    /// The session ended (counts of open sessions go down).
-    fn session_closed(&self, _session_id: u64) {}
+    /// The session ended (counts of open sessions go down). Returns what is
+    /// left to perform.
+    fn session_closed(&self, _session_id: u64) -> Option<Op> {
+        None
+    }
 }
 
 /// A policy with no rules: the healthy MTA.
@@ -185,7 +226,7 @@ pub trait Policy: Send + Sync {
 pub struct Healthy;
 
 impl Policy for Healthy {
-    fn decide(&self, _: &Context<'_>, _: Instant) -> Option<Decision> {
-        None
+    fn ask(&self, _: &Context<'_>, _: Instant) -> Asked {
+        Asked::Decided(None)
     }
 }

@@ -20,8 +20,9 @@ use super::command::{parse_bdat, parse_number, parse_path, Command, PathArg, Pat
 use super::data::{Body, DataDecoder};
 use super::fact::{Answer, Fact, TxEnd};
 use super::line::{Frame, LineFramer};
-use super::policy::{Context, Decision, Outcome, Policy, Stage, Tag};
+use super::policy::{Asked, Context, Cursor, Decision, Outcome, Policy, Stage, Tag};
 use super::reply::{defaults, Reply};
+use crate::state::{Done, Op, Unavailable};
 
 /// What the session is configured with (from the scenario's `[server]`).
 #[derive(Debug, Clone)]
@@ -192,6 +193,13 @@ pub enum Output {
         rule: Option<String>,
     },
     Close(CloseReason),
+    /// The decision at hand waits for this store operation: always the
+    /// last output of its batch. Perform it, then give its answer to
+    /// [`Session::resume`]; until then the session takes no input.
+    Store(Op),
+    /// A store operation nobody waits for (reputation outcomes): perform
+    /// it in order, its answer is dropped.
+    Effect(Op),
 }
 
 /// Which decoder eats the next bytes.
@@ -232,6 +240,35 @@ struct Transaction {
     chunks: Option<DataDecoder>,
 }
 
+/// What a suspended decision was part of, to run again (with the store's
+/// answer) on [`Session::resume`]. Each handler asks the policy before it
+/// changes anything, so running it again from its input is the
+/// continuation.
+#[derive(Debug)]
+enum Replay {
+    Greet,
+    /// A command line (its `Output::Command` was already given).
+    Line {
+        line: Vec<u8>,
+        pipelined: bool,
+    },
+    /// The end of an AUTH exchange.
+    AuthDone {
+        user: String,
+        ok: bool,
+    },
+    /// The end of a message.
+    Message {
+        body: Body,
+        chunked: bool,
+        forced: Option<Reply>,
+    },
+}
+
+/// A decision waits for the store (see [`Output::Store`]).
+#[derive(Debug)]
+struct Suspended;
+
 static QUEUE_ID: AtomicU64 = AtomicU64::new(0);
 
 fn next_queue_id() -> String {
@@ -262,6 +299,16 @@ pub struct Session {
     out: Vec<Output>,
     /// The server's budget for message bytes in flight (None: unbounded).
     budget: Option<Arc<MemoryBudget>>,
+    /// A decision waits for the store at this cursor.
+    waiting: Option<Cursor>,
+    /// What to run again when it is answered.
+    replay: Option<Replay>,
+    /// The store's answer, for the decision run again.
+    answer: Option<(Cursor, Result<Done, Unavailable>)>,
+    /// Input that arrived behind the suspended command, unprocessed.
+    held: Vec<u8>,
+    /// A command line runs again: its `Output::Command` was given.
+    replaying: bool,
 }
 
 impl Session {
@@ -290,6 +337,11 @@ impl Session {
             tag: None,
             out: Vec::new(),
             budget: None,
+            waiting: None,
+            replay: None,
+            answer: None,
+            held: Vec::new(),
+            replaying: false,
         }
     }
 
@@ -317,10 +369,71 @@ impl Session {
         matches!(self.reader, Reader::Stopped)
     }
 
+    /// True while a decision waits for the store: the driver performs the
+    /// `Output::Store` and calls [`Session::resume`] before it reads more.
+    pub fn is_suspended(&self) -> bool {
+        self.waiting.is_some()
+    }
+
+    /// Goes on with the decision that waited for the store, `done` being
+    /// the answer to its `Output::Store`; then with the input held behind
+    /// it. Outputs as `feed` gives them (another `Output::Store` may end
+    /// them).
+    pub fn resume(&mut self, done: Result<Done, Unavailable>, now: Instant) -> Vec<Output> {
+        self.now = now;
+        let (Some(at), Some(replay)) = (self.waiting.take(), self.replay.take()) else {
+            return std::mem::take(&mut self.out);
+        };
+        self.answer = Some((at, done));
+        match replay {
+            Replay::Greet => self.greet_now(),
+            Replay::Line { line, pipelined } => {
+                self.replaying = true;
+                self.on_line(&line, pipelined);
+                self.replaying = false;
+                self.suspended_at(|| Replay::Line { line, pipelined });
+            }
+            Replay::AuthDone { user, ok } => self.auth_step(Step::Done { user, ok }),
+            Replay::Message {
+                body,
+                chunked,
+                forced,
+            } => self.finish_message(body, chunked, forced),
+        }
+        self.answer = None;
+        if !self.is_suspended() {
+            let held = std::mem::take(&mut self.held);
+            if self.is_stopped() {
+                if !held.is_empty() {
+                    self.after_stop(&held);
+                }
+            } else {
+                self.feed_input(&held);
+            }
+        }
+        std::mem::take(&mut self.out)
+    }
+
+    /// A handler stopped at a decision that waits: keep what runs it again
+    /// (unless a deeper one kept something more precise).
+    fn suspended_at(&mut self, replay: impl FnOnce() -> Replay) {
+        if self.is_suspended() && self.replay.is_none() {
+            self.replay = Some(replay());
+        }
+    }
+
     /// The greeting (stage `connect`).
     pub fn greet(&mut self, now: Instant) -> Vec<Output> {
         self.now = now;
-        let decision = self.decide(Stage::Connect, None, Facts::default());
+        self.greet_now();
+        std::mem::take(&mut self.out)
+    }
+
+    fn greet_now(&mut self) {
+        let Ok(decision) = self.decide(Stage::Connect, None, Facts::default()) else {
+            self.suspended_at(|| Replay::Greet);
+            return;
+        };
         let greeting = defaults::greeting(&self.cfg.hostname, &self.cfg.greeting);
         let positive = self.resolve(decision, Ok(greeting));
         if !positive {
@@ -330,14 +443,29 @@ impl Session {
                 answer,
             });
         }
-        std::mem::take(&mut self.out)
     }
 
     /// Processes bytes from the client.
     pub fn feed(&mut self, input: &[u8], now: Instant) -> Vec<Output> {
         self.now = now;
+        if self.is_suspended() {
+            // Not to be read before the decision in front of it.
+            self.held.extend_from_slice(input);
+        } else {
+            self.feed_input(input);
+        }
+        std::mem::take(&mut self.out)
+    }
+
+    fn feed_input(&mut self, input: &[u8]) {
         let mut pos = 0;
         while pos < input.len() {
+            if self.is_suspended() {
+                // RFC 2920 §3.1: pipelined commands are taken in order; the
+                // ones behind a waiting decision wait with it.
+                self.held.extend_from_slice(&input[pos..]);
+                break;
+            }
             let rest = &input[pos..];
             match &mut self.reader {
                 Reader::Stopped => break,
@@ -359,7 +487,11 @@ impl Session {
                                 Reader::Sasl(state) => self.on_sasl_line(state, &line, pipelined),
                                 other => {
                                     self.reader = other;
-                                    self.on_line(&line, pipelined)
+                                    self.on_line(&line, pipelined);
+                                    self.suspended_at(|| Replay::Line {
+                                        line: line.to_vec(),
+                                        pipelined,
+                                    });
                                 }
                             }
                         }
@@ -376,7 +508,10 @@ impl Session {
                         }
                         None => {}
                     }
-                    if matches!(self.reader, Reader::Stopped) && pos < input.len() {
+                    if matches!(self.reader, Reader::Stopped)
+                        && pos < input.len()
+                        && !self.is_suspended()
+                    {
                         self.after_stop(&input[pos..]);
                     }
                 }
@@ -396,11 +531,11 @@ impl Session {
                 }
             }
         }
-        std::mem::take(&mut self.out)
     }
 
     /// The client sent nothing for the idle timeout.
     pub fn idle_timeout(&mut self) -> Vec<Output> {
+        self.forget_suspended();
         if !matches!(self.reader, Reader::Stopped) {
             self.send_reply(
                 defaults::idle_timeout(&self.cfg.hostname),
@@ -414,6 +549,7 @@ impl Session {
 
     /// The server is shutting down and the grace period is over.
     pub fn shutdown(&mut self) -> Vec<Output> {
+        self.forget_suspended();
         if !matches!(self.reader, Reader::Stopped) {
             self.send_reply(
                 defaults::shutting_down(&self.cfg.hostname),
@@ -423,6 +559,14 @@ impl Session {
             self.stop(CloseReason::Shutdown);
         }
         std::mem::take(&mut self.out)
+    }
+
+    /// A decision that waited will not be resumed: what it held goes (a
+    /// message body gives its memory back).
+    fn forget_suspended(&mut self) {
+        self.waiting = None;
+        self.replay = None;
+        self.held = Vec::new();
     }
 
     /// The TLS handshake completed: RFC 3207 §4.2, the server forgets what it
@@ -536,14 +680,29 @@ impl Session {
         self.out.insert(pos, Output::Fact(fact(answer)));
     }
 
+    /// Asks the policy (or, running again after a suspension, resumes it
+    /// with the store's answer). Err: the decision waits for the store; an
+    /// `Output::Store` was given and the handler must stop unchanged.
     fn decide(
-        &self,
+        &mut self,
         stage: Stage,
         command: Option<&Command>,
         facts: Facts<'_>,
-    ) -> Option<Decision> {
-        self.policy
-            .decide(&self.context(stage, command, facts), self.now)
+    ) -> Result<Option<Decision>, Suspended> {
+        let answer = self.answer.take();
+        let ctx = self.context(stage, command, facts);
+        let asked = match answer {
+            Some((at, done)) => self.policy.resume(&ctx, self.now, at, done),
+            None => self.policy.ask(&ctx, self.now),
+        };
+        match asked {
+            Asked::Decided(d) => Ok(d),
+            Asked::Suspend { at, op } => {
+                self.out.push(Output::Store(op));
+                self.waiting = Some(at);
+                Err(Suspended)
+            }
+        }
     }
 
     fn context<'a>(
@@ -645,23 +804,11 @@ impl Session {
 
     fn on_line(&mut self, line: &[u8], pipelined: bool) {
         let cmd = Command::parse(line);
-        let stage = match cmd.verb {
-            Verb::Bdat if self.tx.as_ref().is_some_and(|t| t.chunks.is_some()) => None,
-            Verb::Bdat | Verb::Data => Some(Stage::Data),
-            Verb::Ehlo => Some(Stage::Ehlo),
-            Verb::Helo => Some(Stage::Helo),
-            Verb::Mail => Some(Stage::Mail),
-            Verb::Rcpt => Some(Stage::Rcpt),
-            Verb::Rset => Some(Stage::Rset),
-            Verb::Noop => Some(Stage::Noop),
-            Verb::Vrfy => Some(Stage::Vrfy),
-            Verb::Expn => Some(Stage::Expn),
-            Verb::Help => Some(Stage::Help),
-            Verb::Quit => Some(Stage::Quit),
-            Verb::Starttls => Some(Stage::Starttls),
-            Verb::Auth => Some(Stage::Auth),
-            Verb::Unknown => Some(Stage::Unknown),
-        };
+        let row = &COMMANDS[cmd.verb as usize];
+        debug_assert_eq!(row.verb, cmd.verb, "COMMANDS follows the order of Verb");
+        // A BDAT after the first of a transaction is no stage of its own:
+        // its chunk belongs to the message.
+        let stage = (cmd.verb != Verb::Bdat || !self.chunking()).then_some(row.stage);
         // Credentials never reach the transcript: an initial response on
         // the AUTH line is hidden.
         let shown = if cmd.verb == Verb::Auth
@@ -675,27 +822,27 @@ impl Session {
         } else {
             cmd.line()
         };
-        self.out.push(Output::Command {
-            line: shown,
-            stage,
-            pipelined,
-        });
+        if !self.replaying {
+            self.out.push(Output::Command {
+                line: shown,
+                stage,
+                pipelined,
+            });
+        }
         if line.is_empty() {
-            let d = self.decide(Stage::Unknown, Some(&cmd), Facts::default());
+            let Ok(d) = self.decide(Stage::Unknown, Some(&cmd), Facts::default()) else {
+                return;
+            };
             self.resolve(d, Err(defaults::empty_line()));
             return;
         }
-        match cmd.verb {
-            Verb::Ehlo | Verb::Helo => self.on_helo(&cmd),
-            Verb::Mail => self.on_mail(&cmd),
-            Verb::Rcpt => self.on_rcpt(&cmd),
-            Verb::Data => self.on_data(&cmd),
-            Verb::Bdat => self.on_bdat(&cmd, stage.is_some()),
-            Verb::Quit => self.on_quit(&cmd),
-            Verb::Starttls => self.on_starttls(&cmd),
-            Verb::Auth => self.on_auth(&cmd),
-            _ => self.on_simple(&cmd, stage.unwrap_or(Stage::Unknown)),
-        }
+        let pre = row.checks.iter().try_for_each(|check| check(self, &cmd));
+        (row.proceed)(self, &cmd, row.stage, pre);
+    }
+
+    /// BDAT was used in this transaction.
+    fn chunking(&self) -> bool {
+        self.tx.as_ref().is_some_and(|t| t.chunks.is_some())
     }
 
     /// A command refused because the greeting was negative (RFC 5321 §3.1).
@@ -703,23 +850,20 @@ impl Session {
         self.refused_at_connect.then(defaults::refused_session)
     }
 
-    fn on_helo(&mut self, cmd: &Command) {
-        let stage = if cmd.verb == Verb::Ehlo {
-            Stage::Ehlo
-        } else {
-            Stage::Helo
-        };
+    fn on_helo(&mut self, cmd: &Command, stage: Stage, pre: Result<(), Reply>) {
         let arg = cmd.args.split(' ').next().unwrap_or("").to_string();
         // The EHLO argument is what `helo` matches at this very command.
-        let d = self.decide(
+        let Ok(d) = self.decide(
             stage,
             Some(cmd),
             Facts {
                 helo: Some(&arg),
                 ..Facts::default()
             },
-        );
-        let healthy = if let Some(r) = self.refused() {
+        ) else {
+            return;
+        };
+        let healthy = if let Err(r) = pre {
             Err(r)
         } else if arg.is_empty() {
             Err(defaults::syntax(if stage == Stage::Ehlo {
@@ -774,14 +918,14 @@ impl Session {
         }
     }
 
-    fn on_mail(&mut self, cmd: &Command) {
+    fn on_mail(&mut self, cmd: &Command, _: Stage, pre: Result<(), Reply>) {
         let (path, err) = parse_path(&cmd.args, "FROM:");
         let declared = path
             .params
             .iter()
             .find(|p| p.keyword == "SIZE")
             .and_then(|p| p.value.as_deref().and_then(parse_number));
-        let d = self.decide(
+        let Ok(d) = self.decide(
             Stage::Mail,
             Some(cmd),
             Facts {
@@ -789,8 +933,10 @@ impl Session {
                 size: declared,
                 ..Facts::default()
             },
-        );
-        let healthy = utf8_line(cmd)
+        ) else {
+            return;
+        };
+        let healthy = pre
             .and_then(|()| self.check_mail(&path, err))
             .and_then(|r| {
                 self.check_ascii(&path, self.mail_smtputf8(&path))
@@ -826,22 +972,8 @@ impl Session {
         Ok(())
     }
 
+    /// MAIL's own checks, after the state checks of its row.
     fn check_mail(&self, path: &PathArg, err: Option<PathError>) -> Result<Reply, Reply> {
-        if let Some(r) = self.refused() {
-            return Err(r);
-        }
-        if self.helo.is_none() {
-            return Err(defaults::need_helo());
-        }
-        if self.tx.is_some() {
-            return Err(defaults::nested_mail());
-        }
-        if self.cfg.require_tls && !self.tls {
-            return Err(defaults::must_starttls());
-        }
-        if self.cfg.auth.as_ref().is_some_and(|a| a.required) && !self.authenticated {
-            return Err(defaults::auth_required());
-        }
         match err {
             Some(PathError::Syntax) => return Err(defaults::syntax("MAIL FROM:<address>")),
             Some(PathError::BadAddress) => return Err(defaults::bad_sender()),
@@ -886,18 +1018,20 @@ impl Session {
         Ok(defaults::mail_ok())
     }
 
-    fn on_rcpt(&mut self, cmd: &Command) {
+    fn on_rcpt(&mut self, cmd: &Command, _: Stage, pre: Result<(), Reply>) {
         let (path, err) = parse_path(&cmd.args, "TO:");
-        let d = self.decide(
+        let Ok(d) = self.decide(
             Stage::Rcpt,
             Some(cmd),
             Facts {
                 rcpt: Some(&path.address),
                 ..Facts::default()
             },
-        );
+        ) else {
+            return;
+        };
         let smtputf8 = self.tx.as_ref().is_some_and(|t| t.smtputf8);
-        let healthy = utf8_line(cmd)
+        let healthy = pre
             .and_then(|()| self.check_rcpt(&path, err))
             .and_then(|r| self.check_ascii(&path, smtputf8).map(|()| r));
         if let Some(tx) = self.tx.as_mut() {
@@ -915,12 +1049,13 @@ impl Session {
                 rcpt: Some(&path.address),
                 ..Facts::default()
             };
-            self.policy.observe_rcpt(
+            let effect = self.policy.observe_rcpt(
                 &self.context(Stage::Rcpt, Some(cmd), facts),
                 code,
                 tag.as_ref(),
                 self.now,
             );
+            self.out.extend(effect.map(Output::Effect));
         }
         self.fact_after_reply(at, |answer| Fact::Rcpt {
             rcpt: path.address.clone(),
@@ -934,13 +1069,8 @@ impl Session {
         }
     }
 
+    /// RCPT's own checks, after the state checks of its row.
     fn check_rcpt(&self, path: &PathArg, err: Option<PathError>) -> Result<Reply, Reply> {
-        if let Some(r) = self.refused() {
-            return Err(r);
-        }
-        if self.helo.is_none() {
-            return Err(defaults::need_helo());
-        }
         let Some(tx) = &self.tx else {
             return Err(defaults::need_mail());
         };
@@ -966,27 +1096,16 @@ impl Session {
     }
 
     /// Checks shared by DATA and the first BDAT.
-    fn check_data(&self) -> Result<(), Reply> {
-        if let Some(r) = self.refused() {
-            return Err(r);
-        }
-        if self.helo.is_none() {
-            return Err(defaults::need_helo());
-        }
-        match &self.tx {
-            None => Err(defaults::need_mail()),
-            Some(t) if t.rcpts.is_empty() && t.rcpt_attempts > 0 => {
-                Err(defaults::no_valid_recipients())
-            }
-            Some(t) if t.rcpts.is_empty() => Err(defaults::need_rcpt()),
-            Some(_) => Ok(()),
-        }
+    fn check_data(&self, cmd: &Command) -> Result<(), Reply> {
+        [served, greeted, in_tx, has_rcpts]
+            .iter()
+            .try_for_each(|check| check(self, cmd))
     }
 
     /// The memory budget has room for the message MAIL announced (or, with
     /// no SIZE, for a first byte): else 452 4.3.1 at once (RFC 1870 §6.1
     /// gives the same reply for a SIZE that exceeds temporary capacity).
-    fn check_memory(&self) -> Result<(), Reply> {
+    fn check_memory(&self, _: &Command) -> Result<(), Reply> {
         let Some(b) = &self.budget else { return Ok(()) };
         let declared = self.tx.as_ref().and_then(|t| t.declared_size);
         let want = declared.unwrap_or(0).min(self.limit()).max(1);
@@ -1000,17 +1119,11 @@ impl Session {
         DataDecoder::with_budget(self.limit(), self.budget.clone())
     }
 
-    fn on_data(&mut self, cmd: &Command) {
-        let d = self.decide(Stage::Data, Some(cmd), Facts::default());
-        let healthy = if !cmd.args.is_empty() {
-            Err(defaults::no_arguments("DATA"))
-        } else if self.tx.as_ref().is_some_and(|t| t.chunks.is_some()) {
-            Err(defaults::data_after_bdat())
-        } else {
-            self.check_data()
-                .and_then(|()| self.check_memory())
-                .map(|()| defaults::start_data())
+    fn on_data(&mut self, cmd: &Command, _: Stage, pre: Result<(), Reply>) {
+        let Ok(d) = self.decide(Stage::Data, Some(cmd), Facts::default()) else {
+            return;
         };
+        let healthy = pre.map(|()| defaults::start_data());
         let at = self.out.len();
         if self.resolve(d, healthy) && !self.is_stopped() {
             self.reader = Reader::Data(self.new_decoder());
@@ -1036,12 +1149,19 @@ impl Session {
         }
     }
 
-    fn on_bdat(&mut self, cmd: &Command, first: bool) {
+    /// BDAT keeps its checks here: which apply depends on whether it is
+    /// the transaction's first chunk, and its syntax comes first (RFC 3030
+    /// §2: without a valid size the chunk cannot be found).
+    fn on_bdat(&mut self, cmd: &Command, _: Stage, _: Result<(), Reply>) {
+        let first = !self.chunking();
         let Some(arg) = parse_bdat(&cmd.args) else {
             // Without a valid size the chunk cannot be found: answer as a
             // syntax error and keep reading commands.
             let d = if first {
-                self.decide(Stage::Data, Some(cmd), Facts::default())
+                let Ok(d) = self.decide(Stage::Data, Some(cmd), Facts::default()) else {
+                    return;
+                };
+                d
             } else {
                 None
             };
@@ -1052,13 +1172,20 @@ impl Session {
             self.resolve(None, Err(defaults::not_available("BDAT")));
             return;
         }
+        let d = if first {
+            let Ok(d) = self.decide(Stage::Data, Some(cmd), Facts::default()) else {
+                return;
+            };
+            d
+        } else {
+            None
+        };
         // Whatever the answer, the chunk's bytes must be read first (RFC 3030
         // §2): the reply decided now is held until then.
         let outer = std::mem::take(&mut self.out);
         let keep = if first {
-            let d = self.decide(Stage::Data, Some(cmd), Facts::default());
             let mut decoder = self.new_decoder();
-            let healthy = self.check_data().and_then(|()| {
+            let healthy = self.check_data(cmd).and_then(|()| {
                 // The chunk's size is known: reserve it before saying yes.
                 match decoder.reserve(arg.size) {
                     true => Ok(defaults::chunk_ok(arg.size)),
@@ -1144,19 +1271,28 @@ impl Session {
     /// Answers a complete (or abandoned) message: `forced` is a refusal
     /// the server makes itself, without asking the scenario.
     fn finish_message(&mut self, body: Body, chunked: bool, forced: Option<Reply>) {
-        let id = next_queue_id();
         let d = match forced {
             Some(_) => None,
-            None => self.decide(
-                Stage::Message,
-                None,
-                Facts {
+            None => {
+                let facts = Facts {
                     size: Some(body.size),
                     message: Some(&body.bytes),
                     ..Facts::default()
-                },
-            ),
+                };
+                match self.decide(Stage::Message, None, facts) {
+                    Ok(d) => d,
+                    Err(Suspended) => {
+                        self.suspended_at(|| Replay::Message {
+                            body,
+                            chunked,
+                            forced,
+                        });
+                        return;
+                    }
+                }
+            }
         };
+        let id = next_queue_id();
         let healthy = match forced {
             Some(reply) => Err(reply),
             None if body.too_big => Err(defaults::too_big()),
@@ -1202,8 +1338,10 @@ impl Session {
         self.out.insert(at, Output::Message(Box::new(captured)));
     }
 
-    fn on_quit(&mut self, cmd: &Command) {
-        let d = self.decide(Stage::Quit, Some(cmd), Facts::default());
+    fn on_quit(&mut self, cmd: &Command, _: Stage, _: Result<(), Reply>) {
+        let Ok(d) = self.decide(Stage::Quit, Some(cmd), Facts::default()) else {
+            return;
+        };
         if !cmd.args.is_empty() && d.is_none() {
             // RFC 5321 §4.1.1.10: QUIT takes no arguments.
             self.resolve(None, Err(defaults::no_arguments("QUIT")));
@@ -1219,19 +1357,11 @@ impl Session {
         }
     }
 
-    fn on_starttls(&mut self, cmd: &Command) {
-        let d = self.decide(Stage::Starttls, Some(cmd), Facts::default());
-        let healthy = if let Some(r) = self.refused() {
-            Err(r)
-        } else if !self.cfg.starttls {
-            Err(defaults::not_available("STARTTLS"))
-        } else if self.tls {
-            Err(defaults::tls_already_active())
-        } else if !cmd.args.is_empty() {
-            Err(defaults::no_arguments("STARTTLS"))
-        } else {
-            Ok(defaults::ready_for_tls())
+    fn on_starttls(&mut self, cmd: &Command, _: Stage, pre: Result<(), Reply>) {
+        let Ok(d) = self.decide(Stage::Starttls, Some(cmd), Facts::default()) else {
+            return;
         };
+        let healthy = pre.map(|()| defaults::ready_for_tls());
         if self.resolve(d, healthy) && !self.is_stopped() {
             // RFC 3207 §4.2: nothing more is read in the clear.
             self.out.push(Output::StartTls);
@@ -1239,17 +1369,13 @@ impl Session {
         }
     }
 
-    fn on_auth(&mut self, cmd: &Command) {
+    fn on_auth(&mut self, cmd: &Command, _: Stage, checked: Result<(), Reply>) {
         let mut words = cmd.args.split(' ').filter(|w| !w.is_empty());
         let mech = words.next().and_then(auth::Mechanism::from_name);
         let initial = words.next().map(str::to_string);
         let cfg = self.cfg.auth.clone();
         let pre = match (&cfg, mech) {
-            _ if self.refused().is_some() => self.refused(),
-            (None, _) => Some(defaults::not_available("AUTH")),
-            _ if self.helo.is_none() => Some(defaults::need_helo()),
-            _ if self.authenticated => Some(defaults::already_authenticated()),
-            _ if self.tx.is_some() => Some(defaults::auth_in_transaction()),
+            _ if checked.is_err() => checked.err(),
             (Some(c), Some(m)) if !c.mechanisms.contains(&m) => Some(defaults::unknown_mechanism()),
             (_, None) => Some(defaults::unknown_mechanism()),
             (Some(c), Some(m)) if m.sends_password() && !self.tls && !c.allow_plaintext => {
@@ -1258,7 +1384,9 @@ impl Session {
             _ => None,
         };
         if let Some(r) = pre {
-            let d = self.decide(Stage::Auth, Some(cmd), Facts::default());
+            let Ok(d) = self.decide(Stage::Auth, Some(cmd), Facts::default()) else {
+                return;
+            };
             self.resolve(d, Err(r));
             return;
         }
@@ -1309,7 +1437,10 @@ impl Session {
                     auth_user: Some(&user),
                     ..Facts::default()
                 };
-                let d = self.decide(Stage::Auth, None, facts);
+                let Ok(d) = self.decide(Stage::Auth, None, facts) else {
+                    self.suspended_at(|| Replay::AuthDone { user, ok });
+                    return;
+                };
                 let healthy = if ok {
                     Ok(defaults::auth_ok())
                 } else {
@@ -1323,29 +1454,276 @@ impl Session {
         }
     }
 
-    fn on_simple(&mut self, cmd: &Command, stage: Stage) {
-        let d = self.decide(stage, Some(cmd), Facts::default());
-        let no_args = cmd.args.is_empty();
-        let healthy = match stage {
-            _ if self.refused_at_connect && stage != Stage::Noop => {
-                Err(defaults::refused_session())
-            }
-            Stage::Rset if !no_args => Err(defaults::no_arguments("RSET")),
-            Stage::Rset => Ok(defaults::ok()),
-            Stage::Noop => Ok(defaults::ok()),
-            Stage::Vrfy if no_args => Err(defaults::syntax("VRFY address")),
+    /// Commands whose row's checks are all there is to them.
+    fn on_simple(&mut self, cmd: &Command, stage: Stage, pre: Result<(), Reply>) {
+        let Ok(d) = self.decide(stage, Some(cmd), Facts::default()) else {
+            return;
+        };
+        let healthy = pre.and_then(|()| match stage {
+            Stage::Rset | Stage::Noop => Ok(defaults::ok()),
             Stage::Vrfy => Ok(defaults::vrfy()),
-            Stage::Expn if no_args => Err(defaults::syntax("EXPN mailing-list")),
             Stage::Expn => Ok(defaults::expn()),
             Stage::Help => Ok(defaults::help()),
             _ => Err(defaults::unknown_command()),
-        };
+        });
         let at = self.out.len();
         if self.resolve(d, healthy) && stage == Stage::Rset {
             if let Some(end) = self.end_tx(TxEnd::Reset, Stage::Rset, None) {
                 self.out.insert(at, end);
             }
         }
+    }
+}
+
+/// A state a command needs before it proceeds; a failed check is the
+/// reply. Checks are pure and run in the order their row lists them.
+type Check = fn(&Session, &Command) -> Result<(), Reply>;
+
+/// What runs a command once its checks are made (`pre`: the first failed
+/// check's reply): it asks the policy first, then answers.
+type Proceed = fn(&mut Session, &Command, Stage, Result<(), Reply>);
+
+/// One command: its verb, the stage its rules match, the checks the
+/// healthy server makes in order, and what runs it (as OpenSMTPD's
+/// `smtp_commands` table does).
+struct Row {
+    verb: Verb,
+    stage: Stage,
+    checks: &'static [Check],
+    proceed: Proceed,
+}
+
+/// One row per command, in the order of [`Verb`] (a verb is its index).
+const COMMANDS: [Row; 15] = [
+    Row {
+        verb: Verb::Ehlo,
+        stage: Stage::Ehlo,
+        checks: &[served],
+        proceed: Session::on_helo,
+    },
+    Row {
+        verb: Verb::Helo,
+        stage: Stage::Helo,
+        checks: &[served],
+        proceed: Session::on_helo,
+    },
+    Row {
+        verb: Verb::Mail,
+        stage: Stage::Mail,
+        checks: &[
+            utf8,
+            served,
+            greeted,
+            no_tx,
+            tls_if_required,
+            auth_if_required,
+        ],
+        proceed: Session::on_mail,
+    },
+    Row {
+        verb: Verb::Rcpt,
+        stage: Stage::Rcpt,
+        checks: &[utf8, served, greeted, in_tx],
+        proceed: Session::on_rcpt,
+    },
+    Row {
+        verb: Verb::Data,
+        stage: Stage::Data,
+        checks: &[
+            no_args,
+            not_after_bdat,
+            served,
+            greeted,
+            in_tx,
+            has_rcpts,
+            Session::check_memory,
+        ],
+        proceed: Session::on_data,
+    },
+    Row {
+        verb: Verb::Bdat,
+        stage: Stage::Data,
+        checks: &[],
+        proceed: Session::on_bdat,
+    },
+    Row {
+        verb: Verb::Rset,
+        stage: Stage::Rset,
+        checks: &[served, no_args],
+        proceed: Session::on_simple,
+    },
+    // RFC 5321 §3.1: after a negative greeting NOOP is still served.
+    Row {
+        verb: Verb::Noop,
+        stage: Stage::Noop,
+        checks: &[],
+        proceed: Session::on_simple,
+    },
+    Row {
+        verb: Verb::Vrfy,
+        stage: Stage::Vrfy,
+        checks: &[served, vrfy_arg],
+        proceed: Session::on_simple,
+    },
+    Row {
+        verb: Verb::Expn,
+        stage: Stage::Expn,
+        checks: &[served, expn_arg],
+        proceed: Session::on_simple,
+    },
+    Row {
+        verb: Verb::Help,
+        stage: Stage::Help,
+        checks: &[served],
+        proceed: Session::on_simple,
+    },
+    // QUIT's argument check depends on the decision: see `on_quit`.
+    Row {
+        verb: Verb::Quit,
+        stage: Stage::Quit,
+        checks: &[],
+        proceed: Session::on_quit,
+    },
+    Row {
+        verb: Verb::Starttls,
+        stage: Stage::Starttls,
+        checks: &[served, starttls_offered, not_tls, no_args],
+        proceed: Session::on_starttls,
+    },
+    Row {
+        verb: Verb::Auth,
+        stage: Stage::Auth,
+        checks: &[
+            served,
+            auth_offered,
+            greeted,
+            not_authenticated,
+            no_tx_for_auth,
+        ],
+        proceed: Session::on_auth,
+    },
+    Row {
+        verb: Verb::Unknown,
+        stage: Stage::Unknown,
+        checks: &[served],
+        proceed: Session::on_simple,
+    },
+];
+
+/// RFC 5321 §3.1: after a negative greeting only QUIT (and NOOP) is served.
+fn served(s: &Session, _: &Command) -> Result<(), Reply> {
+    s.refused().map_or(Ok(()), Err)
+}
+
+fn greeted(s: &Session, _: &Command) -> Result<(), Reply> {
+    match s.helo {
+        Some(_) => Ok(()),
+        None => Err(defaults::need_helo()),
+    }
+}
+
+fn in_tx(s: &Session, _: &Command) -> Result<(), Reply> {
+    match s.tx {
+        Some(_) => Ok(()),
+        None => Err(defaults::need_mail()),
+    }
+}
+
+fn no_tx(s: &Session, _: &Command) -> Result<(), Reply> {
+    match s.tx {
+        Some(_) => Err(defaults::nested_mail()),
+        None => Ok(()),
+    }
+}
+
+/// RFC 4954 §4: AUTH is not permitted during a mail transaction.
+fn no_tx_for_auth(s: &Session, _: &Command) -> Result<(), Reply> {
+    match s.tx {
+        Some(_) => Err(defaults::auth_in_transaction()),
+        None => Ok(()),
+    }
+}
+
+fn has_rcpts(s: &Session, _: &Command) -> Result<(), Reply> {
+    match &s.tx {
+        Some(t) if t.rcpts.is_empty() && t.rcpt_attempts > 0 => {
+            Err(defaults::no_valid_recipients())
+        }
+        Some(t) if t.rcpts.is_empty() => Err(defaults::need_rcpt()),
+        _ => Ok(()),
+    }
+}
+
+/// RFC 3030 §3: DATA may not follow BDAT in a transaction.
+fn not_after_bdat(s: &Session, _: &Command) -> Result<(), Reply> {
+    match s.chunking() {
+        true => Err(defaults::data_after_bdat()),
+        false => Ok(()),
+    }
+}
+
+/// `require_tls` (RFC 3207 §4): MAIL before STARTTLS is refused.
+fn tls_if_required(s: &Session, _: &Command) -> Result<(), Reply> {
+    match s.cfg.require_tls && !s.tls {
+        true => Err(defaults::must_starttls()),
+        false => Ok(()),
+    }
+}
+
+fn auth_if_required(s: &Session, _: &Command) -> Result<(), Reply> {
+    match s.cfg.auth.as_ref().is_some_and(|a| a.required) && !s.authenticated {
+        true => Err(defaults::auth_required()),
+        false => Ok(()),
+    }
+}
+
+fn starttls_offered(s: &Session, _: &Command) -> Result<(), Reply> {
+    match s.cfg.starttls {
+        true => Ok(()),
+        false => Err(defaults::not_available("STARTTLS")),
+    }
+}
+
+fn not_tls(s: &Session, _: &Command) -> Result<(), Reply> {
+    match s.tls {
+        true => Err(defaults::tls_already_active()),
+        false => Ok(()),
+    }
+}
+
+fn auth_offered(s: &Session, _: &Command) -> Result<(), Reply> {
+    match s.cfg.auth {
+        Some(_) => Ok(()),
+        None => Err(defaults::not_available("AUTH")),
+    }
+}
+
+fn not_authenticated(s: &Session, _: &Command) -> Result<(), Reply> {
+    match s.authenticated {
+        true => Err(defaults::already_authenticated()),
+        false => Ok(()),
+    }
+}
+
+/// RFC 5321 §4.1.1: RSET, DATA, STARTTLS and QUIT take no argument.
+fn no_args(_: &Session, cmd: &Command) -> Result<(), Reply> {
+    match cmd.args.is_empty() {
+        true => Ok(()),
+        false => Err(defaults::no_arguments(&cmd.verb_text())),
+    }
+}
+
+fn vrfy_arg(_: &Session, cmd: &Command) -> Result<(), Reply> {
+    match cmd.args.is_empty() {
+        true => Err(defaults::syntax("VRFY address")),
+        false => Ok(()),
+    }
+}
+
+fn expn_arg(_: &Session, cmd: &Command) -> Result<(), Reply> {
+    match cmd.args.is_empty() {
+        true => Err(defaults::syntax("EXPN mailing-list")),
+        false => Ok(()),
     }
 }
 
@@ -1362,7 +1740,7 @@ struct Facts<'a> {
 
 /// RFC 6531 §3.3 allows UTF-8, never other bytes: a MAIL or RCPT line that
 /// is not UTF-8 is a syntax error before anything else (as Postfix does).
-fn utf8_line(cmd: &Command) -> Result<(), Reply> {
+fn utf8(_: &Session, cmd: &Command) -> Result<(), Reply> {
     match std::str::from_utf8(&cmd.raw) {
         Ok(_) => Ok(()),
         Err(_) => Err(defaults::bad_utf8()),

@@ -366,8 +366,8 @@ fn idle_timeout_and_shutdown_replies() {
 struct Script(Stage, Decision);
 
 impl Policy for Script {
-    fn decide(&self, ctx: &Context<'_>, _: Instant) -> Option<Decision> {
-        (ctx.stage == self.0).then(|| self.1.clone())
+    fn ask(&self, ctx: &Context<'_>, _: Instant) -> Asked {
+        Asked::Decided((ctx.stage == self.0).then(|| self.1.clone()))
     }
 }
 
@@ -473,14 +473,16 @@ fn delay_and_drip_are_outputs() {
 fn message_rule_sees_size_and_body() {
     struct Big;
     impl Policy for Big {
-        fn decide(&self, ctx: &Context<'_>, _: Instant) -> Option<Decision> {
-            (ctx.stage == Stage::Message
-                && ctx.size == Some(5)
-                && ctx.message == Some(&b"abc\r\n"[..]))
-            .then(|| Decision {
-                outcome: Outcome::Reply(Reply::parse("451 4.3.0 later").unwrap()),
-                ..Decision::accept()
-            })
+        fn ask(&self, ctx: &Context<'_>, _: Instant) -> Asked {
+            Asked::Decided(
+                (ctx.stage == Stage::Message
+                    && ctx.size == Some(5)
+                    && ctx.message == Some(&b"abc\r\n"[..]))
+                .then(|| Decision {
+                    outcome: Outcome::Reply(Reply::parse("451 4.3.0 later").unwrap()),
+                    ..Decision::accept()
+                }),
+            )
         }
     }
     let mut t = T::with(SessionConfig::default(), Arc::new(Big));
@@ -703,4 +705,229 @@ fn bdat_chunk_over_the_budget_is_refused_and_drained() {
     assert_eq!(budget.used(), 0, "the transaction ended, its bytes too");
     t.cmd("NOOP", "250 2.0.0 Ok");
     t.cmd("MAIL FROM:<a@b.test>", "250");
+}
+
+/// A policy whose decisions at one stage wait for the store: it asks to
+/// count the stage's recipient (or message), then refuses the first time.
+struct Waits(Stage);
+
+const WAIT_AT: Cursor = Cursor(7);
+
+impl Policy for Waits {
+    fn ask(&self, ctx: &Context<'_>, _: Instant) -> Asked {
+        if ctx.stage != self.0 {
+            return Asked::Decided(None);
+        }
+        let key = ctx.rcpt.unwrap_or("message").to_string();
+        Asked::Suspend {
+            at: WAIT_AT,
+            op: Op::Incr(vec![key]),
+        }
+    }
+
+    fn resume(&self, _: &Context<'_>, _: Instant, at: Cursor, done: Answer<Done>) -> Asked {
+        assert_eq!(at, WAIT_AT, "resumed where it stopped");
+        let reply = match done {
+            Ok(Done::Counts(n)) if n == [1] => "550 5.7.1 first time",
+            Ok(_) => return Asked::Decided(None),
+            Err(_) => "451 4.3.0 store down",
+        };
+        Asked::Decided(Some(Decision {
+            rule: Some("waits".into()),
+            outcome: Outcome::Reply(Reply::parse(reply).unwrap()),
+            ..Decision::accept()
+        }))
+    }
+}
+
+use crate::state::{Answer, Done, Op};
+
+/// The op of the batch's final `Output::Store`, if it ends with one.
+fn store_op(outputs: &[Output]) -> Option<Op> {
+    match outputs.last() {
+        Some(Output::Store(op)) => Some(op.clone()),
+        _ => None,
+    }
+}
+
+fn count(n: u64) -> Answer<Done> {
+    Ok(Done::Counts(vec![n]))
+}
+
+#[test]
+fn pipelined_commands_behind_a_waiting_decision_wait_for_it() {
+    let mut t = T::with(SessionConfig::default(), Arc::new(Waits(Stage::Rcpt)));
+    t.cmd("EHLO client.test", "250-mailfault.test");
+    let got =
+        t.feed(b"MAIL FROM:<a@x.test>\r\nRCPT TO:<b@y.test>\r\nRCPT TO:<c@y.test>\r\nDATA\r\n");
+    // MAIL is answered; the first RCPT waits, and nothing behind it runs.
+    assert_eq!(got, "250 2.1.0 Ok\r\n");
+    assert_eq!(
+        store_op(&t.outputs),
+        Some(Op::Incr(vec!["b@y.test".into()]))
+    );
+    assert!(t.s.is_suspended());
+    let lines = |o: &[Output]| -> Vec<String> {
+        o.iter()
+            .filter_map(|o| match o {
+                Output::Command { line, .. } => Some(line.clone()),
+                _ => None,
+            })
+            .collect()
+    };
+    assert_eq!(
+        lines(&t.outputs),
+        ["MAIL FROM:<a@x.test>", "RCPT TO:<b@y.test>"]
+    );
+    // More input while waiting is held too, not answered.
+    assert_eq!(t.feed(b"NOOP\r\n"), "");
+    assert!(t.outputs.is_empty());
+
+    // The answer: the first RCPT is refused, the second waits in its turn.
+    let out = t.s.resume(count(1), Instant::now());
+    assert_eq!(sent(&out), "550 5.7.1 first time\r\n");
+    assert_eq!(store_op(&out), Some(Op::Incr(vec!["c@y.test".into()])));
+    // Its command line is given once, when it was read.
+    assert_eq!(lines(&out), ["RCPT TO:<c@y.test>"]);
+
+    // The second passes; DATA and the held NOOP follow, in order.
+    let out = t.s.resume(count(2), Instant::now());
+    assert_eq!(
+        sent(&out),
+        "250 2.1.5 Ok\r\n354 End data with <CR><LF>.<CR><LF>\r\n"
+    );
+    assert!(!t.s.is_suspended());
+    assert!(store_op(&out).is_none());
+    // NOOP was held behind DATA: it is part of the message.
+    assert!(t.feed(b".\r\n").starts_with("250 2.0.0 Ok: queued as "));
+    assert!(store_op(&t.outputs).is_none());
+    assert!(t.message().is_some_and(|m| m.accepted));
+}
+
+#[test]
+fn an_unavailable_store_answers_through_the_policy() {
+    let mut t = T::with(SessionConfig::default(), Arc::new(Waits(Stage::Rcpt)));
+    t.cmd("EHLO client.test", "250");
+    t.cmd("MAIL FROM:<a@x.test>", "250");
+    assert_eq!(t.feed(b"RCPT TO:<b@y.test>\r\n"), "");
+    let out = t.s.resume(Err(crate::state::Unavailable), Instant::now());
+    assert_eq!(sent(&out), "451 4.3.0 store down\r\n");
+    assert!(!t.s.is_suspended());
+}
+
+#[test]
+fn a_greeting_that_waits_holds_the_client_s_first_command() {
+    let policy = Arc::new(Waits(Stage::Connect));
+    let mut s = Session::new(Arc::new(SessionConfig::default()), policy, client(), 1);
+    let out = s.greet(Instant::now());
+    assert_eq!(sent(&out), "");
+    assert!(store_op(&out).is_some());
+    // A client that talks first (a pregreet) is not answered first.
+    assert!(s.feed(b"EHLO early.test\r\n", Instant::now()).is_empty());
+    let out = s.resume(count(2), Instant::now());
+    let text = sent(&out);
+    assert!(text.starts_with("220 mailfault.test ESMTP"), "{text}");
+    assert!(text.contains("\r\n250-mailfault.test"), "{text}");
+}
+
+#[test]
+fn a_session_closed_while_waiting_leaks_nothing() {
+    let budget = MemoryBudget::new(1 << 20);
+    let policy = Arc::new(Waits(Stage::Message));
+    let mut s = Session::new(
+        Arc::new(SessionConfig::default()),
+        policy.clone(),
+        client(),
+        1,
+    );
+    s.set_budget(budget.clone());
+    s.greet(Instant::now());
+    let now = Instant::now();
+    s.feed(
+        b"EHLO c\r\nMAIL FROM:<a@x>\r\nRCPT TO:<b@y>\r\nDATA\r\n",
+        now,
+    );
+    let body = vec![b'x'; 100_000];
+    s.feed(&body, now);
+    let out = s.feed(b"\r\n.\r\nQUIT\r\n", now);
+    assert!(store_op(&out).is_some(), "the message's decision waits");
+    assert!(s.is_suspended());
+    // The server shuts down before the store answers.
+    let out = s.shutdown();
+    assert!(sent(&out).starts_with("421 4.3.2"));
+    assert!(out.contains(&Output::Close(CloseReason::Shutdown)));
+    assert!(!s.is_suspended());
+    assert_eq!(budget.used(), 0, "the held message gave its memory back");
+    // A late answer changes nothing.
+    assert!(s.resume(count(1), Instant::now()).is_empty());
+    drop(s);
+    assert_eq!(Arc::strong_count(&policy), 1);
+
+    // Dropped while waiting, without a shutdown.
+    let mut s = Session::new(
+        Arc::new(SessionConfig::default()),
+        policy.clone(),
+        client(),
+        2,
+    );
+    s.set_budget(budget.clone());
+    s.greet(now);
+    s.feed(
+        b"EHLO c\r\nMAIL FROM:<a@x>\r\nRCPT TO:<b@y>\r\nDATA\r\n",
+        now,
+    );
+    s.feed(&body, now);
+    assert!(store_op(&s.feed(b"\r\n.\r\n", now)).is_some());
+    drop(s);
+    assert_eq!(budget.used(), 0);
+    assert_eq!(Arc::strong_count(&policy), 1);
+}
+
+#[test]
+fn a_message_decision_resumes_with_the_message() {
+    let mut t = T::with(SessionConfig::default(), Arc::new(Waits(Stage::Message)));
+    t.envelope();
+    t.cmd("DATA", "354");
+    t.feed(b"Subject: x\r\n\r\nhi\r\n.\r\nNOOP\r\n");
+    assert!(store_op(&t.outputs).is_some());
+    assert!(
+        t.message().is_none(),
+        "nothing captured before the decision"
+    );
+    let out = t.s.resume(count(1), Instant::now());
+    assert_eq!(sent(&out), "550 5.7.1 first time\r\n250 2.0.0 Ok\r\n");
+    let m = out
+        .iter()
+        .find_map(|o| match o {
+            Output::Message(m) => Some(m.clone()),
+            _ => None,
+        })
+        .unwrap();
+    assert!(!m.accepted);
+    assert_eq!(m.size, 18);
+}
+
+#[test]
+fn commands_after_a_negative_greeting_keep_their_exact_replies() {
+    let mut t = scripted(
+        Stage::Connect,
+        Outcome::Reply(Reply::parse("554 5.7.1 go away").unwrap()),
+    );
+    let refused = "503 5.5.1 Error: no SMTP service here, send QUIT\r\n";
+    for line in [
+        "HELO x",
+        "RSET",
+        "VRFY",
+        "EXPN x",
+        "HELP",
+        "STARTTLS",
+        "AUTH PLAIN",
+        "DATA",
+        "BOGUS",
+    ] {
+        assert_eq!(t.feed(format!("{line}\r\n").as_bytes()), refused, "{line}");
+    }
+    t.cmd("NOOP", "250 2.0.0 Ok");
+    // Checks before the refusal keep their place: DATA's argument first.
+    assert!(t.feed(b"DATA x\r\n").starts_with("501 5.5.4"));
 }

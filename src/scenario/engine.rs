@@ -20,10 +20,10 @@ use super::headers::Headers;
 use super::index::RuleIndex;
 use super::magic;
 use super::model::*;
-use crate::proto::{Context, Decision, Outcome, Policy, Reply, Stage, Tag};
+use crate::proto::{Asked, Context, Cursor, Decision, Outcome, Policy, Reply, Stage, Tag};
 use crate::state::{
-    fnv1a, Answer, Backend, FailMode, Greylist, MemoryStore, StateStore, Unavailable, FNV_OFFSET,
-    STORE_UNAVAILABLE,
+    fnv1a, Answer, Backend, Done, FailMode, GateOp, MemoryStore, Op, StateStore, Unavailable,
+    FNV_OFFSET, STORE_UNAVAILABLE,
 };
 
 /// A scenario ready to serve, with its counters.
@@ -34,8 +34,8 @@ pub struct Engine {
     /// When `during` windows start counting (server start, reload or reset).
     epoch: Instant,
     /// Open-session counters each session holds (for `concurrent`), to
-    /// release when it ends.
-    open: Mutex<HashMap<u64, Vec<String>>>,
+    /// release when it ends, and what they counted at its connect.
+    open: Mutex<HashMap<u64, (Vec<String>, Opened)>>,
     /// What stateful rules do while the store is unavailable.
     fail: FailMode,
     /// Which rules each decision needs to try.
@@ -110,10 +110,9 @@ impl Engine {
         self.store.sweep(now)
     }
 
-    /// At connect: every `concurrent` rule whose conditions hold counts this
-    /// session as open under its key. Returns (rule index, sessions open).
-    fn register(&self, ctx: &Context<'_>, now: Instant) -> Opened {
-        let mut opened = vec![];
+    /// At connect: the open-session keys of every `concurrent` rule whose
+    /// conditions hold, with their rule.
+    fn concurrent_keys(&self, ctx: &Context<'_>, now: Instant) -> Vec<(usize, String)> {
         let mut keys = vec![];
         for rule in self.index.candidates(ctx).map(|i| &self.scenario.rules[i]) {
             if matches!(rule.gate, Some(Gate::Concurrent { .. }))
@@ -121,20 +120,71 @@ impl Engine {
                 && self.holds(&rule.when, ctx, now, &OnceCell::new())
             {
                 let key = format!("c{}\u{1e}{}", rule.index, self.key(rule, ctx));
-                let open = self.store.open(&key);
-                if open.is_ok() {
-                    keys.push(key);
-                }
-                opened.push((rule.index, open));
+                keys.push((rule.index, key));
             }
         }
-        if !keys.is_empty() {
+        keys
+    }
+
+    /// Counts this session as open under `keys` (the answer of their
+    /// `Op::Open`); returns (rule index, sessions open), kept for the
+    /// session's later decisions at connect and to release at its end.
+    fn opened(&self, session: u64, keys: Vec<(usize, String)>, done: Answer<Done>) -> Opened {
+        let counts = match done {
+            Ok(Done::Counts(n)) if n.len() == keys.len() => Ok(n),
+            _ => Err(Unavailable),
+        };
+        let opened: Opened = match &counts {
+            Ok(n) => keys.iter().zip(n).map(|((r, _), n)| (*r, Ok(*n))).collect(),
+            Err(_) => keys.iter().map(|(r, _)| (*r, Err(Unavailable))).collect(),
+        };
+        if counts.is_ok() && !keys.is_empty() {
+            let keys = keys.into_iter().map(|(_, k)| k).collect();
             self.open
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
-                .insert(ctx.session_id, keys);
+                .insert(session, (keys, opened.clone()));
         }
         opened
+    }
+
+    /// The open sessions counted at this session's connect.
+    fn opened_of(&self, session: u64) -> Opened {
+        let open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        open.get(&session)
+            .map(|(_, o)| o.clone())
+            .unwrap_or_default()
+    }
+
+    /// Performs `op` now if the store can (memory): `then` gets its answer.
+    /// Otherwise the decision suspends at `at`.
+    pub(super) fn now_or_suspend(
+        &self,
+        op: Op,
+        at: u32,
+        now: Instant,
+        then: impl FnOnce(Answer<Done>) -> Asked,
+    ) -> Asked {
+        match self.store.run_now(&op, now) {
+            Some(done) => then(done),
+            None => Asked::Suspend { at: Cursor(at), op },
+        }
+    }
+
+    /// `decide` to the end, performing each op on the spot (an op the store
+    /// cannot perform now finds it unavailable): for tests and benches, and
+    /// for the memory store, where it is exactly what the session gets.
+    pub fn decide(&self, ctx: &Context<'_>, now: Instant) -> Option<Decision> {
+        let mut asked = self.ask(ctx, now);
+        loop {
+            match asked {
+                Asked::Decided(d) => return d,
+                Asked::Suspend { at, op } => {
+                    let done = self.store.run_now(&op, now).unwrap_or(Err(Unavailable));
+                    asked = self.resume(ctx, now, at, done);
+                }
+            }
+        }
     }
 
     pub fn seed(&self) -> u64 {
@@ -247,82 +297,61 @@ impl Engine {
         true
     }
 
-    /// Whether the rule's gate lets it apply now; the tag says why.
-    fn gate(
-        &self,
-        rule: &Rule,
-        key: &str,
-        now: Instant,
-        opened: &[(usize, Answer<u64>)],
-    ) -> Answer<Option<Option<Tag>>> {
-        let Some(gate) = rule.gate else {
-            return Ok(Some(None));
-        };
+    /// What the rule's gate asks the store; Err: it is decided without
+    /// the store (`concurrent` reads what connect counted): Err(true) the
+    /// rule applies, Err(false) it does not, or the store was unavailable.
+    fn gate_op(&self, rule: &Rule, key: &str, opened: &Opened) -> Result<Option<GateOp>, Local> {
         let i = rule.index;
-        let tag = match gate {
-            Gate::Rate { max, window } => {
-                if self
-                    .store
-                    .rate_pass(&format!("l{i}\u{1e}{}", key), max, window, now)?
-                {
-                    return Ok(None);
-                }
-                Tag::Rate { max, window }
-            }
-            Gate::Concurrent { max } => {
-                let Some((_, open)) = opened.iter().find(|(r, _)| *r == i) else {
-                    return Ok(None);
-                };
-                // `open` includes this session.
-                if (*open)? <= max {
-                    return Ok(None);
-                }
-                Tag::Concurrent { max }
-            }
-            Gate::Greylist {
+        Ok(Some(match rule.gate {
+            None => return Ok(None),
+            Some(Gate::Rate { max, window }) => GateOp::Rate {
+                key: format!("l{i}\u{1e}{key}"),
+                max,
+                window,
+            },
+            Some(Gate::Greylist {
                 retry_after,
                 expire,
-            } => {
-                match self.store.greylist(
-                    &format!("g{i}\u{1e}{}", key),
-                    retry_after,
-                    expire,
-                    now,
-                )? {
-                    Greylist::Passed => return Ok(None),
-                    Greylist::Refused { .. } => Tag::Greylist { retry_after },
-                }
-            }
-            Gate::Reputation {
+            }) => GateOp::Greylist {
+                key: format!("g{i}\u{1e}{key}"),
+                retry_after,
+                expire,
+            },
+            Some(Gate::Reputation {
                 window,
                 min_attempts,
                 max_failure_rate,
-            } => {
-                let t = self
-                    .store
-                    .tally(&format!("p{i}\u{1e}{}", key), window, now)?;
-                if t.attempts < min_attempts || t.failure_rate() <= max_failure_rate {
-                    return Ok(None);
-                }
-                Tag::Reputation {
-                    attempts: t.attempts,
-                    failures: t.failures,
-                }
+            }) => GateOp::Reputation {
+                key: format!("p{i}\u{1e}{key}"),
+                window,
+                min_attempts,
+                max_failure_rate: max_failure_rate.to_bits(),
+            },
+            Some(Gate::Concurrent { max }) => {
+                let Some((_, open)) = opened.iter().find(|(r, _)| *r == i) else {
+                    return Err(Local::Miss);
+                };
+                // `open` includes this session.
+                return match open {
+                    Err(Unavailable) => Err(Local::Unavailable),
+                    Ok(n) if *n <= max => Err(Local::Miss),
+                    Ok(_) => Ok(None),
+                };
             }
-        };
-        Ok(Some(Some(tag)))
+        }))
     }
 
+    /// Tries one rule: a decision, a miss, or the store op it waits for.
     fn try_rule(
         &self,
         rule: &Rule,
         ctx: &Context<'_>,
         now: Instant,
-        opened: &[(usize, Answer<u64>)],
+        opened: &Opened,
         headers: &OnceCell<Headers>,
-    ) -> Option<Decision> {
+    ) -> Asked {
         if !rule.applies_at(ctx.stage) || !self.holds(&rule.when, ctx, now, headers) {
-            return None;
+            return Asked::Decided(None);
         }
         // The key is built once, for the gate and the counters alike.
         let key = if rule.gate.is_some() || rule.counts() {
@@ -330,22 +359,54 @@ impl Engine {
         } else {
             String::new()
         };
-        let counted = self.gate(rule, &key, now, opened).and_then(|tag| {
-            let n = match (&tag, rule.counts()) {
-                (Some(_), true) => self.store.incr(&format!("r{}\u{1e}{key}", rule.index))?,
-                _ => 1,
-            };
-            Ok((tag, n))
-        });
-        let (tag, n) = match counted {
-            Ok((tag, n)) => (tag?, n),
-            Err(Unavailable) => return self.unavailable(rule.label()),
+        let gate = match self.gate_op(rule, &key, opened) {
+            Ok(g) => g,
+            Err(Local::Miss) => return Asked::Decided(None),
+            Err(Local::Unavailable) => return Asked::Decided(self.unavailable(rule.label())),
         };
+        let count = rule.counts().then(|| format!("r{}\u{1e}{key}", rule.index));
+        if gate.is_none() && count.is_none() {
+            let done = Done::Rule {
+                applies: true,
+                tally: Default::default(),
+                count: 1,
+            };
+            return Asked::Decided(self.finish(rule, &key, Ok(done)));
+        }
+        let op = Op::Rule { gate, count };
+        self.now_or_suspend(op, rule.index as u32, now, |done| {
+            Asked::Decided(self.finish(rule, &key, done))
+        })
+    }
+
+    /// A rule's decision once its gate and counter answered (None: the
+    /// rule does not apply).
+    fn finish(&self, rule: &Rule, key: &str, done: Answer<Done>) -> Option<Decision> {
+        let Ok(Done::Rule {
+            applies,
+            tally,
+            count: n,
+        }) = done
+        else {
+            return self.unavailable(rule.label());
+        };
+        if !applies {
+            return None;
+        }
+        let tag = rule.gate.map(|g| match g {
+            Gate::Rate { max, window } => Tag::Rate { max, window },
+            Gate::Concurrent { max } => Tag::Concurrent { max },
+            Gate::Greylist { retry_after, .. } => Tag::Greylist { retry_after },
+            Gate::Reputation { .. } => Tag::Reputation {
+                attempts: tally.attempts,
+                failures: tally.failures,
+            },
+        });
         if rule.times.is_some_and(|t| n > t) {
             return None;
         }
         if let Some(p) = rule.probability {
-            if self.draw(rule.index, &key, n, 0) >= p {
+            if self.draw(rule.index, key, n, 0) >= p {
                 return None;
             }
         }
@@ -356,9 +417,9 @@ impl Engine {
                 items.get(i)?
             }
         };
-        let delay = rule.delay.map_or(Duration::ZERO, |d| {
-            d.pick(self.draw(rule.index, &key, n, 1))
-        });
+        let delay = rule
+            .delay
+            .map_or(Duration::ZERO, |d| d.pick(self.draw(rule.index, key, n, 1)));
         Some(Decision {
             rule: Some(rule.label()),
             outcome: step_outcome(step),
@@ -372,7 +433,45 @@ impl Engine {
             tag,
         })
     }
+
+    /// The rules after `after` (all of them for None), in file order; then
+    /// the magic recipients.
+    fn rules_from(
+        &self,
+        ctx: &Context<'_>,
+        now: Instant,
+        after: Option<usize>,
+        opened: &Opened,
+    ) -> Asked {
+        let headers = OnceCell::new();
+        for i in self.index.candidates(ctx) {
+            if after.is_some_and(|a| i <= a) {
+                continue;
+            }
+            let rule = &self.scenario.rules[i];
+            match self.try_rule(rule, ctx, now, opened, &headers) {
+                Asked::Decided(None) => {}
+                decided => return decided,
+            }
+        }
+        if self.scenario.server.magic_recipients {
+            return magic::decide(self, ctx, now);
+        }
+        Asked::Decided(None)
+    }
 }
+
+/// How a gate decided without the store.
+enum Local {
+    Miss,
+    Unavailable,
+}
+
+/// Where a decision suspended when it is not at a rule (a rule's cursor is
+/// its index).
+pub(super) const AT_CONNECT: u32 = u32::MAX;
+pub(super) const AT_MAGIC_GREYLIST: u32 = u32::MAX - 1;
+pub(super) const AT_MAGIC_TEMPFAIL: u32 = u32::MAX - 2;
 
 /// A stable hash of what a scenario decides with, to namespace its shared
 /// counters: a changed scenario starts fresh.
@@ -396,53 +495,86 @@ pub(super) fn step_outcome(step: &Step) -> Outcome {
 }
 
 impl Policy for Engine {
-    fn decide(&self, ctx: &Context<'_>, now: Instant) -> Option<Decision> {
-        let opened = if ctx.stage == Stage::Connect {
-            self.register(ctx, now)
-        } else {
-            Opened::new()
-        };
-        let headers = OnceCell::new();
-        for i in self.index.candidates(ctx) {
-            let rule = &self.scenario.rules[i];
-            if let Some(d) = self.try_rule(rule, ctx, now, &opened, &headers) {
-                return Some(d);
-            }
+    fn ask(&self, ctx: &Context<'_>, now: Instant) -> Asked {
+        if ctx.stage != Stage::Connect {
+            return self.rules_from(ctx, now, None, &Opened::new());
         }
-        if self.scenario.server.magic_recipients {
-            return magic::decide(self, ctx, now);
+        let keys = self.concurrent_keys(ctx, now);
+        if keys.is_empty() {
+            return self.rules_from(ctx, now, None, &Opened::new());
         }
-        None
+        let op = Op::Open(keys.iter().map(|(_, k)| k.clone()).collect());
+        self.now_or_suspend(op, AT_CONNECT, now, |done| {
+            let opened = self.opened(ctx.session_id, keys, done);
+            self.rules_from(ctx, now, None, &opened)
+        })
     }
 
-    fn observe_rcpt(&self, ctx: &Context<'_>, code: u16, tag: Option<&Tag>, now: Instant) {
+    fn resume(&self, ctx: &Context<'_>, now: Instant, at: Cursor, done: Answer<Done>) -> Asked {
+        match at.0 {
+            AT_CONNECT => {
+                let keys = self.concurrent_keys(ctx, now);
+                let opened = self.opened(ctx.session_id, keys, done);
+                self.rules_from(ctx, now, None, &opened)
+            }
+            AT_MAGIC_GREYLIST | AT_MAGIC_TEMPFAIL => magic::resume(self, ctx, at.0, done),
+            i => {
+                let i = i as usize;
+                let Some(rule) = self.scenario.rules.get(i) else {
+                    return Asked::Decided(None);
+                };
+                let key = self.key(rule, ctx);
+                match self.finish(rule, &key, done) {
+                    Some(d) => Asked::Decided(Some(d)),
+                    None => {
+                        let opened = match ctx.stage {
+                            Stage::Connect => self.opened_of(ctx.session_id),
+                            _ => Opened::new(),
+                        };
+                        self.rules_from(ctx, now, Some(i), &opened)
+                    }
+                }
+            }
+        }
+    }
+
+    fn observe_rcpt(
+        &self,
+        ctx: &Context<'_>,
+        code: u16,
+        tag: Option<&Tag>,
+        now: Instant,
+    ) -> Option<Op> {
         // Reputation counts recipients the receiver judged: accepted (2xx)
         // or refused (5xx). Deferrals say nothing about the list, and the
         // reputation rule's own replies must not feed it.
         if !(200..300).contains(&code) && !(500..600).contains(&code) {
-            return;
+            return None;
         }
-        if matches!(tag, Some(Tag::Reputation { .. })) {
-            return;
+        if matches!(tag, Some(Tag::Reputation { .. })) || self.index.reputation.is_empty() {
+            return None;
         }
+        let mut items = vec![];
         for &i in &self.index.reputation {
             let rule = &self.scenario.rules[i as usize];
             if let Some(Gate::Reputation { window, .. }) = rule.gate {
                 let key = format!("p{}\u{1e}{}", rule.index, self.key(rule, ctx));
-                self.store.record(&key, code >= 500, window, now);
+                items.push((key, code >= 500, window));
             }
         }
+        let op = Op::Record(items);
+        self.store.run_now(&op, now).is_none().then_some(op)
     }
 
-    fn session_closed(&self, session_id: u64) {
-        let keys = self
+    fn session_closed(&self, session_id: u64) -> Option<Op> {
+        let (keys, _) = self
             .open
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .remove(&session_id);
-        for key in keys.into_iter().flatten() {
-            self.store.close(&key);
-        }
+            .remove(&session_id)?;
+        let op = Op::Close(keys);
+        // Closing needs no clock: any instant will do.
+        self.store.run_now(&op, self.epoch).is_none().then_some(op)
     }
 }
 
@@ -459,16 +591,13 @@ mod tests {
     impl Engine {
         /// `decide` without the index: every rule, in file order.
         fn decide_linear(&self, ctx: &Context<'_>, now: Instant) -> Option<Decision> {
-            let opened = if ctx.stage == Stage::Connect {
-                self.register(ctx, now)
-            } else {
-                Opened::new()
-            };
             let headers = OnceCell::new();
-            self.scenario
-                .rules
-                .iter()
-                .find_map(|rule| self.try_rule(rule, ctx, now, &opened, &headers))
+            self.scenario.rules.iter().find_map(|rule| {
+                match self.try_rule(rule, ctx, now, &Opened::new(), &headers) {
+                    Asked::Decided(d) => d,
+                    Asked::Suspend { .. } => unreachable!("the memory store answers at once"),
+                }
+            })
         }
     }
 

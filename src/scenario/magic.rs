@@ -13,10 +13,10 @@
 
 use std::time::{Duration, Instant};
 
-use super::engine::Engine;
+use super::engine::{Engine, AT_MAGIC_GREYLIST, AT_MAGIC_TEMPFAIL};
 use super::presets;
-use crate::proto::{Context, Decision, EnhancedCode, Outcome, Reply, Stage, Tag};
-use crate::state::Greylist;
+use crate::proto::{Asked, Context, Decision, EnhancedCode, Outcome, Reply, Stage, Tag};
+use crate::state::{Answer, Done, GateOp, Op};
 
 /// How late `slow@` replies are.
 pub const SLOW_DELAY: Duration = Duration::from_secs(10);
@@ -159,73 +159,115 @@ fn decision(name: &str, outcome: Outcome, delay: Duration) -> Decision {
     }
 }
 
-pub fn decide(engine: &Engine, ctx: &Context<'_>, now: Instant) -> Option<Decision> {
+/// The classic greylist triplet of `greylist@`: client IP, sender, recipient.
+fn grey_key(ctx: &Context<'_>, rcpt: &str) -> String {
+    format!(
+        "magic grey\u{1e}{}\u{1f}{}\u{1f}{}",
+        ctx.client_ip,
+        ctx.mail_from.unwrap_or("").to_ascii_lowercase(),
+        rcpt.to_ascii_lowercase()
+    )
+}
+
+/// The `tempfailN@` recipients of the transaction, with N and their
+/// counter keys (per sender and recipient).
+fn tempfails<'a>(ctx: &'a Context<'_>) -> impl Iterator<Item = (&'a str, u64, String)> + 'a {
+    magic_rcpts(ctx).filter_map(|(rcpt, m)| match m {
+        Magic::Tempfail(n) => {
+            let key = format!(
+                "magic tempfail\u{1e}{}\u{1f}{}",
+                ctx.mail_from.unwrap_or("").to_ascii_lowercase(),
+                rcpt.to_ascii_lowercase()
+            );
+            Some((rcpt, n, key))
+        }
+        _ => None,
+    })
+}
+
+pub fn decide(engine: &Engine, ctx: &Context<'_>, now: Instant) -> Asked {
     let slow = magic_rcpts(ctx).any(|(_, m)| m == Magic::Slow);
-    match ctx.stage {
-        Stage::Rcpt => match parse(ctx.rcpt?)? {
-            Magic::Reply(r) => Some(decision(ctx.rcpt?, Outcome::Reply(r), Duration::ZERO)),
-            Magic::Greylist => {
-                let rcpt = ctx.rcpt?;
-                // The classic triplet: client IP, sender, recipient.
-                let key = format!(
-                    "magic grey\u{1e}{}\u{1f}{}\u{1f}{}",
-                    ctx.client_ip,
-                    ctx.mail_from.unwrap_or("").to_ascii_lowercase(),
-                    rcpt.to_ascii_lowercase()
-                );
-                match engine
-                    .store()
-                    .greylist(&key, GREYLIST_RETRY, GREYLIST_EXPIRE, now)
-                {
-                    Err(_) => engine.unavailable(rcpt.to_string()),
-                    Ok(Greylist::Passed) => {
-                        slow.then(|| decision("slow", Outcome::Accept, SLOW_DELAY))
-                    }
-                    Ok(Greylist::Refused { .. }) => {
-                        let domain = rcpt.rsplit_once('@').map_or("", |(_, d)| d);
-                        let mut d =
-                            decision(rcpt, Outcome::Reply(greylisted(domain)), Duration::ZERO);
-                        d.tag = Some(Tag::Greylist {
-                            retry_after: GREYLIST_RETRY,
-                        });
-                        Some(d)
-                    }
-                }
+    let decided = match ctx.stage {
+        Stage::Rcpt => match ctx.rcpt.and_then(|r| parse(r).map(|m| (r, m))) {
+            None => None,
+            Some((rcpt, Magic::Reply(r))) => {
+                Some(decision(rcpt, Outcome::Reply(r), Duration::ZERO))
             }
-            Magic::Slow => Some(decision("slow", Outcome::Accept, SLOW_DELAY)),
-            _ if slow => Some(decision("slow", Outcome::Accept, SLOW_DELAY)),
-            _ => None,
+            Some((rcpt, Magic::Greylist)) => {
+                let op = Op::Rule {
+                    gate: Some(GateOp::Greylist {
+                        key: grey_key(ctx, rcpt),
+                        retry_after: GREYLIST_RETRY,
+                        expire: GREYLIST_EXPIRE,
+                    }),
+                    count: None,
+                };
+                return engine.now_or_suspend(op, AT_MAGIC_GREYLIST, now, |done| {
+                    resume(engine, ctx, AT_MAGIC_GREYLIST, done)
+                });
+            }
+            Some((_, Magic::Slow)) => Some(decision("slow", Outcome::Accept, SLOW_DELAY)),
+            Some(_) if slow => Some(decision("slow", Outcome::Accept, SLOW_DELAY)),
+            Some(_) => None,
         },
         Stage::Data => slow.then(|| decision("slow", Outcome::Accept, SLOW_DELAY)),
         Stage::Message => {
             let delay = if slow { SLOW_DELAY } else { Duration::ZERO };
             if magic_rcpts(ctx).any(|(_, m)| m == Magic::Drop) {
-                return Some(decision("drop", Outcome::Disconnect, delay));
+                return Asked::Decided(Some(decision("drop", Outcome::Disconnect, delay)));
             }
-            let mut fail = None;
-            for (rcpt, m) in magic_rcpts(ctx) {
-                if let Magic::Tempfail(n) = m {
-                    let key = format!(
-                        "magic tempfail\u{1e}{}\u{1f}{}",
-                        ctx.mail_from.unwrap_or("").to_ascii_lowercase(),
-                        rcpt.to_ascii_lowercase()
-                    );
-                    match engine.store().incr(&key) {
-                        Ok(count) if count <= n => {
-                            fail.get_or_insert(rcpt);
-                        }
-                        Ok(_) => {}
-                        Err(_) => return engine.unavailable(rcpt.to_string()),
-                    }
-                }
+            let keys: Vec<String> = tempfails(ctx).map(|(_, _, k)| k).collect();
+            if keys.is_empty() {
+                slow.then(|| decision("slow", Outcome::Accept, delay))
+            } else {
+                return engine.now_or_suspend(Op::Incr(keys), AT_MAGIC_TEMPFAIL, now, |done| {
+                    resume(engine, ctx, AT_MAGIC_TEMPFAIL, done)
+                });
             }
-            if let Some(rcpt) = fail {
-                return Some(decision(rcpt, Outcome::Reply(tempfail()), delay));
-            }
-            slow.then(|| decision("slow", Outcome::Accept, delay))
         }
         _ => None,
-    }
+    };
+    Asked::Decided(decided)
+}
+
+/// Goes on with a magic decision once the store answered.
+pub fn resume(engine: &Engine, ctx: &Context<'_>, at: u32, done: Answer<Done>) -> Asked {
+    let slow = magic_rcpts(ctx).any(|(_, m)| m == Magic::Slow);
+    let decided = if at == AT_MAGIC_GREYLIST {
+        let rcpt = ctx.rcpt.unwrap_or("");
+        match done {
+            Ok(Done::Rule { applies: false, .. }) => {
+                slow.then(|| decision("slow", Outcome::Accept, SLOW_DELAY))
+            }
+            Ok(Done::Rule { applies: true, .. }) => {
+                let domain = rcpt.rsplit_once('@').map_or("", |(_, d)| d);
+                let mut d = decision(rcpt, Outcome::Reply(greylisted(domain)), Duration::ZERO);
+                d.tag = Some(Tag::Greylist {
+                    retry_after: GREYLIST_RETRY,
+                });
+                Some(d)
+            }
+            _ => engine.unavailable(rcpt.to_string()),
+        }
+    } else {
+        let delay = if slow { SLOW_DELAY } else { Duration::ZERO };
+        let counts = match done {
+            Ok(Done::Counts(n)) => n,
+            _ => {
+                let first = tempfails(ctx).next().map(|(r, _, _)| r).unwrap_or("");
+                return Asked::Decided(engine.unavailable(first.to_string()));
+            }
+        };
+        let fail = tempfails(ctx)
+            .zip(counts)
+            .find(|((_, n, _), count)| count <= n)
+            .map(|((rcpt, _, _), _)| rcpt);
+        match fail {
+            Some(rcpt) => Some(decision(rcpt, Outcome::Reply(tempfail()), delay)),
+            None => slow.then(|| decision("slow", Outcome::Accept, delay)),
+        }
+    };
+    Asked::Decided(decided)
 }
 
 #[cfg(test)]

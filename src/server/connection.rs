@@ -20,6 +20,8 @@ use super::slot::Active;
 use crate::capture::{Capture, EventKind, Origin};
 use crate::proto::reply::defaults;
 use crate::proto::{Answer, Captured, CloseReason, Fact, Output, Policy, Session, Stage, TxEnd};
+use crate::scenario::Engine;
+use crate::state::Op;
 
 /// Bytes per piece when a reply drips.
 pub const DRIP_CHUNK: usize = 4;
@@ -88,6 +90,8 @@ enum Flow {
     Closed,
     Hang,
     StartTls,
+    /// The session waits for this store operation.
+    Store(Op),
 }
 
 /// The connection, in the clear or under TLS (after STARTTLS or from the
@@ -149,6 +153,8 @@ struct Driver<'a> {
     client: SocketAddr,
     /// The stage the next reply answers, for the refusal log and metrics.
     stage: Stage,
+    /// Whose store performs the session's store operations.
+    engine: Arc<Engine>,
 }
 
 impl Driver<'_> {
@@ -250,6 +256,12 @@ impl Driver<'_> {
                     }
                 }
                 Output::StartTls => return Flow::StartTls,
+                // Always the last of its batch: the session waits for it.
+                Output::Store(op) => return Flow::Store(op),
+                Output::Effect(op) => {
+                    // Awaited in order: the next decision sees its effect.
+                    let _ = self.store(op).await;
+                }
                 Output::Hang { rule } => {
                     self.record(EventKind::Hang { rule });
                     return Flow::Hang;
@@ -263,6 +275,20 @@ impl Driver<'_> {
             }
         }
         Flow::Continue
+    }
+
+    /// Performs a store operation without blocking this worker: a store
+    /// in this process answers at once, Redis within its deadlines.
+    async fn store(&self, op: Op) -> Result<crate::state::Done, crate::state::Unavailable> {
+        let now = Instant::now().into_std();
+        self.engine.store().perform(op, now).await
+    }
+
+    /// The session ended: its open-session counts go down.
+    async fn release(&self) {
+        if let Some(op) = self.engine.session_closed(self.id) {
+            let _ = self.store(op).await;
+        }
     }
 
     /// Records a message and keeps it in the store; with `--store DIR` it
@@ -461,6 +487,7 @@ pub async fn serve(
         id,
         client: peer,
         stage: Stage::Connect,
+        engine: active.engine.clone(),
     };
     tracing::debug!(session = id, client = %peer, "connect");
     d.record(EventKind::Connect {
@@ -469,14 +496,14 @@ pub async fn serve(
     // Counted until this function returns, however the session ends.
     let Some(_ip_slot) = limits.per_ip.enter(peer.ip()) else {
         d.refuse_per_ip(&active.session.hostname).await;
-        active.engine.session_closed(id);
+        d.release().await;
         return;
     };
     let mut session = Session::new(active.session.clone(), active.engine.clone(), peer, id);
     session.set_budget(limits.budget.clone());
     if implicit_tls {
         if !d.handshake(active.tls.as_ref()).await {
-            active.engine.session_closed(id);
+            d.release().await;
             return;
         }
         session.set_tls();
@@ -498,6 +525,15 @@ pub async fn serve(
                 deadline = Instant::now() + idle;
             }
             Flow::Closed | Flow::Hang => break,
+            Flow::Store(op) => {
+                // A decision waits for the store: nothing more is read
+                // until the session has its answer.
+                let done = d.store(op).await;
+                let outputs = session.resume(done, Instant::now().into_std());
+                deadline = Instant::now() + idle;
+                flow = d.perform(outputs).await;
+                continue;
+            }
         }
         if conn.hard_stop.is_cancelled() {
             flow = d.perform(session.shutdown()).await;
@@ -541,5 +577,5 @@ pub async fn serve(
         let _ = d.stream.shutdown().await;
         d.closed("server", &CloseReason::IdleTimeout.name());
     }
-    active.engine.session_closed(id);
+    d.release().await;
 }

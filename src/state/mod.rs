@@ -18,12 +18,16 @@
 //! scenario.
 
 mod memory;
+pub mod op;
 mod redis_store;
 mod url;
 
+use std::future::Future;
+use std::pin::Pin;
 use std::time::{Duration, Instant};
 
 pub use memory::MemoryStore;
+pub use op::{Done, GateOp, Op};
 pub use redis_store::{RedisBackend, RedisStore};
 pub use url::{Backend, FailMode};
 
@@ -79,8 +83,25 @@ impl Tally {
     }
 }
 
+/// A store operation under way (see [`StateStore::perform`]).
+pub type Pending<'a> = Pin<Box<dyn Future<Output = Answer<Done>> + Send + 'a>>;
+
 /// Where counters live.
 pub trait StateStore: Send + Sync {
+    /// Performs `op` now if this store can without waiting for I/O (the
+    /// memory store always can); None when it must go through
+    /// [`StateStore::perform`]. Decisions use this first, so a store in
+    /// this process costs no task, no future and no suspension.
+    fn run_now(&self, op: &Op, now: Instant) -> Option<Answer<Done>> {
+        Some(op::run(self, op, now))
+    }
+
+    /// Performs `op`, waiting for I/O without blocking the thread (the
+    /// connection driver awaits this, then resumes the session).
+    fn perform(&self, op: Op, now: Instant) -> Pending<'_> {
+        Box::pin(std::future::ready(op::run(self, &op, now)))
+    }
+
     /// Adds one to the counter `key` and returns its new value.
     fn incr(&self, key: &str) -> Answer<u64>;
 

@@ -15,6 +15,13 @@
 //! Every call has a deadline ([`OP_TIMEOUT`]): a dead or slow store is an
 //! [`Unavailable`] answer, never a hang. The outage is logged once when it
 //! starts and once when it ends.
+//!
+//! Decisions reach Redis only through [`StateStore::perform`]: an async
+//! call on one multiplexed connection (or the async Cluster client), which
+//! the connection driver awaits; no tokio worker blocks on it. The blocking
+//! calls that remain serve what is not a decision: the shared seed and
+//! epoch when a scenario is loaded, the lease refresh of the sweep, and
+//! `reset`/`len` for the API and tests.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -25,7 +32,8 @@ use anyhow::Context as _;
 use redis::cluster::{ClusterClient, ClusterClientBuilder};
 use redis::{ConnectionLike, RedisResult, Script, ScriptInvocation};
 
-use super::{Answer, FailMode, Greylist, StateStore, Tally, Unavailable};
+use super::op::{Done, GateOp, Op};
+use super::{Answer, FailMode, Greylist, Pending, StateStore, Tally, Unavailable};
 
 /// The deadline of one store operation (connect, send or answer).
 pub const OP_TIMEOUT: Duration = Duration::from_millis(500);
@@ -86,6 +94,74 @@ static GREY: LazyLock<Script> = LazyLock::new(|| {
          end\n\
          redis.call('SET', KEYS[1], now, 'PX', ARGV[2])\n\
          return {0, 0, 1}",
+    )
+});
+
+/// The tail of a rule's gate script: when the gate lets the rule apply and
+/// the rule counts (KEYS[2], a key of the same hash tag), its match counter
+/// moves in the same script, so a gate and its counter are one round trip.
+/// The counter's keep_ms is the last ARGV.
+const COUNTED: &str = "local function counted(applies)\n\
+  if applies == 1 and KEYS[2] then\n\
+    local n = redis.call('INCR', KEYS[2])\n\
+    redis.call('PEXPIRE', KEYS[2], ARGV[#ARGV])\n\
+    return n\n\
+  end\n\
+  return 1\n\
+end\n";
+
+fn rule_script(body: &str) -> Script {
+    script(&format!("{COUNTED}{body}"))
+}
+
+/// A rate gate and its rule's counter. ARGV: max, window_ms, unique
+/// member, keep_ms. Returns {applies, count, 0, 0}.
+static RATE_RULE: LazyLock<Script> = LazyLock::new(|| {
+    rule_script(
+        "local w = tonumber(ARGV[2])\n\
+         redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - w)\n\
+         if redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[1]) then\n\
+           redis.call('ZADD', KEYS[1], now, ARGV[3])\n\
+           redis.call('PEXPIRE', KEYS[1], w)\n\
+           return {0, 1, 0, 0}\n\
+         end\n\
+         return {1, counted(1), 0, 0}",
+    )
+});
+
+/// A greylist gate and its rule's counter. ARGV: retry_ms, expire_ms,
+/// keep_ms. Returns {applies, count, 0, 0}.
+static GREY_RULE: LazyLock<Script> = LazyLock::new(|| {
+    rule_script(
+        "local first = redis.call('GET', KEYS[1])\n\
+         redis.call('PEXPIRE', KEYS[1], ARGV[2])\n\
+         if first then\n\
+           if now - tonumber(first) >= tonumber(ARGV[1]) then return {0, 1, 0, 0} end\n\
+           return {1, counted(1), 0, 0}\n\
+         end\n\
+         redis.call('SET', KEYS[1], now, 'PX', ARGV[2])\n\
+         return {1, counted(1), 0, 0}",
+    )
+});
+
+/// A reputation gate and its rule's counter. ARGV: window_ms, width_ms,
+/// min_attempts, max_failure_rate, keep_ms. Returns {applies, count,
+/// attempts, failures}.
+static TALLY_RULE: LazyLock<Script> = LazyLock::new(|| {
+    rule_script(
+        "local w, width = tonumber(ARGV[1]), tonumber(ARGV[2])\n\
+         local all = redis.call('HGETALL', KEYS[1])\n\
+         local a, f = 0, 0\n\
+         for i = 1, #all, 2 do\n\
+           local name = all[i]\n\
+           if now - tonumber(string.sub(name, 2)) * width < w then\n\
+             if string.sub(name, 1, 1) == 'a' then a = a + tonumber(all[i + 1])\n\
+             else f = f + tonumber(all[i + 1]) end\n\
+           end\n\
+         end\n\
+         local applies = 0\n\
+         if a > 0 and a >= tonumber(ARGV[3]) and f / a > tonumber(ARGV[4]) then applies = 1 end\n\
+         return {applies, counted(applies), a, f}",
     )
 });
 
@@ -182,11 +258,49 @@ static SCAN: LazyLock<Script> = LazyLock::new(|| {
 });
 
 enum Target {
-    Single(redis::Client),
-    Cluster(ClusterClient),
+    Single(Box<redis::Client>),
+    Cluster(Box<ClusterClient>),
 }
 
 type Conn = Box<dyn ConnectionLike + Send>;
+
+/// The async connection decisions use: cheap to clone, multiplexed.
+#[derive(Clone)]
+enum AsyncConn {
+    Single(redis::aio::MultiplexedConnection),
+    Cluster(redis::cluster_async::ClusterConnection),
+}
+
+impl redis::aio::ConnectionLike for AsyncConn {
+    fn req_packed_command<'a>(
+        &'a mut self,
+        cmd: &'a redis::Cmd,
+    ) -> redis::RedisFuture<'a, redis::Value> {
+        match self {
+            AsyncConn::Single(c) => c.req_packed_command(cmd),
+            AsyncConn::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        cmd: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
+        match self {
+            AsyncConn::Single(c) => c.req_packed_commands(cmd, offset, count),
+            AsyncConn::Cluster(c) => c.req_packed_commands(cmd, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            AsyncConn::Single(c) => c.get_db(),
+            AsyncConn::Cluster(c) => c.get_db(),
+        }
+    }
+}
 
 /// A connection to Redis shared by every scenario's [`RedisStore`].
 pub struct RedisBackend {
@@ -195,6 +309,9 @@ pub struct RedisBackend {
     shown: String,
     fail: FailMode,
     pool: Mutex<Vec<Conn>>,
+    /// The connection decisions share (None until the first, and after a
+    /// failure until the next attempt).
+    shared: tokio::sync::Mutex<Option<AsyncConn>>,
     down: AtomicBool,
     outages: AtomicU64,
     last_failure: Mutex<Option<Instant>>,
@@ -225,13 +342,13 @@ impl RedisBackend {
                 .response_timeout(OP_TIMEOUT)
                 .build()
                 .with_context(bad)?;
-            Target::Cluster(client)
+            Target::Cluster(Box::new(client))
         } else if url.starts_with("redis://") || url.starts_with("rediss://") {
             if url.starts_with("rediss://") {
                 // The redis crate takes rustls' process-wide provider.
                 let _ = rustls::crypto::ring::default_provider().install_default();
             }
-            Target::Single(redis::Client::open(url).with_context(bad)?)
+            Target::Single(Box::new(redis::Client::open(url).with_context(bad)?))
         } else {
             anyhow::bail!(
                 "{}: write memory, redis://HOST:PORT[/DB], rediss://HOST:PORT[/DB] \
@@ -244,6 +361,7 @@ impl RedisBackend {
             shown: hide_password(url),
             fail,
             pool: Mutex::new(vec![]),
+            shared: tokio::sync::Mutex::new(None),
             down: AtomicBool::new(false),
             outages: AtomicU64::new(0),
             last_failure: Mutex::new(None),
@@ -354,6 +472,84 @@ impl RedisBackend {
     }
 }
 
+impl RedisBackend {
+    async fn connect_async(&self) -> RedisResult<AsyncConn> {
+        Ok(match &self.target {
+            Target::Single(c) => {
+                let cfg = redis::AsyncConnectionConfig::new()
+                    .set_connection_timeout(Some(OP_TIMEOUT))
+                    .set_response_timeout(Some(OP_TIMEOUT));
+                AsyncConn::Single(c.get_multiplexed_async_connection_with_config(&cfg).await?)
+            }
+            Target::Cluster(c) => AsyncConn::Cluster(c.get_async_connection().await?),
+        })
+    }
+
+    /// The shared async connection, made when there is none (at most one
+    /// attempt per [`RETRY_EVERY`] during an outage).
+    async fn conn_async(&self) -> Answer<AsyncConn> {
+        let mut shared = self.shared.lock().await;
+        if let Some(c) = &*shared {
+            return Ok(c.clone());
+        }
+        if self.down.load(Ordering::Relaxed) && self.recently_failed() {
+            return Err(Unavailable);
+        }
+        let made = tokio::time::timeout(OP_TIMEOUT, self.connect_async()).await;
+        match made {
+            Ok(Ok(c)) => {
+                *shared = Some(c.clone());
+                Ok(c)
+            }
+            Ok(Err(e)) => Err(self.failed(&e)),
+            Err(_) => Err(self.failed(&timed_out())),
+        }
+    }
+
+    /// Runs `op` on the shared connection within [`OP_TIMEOUT`]; a broken
+    /// connection is dropped so that the next call makes a new one.
+    async fn exec_async<T>(&self, op: &OpRun<'_>) -> Answer<T>
+    where
+        T: redis::FromRedisValue,
+    {
+        let mut conn = self.conn_async().await?;
+        let result = tokio::time::timeout(OP_TIMEOUT, op.run::<T>(&mut conn)).await;
+        let e = match result {
+            Ok(Ok(v)) => {
+                if self.down.swap(false, Ordering::Relaxed) {
+                    tracing::info!(store = %self.shown, "state store reachable again");
+                }
+                return Ok(v);
+            }
+            Ok(Err(e)) => e,
+            Err(_) => timed_out(),
+        };
+        if is_broken(&e) {
+            self.shared.lock().await.take();
+        }
+        Err(self.failed(&e))
+    }
+}
+
+/// One command for [`RedisBackend::exec_async`].
+enum OpRun<'a> {
+    Script(ScriptInvocation<'a>),
+    Cmd(redis::Cmd),
+}
+
+impl OpRun<'_> {
+    async fn run<T: redis::FromRedisValue>(&self, conn: &mut AsyncConn) -> RedisResult<T> {
+        match self {
+            OpRun::Script(inv) => inv.invoke_async(conn).await,
+            OpRun::Cmd(cmd) => cmd.query_async(conn).await,
+        }
+    }
+}
+
+fn timed_out() -> redis::RedisError {
+    redis::RedisError::from(std::io::Error::from(std::io::ErrorKind::TimedOut))
+}
+
 fn is_broken(e: &redis::RedisError) -> bool {
     e.is_io_error() || e.is_timeout() || e.is_connection_dropped() || e.is_connection_refusal()
 }
@@ -393,6 +589,168 @@ pub struct RedisStore {
 }
 
 impl RedisStore {
+    async fn script<T: redis::FromRedisValue>(
+        &self,
+        script: &Script,
+        key: &str,
+        args: impl FnOnce(&mut ScriptInvocation<'_>),
+    ) -> Answer<T> {
+        let mut inv = script.key(self.key(key));
+        args(&mut inv);
+        self.backend.exec_async(&OpRun::Script(inv)).await
+    }
+
+    /// A rule's gate and, when it applies, its counter: one script.
+    async fn rule_async(&self, g: &GateOp, count: Option<&str>) -> Answer<Done> {
+        let (script, key): (&Script, &str) = match g {
+            GateOp::Rate { key, .. } => (&RATE_RULE, key),
+            GateOp::Greylist { key, .. } => (&GREY_RULE, key),
+            GateOp::Reputation { key, .. } => (&TALLY_RULE, key),
+        };
+        let mut inv = script.key(self.key(key));
+        if let Some(c) = count {
+            inv.key(self.key(c));
+        }
+        match g {
+            GateOp::Rate { max, window, .. } => {
+                inv.arg(max).arg(ms(*window)).arg(self.backend.unique());
+            }
+            GateOp::Greylist {
+                retry_after,
+                expire,
+                ..
+            } => {
+                inv.arg(ms(*retry_after)).arg(ms(*expire));
+            }
+            GateOp::Reputation {
+                window,
+                min_attempts,
+                max_failure_rate,
+                ..
+            } => {
+                let width = (*window / 60).max(Duration::from_millis(1));
+                let rate = f64::from_bits(*max_failure_rate);
+                inv.arg(ms(*window))
+                    .arg(ms(width))
+                    .arg(min_attempts)
+                    .arg(rate.to_string());
+            }
+        }
+        inv.arg(ms(KEEP));
+        let (applies, count, attempts, failures): (u8, u64, u64, u64) =
+            self.backend.exec_async(&OpRun::Script(inv)).await?;
+        Ok(Done::Rule {
+            applies: applies == 1,
+            tally: Tally { attempts, failures },
+            count,
+        })
+    }
+
+    async fn incr_async(&self, key: &str) -> Answer<u64> {
+        self.script(&INCR, key, |i| {
+            i.arg(ms(KEEP));
+        })
+        .await
+    }
+
+    async fn open_async(&self, key: &str) -> Answer<u64> {
+        let lease = self.backend.unique();
+        let n = self
+            .script(&OPEN, key, |i| {
+                i.arg(&lease).arg(ms(LEASE_TTL));
+            })
+            .await?;
+        self.held(key).push(lease);
+        Ok(n)
+    }
+
+    async fn close_async(&self, key: &str) {
+        let key = self.key(key);
+        let Some(lease) = self.release(&key) else {
+            return;
+        };
+        let mut cmd = redis::cmd("ZREM");
+        cmd.arg(&key).arg(&lease);
+        // Best effort: a lease not removed now expires with its TTL.
+        let _: Answer<u64> = self.backend.exec_async(&OpRun::Cmd(cmd)).await;
+    }
+
+    async fn perform_async(&self, op: Op) -> Answer<Done> {
+        Ok(match op {
+            Op::Rule {
+                gate: Some(g),
+                count,
+            } => self.rule_async(&g, count.as_deref()).await?,
+            Op::Rule { gate: None, count } => Done::Rule {
+                applies: true,
+                tally: Tally::default(),
+                count: match count {
+                    Some(key) => self.incr_async(&key).await?,
+                    None => 1,
+                },
+            },
+            Op::Incr(keys) => {
+                let mut n = Vec::with_capacity(keys.len());
+                for k in &keys {
+                    n.push(self.incr_async(k).await?);
+                }
+                Done::Counts(n)
+            }
+            Op::Open(keys) => {
+                let mut n = Vec::with_capacity(keys.len());
+                for k in &keys {
+                    n.push(self.open_async(k).await?);
+                }
+                Done::Counts(n)
+            }
+            Op::Close(keys) => {
+                for k in &keys {
+                    self.close_async(k).await;
+                }
+                Done::Nothing
+            }
+            Op::Record(items) => {
+                for (key, failed, window) in &items {
+                    let width = (*window / 60).max(Duration::from_millis(1));
+                    // Best effort: an outage loses these outcomes, nothing more.
+                    let _: Answer<u8> = self
+                        .script(&RECORD, key, |i| {
+                            i.arg(*failed as u8).arg(ms(*window)).arg(ms(width));
+                        })
+                        .await;
+                }
+                Done::Nothing
+            }
+        })
+    }
+
+    /// The lease ids held under `key` (a short lock, never across I/O).
+    fn held(&self, key: &str) -> LeaseList<'_> {
+        LeaseList {
+            all: self
+                .backend
+                .leases
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()),
+            key: self.key(key),
+        }
+    }
+
+    /// Takes one lease of the full key `key`, if this instance holds one.
+    fn release(&self, key: &str) -> Option<String> {
+        let mut all = self
+            .backend
+            .leases
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let list = all.get_mut(key)?;
+        let lease = list.pop();
+        if list.is_empty() {
+            all.remove(key);
+        }
+        lease
+    }
+
     fn key(&self, key: &str) -> String {
         format!("{}{key}", self.prefix)
     }
@@ -429,7 +787,29 @@ impl RedisStore {
     }
 }
 
+/// The leases of one key, under the lease map's lock.
+struct LeaseList<'a> {
+    all: std::sync::MutexGuard<'a, HashMap<String, Vec<String>>>,
+    key: String,
+}
+
+impl LeaseList<'_> {
+    fn push(mut self, lease: String) {
+        let key = std::mem::take(&mut self.key);
+        self.all.entry(key).or_default().push(lease);
+    }
+}
+
 impl StateStore for RedisStore {
+    /// Never on the spot: every operation is network I/O.
+    fn run_now(&self, _: &Op, _: Instant) -> Option<Answer<Done>> {
+        None
+    }
+
+    fn perform(&self, op: Op, _: Instant) -> Pending<'_> {
+        Box::pin(self.perform_async(op))
+    }
+
     fn incr(&self, key: &str) -> Answer<u64> {
         self.run(&INCR, key, |i| {
             i.arg(ms(KEEP));
@@ -469,34 +849,15 @@ impl StateStore for RedisStore {
         let n = self.run(&OPEN, key, |i| {
             i.arg(&lease).arg(ms(LEASE_TTL));
         })?;
-        self.backend
-            .leases
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(self.key(key))
-            .or_default()
-            .push(lease);
+        self.held(key).push(lease);
         Ok(n)
     }
 
     fn close(&self, key: &str) {
         let key = self.key(key);
-        let lease = {
-            let mut all = self
-                .backend
-                .leases
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
-            let Some(list) = all.get_mut(&key) else {
-                return;
-            };
-            let lease = list.pop();
-            if list.is_empty() {
-                all.remove(&key);
-            }
-            lease
+        let Some(lease) = self.release(&key) else {
+            return;
         };
-        let Some(lease) = lease else { return };
         // Best effort: a lease not removed now expires with its TTL.
         let _ = self
             .backend
