@@ -439,14 +439,34 @@ fn not_kept(rest: Vec<Output>) -> Vec<Output> {
 }
 
 /// Serves one connection to the end.
+///
+/// This future is what an idle session costs beyond its socket, so it is
+/// the task itself (no wrapper holding copies of its arguments), and the
+/// rare, large steps inside it are boxed: the PROXY header, the TLS
+/// handshake, storing a message, drips and scripted waits.
 pub async fn serve(
     conn: Arc<Conn>,
-    stream: TcpStream,
-    peer: SocketAddr,
+    mut stream: TcpStream,
+    mut peer: SocketAddr,
     active: Arc<Active>,
     id: u64,
     implicit_tls: bool,
+    _permit: tokio::sync::OwnedSemaphorePermit,
 ) {
+    if conn.proxy {
+        let header = Box::pin(super::proxy::read_header(
+            &mut stream,
+            peer,
+            super::proxy::HEADER_TIMEOUT,
+        ));
+        match header.await {
+            Ok(client) => peer = client,
+            Err(e) => {
+                tracing::info!(session = id, peer = %peer, listener = %conn.listener, "closed: {e}");
+                return;
+            }
+        }
+    }
     let _ = stream.set_nodelay(true);
     let limits = conn.limits.clone();
     let mut d = Driver {

@@ -377,7 +377,7 @@ async fn accept_loop(
         let implicit = slot.implicit_tls();
         match permits.clone().try_acquire_owned() {
             Ok(permit) => {
-                tracker.spawn(session_task(
+                tracker.spawn(connection::serve(
                     conn, stream, peer, active, id, implicit, permit,
                 ));
             }
@@ -420,33 +420,6 @@ async fn accept_loop(
     }
 }
 
-/// One accepted connection, from its PROXY header (if the listener wants
-/// one) to its close. Its future is what an idle session costs beyond its
-/// socket, so the rare and large steps inside are boxed (see
-/// `connection::serve`).
-async fn session_task(
-    conn: Arc<connection::Conn>,
-    mut stream: tokio::net::TcpStream,
-    mut peer: SocketAddr,
-    active: Arc<Active>,
-    id: u64,
-    implicit: bool,
-    permit: tokio::sync::OwnedSemaphorePermit,
-) {
-    if conn.proxy {
-        let header = Box::pin(proxy::read_header(&mut stream, peer, proxy::HEADER_TIMEOUT));
-        match header.await {
-            Ok(client) => peer = client,
-            Err(e) => {
-                tracing::info!(session = id, peer = %peer, listener = %conn.listener, "closed: {e}");
-                return;
-            }
-        }
-    }
-    connection::serve(conn, stream, peer, active, id, implicit).await;
-    drop(permit);
-}
-
 /// Parses `ADDR` or `ADDR=FILE` as given to `--listen`.
 pub fn parse_listen(s: &str, default: &Source) -> anyhow::Result<ListenerSpec> {
     let (addr, source) = match s.split_once('=') {
@@ -467,7 +440,7 @@ pub fn parse_listen(s: &str, default: &Source) -> anyhow::Result<ListenerSpec> {
 mod tests {
     use super::*;
 
-    /// An idle session costs its task: the future of `session_task` plus
+    /// An idle session costs its task: the future of `connection::serve` plus
     /// tokio's task header. Keeping it small keeps 10,000 idle sessions
     /// under 4 KiB each (docs/performance.md, "Idle sessions").
     #[tokio::test]
@@ -496,11 +469,11 @@ mod tests {
             proxy: false,
         });
         let permit = Arc::new(Semaphore::new(1)).try_acquire_owned().unwrap();
-        let task = session_task(conn, stream, peer, slot.current(), 1, false, permit);
+        let task = connection::serve(conn, stream, peer, slot.current(), 1, false, permit);
         let size = std::mem::size_of_val(&task);
         println!("session future: {size} bytes");
         // 2,712 bytes (debug build) before the handshake, the store and
-        // the rare waits were boxed.
-        assert!(size <= 2048, "the session future grew to {size} bytes");
+        // the rare waits were boxed and the task lost its wrapper.
+        assert!(size <= 1600, "the session future grew to {size} bytes");
     }
 }
