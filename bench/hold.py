@@ -4,22 +4,50 @@ idle session. Opens them at most BATCH at a time, waits for each greeting,
 prints "held N" when all are open, then keeps them until stdin closes or
 LIMIT seconds pass. Loopback only.
 
-    python3 bench/hold.py PORT N [LIMIT]
+    python3 bench/hold.py PORT N [LIMIT] [--starttls]
+
+With --starttls each session says EHLO and STARTTLS and completes the TLS
+handshake (the certificate is not checked) before it idles: what an idle
+TLS session costs.
 """
 import selectors
 import socket
+import ssl
 import sys
 import time
 
 BATCH = 200  # handshakes in flight: stays under any listen backlog
 
 
+def starttls(s, ctx):
+    """EHLO, STARTTLS, handshake; blocking with a timeout. True when done."""
+    s.setblocking(True)
+    s.settimeout(10)
+    try:
+        f = s.makefile("rb")
+        s.sendall(b"EHLO hold.test\r\n")
+        line = f.readline()
+        while line[3:4] == b"-":
+            line = f.readline()
+        s.sendall(b"STARTTLS\r\n")
+        if not f.readline().startswith(b"220"):
+            return None
+        return ctx.wrap_socket(s, server_hostname="mailfault.test")
+    except OSError:
+        return None
+
+
 def main():
-    port, n = int(sys.argv[1]), int(sys.argv[2])
-    limit = float(sys.argv[3]) if len(sys.argv) > 3 else 120.0
+    args = [a for a in sys.argv[1:] if not a.startswith("--")]
+    tls = "--starttls" in sys.argv
+    port, n = int(args[0]), int(args[1])
+    limit = float(args[2]) if len(args) > 2 else 120.0
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
     deadline = time.monotonic() + limit
     sel = selectors.DefaultSelector()
-    held, pending, greeted, failed = [], 0, 0, 0
+    held, wrapped, pending, greeted, failed = [], [], 0, 0, 0
     while greeted + failed < n and time.monotonic() < deadline:
         while pending < BATCH and len(held) < n:
             s = socket.socket()
@@ -33,10 +61,17 @@ def main():
             sel.unregister(s)
             pending -= 1
             try:
-                if s.recv(4096).startswith(b"220"):
-                    greeted += 1
-                else:
+                if not s.recv(4096).startswith(b"220"):
                     failed += 1
+                elif tls:
+                    t = starttls(s, ctx)
+                    if t is None:
+                        failed += 1
+                    else:
+                        wrapped.append(t)
+                        greeted += 1
+                else:
+                    greeted += 1
             except OSError:
                 failed += 1
     print(f"held {greeted} failed {failed}", flush=True)
@@ -45,7 +80,7 @@ def main():
         r = sys.stdin.readline()
         if r == "":
             break
-    for s in held:
+    for s in wrapped + held:
         s.close()
 
 

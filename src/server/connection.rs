@@ -9,7 +9,7 @@ use std::time::Duration;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::{sleep, timeout_at, Instant};
 use tokio_rustls::server::TlsStream;
@@ -25,48 +25,39 @@ use crate::state::Op;
 
 /// Bytes per piece when a reply drips.
 pub const DRIP_CHUNK: usize = 4;
-/// Most bytes one read takes. A session in the clear has no buffer of its
-/// own: it waits for the socket to be readable, then reads into its
-/// thread's buffer and feeds the session before it next waits, so an idle
-/// session holds no read buffer. A TLS session keeps one (rustls holds its
-/// own buffers anyway).
+/// Most bytes one read takes. No session has a read buffer of its own:
+/// each read borrows its worker thread's buffer for one poll and feeds the
+/// session before it returns, so an idle session, in the clear or under
+/// TLS, holds no read buffer (rustls keeps its own record buffers).
 const READ_BUFFER: usize = 16 * 1024;
 
 thread_local! {
-    /// The read buffer the plain sessions of this worker thread share.
+    /// The read buffer the sessions of this worker thread share.
     static READ: std::cell::RefCell<Box<[u8]>> =
         std::cell::RefCell::new(vec![0u8; READ_BUFFER].into_boxed_slice());
 }
 
 /// Waits for bytes and feeds them to the session: its outputs, or None at
-/// the end of the stream. Cancel-safe: bytes read are fed before any wait.
+/// the end of the stream. Cancel-safe: bytes read are fed in the same poll
+/// (a pending read keeps no bytes: tokio's `AsyncRead` contract).
 async fn read_feed(
     stream: &mut Stream,
     session: &mut Session,
-    tls_buf: &mut Vec<u8>,
 ) -> std::io::Result<Option<Vec<Output>>> {
-    let feed = |session: &mut Session, bytes: &[u8]| match bytes.len() {
-        0 => None,
-        _ => Some(session.feed(bytes, Instant::now().into_std())),
-    };
-    let Stream::Plain(tcp) = stream else {
-        if tls_buf.is_empty() {
-            tls_buf.resize(READ_BUFFER, 0);
-        }
-        let n = stream.read(tls_buf).await?;
-        return Ok(feed(session, &tls_buf[..n]));
-    };
-    loop {
-        tcp.readable().await?;
-        let read = READ.with_borrow_mut(|buf| match tcp.try_read(buf) {
-            Ok(n) => Ok(feed(session, &buf[..n])),
-            Err(e) => Err(e),
-        });
-        match read {
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
-            r => return r,
-        }
-    }
+    std::future::poll_fn(|cx| {
+        READ.with_borrow_mut(|buf| {
+            let mut read = ReadBuf::new(buf);
+            match Pin::new(&mut *stream).poll_read(cx, &mut read) {
+                Poll::Ready(Ok(())) => Poll::Ready(Ok(match read.filled() {
+                    [] => None,
+                    bytes => Some(session.feed(bytes, Instant::now().into_std())),
+                })),
+                Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+                Poll::Pending => Poll::Pending,
+            }
+        })
+    })
+    .await
 }
 /// No session lives longer than this, whatever it does.
 pub const MAX_SESSION: Duration = Duration::from_secs(3600);
@@ -90,8 +81,9 @@ enum Flow {
     Closed,
     Hang,
     StartTls,
-    /// The session waits for this store operation.
-    Store(Op),
+    /// The session waits for this store operation (boxed: only a store
+    /// with I/O waits, and the flow lives in every idle session's future).
+    Store(Box<Op>),
 }
 
 /// The connection, in the clear or under TLS (after STARTTLS or from the
@@ -136,9 +128,13 @@ impl AsyncWrite for Stream {
             Stream::Gone => Poll::Ready(Ok(())),
         }
     }
+    /// In the clear there is nothing to do: every shutdown here is followed
+    /// at once by dropping the stream, whose close sends the same FIN, so
+    /// a `shutdown(2)` call would only cost a system call per connection.
+    /// Under TLS it sends the close_notify alert (RFC 8446 §6.1).
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         match self.get_mut() {
-            Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Plain(_) => Poll::Ready(Ok(())),
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
             Stream::Gone => Poll::Ready(Ok(())),
         }
@@ -214,7 +210,7 @@ impl Driver<'_> {
                 Output::Wait(d) => {
                     delay_ms = Some(d.as_millis() as u64);
                     tokio::select! {
-                        _ = sleep(d) => {}
+                        _ = Box::pin(sleep(d)) => {}
                         _ = self.conn.hard_stop.cancelled() => return Flow::Continue,
                     }
                 }
@@ -235,7 +231,7 @@ impl Driver<'_> {
                     self.log_refusal(code, &text, rule.as_deref());
                     self.conn.capture.metrics().reply(self.stage, code, &text);
                     let sent = match drip {
-                        Some(pause) => self.drip(&bytes, pause).await,
+                        Some(pause) => Box::pin(self.drip(&bytes, pause)).await,
                         None => self.stream.write_all(&bytes).await,
                     };
                     self.record(EventKind::Reply {
@@ -251,13 +247,13 @@ impl Driver<'_> {
                     }
                 }
                 Output::Message(m) => {
-                    if !self.keep(*m).await {
+                    if !Box::pin(self.keep(*m)).await {
                         outs = not_kept(outs.collect()).into_iter();
                     }
                 }
                 Output::StartTls => return Flow::StartTls,
                 // Always the last of its batch: the session waits for it.
-                Output::Store(op) => return Flow::Store(op),
+                Output::Store(op) => return Flow::Store(Box::new(op)),
                 Output::Effect(op) => {
                     // Awaited in order: the next decision sees its effect.
                     let _ = self.store(op).await;
@@ -287,7 +283,7 @@ impl Driver<'_> {
     /// The session ended: its open-session counts go down.
     async fn release(&self) {
         if let Some(op) = self.engine.session_closed(self.id) {
-            let _ = self.store(op).await;
+            let _ = Box::pin(self.store(op)).await;
         }
     }
 
@@ -470,14 +466,34 @@ fn not_kept(rest: Vec<Output>) -> Vec<Output> {
 }
 
 /// Serves one connection to the end.
+///
+/// This future is what an idle session costs beyond its socket, so it is
+/// the task itself (no wrapper holding copies of its arguments), and the
+/// rare, large steps inside it are boxed: the PROXY header, the TLS
+/// handshake, storing a message, drips and scripted waits.
 pub async fn serve(
     conn: Arc<Conn>,
-    stream: TcpStream,
-    peer: SocketAddr,
+    mut stream: TcpStream,
+    mut peer: SocketAddr,
     active: Arc<Active>,
     id: u64,
     implicit_tls: bool,
+    _permit: tokio::sync::OwnedSemaphorePermit,
 ) {
+    if conn.proxy {
+        let header = Box::pin(super::proxy::read_header(
+            &mut stream,
+            peer,
+            super::proxy::HEADER_TIMEOUT,
+        ));
+        match header.await {
+            Ok(client) => peer = client,
+            Err(e) => {
+                tracing::info!(session = id, peer = %peer, listener = %conn.listener, "closed: {e}");
+                return;
+            }
+        }
+    }
     let _ = stream.set_nodelay(true);
     let limits = conn.limits.clone();
     let mut d = Driver {
@@ -495,14 +511,14 @@ pub async fn serve(
     });
     // Counted until this function returns, however the session ends.
     let Some(_ip_slot) = limits.per_ip.enter(peer.ip()) else {
-        d.refuse_per_ip(&active.session.hostname).await;
+        Box::pin(d.refuse_per_ip(&active.session.hostname)).await;
         d.release().await;
         return;
     };
     let mut session = Session::new(active.session.clone(), active.engine.clone(), peer, id);
     session.set_budget(limits.budget.clone());
     if implicit_tls {
-        if !d.handshake(active.tls.as_ref()).await {
+        if !Box::pin(d.handshake(active.tls.as_ref())).await {
             d.release().await;
             return;
         }
@@ -511,13 +527,12 @@ pub async fn serve(
     let idle = active.idle_timeout;
     let session_end = Instant::now() + limits.lifetime;
     let mut flow = d.perform(session.greet(Instant::now().into_std())).await;
-    let mut tls_buf = Vec::new();
     let mut deadline = Instant::now() + idle;
     loop {
         match flow {
             Flow::Continue => {}
             Flow::StartTls => {
-                if !d.handshake(active.tls.as_ref()).await {
+                if !Box::pin(d.handshake(active.tls.as_ref())).await {
                     flow = Flow::Closed;
                     break;
                 }
@@ -528,7 +543,7 @@ pub async fn serve(
             Flow::Store(op) => {
                 // A decision waits for the store: nothing more is read
                 // until the session has its answer.
-                let done = d.store(op).await;
+                let done = Box::pin(d.store(*op)).await;
                 let outputs = session.resume(done, Instant::now().into_std());
                 deadline = Instant::now() + idle;
                 flow = d.perform(outputs).await;
@@ -540,7 +555,7 @@ pub async fn serve(
             continue;
         }
         let read = tokio::select! {
-            r = timeout_at(deadline.min(session_end), read_feed(&mut d.stream, &mut session, &mut tls_buf)) => r,
+            r = timeout_at(deadline.min(session_end), read_feed(&mut d.stream, &mut session)) => r,
             _ = conn.hard_stop.cancelled() => continue,
         };
         flow = match read {
