@@ -278,6 +278,16 @@ fn next_queue_id() -> String {
 }
 
 /// One SMTP session.
+/// A decision that waits for the store, and what waits behind it.
+struct Wait {
+    /// Where the policy stopped.
+    at: Cursor,
+    /// What to run again when it is answered.
+    replay: Option<Replay>,
+    /// Input that arrived behind the suspended command, unprocessed.
+    held: Vec<u8>,
+}
+
 pub struct Session {
     cfg: Arc<SessionConfig>,
     policy: Arc<dyn Policy>,
@@ -299,14 +309,11 @@ pub struct Session {
     out: Vec<Output>,
     /// The server's budget for message bytes in flight (None: unbounded).
     budget: Option<Arc<MemoryBudget>>,
-    /// A decision waits for the store at this cursor.
-    waiting: Option<Cursor>,
-    /// What to run again when it is answered.
-    replay: Option<Replay>,
+    /// A decision waiting for the store (boxed: a session keeps it only
+    /// while it waits, and sessions are many).
+    wait: Option<Box<Wait>>,
     /// The store's answer, for the decision run again.
-    answer: Option<(Cursor, Result<Done, Unavailable>)>,
-    /// Input that arrived behind the suspended command, unprocessed.
-    held: Vec<u8>,
+    answer: Option<Box<(Cursor, Result<Done, Unavailable>)>>,
     /// A command line runs again: its `Output::Command` was given.
     replaying: bool,
 }
@@ -337,10 +344,8 @@ impl Session {
             tag: None,
             out: Vec::new(),
             budget: None,
-            waiting: None,
-            replay: None,
+            wait: None,
             answer: None,
-            held: Vec::new(),
             replaying: false,
         }
     }
@@ -372,7 +377,7 @@ impl Session {
     /// True while a decision waits for the store: the driver performs the
     /// `Output::Store` and calls [`Session::resume`] before it reads more.
     pub fn is_suspended(&self) -> bool {
-        self.waiting.is_some()
+        self.wait.is_some()
     }
 
     /// Goes on with the decision that waited for the store, `done` being
@@ -381,10 +386,15 @@ impl Session {
     /// them).
     pub fn resume(&mut self, done: Result<Done, Unavailable>, now: Instant) -> Vec<Output> {
         self.now = now;
-        let (Some(at), Some(replay)) = (self.waiting.take(), self.replay.take()) else {
+        let Some(Wait {
+            at,
+            replay: Some(replay),
+            held,
+        }) = self.wait.take().map(|w| *w)
+        else {
             return std::mem::take(&mut self.out);
         };
-        self.answer = Some((at, done));
+        self.answer = Some(Box::new((at, done)));
         match replay {
             Replay::Greet => self.greet_now(),
             Replay::Line { line, pipelined } => {
@@ -401,15 +411,15 @@ impl Session {
             } => self.finish_message(body, chunked, forced),
         }
         self.answer = None;
-        if !self.is_suspended() {
-            let held = std::mem::take(&mut self.held);
-            if self.is_stopped() {
-                if !held.is_empty() {
-                    self.after_stop(&held);
-                }
-            } else {
-                self.feed_input(&held);
+        if let Some(w) = &mut self.wait {
+            // Waiting again: what was held stays behind the new decision.
+            w.held = held;
+        } else if self.is_stopped() {
+            if !held.is_empty() {
+                self.after_stop(&held);
             }
+        } else {
+            self.feed_input(&held);
         }
         std::mem::take(&mut self.out)
     }
@@ -417,8 +427,8 @@ impl Session {
     /// A handler stopped at a decision that waits: keep what runs it again
     /// (unless a deeper one kept something more precise).
     fn suspended_at(&mut self, replay: impl FnOnce() -> Replay) {
-        if self.is_suspended() && self.replay.is_none() {
-            self.replay = Some(replay());
+        if let Some(w) = self.wait.as_mut().filter(|w| w.replay.is_none()) {
+            w.replay = Some(replay());
         }
     }
 
@@ -448,9 +458,9 @@ impl Session {
     /// Processes bytes from the client.
     pub fn feed(&mut self, input: &[u8], now: Instant) -> Vec<Output> {
         self.now = now;
-        if self.is_suspended() {
+        if let Some(w) = &mut self.wait {
             // Not to be read before the decision in front of it.
-            self.held.extend_from_slice(input);
+            w.held.extend_from_slice(input);
         } else {
             self.feed_input(input);
         }
@@ -460,10 +470,10 @@ impl Session {
     fn feed_input(&mut self, input: &[u8]) {
         let mut pos = 0;
         while pos < input.len() {
-            if self.is_suspended() {
+            if let Some(w) = &mut self.wait {
                 // RFC 2920 §3.1: pipelined commands are taken in order; the
                 // ones behind a waiting decision wait with it.
-                self.held.extend_from_slice(&input[pos..]);
+                w.held.extend_from_slice(&input[pos..]);
                 break;
             }
             let rest = &input[pos..];
@@ -564,9 +574,7 @@ impl Session {
     /// A decision that waited will not be resumed: what it held goes (a
     /// message body gives its memory back).
     fn forget_suspended(&mut self) {
-        self.waiting = None;
-        self.replay = None;
-        self.held = Vec::new();
+        self.wait = None;
     }
 
     /// The TLS handshake completed: RFC 3207 §4.2, the server forgets what it
@@ -689,7 +697,7 @@ impl Session {
         command: Option<&Command>,
         facts: Facts<'_>,
     ) -> Result<Option<Decision>, Suspended> {
-        let answer = self.answer.take();
+        let answer = self.answer.take().map(|a| *a);
         let ctx = self.context(stage, command, facts);
         let asked = match answer {
             Some((at, done)) => self.policy.resume(&ctx, self.now, at, done),
@@ -699,7 +707,11 @@ impl Session {
             Asked::Decided(d) => Ok(d),
             Asked::Suspend { at, op } => {
                 self.out.push(Output::Store(op));
-                self.waiting = Some(at);
+                self.wait = Some(Box::new(Wait {
+                    at,
+                    replay: None,
+                    held: Vec::new(),
+                }));
                 Err(Suspended)
             }
         }
