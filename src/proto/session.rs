@@ -273,11 +273,13 @@ static QUEUE_ID: AtomicU64 = AtomicU64::new(0);
 
 fn next_queue_id() -> String {
     let n = QUEUE_ID.fetch_add(1, Ordering::Relaxed);
-    let seed = std::process::id() as u64;
+    // The process id, asked once: it is a system call, and this runs for
+    // every message.
+    static PID: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    let seed = *PID.get_or_init(|| u64::from(std::process::id()));
     format!("{:05X}{:07X}", seed & 0xFFFFF, n & 0xFFF_FFFF)
 }
 
-/// One SMTP session.
 /// A decision that waits for the store, and what waits behind it.
 struct Wait {
     /// Where the policy stopped.
@@ -288,6 +290,7 @@ struct Wait {
     held: Vec<u8>,
 }
 
+/// One SMTP session.
 pub struct Session {
     cfg: Arc<SessionConfig>,
     policy: Arc<dyn Policy>,
