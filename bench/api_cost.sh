@@ -5,13 +5,16 @@
 # alternating, several rounds. Loopback only; every load is bounded in
 # messages and in time.
 #
-#   bench/api_cost.sh [ROUNDS]   # needs smtp-source (Debian: postfix) and curl
+#   bench/api_cost.sh [--fresh] [ROUNDS]   # needs smtp-source (Debian: postfix) and curl
+#
+# --fresh starts a new server for every run instead of one for all runs.
 #
 # Prints one line per run and the median per mode; the figures go into
 # docs/performance.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+[ "${1:-}" = --fresh ] && { FRESH=1; shift; }
 rounds=${1:-5}
 command -v smtp-source >/dev/null || { echo "smtp-source not found (apt-get install postfix)"; exit 1; }
 command -v curl >/dev/null || { echo "curl not found"; exit 1; }
@@ -21,16 +24,22 @@ tmp=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$tmp"' EXIT
 
 printf '[server]\nhostname = "bench.test"\n' > "$tmp/healthy.toml"
-$bin serve --listen 127.0.0.1:0="$tmp/healthy.toml" --api 127.0.0.1:0 \
-  --max-connections 10000 --no-watch > "$tmp/mf.out" 2> /dev/null &
-server=$!
-for _ in $(seq 50); do
-  [ "$(wc -l < "$tmp/mf.out")" -ge 2 ] && break
-  sleep 0.1
-done
-smtp=$(sed -n 's#^listening smtp://\([^ ]*\) .*#\1#p' "$tmp/mf.out")
-api=$(sed -n 's#^listening \(http://[^ ]*\) api#\1#p' "$tmp/mf.out")
-[ -n "$smtp" ] && [ -n "$api" ] || { echo "serve printed no listening lines"; exit 1; }
+start_server() {
+  $bin serve --listen 127.0.0.1:0="$tmp/healthy.toml" --api 127.0.0.1:0 \
+    --max-connections 10000 --no-watch > "$tmp/mf.out" 2> /dev/null &
+  server=$!
+  for _ in $(seq 50); do
+    [ "$(wc -l < "$tmp/mf.out")" -ge 2 ] && break
+    sleep 0.1
+  done
+  smtp=$(sed -n 's#^listening smtp://\([^ ]*\) .*#\1#p' "$tmp/mf.out")
+  api=$(sed -n 's#^listening \(http://[^ ]*\) api#\1#p' "$tmp/mf.out")
+  [ -n "$smtp" ] && [ -n "$api" ] || { echo "serve printed no listening lines"; exit 1; }
+}
+stop_server() { kill "$server"; wait "$server" 2>/dev/null || true; : > "$tmp/mf.out"; }
+# --fresh: a new server for every run; otherwise one server for all runs.
+fresh=${FRESH:-}
+[ -z "$fresh" ] && start_server
 
 # 20 kept connections, 20,000 messages of 1 KB: the SMTP loop at full
 # speed, where a per-event cost would show most.
@@ -42,6 +51,7 @@ hz=$(getconf CLK_TCK)
 
 run() { # mode subscribers
   local mode=$1 subs=$2 pids=() start end secs got t0 t1
+  [ -n "$fresh" ] && start_server
   for _ in $(seq "$subs"); do
     curl -sN "$api/api/v1/events" > "$tmp/sse.$RANDOM" &
     pids+=($!)
@@ -59,6 +69,8 @@ run() { # mode subscribers
     "$(echo "${load[3]} / $secs" | bc -l)" "$(echo "($t1 - $t0) * 1000000 / $hz / ${load[3]}" | bc -l)" "$got"
   # Forget the messages so every run starts from the same store.
   curl -s -X DELETE "$api/api/v1/messages" > /dev/null
+  [ -n "$fresh" ] && stop_server
+  return 0
 }
 
 for r in $(seq "$rounds"); do
