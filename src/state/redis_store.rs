@@ -144,25 +144,29 @@ static GREY_RULE: LazyLock<Script> = LazyLock::new(|| {
     )
 });
 
+/// Sums the reputation buckets whose start is inside the window into `a`
+/// (attempts) and `f` (failures). ARGV[1]: window_ms, ARGV[2]: width_ms.
+const SUM_BUCKETS: &str = "local w, width = tonumber(ARGV[1]), tonumber(ARGV[2])\n\
+     local all = redis.call('HGETALL', KEYS[1])\n\
+     local a, f = 0, 0\n\
+     for i = 1, #all, 2 do\n\
+       local name = all[i]\n\
+       if now - tonumber(string.sub(name, 2)) * width < w then\n\
+         if string.sub(name, 1, 1) == 'a' then a = a + tonumber(all[i + 1])\n\
+         else f = f + tonumber(all[i + 1]) end\n\
+       end\n\
+     end\n";
+
 /// A reputation gate and its rule's counter. ARGV: window_ms, width_ms,
 /// min_attempts, max_failure_rate, keep_ms. Returns {applies, count,
 /// attempts, failures}.
 static TALLY_RULE: LazyLock<Script> = LazyLock::new(|| {
-    rule_script(
-        "local w, width = tonumber(ARGV[1]), tonumber(ARGV[2])\n\
-         local all = redis.call('HGETALL', KEYS[1])\n\
-         local a, f = 0, 0\n\
-         for i = 1, #all, 2 do\n\
-           local name = all[i]\n\
-           if now - tonumber(string.sub(name, 2)) * width < w then\n\
-             if string.sub(name, 1, 1) == 'a' then a = a + tonumber(all[i + 1])\n\
-             else f = f + tonumber(all[i + 1]) end\n\
-           end\n\
-         end\n\
+    rule_script(&format!(
+        "{SUM_BUCKETS}\
          local applies = 0\n\
          if a > 0 and a >= tonumber(ARGV[3]) and f / a > tonumber(ARGV[4]) then applies = 1 end\n\
-         return {applies, counted(applies), a, f}",
-    )
+         return {{applies, counted(applies), a, f}}"
+    ))
 });
 
 /// One more lease. ARGV: lease id, ttl_ms. Returns the live leases.
@@ -205,21 +209,7 @@ static RECORD: LazyLock<Script> = LazyLock::new(|| {
 
 /// Sums the buckets whose start is inside the window. ARGV: window_ms,
 /// width_ms. Returns {attempts, failures}.
-static TALLY: LazyLock<Script> = LazyLock::new(|| {
-    script(
-        "local w, width = tonumber(ARGV[1]), tonumber(ARGV[2])\n\
-         local all = redis.call('HGETALL', KEYS[1])\n\
-         local a, f = 0, 0\n\
-         for i = 1, #all, 2 do\n\
-           local name = all[i]\n\
-           if now - tonumber(string.sub(name, 2)) * width < w then\n\
-             if string.sub(name, 1, 1) == 'a' then a = a + tonumber(all[i + 1])\n\
-             else f = f + tonumber(all[i + 1]) end\n\
-           end\n\
-         end\n\
-         return {a, f}",
-    )
-});
+static TALLY: LazyLock<Script> = LazyLock::new(|| script(&format!("{SUM_BUCKETS}return {{a, f}}")));
 
 /// The first stored value wins. ARGV: value, keep_ms. Returns the value.
 static FIRST: LazyLock<Script> = LazyLock::new(|| {
