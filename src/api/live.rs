@@ -42,6 +42,9 @@ fn lagged(missed: u64) -> Vec<u8> {
 pub struct Feed {
     rx: broadcast::Receiver<Arc<Event>>,
     session: Option<u64>,
+    /// The size of the last batch: the next one starts with room for as
+    /// much, instead of growing to it by doubling.
+    last: usize,
 }
 
 impl Feed {
@@ -49,6 +52,7 @@ impl Feed {
         Self {
             rx: capture.live(),
             session,
+            last: 0,
         }
     }
 
@@ -74,7 +78,7 @@ impl Feed {
     /// [`GATHER`], then takes everything that came meanwhile. Some(None)
     /// once no more can come; else the chunk and how many events it holds.
     async fn gather(&mut self, wait: Duration) -> Option<Option<(Vec<u8>, u64)>> {
-        let mut out = vec![];
+        let mut out = Vec::with_capacity(self.last);
         let first = match tokio::time::timeout(wait, self.rx.recv()).await {
             Err(_quiet) => return None,
             Ok(Ok(ev)) => Ok(ev),
@@ -92,6 +96,7 @@ impl Feed {
                 Err(TryRecvError::Empty | TryRecvError::Closed) => break,
             };
         }
+        self.last = out.len();
         Some(Some((out, count)))
     }
 
