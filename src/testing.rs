@@ -213,8 +213,8 @@ impl TestServer {
                 order.push(e.session);
                 Transcript {
                     session: e.session,
-                    listener: e.listener.clone(),
-                    scenario: e.scenario.clone(),
+                    listener: e.listener.to_string(),
+                    scenario: e.scenario.to_string(),
                     events: vec![],
                 }
             });

@@ -58,8 +58,8 @@ impl Summary {
     fn start(ev: &Event, client: &str) -> Self {
         Self {
             id: ev.session,
-            listener: ev.listener.clone(),
-            scenario: ev.scenario.clone(),
+            listener: ev.listener.to_string(),
+            scenario: ev.scenario.to_string(),
             client: client.to_string(),
             started: ev.ts.clone(),
             ended: None,

@@ -254,8 +254,9 @@ pub fn scenario_hash(text: &[u8]) -> String {
 pub struct Event {
     /// RFC 3339, milliseconds, UTC.
     pub ts: String,
-    pub listener: String,
-    pub scenario: String,
+    /// Shared by a session's events (see [`Capture::record`]).
+    pub listener: Arc<str>,
+    pub scenario: Arc<str>,
     pub session: u64,
     #[serde(flatten)]
     pub kind: EventKind,
@@ -297,6 +298,29 @@ impl Event {
         let mut out = Vec::with_capacity(256);
         self.write_json(&mut out);
         out
+    }
+}
+
+thread_local! {
+    // The names last recorded on this thread: a thread runs one session at
+    // a time, and a session's events all name the same listener and
+    // scenario, so they share one copy instead of two new strings an
+    // event (which, scattered over the heap, were also what made encoding
+    // events for a live stream slow).
+    static LAST_LISTENER: std::cell::RefCell<Option<Arc<str>>> = const { std::cell::RefCell::new(None) };
+    static LAST_SCENARIO: std::cell::RefCell<Option<Arc<str>>> = const { std::cell::RefCell::new(None) };
+}
+
+/// `s` as a shared string: the one in `last` when it is the same.
+fn shared(last: &std::cell::RefCell<Option<Arc<str>>>, s: &str) -> Arc<str> {
+    let mut last = last.borrow_mut();
+    match last.as_ref() {
+        Some(l) if **l == *s => l.clone(),
+        _ => {
+            let new: Arc<str> = Arc::from(s);
+            *last = Some(new.clone());
+            new
+        }
     }
 }
 
@@ -370,8 +394,8 @@ impl Capture {
         self.metrics.observe(scenario, &kind);
         let event = Arc::new(Event {
             ts: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
-            listener: listener.to_string(),
-            scenario: scenario.to_string(),
+            listener: LAST_LISTENER.with(|l| shared(l, listener)),
+            scenario: LAST_SCENARIO.with(|l| shared(l, scenario)),
             session,
             kind,
         });

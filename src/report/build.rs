@@ -95,7 +95,7 @@ fn shared_ips(events: &[Event]) -> HashSet<String> {
     let mut ip_of: HashMap<(&str, u64), String> = HashMap::new();
     let mut names: HashMap<String, HashSet<&str>> = HashMap::new();
     for ev in events {
-        let key = (ev.listener.as_str(), ev.session);
+        let key = (&*ev.listener, ev.session);
         match &ev.kind {
             EventKind::Connect { client } => {
                 ip_of.insert(key, sender_of(client));
@@ -143,7 +143,7 @@ pub fn build(events: &[Event], expects: &[Expect], skipped_lines: usize) -> Repo
         shared_ips: shared_ips(events),
         expects,
     };
-    let mut sessions: HashMap<(String, u64), SessionState> = HashMap::new();
+    let mut sessions: HashMap<(std::sync::Arc<str>, u64), SessionState> = HashMap::new();
     let mut count = 0;
     for ev in events {
         let key = (ev.listener.clone(), ev.session);
@@ -174,7 +174,7 @@ pub fn build(events: &[Event], expects: &[Expect], skipped_lines: usize) -> Repo
 impl SessionState {
     fn new(ev: &Event, client: &str, sender: String) -> Self {
         Self {
-            listener: ev.listener.clone(),
+            listener: ev.listener.to_string(),
             id: ev.session,
             client: client.to_string(),
             sender,
