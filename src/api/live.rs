@@ -38,6 +38,16 @@ fn lagged(missed: u64) -> Vec<u8> {
     format!("event: lagged\ndata: {missed}\n\n").into_bytes()
 }
 
+/// What a reader gathered.
+enum Gathered {
+    /// The chunk, and how many events it holds.
+    Batch(Vec<u8>, u64),
+    /// Nothing came within the wait.
+    Quiet,
+    /// No more can come: the server stops.
+    Closed,
+}
+
 /// One reader of the capture's live events: all of them, or one session's.
 pub struct Feed {
     rx: broadcast::Receiver<Arc<Event>>,
@@ -74,16 +84,15 @@ impl Feed {
         }
     }
 
-    /// Waits for an event (at most `wait`: None then), gathers for
-    /// [`GATHER`], then takes everything that came meanwhile. Some(None)
-    /// once no more can come; else the chunk and how many events it holds.
-    async fn gather(&mut self, wait: Duration) -> Option<Option<(Vec<u8>, u64)>> {
+    /// Waits for an event (at most `wait`), gathers for [`GATHER`], then
+    /// takes everything that came meanwhile.
+    async fn gather(&mut self, wait: Duration) -> Gathered {
         let mut out = Vec::with_capacity(self.last);
         let first = match tokio::time::timeout(wait, self.rx.recv()).await {
-            Err(_quiet) => return None,
+            Err(_quiet) => return Gathered::Quiet,
             Ok(Ok(ev)) => Ok(ev),
             Ok(Err(RecvError::Lagged(n))) => Err(n),
-            Ok(Err(RecvError::Closed)) => return Some(None),
+            Ok(Err(RecvError::Closed)) => return Gathered::Closed,
         };
         let mut count = self.push(&mut out, first);
         tokio::time::sleep(GATHER).await;
@@ -97,16 +106,16 @@ impl Feed {
             };
         }
         self.last = out.len();
-        Some(Some((out, count)))
+        Gathered::Batch(out, count)
     }
 
     /// The next chunk of this reader's stream: a batch, or a keep-alive
     /// after [`KEEP_ALIVE`] of quiet. None once no more can come.
     pub async fn next(mut self) -> Option<(Bytes, Feed)> {
         match self.gather(KEEP_ALIVE).await {
-            None => Some((Bytes::from_static(COMMENT), self)),
-            Some(Some((out, _))) => Some((Bytes::from(out), self)),
-            Some(None) => None,
+            Gathered::Quiet => Some((Bytes::from_static(COMMENT), self)),
+            Gathered::Batch(out, _) => Some((Bytes::from(out), self)),
+            Gathered::Closed => None,
         }
     }
 }
@@ -145,7 +154,7 @@ impl Hub {
 
     async fn run(self: Arc<Self>, mut feed: Feed, tx: broadcast::Sender<Batch>) {
         let mut seq = 0;
-        while let Some(Some((out, count))) = feed.gather(Duration::MAX).await {
+        while let Gathered::Batch(out, count) = feed.gather(Duration::MAX).await {
             let batch = Batch {
                 bytes: Bytes::from(out),
                 first: seq,

@@ -84,12 +84,7 @@ async fn deliveries(
                     && outcome.is_none_or(|o| d.outcome == o)
             })
             .collect();
-        Listing {
-            total: all.len(),
-            offset: paging.offset,
-            limit: paging.limit,
-            items: paging.page(&all),
-        }
+        paging.listing(all)
     };
     let found = |l: &Listing<Delivery>| l.total > 0;
     wait::until(wait, changes, &s.shutdown, SETTLE, look, found)

@@ -150,12 +150,7 @@ async fn list(
             .filter(|x| q.matches(x))
             .collect();
         all.reverse();
-        Listing {
-            total: all.len(),
-            offset: paging.offset,
-            limit: paging.limit,
-            items: paging.page(&all),
-        }
+        paging.listing(all)
     };
     let found = |l: &Listing<Summary>| l.total > 0;
     wait::until(wait, changes, &s.shutdown, wait::SETTLE, look, found)

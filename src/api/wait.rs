@@ -66,13 +66,14 @@ impl Paging {
         Ok(Self { limit, offset })
     }
 
-    /// This page of `all` (already in listing order).
-    pub fn page<T: Clone>(&self, all: &[T]) -> Vec<T> {
-        all.iter()
-            .skip(self.offset)
-            .take(self.limit)
-            .cloned()
-            .collect()
+    /// This page of `all` (already in listing order), with its total.
+    pub fn listing<T>(&self, all: Vec<T>) -> Listing<T> {
+        Listing {
+            total: all.len(),
+            offset: self.offset,
+            limit: self.limit,
+            items: all.into_iter().skip(self.offset).take(self.limit).collect(),
+        }
     }
 }
 

@@ -144,17 +144,7 @@ impl Slot {
     /// Reads the scenario again. A bad file leaves the running one in place
     /// and returns why. A good one starts with fresh counters.
     pub fn reload(&self) -> anyhow::Result<Arc<Active>> {
-        let scenario = Self::read(&self.source)?;
-        let active = Arc::new(build(
-            scenario,
-            self.hostname.as_deref(),
-            &self.tls,
-            &self.ca,
-            &self.state,
-            None,
-        )?);
-        *self.active.write().unwrap_or_else(|p| p.into_inner()) = active.clone();
-        Ok(active)
+        self.install(Self::read(&self.source)?, false)
     }
 
     /// Serves `scenario` from now on (run-time scenarios): new sessions see
