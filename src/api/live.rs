@@ -1,9 +1,10 @@
 //! The live transcript behind `GET /api/v1/events`: events gathered for
 //! [`GATHER`] and written as one chunk in the event-stream format (WHATWG
 //! HTML §9.2.6). Streams of every session share one encoding: a [`Hub`]
-//! reads the capture's live events, encodes each batch once and hands the
+//! takes the events the capture encoded as it recorded them and hands the
 //! same bytes to all of them, so a second open tab costs SMTP next to
-//! nothing. A stream of one session reads and encodes its own.
+//! nothing. A stream of one session reads the capture's live events and
+//! encodes its own.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -40,81 +41,73 @@ fn lagged(missed: u64) -> Vec<u8> {
 
 /// What a reader gathered.
 enum Gathered {
-    /// The chunk, and how many events it holds.
-    Batch(Vec<u8>, u64),
+    /// The chunk.
+    Batch(Vec<u8>),
     /// Nothing came within the wait.
     Quiet,
     /// No more can come: the server stops.
     Closed,
 }
 
-/// One reader of the capture's live events: all of them, or one session's.
+/// The reader of one session's live events.
 pub struct Feed {
     rx: broadcast::Receiver<Arc<Event>>,
-    session: Option<u64>,
-    /// The size of the last batch: the next one starts with room for as
-    /// much, instead of growing to it by doubling.
-    last: usize,
+    session: u64,
 }
 
 impl Feed {
-    pub fn new(capture: &Capture, session: Option<u64>) -> Self {
+    pub fn new(capture: &Capture, session: u64) -> Self {
         Self {
             rx: capture.live(),
             session,
-            last: 0,
         }
     }
 
-    /// Appends one event: its JSON (one line) as a `data:` field, then the
-    /// blank line that dispatches it. Returns how many were written.
-    fn push(&self, out: &mut Vec<u8>, item: Result<Arc<Event>, u64>) -> u64 {
+    /// Appends one event of the session: its JSON (one line) as a `data:`
+    /// field, then the blank line that dispatches it.
+    fn push(&self, out: &mut Vec<u8>, item: Result<Arc<Event>, u64>) {
         match item {
-            Ok(ev) if self.session.is_none_or(|n| n == ev.session) => {
+            Ok(ev) if ev.session == self.session => {
                 out.extend_from_slice(b"data: ");
                 ev.write_json(out);
                 out.extend_from_slice(b"\n\n");
-                1
             }
-            Ok(_) => 0,
-            Err(missed) => {
-                out.extend_from_slice(&lagged(missed));
-                0
-            }
+            Ok(_) => {}
+            Err(missed) => out.extend_from_slice(&lagged(missed)),
         }
     }
 
     /// Waits for an event (at most `wait`), gathers for [`GATHER`], then
     /// takes everything that came meanwhile.
     async fn gather(&mut self, wait: Duration) -> Gathered {
-        let mut out = Vec::with_capacity(self.last);
+        let mut out = Vec::new();
         let first = match tokio::time::timeout(wait, self.rx.recv()).await {
             Err(_quiet) => return Gathered::Quiet,
             Ok(Ok(ev)) => Ok(ev),
             Ok(Err(RecvError::Lagged(n))) => Err(n),
             Ok(Err(RecvError::Closed)) => return Gathered::Closed,
         };
-        let mut count = self.push(&mut out, first);
+        self.push(&mut out, first);
         tokio::time::sleep(GATHER).await;
         // At most one backlog's worth: a reader never loops forever behind
         // a server that produces faster than it drains.
         for _ in 0..LIVE_BACKLOG {
-            count += match self.rx.try_recv() {
+            match self.rx.try_recv() {
                 Ok(ev) => self.push(&mut out, Ok(ev)),
                 Err(TryRecvError::Lagged(n)) => self.push(&mut out, Err(n)),
                 Err(TryRecvError::Empty | TryRecvError::Closed) => break,
             };
         }
-        self.last = out.len();
-        Gathered::Batch(out, count)
+        Gathered::Batch(out)
     }
 
-    /// The next chunk of this reader's stream: a batch, or a keep-alive
-    /// after [`KEEP_ALIVE`] of quiet. None once no more can come.
+    /// The next chunk of this reader's stream: a batch (empty when none of
+    /// the events gathered were the session's), or a keep-alive after
+    /// [`KEEP_ALIVE`] of quiet. None once no more can come.
     pub async fn next(mut self) -> Option<(Bytes, Feed)> {
         match self.gather(KEEP_ALIVE).await {
             Gathered::Quiet => Some((Bytes::from_static(COMMENT), self)),
-            Gathered::Batch(out, _) => Some((Bytes::from(out), self)),
+            Gathered::Batch(out) => Some((Bytes::from(out), self)),
             Gathered::Closed => None,
         }
     }
@@ -129,8 +122,13 @@ struct Batch {
 }
 
 /// The encoding shared by every stream of all sessions. Runs only while
-/// one is open: the first starts it, and it stops at the first batch
-/// nobody is left to read.
+/// one is open: the first opens the capture's [`Tap`], so each event is
+/// encoded once, by the thread that records it while its strings are
+/// still in the cache; the hub takes what was encoded every [`GATHER`] and
+/// hands the same bytes to every stream. It closes the tap and stops at
+/// the first period that finds nobody left to read.
+///
+/// [`Tap`]: crate::capture::Tap
 #[derive(Default)]
 pub struct Hub {
     tx: Mutex<Option<broadcast::Sender<Batch>>>,
@@ -138,39 +136,66 @@ pub struct Hub {
 
 impl Hub {
     /// A new stream of every session's events, from now on.
-    pub fn subscribe(self: &Arc<Self>, capture: &Capture) -> Shared {
+    pub fn subscribe(self: &Arc<Self>, capture: &Arc<Capture>) -> Shared {
         let mut slot = self.tx.lock().unwrap_or_else(|p| p.into_inner());
         let rx = match slot.as_ref() {
             Some(tx) => tx.subscribe(),
             None => {
                 let (tx, rx) = broadcast::channel(HUB_BACKLOG);
                 *slot = Some(tx.clone());
-                tokio::spawn(self.clone().run(Feed::new(capture, None), tx));
+                capture.tap().open(b"data: ", b"\n\n");
+                tokio::spawn(self.clone().run(capture.clone(), tx));
                 rx
             }
         };
         Shared { rx, next: None }
     }
 
-    async fn run(self: Arc<Self>, mut feed: Feed, tx: broadcast::Sender<Batch>) {
+    async fn run(self: Arc<Self>, capture: Arc<Capture>, tx: broadcast::Sender<Batch>) {
         let mut seq = 0;
-        while let Gathered::Batch(out, count) = feed.gather(Duration::MAX).await {
-            let batch = Batch {
-                bytes: Bytes::from(out),
-                first: seq,
-                count,
-            };
-            seq += count;
-            if tx.send(batch).is_err() {
-                // Nobody reads: stop, unless a stream arrived meanwhile.
-                let mut slot = self.tx.lock().unwrap_or_else(|p| p.into_inner());
-                if tx.receiver_count() == 0 {
-                    *slot = None;
-                    return;
-                }
+        let mut tick = tokio::time::interval(GATHER);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last = 0;
+        loop {
+            tick.tick().await;
+            if tx.receiver_count() == 0 && self.stop(&tx, &capture) {
+                return;
             }
+            let taken = capture.tap().take(Vec::with_capacity(last));
+            if taken.count == 0 && taken.missed == 0 {
+                continue;
+            }
+            last = taken.bytes.len();
+            let mut bytes = taken.bytes;
+            if taken.missed > 0 {
+                let mut told = lagged(taken.missed);
+                told.append(&mut bytes);
+                bytes = told;
+            }
+            let batch = Batch {
+                bytes: Bytes::from(bytes),
+                first: seq,
+                count: taken.count,
+            };
+            // Events the tap missed are told in the batch itself; `first`
+            // counts what streams were sent, to tell a slow one what it
+            // missed of that.
+            seq += taken.count;
+            // Nobody reads: stopped at the next period.
+            let _ = tx.send(batch);
         }
-        *self.tx.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+
+    /// Stops the hub unless a stream arrived meanwhile (under the lock a
+    /// new stream takes to join).
+    fn stop(&self, tx: &broadcast::Sender<Batch>, capture: &Capture) -> bool {
+        let mut slot = self.tx.lock().unwrap_or_else(|p| p.into_inner());
+        if tx.receiver_count() > 0 {
+            return false;
+        }
+        *slot = None;
+        capture.tap().close();
+        true
     }
 }
 
@@ -228,7 +253,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_quiet_stream_keeps_alive_then_batches_one_sessions_events() {
         let capture = Capture::in_memory();
-        let feed = Feed::new(&capture, Some(3));
+        let feed = Feed::new(&capture, 3);
         let (chunk, feed) = feed.next().await.unwrap();
         assert_eq!(&chunk[..], COMMENT);
         capture.record("l", "s", 3, connect(1));
@@ -248,7 +273,7 @@ mod tests {
         let hub = Arc::new(Hub::default());
         let fast = hub.subscribe(&capture);
         let slow = hub.subscribe(&capture);
-        // The hub task subscribes to the capture when it first runs.
+        // The hub takes its first (empty) batch when it first runs.
         tokio::task::yield_now().await;
         capture.record("l", "s", 1, connect(1));
         let (a, fast) = fast.next().await.unwrap();

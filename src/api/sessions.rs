@@ -61,7 +61,7 @@ impl Summary {
             listener: ev.listener.to_string(),
             scenario: ev.scenario.to_string(),
             client: client.to_string(),
-            started: ev.ts.clone(),
+            started: ev.ts.to_string(),
             ended: None,
             closed_by: None,
             reason: None,
@@ -83,7 +83,7 @@ impl Summary {
             EventKind::Greeted { helo, .. } => self.helo = Some(helo.clone()),
             EventKind::Tls { .. } => self.tls = true,
             EventKind::Close { by, reason } => {
-                self.ended = Some(ev.ts.clone());
+                self.ended = Some(ev.ts.to_string());
                 self.closed_by = Some(by.clone());
                 self.reason = Some(reason.clone());
             }
@@ -203,7 +203,7 @@ struct EventsQuery {
 async fn events(State(s): State<ApiState>, ApiQuery(q): ApiQuery<EventsQuery>) -> Response {
     use futures_util::stream::unfold;
     let chunks = match q.session {
-        Some(n) => unfold(Feed::new(&s.capture, Some(n)), Feed::next).boxed(),
+        Some(n) => unfold(Feed::new(&s.capture, n), Feed::next).boxed(),
         None => unfold(s.hub.subscribe(&s.capture), Shared::next).boxed(),
     };
     let shutdown = s.shutdown.clone();

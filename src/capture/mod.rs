@@ -8,6 +8,7 @@
 
 pub mod metrics;
 pub mod store;
+pub mod tap;
 mod writer;
 
 use std::collections::VecDeque;
@@ -21,6 +22,7 @@ use tokio::sync::broadcast;
 
 pub use metrics::Metrics;
 pub use store::{Filter, Message, Origin, Page, Store, StoreError};
+pub use tap::Tap;
 
 use crate::proto::{Answer, Captured, Fact, Stage, Tag, TxEnd};
 
@@ -252,8 +254,9 @@ pub fn scenario_hash(text: &[u8]) -> String {
 /// One transcript event.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Event {
-    /// RFC 3339, milliseconds, UTC.
-    pub ts: String,
+    /// RFC 3339, milliseconds, UTC. Shared by the events of the same
+    /// millisecond on a thread (see [`timestamp`]).
+    pub ts: Arc<str>,
     /// Shared by a session's events (see [`Capture::record`]).
     pub listener: Arc<str>,
     pub scenario: Arc<str>,
@@ -302,6 +305,28 @@ thread_local! {
     // events for a live stream slow).
     static LAST_LISTENER: std::cell::RefCell<Option<Arc<str>>> = const { std::cell::RefCell::new(None) };
     static LAST_SCENARIO: std::cell::RefCell<Option<Arc<str>>> = const { std::cell::RefCell::new(None) };
+    // The millisecond last stamped on this thread, and its text.
+    static LAST_TS: std::cell::RefCell<(u64, Option<Arc<str>>)> = const { std::cell::RefCell::new((0, None)) };
+}
+
+/// `now` as an event's timestamp. A busy server records a hundred events a
+/// millisecond on each thread; they share one formatted text instead of
+/// formatting and allocating one each.
+fn timestamp(now: SystemTime) -> Arc<str> {
+    let ms = now
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    LAST_TS.with(|last| {
+        let mut last = last.borrow_mut();
+        match &last.1 {
+            Some(ts) if last.0 == ms => ts.clone(),
+            _ => {
+                let ts: Arc<str> = Arc::from(humantime::format_rfc3339_millis(now).to_string());
+                *last = (ms, Some(ts.clone()));
+                ts
+            }
+        }
+    })
 }
 
 /// `s` as a shared string: the one in `last` when it is the same.
@@ -349,6 +374,8 @@ pub struct Capture {
     events: Mutex<VecDeque<Arc<Event>>>,
     /// Events as they happen, for live readers (SSE, wait-for).
     live: broadcast::Sender<Arc<Event>>,
+    /// Events encoded as they are recorded, for the one reader that asked.
+    tap: Tap,
     metrics: Metrics,
 }
 
@@ -370,6 +397,7 @@ impl Capture {
             store,
             events: Mutex::new(VecDeque::new()),
             live: broadcast::channel(LIVE_BACKLOG).0,
+            tap: Tap::default(),
             metrics: Metrics::default(),
         })
     }
@@ -386,7 +414,7 @@ impl Capture {
     pub fn record(&self, listener: &str, scenario: &str, session: u64, kind: EventKind) {
         self.metrics.observe(scenario, &kind);
         let event = Arc::new(Event {
-            ts: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
+            ts: timestamp(SystemTime::now()),
             listener: LAST_LISTENER.with(|l| shared(l, listener)),
             scenario: LAST_SCENARIO.with(|l| shared(l, scenario)),
             session,
@@ -395,6 +423,7 @@ impl Capture {
         if let Some(w) = &self.events_file {
             w.send(event.clone());
         }
+        self.tap.put(&event);
         let mut ring = self.events.lock().unwrap_or_else(|p| p.into_inner());
         if ring.len() == KEEP_EVENTS {
             ring.pop_front();
@@ -438,6 +467,11 @@ impl Capture {
     /// missed).
     pub fn live(&self) -> broadcast::Receiver<Arc<Event>> {
         self.live.subscribe()
+    }
+
+    /// The tap: every event encoded as it is recorded, for one reader.
+    pub fn tap(&self) -> &Tap {
+        &self.tap
     }
 
     /// Forgets the messages and events kept in memory (files already

@@ -309,7 +309,7 @@ impl Builder<'_> {
         self.findings.push(Finding {
             kind,
             severity,
-            time: ev.ts.clone(),
+            time: ev.ts.to_string(),
             client: s.sender.clone(),
             session: s.id,
             message,
@@ -373,13 +373,13 @@ impl Builder<'_> {
                 .push(RateRefusal {
                     at_ms: millis(&ev.ts),
                     window_ms: *window_ms,
-                    time: ev.ts.clone(),
+                    time: ev.ts.to_string(),
                     session: s.id,
                     reply: text.lines().last().unwrap_or("").trim_end().to_string(),
                 }),
             Some(Limit::Reputation { attempts, failures }) => {
                 self.turned.entry(s.sender.clone()).or_insert((
-                    ev.ts.clone(),
+                    ev.ts.to_string(),
                     rule.clone(),
                     *attempts,
                     *failures,
@@ -407,7 +407,7 @@ impl Builder<'_> {
         }
         let pending = Pending {
             rcpt: rcpt.to_string(),
-            time: ev.ts.clone(),
+            time: ev.ts.to_string(),
             at_ms: millis(&ev.ts),
         };
         if answer.class() == 2 {
@@ -481,7 +481,7 @@ impl Builder<'_> {
         said: &Said,
     ) {
         self.refusals.push(Refusal {
-            time: ev.ts.clone(),
+            time: ev.ts.to_string(),
             client: s.client.clone(),
             sender: s.sender.clone(),
             session: s.id,

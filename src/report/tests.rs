@@ -40,7 +40,7 @@ impl Sim {
         let ts = humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(T0_MS + ms))
             .to_string();
         self.events.push(Event {
-            ts,
+            ts: ts.into(),
             listener: "127.0.0.1:2525".into(),
             scenario: "t".into(),
             session: id,
