@@ -291,7 +291,11 @@ impl Driver<'_> {
     /// is on disk when this returns. False when it could not be kept.
     async fn keep(&mut self, m: Captured) -> bool {
         self.stage = Stage::Message;
-        tracing::info!(
+        // At debug: a line per message cost the server about a sixth of its
+        // CPU per message on kept connections (docs/performance.md), and the
+        // messages are in the API and the transcript anyway. Refusals stay
+        // at info (`log_refusal`).
+        tracing::debug!(
             session = self.id,
             id = %m.id,
             from = %m.mail_from,
