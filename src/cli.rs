@@ -210,6 +210,10 @@ struct ServeArgs {
     /// net.core.somaxconn).
     #[arg(long, default_value_t = server::limits::DEFAULT_BACKLOG)]
     backlog: u32,
+    /// Threads that serve sessions and the API (0: one fewer than the
+    /// machine has cores, at least one).
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
     /// Do not reload scenario files when they change (SIGHUP still reloads).
     #[arg(long)]
     no_watch: bool,
@@ -286,6 +290,19 @@ pub fn main() -> ExitCode {
 /// so an stderr nobody reads (a full pipe) never stalls an SMTP session.
 /// The price is that it is lossy: when the queue of pending lines is full
 /// (128,000 lines), new lines are dropped rather than waited for.
+/// The runtime's worker threads: `asked`, or one fewer than the cores.
+/// A test server runs beside the sender it tests (a CI job, a load
+/// generator), so it leaves that sender a core; and on a small machine one
+/// thread serves sessions with less work than two that keep waking each
+/// other (docs/performance.md, "Threads").
+fn worker_threads(asked: usize) -> usize {
+    if asked > 0 {
+        return asked;
+    }
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    cores.saturating_sub(1).max(1)
+}
+
 fn init_logs(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
     use std::io::IsTerminal as _;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
@@ -765,7 +782,10 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     })?;
     let capture = Capture::with_store(args.events.as_deref(), store)
         .context("cannot open the capture files")?;
+    let threads = worker_threads(args.threads);
+    tracing::info!(threads, "serving with {threads} worker thread(s)");
     let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
         .enable_all()
         .build()?;
     rt.block_on(async move {

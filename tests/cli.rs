@@ -594,3 +594,15 @@ fn certificate_for_a_listener_without_tls_is_a_warning() {
     let line = s.wait_log("--certificate has no effect here");
     assert!(line.contains("WARN") && line.contains(&fixed), "{line}");
 }
+
+#[test]
+fn threads_are_one_fewer_than_the_cores_unless_asked() {
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let s = Serve::start(&[]);
+    let want = format!("threads={}", (cores - 1).max(1));
+    assert!(s.wait_log("worker thread").contains(&want));
+    assert_eq!(talk(&s.addr, &["QUIT"]).last().unwrap(), "221 2.0.0 Bye");
+    let s = Serve::start(&["--threads", "3"]);
+    assert!(s.wait_log("worker thread").contains("threads=3"));
+    assert_eq!(talk(&s.addr, &["QUIT"]).last().unwrap(), "221 2.0.0 Bye");
+}
