@@ -107,7 +107,14 @@ impl Message {
 }
 
 fn subject_of(body: &[u8]) -> Option<String> {
-    let parsed = mail_parser::MessageParser::default().parse_headers(body)?;
+    // Only the Subject is decoded (RFC 2047 words and all); every other
+    // header is kept raw, which is cheaper than the default parser's work
+    // on dates, addresses and message ids the store never reads.
+    static PARSER: std::sync::LazyLock<mail_parser::MessageParser> =
+        std::sync::LazyLock::new(|| {
+            mail_parser::MessageParser::new().header_text(mail_parser::HeaderName::Subject)
+        });
+    let parsed = PARSER.parse_headers(body)?;
     parsed.subject().map(str::to_string)
 }
 
@@ -375,6 +382,15 @@ fn sync_dir(_: &Path) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_subject_is_decoded_and_unfolded_whatever_headers_come_first() {
+        let body = b"Date: not a date at all\r\nFrom: <<broken\r\n\
+            Subject: =?UTF-8?B?w5xiZXI=?= the\r\n =?ISO-8859-1?Q?caf=E9?= report\r\n\
+            Message-ID: x\r\n\r\nbody\r\n";
+        assert_eq!(subject_of(body).as_deref(), Some("Über the café report"));
+        assert_eq!(subject_of(b"From: a@b\r\n\r\nSubject: in the body\r\n"), None);
+    }
 
     fn msg(id: &str, body: usize, rcpt: &str) -> Message {
         let captured = Captured {
