@@ -8,11 +8,21 @@
 //! A decision merges the stage's unfiled rules with those filed under its
 //! address and domain, by position, so the first rule that matches is the
 //! one a scan of every rule would find.
+//!
+//! The unfiled rules' `mail_from` and `rcpt` patterns are also compiled,
+//! per stage and field, into one `RegexSet` (a [`FieldSet`]): one pass over
+//! the address tells which of those rules' conditions on it can hold, and
+//! the others are skipped without being tried. A skipped rule is one whose
+//! `holds` would be false, so the order of the rules tried, and the first
+//! that matches, are unchanged.
 
 use std::collections::HashMap;
+use std::sync::Arc;
+
+use regex::RegexSetBuilder;
 
 use super::model::{Gate, Rule};
-use super::pattern::Pattern;
+use super::pattern::{Pattern, MAX_REGEX_SIZE};
 use crate::proto::{Context, Stage};
 
 /// Positions (in `Scenario::rules`) of the rules to try, ascending.
@@ -29,6 +39,10 @@ struct StageRules {
     by_rcpt: HashMap<String, List>,
     /// Rules filed by sender, keyed the same way.
     by_mail_from: HashMap<String, List>,
+    /// The prefilter over the unfiled rules' `mail_from` patterns.
+    mail_from_set: Option<Arc<FieldSet>>,
+    /// The prefilter over the unfiled rules' `rcpt` patterns.
+    rcpt_set: Option<Arc<FieldSet>>,
 }
 
 /// The rules of a scenario, by stage and literal address.
@@ -44,6 +58,8 @@ impl RuleIndex {
         let mut stages: Vec<StageRules> = (0..Stage::ALL.len())
             .map(|_| StageRules::default())
             .collect();
+        // Stages with the same unfiled rules share their sets.
+        let mut sets = HashMap::new();
         for stage in Stage::ALL {
             let s = &mut stages[stage as usize];
             for (pos, rule) in rules.iter().enumerate() {
@@ -51,6 +67,8 @@ impl RuleIndex {
                     s.file(pos as u32, rule, stage);
                 }
             }
+            s.mail_from_set = FieldSet::shared(&mut sets, rules, &s.unfiled, Field::MailFrom);
+            s.rcpt_set = FieldSet::shared(&mut sets, rules, &s.unfiled, Field::Rcpt);
         }
         let reputation = rules
             .iter()
@@ -67,6 +85,7 @@ impl RuleIndex {
         let mut c = Candidates {
             lists: [&[]; 5],
             n: 0,
+            out: s.ruled_out(ctx),
         };
         // At RCPT the recipient condition is tested on this command's
         // recipient alone; without one, nothing filed by recipient can be
@@ -87,6 +106,28 @@ impl RuleIndex {
 }
 
 impl StageRules {
+    /// The unfiled rules whose `mail_from` or `rcpt` condition the
+    /// prefilters find false for `ctx`, as a bitset over positions; None
+    /// when there is no prefilter at this stage.
+    fn ruled_out(&self, ctx: &Context<'_>) -> Option<Bits> {
+        if self.mail_from_set.is_none() && self.rcpt_set.is_none() {
+            return None;
+        }
+        let mut out = Bits::default();
+        if let Some(f) = &self.mail_from_set {
+            f.rule_out(ctx.mail_from.as_slice(), &mut out);
+        }
+        if let Some(f) = &self.rcpt_set {
+            // As `Engine::holds` tests it: this command's recipient at RCPT,
+            // else any of the transaction's.
+            match ctx.rcpt {
+                Some(r) if ctx.stage == Stage::Rcpt => f.rule_out(&[r], &mut out),
+                _ => f.rule_out(ctx.rcpts, &mut out),
+            }
+        }
+        Some(out)
+    }
+
     fn file(&mut self, pos: u32, rule: &Rule, stage: Stage) {
         self.all.push(pos);
         let keys = |p: &Option<Pattern>| p.as_ref().and_then(literal_keys);
@@ -135,10 +176,147 @@ fn fold(s: &str) -> String {
     }
 }
 
-/// A merge of up to five ascending lists, without repeats.
+/// Patterns that may go in one set: a stage's unfiled rules have at least
+/// this many conditions on the field. Below it, trying the few rules one by
+/// one costs less than a pass of the set (see `docs/performance.md`).
+const MIN_SET_RULES: usize = 1;
+
+/// The most memory one set may take once compiled. Each pattern in it was
+/// accepted under [`MAX_REGEX_SIZE`]; a set of many is refused past this,
+/// and its stage tries those rules one by one, as without a set.
+const MAX_SET_SIZE: usize = 4 * MAX_REGEX_SIZE;
+
+/// One field's patterns of a stage's unfiled rules in one `RegexSet`.
+#[derive(Debug)]
+struct FieldSet {
+    set: regex::RegexSet,
+    /// The rule (position) each pattern of the set is an alternative of.
+    owner: Vec<u32>,
+    /// The rules whose condition on the field is in the set.
+    covered: Bits,
+}
+
+/// An address field a set is over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Field {
+    MailFrom,
+    Rcpt,
+}
+
+impl Field {
+    fn of(self, rule: &Rule) -> Option<&Pattern> {
+        match self {
+            Field::MailFrom => rule.when.mail_from.as_ref(),
+            Field::Rcpt => rule.when.rcpt.as_ref(),
+        }
+    }
+}
+
+/// Sets already built, by field and rules (None: refused).
+type Built = HashMap<(Field, Vec<u32>), Option<Arc<FieldSet>>>;
+
+impl FieldSet {
+    /// The set over `field` of the `unfiled` rules, built once for all the
+    /// stages with the same unfiled rules.
+    fn shared(
+        built: &mut Built,
+        rules: &[Rule],
+        unfiled: &[u32],
+        field: Field,
+    ) -> Option<Arc<FieldSet>> {
+        let with: Vec<u32> = unfiled
+            .iter()
+            .copied()
+            .filter(|&pos| field.of(&rules[pos as usize]).is_some())
+            .collect();
+        if with.len() < MIN_SET_RULES {
+            return None;
+        }
+        let key = (field, with);
+        if let Some(set) = built.get(&key) {
+            return set.clone();
+        }
+        let set = Self::new(rules, &key.1, field).map(Arc::new);
+        built.insert(key, set.clone());
+        set
+    }
+
+    /// None when the set would be over [`MAX_SET_SIZE`] (or the regex crate
+    /// refuses it for another reason): those rules are then tried one by
+    /// one.
+    fn new(rules: &[Rule], with: &[u32], field: Field) -> Option<Self> {
+        let (mut sources, mut owner, mut covered) = (vec![], vec![], Bits::default());
+        for &pos in with {
+            let p = field.of(&rules[pos as usize])?;
+            for s in p.set_sources() {
+                sources.push(s);
+                owner.push(pos);
+            }
+            covered.set(pos);
+        }
+        let set = RegexSetBuilder::new(&sources)
+            .size_limit(MAX_SET_SIZE)
+            .build()
+            .ok()?;
+        Some(Self {
+            set,
+            owner,
+            covered,
+        })
+    }
+
+    /// Adds to `out` the covered rules whose pattern matches none of
+    /// `values` (all of them for none). A value outside ASCII tells
+    /// nothing: the set's globs only answer exactly for ASCII texts.
+    fn rule_out<S: AsRef<str>>(&self, values: &[S], out: &mut Bits) {
+        if values.iter().any(|v| !v.as_ref().is_ascii()) {
+            return;
+        }
+        let mut hit = Bits::default();
+        for v in values {
+            for i in self.set.matches(v.as_ref()).iter() {
+                hit.set(self.owner[i]);
+            }
+        }
+        out.add_difference(&self.covered, &hit);
+    }
+}
+
+/// A set of rule positions.
+#[derive(Debug, Default, Clone)]
+struct Bits(Vec<u64>);
+
+impl Bits {
+    fn set(&mut self, pos: u32) {
+        let (w, b) = (pos as usize / 64, pos % 64);
+        if self.0.len() <= w {
+            self.0.resize(w + 1, 0);
+        }
+        self.0[w] |= 1 << b;
+    }
+
+    fn has(&self, pos: u32) -> bool {
+        let (w, b) = (pos as usize / 64, pos % 64);
+        self.0.get(w).is_some_and(|x| x & (1 << b) != 0)
+    }
+
+    /// Adds `a` minus `b`.
+    fn add_difference(&mut self, a: &Bits, b: &Bits) {
+        if self.0.len() < a.0.len() {
+            self.0.resize(a.0.len(), 0);
+        }
+        for (i, (o, x)) in self.0.iter_mut().zip(&a.0).enumerate() {
+            *o |= x & !b.0.get(i).copied().unwrap_or(0);
+        }
+    }
+}
+
+/// A merge of up to five ascending lists, without repeats, less the rules
+/// the prefilters ruled out.
 pub struct Candidates<'a> {
     lists: [&'a [u32]; 5],
     n: usize,
+    out: Option<Bits>,
 }
 
 impl<'a> Candidates<'a> {
@@ -170,13 +348,17 @@ impl Iterator for Candidates<'_> {
     type Item = usize;
 
     fn next(&mut self) -> Option<usize> {
-        let lists = &mut self.lists[..self.n];
-        let min = lists.iter().filter_map(|l| l.first()).min().copied()?;
-        for l in lists.iter_mut() {
-            if l.first() == Some(&min) {
-                *l = &l[1..];
+        loop {
+            let lists = &mut self.lists[..self.n];
+            let min = lists.iter().filter_map(|l| l.first()).min().copied()?;
+            for l in lists.iter_mut() {
+                if l.first() == Some(&min) {
+                    *l = &l[1..];
+                }
+            }
+            if !self.out.as_ref().is_some_and(|o| o.has(min)) {
+                return Some(min as usize);
             }
         }
-        Some(min as usize)
     }
 }

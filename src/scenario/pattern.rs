@@ -73,12 +73,75 @@ impl Pattern {
             .collect()
     }
 
+    /// One regular expression per alternative, for a `RegexSet` that
+    /// tests many patterns at once: a user's expression as written, a glob
+    /// translated. On an ASCII text each matches exactly when its
+    /// alternative does; on other texts a glob's may not (see
+    /// [`glob_regex`]), so a set must not be asked about them.
+    pub fn set_sources(&self) -> Vec<String> {
+        self.alternatives
+            .iter()
+            .map(|p| match p {
+                One::Glob(g) => glob_regex(g.pattern_chars()),
+                One::Regex(r) => r.as_str().to_string(),
+            })
+            .collect()
+    }
+
     pub fn matches(&self, value: &str) -> bool {
         self.alternatives.iter().any(|p| match p {
             One::Glob(g) => g.matches(value),
             One::Regex(r) => r.is_match(value),
         })
     }
+}
+
+/// A glob as an anchored regular expression that matches an ASCII text
+/// exactly when the glob does: `*` any run of characters, `?` one, and
+/// every other character a class of itself and the ASCII characters the
+/// glob's case-insensitive comparison takes for it. That comparison is
+/// wildmatch's: ASCII against ASCII ignoring ASCII case, else the two
+/// characters' `to_lowercase` equal (so the Kelvin sign `K` matches `k` and
+/// `K`, while the dotted `İ`, which lowercases to two characters, matches
+/// no ASCII letter). Characters outside ASCII are in their classes as
+/// themselves only, which is why a set over these must only see ASCII
+/// texts. An empty glob matches the empty text only, as wildmatch's does.
+fn glob_regex(glob: &[char]) -> String {
+    let mut re = String::from(r"\A(?s:");
+    for &c in glob {
+        match c {
+            '*' => re.push_str(".*"),
+            '?' => re.push('.'),
+            c => {
+                re.push('[');
+                for m in ascii_equivalents(c) {
+                    re.push_str(&regex::escape(m.encode_utf8(&mut [0; 4])));
+                }
+                re.push(']');
+            }
+        }
+    }
+    re.push_str(r")\z");
+    re
+}
+
+/// `c` and the ASCII characters a case-insensitive glob character `c`
+/// matches (wildmatch's `char_matches`).
+fn ascii_equivalents(c: char) -> Vec<char> {
+    let mut out = vec![c];
+    let mut lower = c.to_lowercase();
+    let single = match (lower.next(), lower.next()) {
+        (Some(l), None) => l,
+        _ => return out,
+    };
+    if c.is_ascii() || single.is_ascii() {
+        for m in [single.to_ascii_lowercase(), single.to_ascii_uppercase()] {
+            if m.is_ascii() && !out.contains(&m) {
+                out.push(m);
+            }
+        }
+    }
+    out
 }
 
 #[cfg(test)]
