@@ -362,3 +362,107 @@ impl Iterator for Candidates<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! What the prefilter skips. That it never skips the rule that decides
+    //! is `engine::tests::the_index_picks_the_rule_a_scan_of_every_rule_picks`.
+
+    use std::net::IpAddr;
+
+    use super::*;
+
+    /// `benches/decision.rs`'s rules: `n - 1` misses, then the recipient.
+    fn bench_rules(n: usize) -> Vec<Rule> {
+        let mut t = String::new();
+        for i in 1..n {
+            let when = match i % 3 {
+                0 => format!("{{ rcpt = \"nobody{i}@*\" }}"),
+                1 => format!("{{ mail_from = \"user{i}@example{i}.test\" }}"),
+                _ => format!("{{ mail_from = \"/^never{i}[0-9]+@/\" }}"),
+            };
+            t.push_str(&format!(
+                "[[rule]]\non = [\"mail\", \"rcpt\", \"message\"]\nwhen = {when}\nreply = \"550 5.7.1 No\"\n\n"
+            ));
+        }
+        t.push_str("[[rule]]\non = \"rcpt\"\nwhen = { rcpt = \"rcpt@bench.test\" }\nreply = \"250 2.1.5 Ok\"\n");
+        super::super::parse(&t, "t.toml", "t").unwrap().rules
+    }
+
+    fn rcpt_ctx<'a>(from: &'a str, rcpt: &'a str) -> Context<'a> {
+        Context {
+            stage: Stage::Rcpt,
+            session_id: 1,
+            command: None,
+            client_ip: IpAddr::from([192, 0, 2, 1]),
+            helo: None,
+            mail_from: Some(from),
+            rcpt: Some(rcpt),
+            rcpts: &[],
+            tls: false,
+            authenticated: false,
+            auth_user: None,
+            size: None,
+            message: None,
+        }
+    }
+
+    fn tried(index: &RuleIndex, ctx: &Context<'_>) -> Vec<usize> {
+        index.candidates(ctx).collect()
+    }
+
+    #[test]
+    fn only_rules_whose_address_conditions_can_hold_are_tried() {
+        let index = RuleIndex::new(&bench_rules(100));
+        assert_eq!(
+            tried(&index, &rcpt_ctx("sender@bench.test", "rcpt@bench.test")),
+            [99]
+        );
+        // Rule 9 (`nobody9@*`, any case), 10 (filed: `user10@example10.test`)
+        // and 11 (`/^never11[0-9]+@/`).
+        let ctx = rcpt_ctx("user10@EXAMPLE10.test", "NoBody9@x.test");
+        assert_eq!(tried(&index, &ctx), [8, 9]);
+        let ctx = rcpt_ctx("never110@x.test", "nobody9@x.test");
+        assert_eq!(tried(&index, &ctx), [8, 10]);
+        // The null sender matches no sender pattern here.
+        assert_eq!(tried(&index, &rcpt_ctx("", "rcpt@bench.test")), [99]);
+    }
+
+    #[test]
+    fn sets_are_built_once_for_stages_with_the_same_rules() {
+        let index = RuleIndex::new(&bench_rules(10));
+        let set = |st: Stage| index.stages[st as usize].rcpt_set.clone().unwrap();
+        assert!(Arc::ptr_eq(&set(Stage::Mail), &set(Stage::Message)));
+        assert!(index.stages[Stage::Ehlo as usize].rcpt_set.is_none());
+    }
+
+    #[test]
+    fn an_address_outside_ascii_is_not_prefiltered() {
+        let index = RuleIndex::new(&bench_rules(10));
+        // Every unfiled rule (3, 6, 9 by recipient; 2, 5, 8 by sender) is
+        // tried: the globs' sets only answer for ASCII.
+        let ctx = rcpt_ctx("séndér@bench.test", "rçpt@bench.test");
+        assert_eq!(tried(&index, &ctx), [1, 2, 4, 5, 7, 8]);
+    }
+
+    #[test]
+    fn a_set_too_big_once_compiled_falls_back_to_trying_each_rule() {
+        // Each expression is accepted alone (under MAX_REGEX_SIZE); eight
+        // in one set are over MAX_SET_SIZE.
+        let t: String = (0..8)
+            .map(|i| {
+                format!(
+                    "[[rule]]\non = \"rcpt\"\nwhen = {{ mail_from = '/^x{i}\\w{{20}}@/' }}\nreply = \"550 5.7.1 No\"\n\n"
+                )
+            })
+            .collect();
+        let rules = super::super::parse(&t, "t.toml", "t").unwrap().rules;
+        let index = RuleIndex::new(&rules);
+        assert!(index.stages[Stage::Rcpt as usize].mail_from_set.is_none());
+        let ctx = rcpt_ctx("sender@bench.test", "rcpt@bench.test");
+        assert_eq!(tried(&index, &ctx), (0..8).collect::<Vec<_>>());
+        // Fewer of them fit in a set.
+        let index = RuleIndex::new(&rules[..2]);
+        assert_eq!(tried(&index, &ctx), [] as [usize; 0]);
+    }
+}

@@ -169,6 +169,58 @@ mod tests {
         assert_eq!(Pattern::parse(&["x", "/(/"]).unwrap_err().0, 1);
     }
 
+    /// Every string over `alphabet` up to `max` characters long.
+    fn strings(alphabet: &[char], max: usize) -> Vec<String> {
+        let mut all = vec![String::new()];
+        let mut last = all.clone();
+        for _ in 0..max {
+            last = last
+                .iter()
+                .flat_map(|s| alphabet.iter().map(move |c| format!("{s}{c}")))
+                .collect();
+            all.extend(last.iter().cloned());
+        }
+        all
+    }
+
+    #[test]
+    fn a_globs_set_source_matches_ascii_texts_exactly_as_the_glob() {
+        // Pattern characters: wildcards, letters in both cases, a regex
+        // metacharacter, and characters outside ASCII whose lowercase is an
+        // ASCII letter (Kelvin sign), two characters (dotted I), or another
+        // non-ASCII one (sigma), or that ASCII `s` does not fold to (long s).
+        let globs = strings(
+            &['*', '?', 'a', 'K', '.', '\u{212A}', '\u{130}', 'Σ', 'ſ'],
+            3,
+        );
+        let texts = strings(&['a', 'A', 'k', 'K', 'i', 's', '.', 'x'], 3);
+        let mut compared = 0;
+        for g in &globs {
+            let pattern = p(&[g.as_str()]);
+            let sources = pattern.set_sources();
+            let set = regex::RegexSet::new(&sources).unwrap();
+            for t in &texts {
+                assert_eq!(
+                    set.is_match(t),
+                    pattern.matches(t),
+                    "glob {g:?} ({}) on {t:?}",
+                    sources[0]
+                );
+                compared += 1;
+            }
+        }
+        assert!(compared > 400_000, "{compared}");
+    }
+
+    #[test]
+    fn set_sources_are_one_per_alternative_and_regexes_as_written() {
+        let pattern = p(&["", "/^Never[0-9]+@/", "a?*"]);
+        assert_eq!(
+            pattern.set_sources(),
+            [r"\A(?s:)\z", "^Never[0-9]+@", r"\A(?s:[aA]..*)\z"]
+        );
+    }
+
     #[test]
     fn huge_compiled_regex_is_refused_and_says_why() {
         let (i, why) = Pattern::parse(&["/\\w{1000}@/"]).unwrap_err();
