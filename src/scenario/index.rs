@@ -39,6 +39,9 @@ struct StageRules {
     by_rcpt: HashMap<String, List>,
     /// Rules filed by sender, keyed the same way.
     by_mail_from: HashMap<String, List>,
+    /// `unfiled` and `all` as bitsets, for a decision with prefilters.
+    unfiled_bits: Bits,
+    all_bits: Bits,
     /// The prefilter over the unfiled rules' `mail_from` patterns.
     mail_from_set: Option<Arc<FieldSet>>,
     /// The prefilter over the unfiled rules' `rcpt` patterns.
@@ -69,6 +72,8 @@ impl RuleIndex {
             }
             s.mail_from_set = FieldSet::shared(&mut sets, rules, &s.unfiled, Field::MailFrom);
             s.rcpt_set = FieldSet::shared(&mut sets, rules, &s.unfiled, Field::Rcpt);
+            s.unfiled_bits = Bits::of(&s.unfiled);
+            s.all_bits = Bits::of(&s.all);
         }
         let reputation = rules
             .iter()
@@ -85,16 +90,23 @@ impl RuleIndex {
         let mut c = Candidates {
             lists: [&[]; 5],
             n: 0,
-            out: s.ruled_out(ctx),
+            alive: BitCursor::default(),
         };
         // At RCPT the recipient condition is tested on this command's
         // recipient alone; without one, nothing filed by recipient can be
         // ruled out.
-        if ctx.stage == Stage::Rcpt && ctx.rcpt.is_none() {
-            c.push(&s.all);
+        let all = ctx.stage == Stage::Rcpt && ctx.rcpt.is_none();
+        let (list, bits) = match all {
+            true => (&s.all, &s.all_bits),
+            false => (&s.unfiled, &s.unfiled_bits),
+        };
+        match s.survivors(bits, ctx) {
+            Some(alive) => c.alive = BitCursor::new(alive),
+            None => c.push(list),
+        }
+        if all {
             return c;
         }
-        c.push(&s.unfiled);
         if let Some(r) = ctx.rcpt.filter(|_| ctx.stage == Stage::Rcpt) {
             c.lookup(&s.by_rcpt, r);
         }
@@ -106,26 +118,26 @@ impl RuleIndex {
 }
 
 impl StageRules {
-    /// The unfiled rules whose `mail_from` or `rcpt` condition the
-    /// prefilters find false for `ctx`, as a bitset over positions; None
-    /// when there is no prefilter at this stage.
-    fn ruled_out(&self, ctx: &Context<'_>) -> Option<Bits> {
+    /// The rules of `rules` less those whose `mail_from` or `rcpt`
+    /// condition the prefilters find false for `ctx`; None when there is no
+    /// prefilter at this stage.
+    fn survivors(&self, rules: &Bits, ctx: &Context<'_>) -> Option<Bits> {
         if self.mail_from_set.is_none() && self.rcpt_set.is_none() {
             return None;
         }
-        let mut out = Bits::default();
+        let mut alive = rules.clone();
         if let Some(f) = &self.mail_from_set {
-            f.rule_out(ctx.mail_from.as_slice(), &mut out);
+            f.keep_possible(ctx.mail_from.as_slice(), &mut alive);
         }
         if let Some(f) = &self.rcpt_set {
             // As `Engine::holds` tests it: this command's recipient at RCPT,
             // else any of the transaction's.
             match ctx.rcpt {
-                Some(r) if ctx.stage == Stage::Rcpt => f.rule_out(&[r], &mut out),
-                _ => f.rule_out(ctx.rcpts, &mut out),
+                Some(r) if ctx.stage == Stage::Rcpt => f.keep_possible(&[r], &mut alive),
+                _ => f.keep_possible(ctx.rcpts, &mut alive),
             }
         }
-        Some(out)
+        Some(alive)
     }
 
     fn file(&mut self, pos: u32, rule: &Rule, stage: Stage) {
@@ -265,10 +277,10 @@ impl FieldSet {
         })
     }
 
-    /// Adds to `out` the covered rules whose pattern matches none of
-    /// `values` (all of them for none). A value outside ASCII tells
+    /// Takes out of `alive` the covered rules whose pattern matches none
+    /// of `values` (all of them for no value). A value outside ASCII tells
     /// nothing: the set's globs only answer exactly for ASCII texts.
-    fn rule_out<S: AsRef<str>>(&self, values: &[S], out: &mut Bits) {
+    fn keep_possible<S: AsRef<str>>(&self, values: &[S], alive: &mut Bits) {
         if values.iter().any(|v| !v.as_ref().is_ascii()) {
             return;
         }
@@ -278,7 +290,7 @@ impl FieldSet {
                 hit.set(self.owner[i]);
             }
         }
-        out.add_difference(&self.covered, &hit);
+        alive.keep_unless_missed(&self.covered, &hit);
     }
 }
 
@@ -287,6 +299,12 @@ impl FieldSet {
 struct Bits(Vec<u64>);
 
 impl Bits {
+    fn of(positions: &[u32]) -> Self {
+        let mut b = Bits::default();
+        positions.iter().for_each(|&p| b.set(p));
+        b
+    }
+
     fn set(&mut self, pos: u32) {
         let (w, b) = (pos as usize / 64, pos % 64);
         if self.0.len() <= w {
@@ -295,28 +313,53 @@ impl Bits {
         self.0[w] |= 1 << b;
     }
 
-    fn has(&self, pos: u32) -> bool {
-        let (w, b) = (pos as usize / 64, pos % 64);
-        self.0.get(w).is_some_and(|x| x & (1 << b) != 0)
-    }
-
-    /// Adds `a` minus `b`.
-    fn add_difference(&mut self, a: &Bits, b: &Bits) {
-        if self.0.len() < a.0.len() {
-            self.0.resize(a.0.len(), 0);
-        }
-        for (i, (o, x)) in self.0.iter_mut().zip(&a.0).enumerate() {
-            *o |= x & !b.0.get(i).copied().unwrap_or(0);
+    /// Takes out what is in `covered` but not in `hit`.
+    fn keep_unless_missed(&mut self, covered: &Bits, hit: &Bits) {
+        let word = |b: &Bits, i: usize| b.0.get(i).copied().unwrap_or(0);
+        for (i, a) in self.0.iter_mut().enumerate() {
+            *a &= !word(covered, i) | word(hit, i);
         }
     }
 }
 
-/// A merge of up to five ascending lists, without repeats, less the rules
-/// the prefilters ruled out.
+/// The positions in a bitset, ascending.
+#[derive(Default)]
+struct BitCursor {
+    bits: Bits,
+    /// The word `rest` is from, and its bits not yet taken.
+    word: usize,
+    rest: u64,
+}
+
+impl BitCursor {
+    fn new(bits: Bits) -> Self {
+        let rest = bits.0.first().copied().unwrap_or(0);
+        Self {
+            bits,
+            word: 0,
+            rest,
+        }
+    }
+
+    fn peek(&mut self) -> Option<u32> {
+        while self.rest == 0 {
+            self.word += 1;
+            self.rest = *self.bits.0.get(self.word)?;
+        }
+        Some(self.word as u32 * 64 + self.rest.trailing_zeros())
+    }
+
+    fn pop(&mut self) {
+        self.rest &= self.rest.wrapping_sub(1);
+    }
+}
+
+/// A merge of up to five ascending lists and the rules the prefilters
+/// left, without repeats.
 pub struct Candidates<'a> {
     lists: [&'a [u32]; 5],
     n: usize,
-    out: Option<Bits>,
+    alive: BitCursor,
 }
 
 impl<'a> Candidates<'a> {
@@ -348,18 +391,23 @@ impl Iterator for Candidates<'_> {
     type Item = usize;
 
     fn next(&mut self) -> Option<usize> {
-        loop {
-            let lists = &mut self.lists[..self.n];
-            let min = lists.iter().filter_map(|l| l.first()).min().copied()?;
-            for l in lists.iter_mut() {
-                if l.first() == Some(&min) {
-                    *l = &l[1..];
-                }
-            }
-            if !self.out.as_ref().is_some_and(|o| o.has(min)) {
-                return Some(min as usize);
+        let lists = &mut self.lists[..self.n];
+        let bit = self.alive.peek();
+        let min = lists
+            .iter()
+            .filter_map(|l| l.first())
+            .chain(&bit)
+            .min()
+            .copied()?;
+        for l in lists.iter_mut() {
+            if l.first() == Some(&min) {
+                *l = &l[1..];
             }
         }
+        if bit == Some(min) {
+            self.alive.pop();
+        }
+        Some(min as usize)
     }
 }
 
