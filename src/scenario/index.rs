@@ -16,7 +16,9 @@
 //! `holds` would be false, so the order of the rules tried, and the first
 //! that matches, are unchanged.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 
 use regex::RegexSetBuilder;
@@ -24,9 +26,36 @@ use regex::RegexSetBuilder;
 use super::model::{Gate, Rule};
 use super::pattern::{Pattern, MAX_REGEX_SIZE};
 use crate::proto::{Context, Stage};
+use crate::state::{fnv1a, FNV_OFFSET};
 
 /// Positions (in `Scenario::rules`) of the rules to try, ascending.
 type List = Vec<u32>;
+
+/// Lists by lowercased address or `@domain`.
+type Filed = HashMap<String, List, BuildHasherDefault<Fnv>>;
+
+/// FNV-1a for the address maps: a decision hashes up to four addresses,
+/// and SipHash was a tenth of one. Its keys all come from the scenario, so a
+/// client's address can only probe as far as the scenario's own keys
+/// collide: no flooding to guard against.
+#[derive(Debug)]
+struct Fnv(u64);
+
+impl Default for Fnv {
+    fn default() -> Self {
+        Self(FNV_OFFSET)
+    }
+}
+
+impl Hasher for Fnv {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        self.0 = fnv1a(self.0, bytes);
+    }
+}
 
 /// The rule lists of one stage.
 #[derive(Debug, Default)]
@@ -36,9 +65,9 @@ struct StageRules {
     /// Rules no address lookup can rule out.
     unfiled: List,
     /// Rules filed by recipient: `a@b` or `@b` (for `*@b`).
-    by_rcpt: HashMap<String, List>,
+    by_rcpt: Filed,
     /// Rules filed by sender, keyed the same way.
-    by_mail_from: HashMap<String, List>,
+    by_mail_from: Filed,
     /// `unfiled` and `all` as bitsets, for a decision with prefilters.
     unfiled_bits: Bits,
     all_bits: Bits,
@@ -171,7 +200,7 @@ fn literal_keys(p: &Pattern) -> Option<Vec<String>> {
             let wild = |s: &str| s.contains(['*', '?']);
             match g.strip_prefix("*@") {
                 Some(d) if !wild(d) && !d.contains('@') => Some(format!("@{}", fold(d))),
-                _ if !wild(g) => Some(fold(g)),
+                _ if !wild(g) => Some(fold(g).into_owned()),
                 _ => None,
             }
         })
@@ -179,12 +208,15 @@ fn literal_keys(p: &Pattern) -> Option<Vec<String>> {
 }
 
 /// Lowercases as the case-insensitive glob compares: character by
-/// character (not `str::to_lowercase`, whose final sigma differs).
-fn fold(s: &str) -> String {
-    if s.is_ascii() {
-        s.to_ascii_lowercase()
+/// character (not `str::to_lowercase`, whose final sigma differs). An
+/// address already in lower case, the usual one, is not copied.
+fn fold(s: &str) -> Cow<'_, str> {
+    if !s.is_ascii() {
+        Cow::Owned(s.chars().flat_map(char::to_lowercase).collect())
+    } else if s.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(s.to_ascii_lowercase())
     } else {
-        s.chars().flat_map(char::to_lowercase).collect()
+        Cow::Borrowed(s)
     }
 }
 
@@ -286,7 +318,12 @@ impl FieldSet {
         }
         let mut hit = Bits::default();
         for v in values {
-            for i in self.set.matches(v.as_ref()).iter() {
+            let m = self.set.matches(v.as_ref());
+            // The usual case, an address none of these rules names.
+            if !m.matched_any() {
+                continue;
+            }
+            for i in m.iter() {
                 hit.set(self.owner[i]);
             }
         }
@@ -371,12 +408,12 @@ impl<'a> Candidates<'a> {
     }
 
     /// Adds the rules filed under the address and under its domain.
-    fn lookup(&mut self, map: &'a HashMap<String, List>, addr: &str) {
+    fn lookup(&mut self, map: &'a Filed, addr: &str) {
         if map.is_empty() {
             return;
         }
         let addr = fold(addr);
-        if let Some(l) = map.get(&addr) {
+        if let Some(l) = map.get(addr.as_ref()) {
             self.push(l);
         }
         if let Some(at) = addr.rfind('@') {
