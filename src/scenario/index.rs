@@ -220,10 +220,10 @@ fn fold(s: &str) -> Cow<'_, str> {
     }
 }
 
-/// Patterns that may go in one set: a stage's unfiled rules have at least
-/// this many conditions on the field. Below it, trying the few rules one by
-/// one costs less than a pass of the set (see `docs/performance.md`).
-const MIN_SET_RULES: usize = 1;
+/// A stage's unfiled rules get a set over a field when at least this many
+/// have a condition on it: a pass of a set costs about two rules tried one
+/// by one, and three rules per set already gain (`docs/performance.md`).
+const MIN_SET_RULES: usize = 3;
 
 /// The most memory one set may take once compiled. Each pattern in it was
 /// accepted under [`MAX_REGEX_SIZE`]; a set of many is refused past this,
@@ -547,7 +547,7 @@ mod tests {
         let ctx = rcpt_ctx("sender@bench.test", "rcpt@bench.test");
         assert_eq!(tried(&index, &ctx), (0..8).collect::<Vec<_>>());
         // Fewer of them fit in a set.
-        let index = RuleIndex::new(&rules[..2]);
+        let index = RuleIndex::new(&rules[..3]);
         assert_eq!(tried(&index, &ctx), [] as [usize; 0]);
     }
 }
