@@ -21,7 +21,7 @@ use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 
-use regex::RegexSetBuilder;
+use regex::bytes::RegexSetBuilder;
 
 use super::model::{Gate, Rule};
 use super::pattern::{Pattern, MAX_REGEX_SIZE};
@@ -233,7 +233,7 @@ const MAX_SET_SIZE: usize = 4 * MAX_REGEX_SIZE;
 /// One field's patterns of a stage's unfiled rules in one `RegexSet`.
 #[derive(Debug)]
 struct FieldSet {
-    set: regex::RegexSet,
+    set: regex::bytes::RegexSet,
     /// The rule (position) each pattern of the set is an alternative of.
     owner: Vec<u32>,
     /// The rules whose condition on the field is in the set.
@@ -318,7 +318,7 @@ impl FieldSet {
         }
         let mut hit = Bits::default();
         for v in values {
-            let m = self.set.matches(v.as_ref());
+            let m = self.set.matches(v.as_ref().as_bytes());
             // The usual case, an address none of these rules names.
             if !m.matched_any() {
                 continue;
