@@ -10,11 +10,12 @@
 //! one a scan of every rule would find.
 //!
 //! The unfiled rules' `mail_from` and `rcpt` patterns are also compiled,
-//! per stage and field, into one `RegexSet` (a [`FieldSet`]): one pass over
-//! the address tells which of those rules' conditions on it can hold, and
-//! the others are skipped without being tried. A skipped rule is one whose
-//! `holds` would be false, so the order of the rules tried, and the first
-//! that matches, are unchanged.
+//! per stage and field, into one `RegexSet` (a [`FieldSet`], when three or
+//! more rules have such a condition): one pass over an ASCII address tells
+//! which of those rules' conditions on it can hold, and the others are
+//! skipped without being tried. A skipped rule is one whose `holds` would
+//! be false, so the order of the rules tried, and the first that matches,
+//! are unchanged.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
