@@ -218,6 +218,28 @@ mod tests {
     }
 
     #[test]
+    fn every_ascii_character_of_a_glob_matches_in_its_set_source_as_in_the_glob() {
+        // Regex metacharacters (`[`, `]`, `^`, `-`, `\`, `&`, `~`, `#`, ...),
+        // controls and the space, alone and between letters.
+        let ascii: Vec<char> = (0u8..128).map(char::from).collect();
+        for &c in &ascii {
+            for g in [format!("{c}"), format!("x{c}*y")] {
+                let pattern = p(&[g.as_str()]);
+                let set = regex::bytes::RegexSet::new(pattern.set_sources()).unwrap();
+                for &d in &ascii {
+                    for t in [format!("{d}"), format!("X{d}zY")] {
+                        assert_eq!(
+                            set.is_match(t.as_bytes()),
+                            pattern.matches(&t),
+                            "{g:?} {t:?}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
     fn set_sources_are_one_per_alternative_and_regexes_as_written() {
         let pattern = p(&["", "/^Never[0-9]+@/", "a?*"]);
         assert_eq!(
