@@ -611,6 +611,11 @@ mod tests {
         "nobody@else.test",
         "ΣΊΣΥΦΟΣ@dom2.test",
         "σίσυφοσ@DOM2.test",
+        // The null reverse-path (MAIL FROM:<>, RFC 5321 §4.5.5).
+        "",
+        "kelvin@dom1.test",
+        "NOBODY7@dom0.test",
+        "never12@else.test",
     ];
     const PATTERNS: &[&str] = &[
         "\"user0@dom0.test\"",
@@ -627,6 +632,22 @@ mod tests {
         "[\"*@dom1.test\", \"a@b@dom1.test\"]",
         "\"σίσυφος@dom2.test\"",
         "\"@dom0.test\"",
+        // Shapes only the prefilter sets rule out: literal prefixes, `?`,
+        // case differences, the empty pattern, globs outside ASCII, and
+        // lists mixing globs and expressions.
+        "\"nobody7@*\"",
+        "\"NoBody?@*.TEST\"",
+        "\"user*\"",
+        "\"*@dom?.test\"",
+        "\"\"",
+        "[\"\", \"never*\"]",
+        "\"\\u212Aelvin@*\"",
+        "\"σίσυφοσ@*\"",
+        "\"/^never[0-9]+@/\"",
+        "\"/(?i)^KELVIN@/\"",
+        "\"/^$/\"",
+        "[\"nobody?@dom0.test\", \"/^user2@/\", \"kelvin@*\"]",
+        "[\"/dom1/\", \"*@else.test\"]",
     ];
     const ONS: &[&str] = &[
         "\"mail\"",

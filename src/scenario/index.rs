@@ -8,15 +8,55 @@
 //! A decision merges the stage's unfiled rules with those filed under its
 //! address and domain, by position, so the first rule that matches is the
 //! one a scan of every rule would find.
+//!
+//! The unfiled rules' `mail_from` and `rcpt` patterns are also compiled,
+//! per stage and field, into one `RegexSet` (a [`FieldSet`], when three or
+//! more rules have such a condition): one pass over an ASCII address tells
+//! which of those rules' conditions on it can hold, and the others are
+//! skipped without being tried. A skipped rule is one whose `holds` would
+//! be false, so the order of the rules tried, and the first that matches,
+//! are unchanged.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::Arc;
+
+use regex::bytes::RegexSetBuilder;
 
 use super::model::{Gate, Rule};
-use super::pattern::Pattern;
+use super::pattern::{Pattern, MAX_REGEX_SIZE};
 use crate::proto::{Context, Stage};
+use crate::state::{fnv1a, FNV_OFFSET};
 
 /// Positions (in `Scenario::rules`) of the rules to try, ascending.
 type List = Vec<u32>;
+
+/// Lists by lowercased address or `@domain`.
+type Filed = HashMap<String, List, BuildHasherDefault<Fnv>>;
+
+/// FNV-1a for the address maps: a decision hashes up to four addresses,
+/// and SipHash was a tenth of one. Its keys all come from the scenario, so a
+/// client's address can only probe as far as the scenario's own keys
+/// collide: no flooding to guard against.
+#[derive(Debug)]
+struct Fnv(u64);
+
+impl Default for Fnv {
+    fn default() -> Self {
+        Self(FNV_OFFSET)
+    }
+}
+
+impl Hasher for Fnv {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        self.0 = fnv1a(self.0, bytes);
+    }
+}
 
 /// The rule lists of one stage.
 #[derive(Debug, Default)]
@@ -26,9 +66,16 @@ struct StageRules {
     /// Rules no address lookup can rule out.
     unfiled: List,
     /// Rules filed by recipient: `a@b` or `@b` (for `*@b`).
-    by_rcpt: HashMap<String, List>,
+    by_rcpt: Filed,
     /// Rules filed by sender, keyed the same way.
-    by_mail_from: HashMap<String, List>,
+    by_mail_from: Filed,
+    /// `unfiled` and `all` as bitsets, for a decision with prefilters.
+    unfiled_bits: Bits,
+    all_bits: Bits,
+    /// The prefilter over the unfiled rules' `mail_from` patterns.
+    mail_from_set: Option<Arc<FieldSet>>,
+    /// The prefilter over the unfiled rules' `rcpt` patterns.
+    rcpt_set: Option<Arc<FieldSet>>,
 }
 
 /// The rules of a scenario, by stage and literal address.
@@ -44,6 +91,8 @@ impl RuleIndex {
         let mut stages: Vec<StageRules> = (0..Stage::ALL.len())
             .map(|_| StageRules::default())
             .collect();
+        // Stages with the same unfiled rules share their sets.
+        let mut sets = HashMap::new();
         for stage in Stage::ALL {
             let s = &mut stages[stage as usize];
             for (pos, rule) in rules.iter().enumerate() {
@@ -51,6 +100,10 @@ impl RuleIndex {
                     s.file(pos as u32, rule, stage);
                 }
             }
+            s.mail_from_set = FieldSet::shared(&mut sets, rules, &s.unfiled, Field::MailFrom);
+            s.rcpt_set = FieldSet::shared(&mut sets, rules, &s.unfiled, Field::Rcpt);
+            s.unfiled_bits = Bits::of(&s.unfiled);
+            s.all_bits = Bits::of(&s.all);
         }
         let reputation = rules
             .iter()
@@ -67,15 +120,23 @@ impl RuleIndex {
         let mut c = Candidates {
             lists: [&[]; 5],
             n: 0,
+            alive: BitCursor::default(),
         };
         // At RCPT the recipient condition is tested on this command's
         // recipient alone; without one, nothing filed by recipient can be
         // ruled out.
-        if ctx.stage == Stage::Rcpt && ctx.rcpt.is_none() {
-            c.push(&s.all);
+        let all = ctx.stage == Stage::Rcpt && ctx.rcpt.is_none();
+        let (list, bits) = match all {
+            true => (&s.all, &s.all_bits),
+            false => (&s.unfiled, &s.unfiled_bits),
+        };
+        match s.survivors(bits, ctx) {
+            Some(alive) => c.alive = BitCursor::new(alive),
+            None => c.push(list),
+        }
+        if all {
             return c;
         }
-        c.push(&s.unfiled);
         if let Some(r) = ctx.rcpt.filter(|_| ctx.stage == Stage::Rcpt) {
             c.lookup(&s.by_rcpt, r);
         }
@@ -87,6 +148,28 @@ impl RuleIndex {
 }
 
 impl StageRules {
+    /// The rules of `rules` less those whose `mail_from` or `rcpt`
+    /// condition the prefilters find false for `ctx`; None when there is no
+    /// prefilter at this stage.
+    fn survivors(&self, rules: &Bits, ctx: &Context<'_>) -> Option<Bits> {
+        if self.mail_from_set.is_none() && self.rcpt_set.is_none() {
+            return None;
+        }
+        let mut alive = rules.clone();
+        if let Some(f) = &self.mail_from_set {
+            f.keep_possible(ctx.mail_from.as_slice(), &mut alive);
+        }
+        if let Some(f) = &self.rcpt_set {
+            // As `Engine::holds` tests it: this command's recipient at RCPT,
+            // else any of the transaction's.
+            match ctx.rcpt {
+                Some(r) if ctx.stage == Stage::Rcpt => f.keep_possible(&[r], &mut alive),
+                _ => f.keep_possible(ctx.rcpts, &mut alive),
+            }
+        }
+        Some(alive)
+    }
+
     fn file(&mut self, pos: u32, rule: &Rule, stage: Stage) {
         self.all.push(pos);
         let keys = |p: &Option<Pattern>| p.as_ref().and_then(literal_keys);
@@ -118,7 +201,7 @@ fn literal_keys(p: &Pattern) -> Option<Vec<String>> {
             let wild = |s: &str| s.contains(['*', '?']);
             match g.strip_prefix("*@") {
                 Some(d) if !wild(d) && !d.contains('@') => Some(format!("@{}", fold(d))),
-                _ if !wild(g) => Some(fold(g)),
+                _ if !wild(g) => Some(fold(g).into_owned()),
                 _ => None,
             }
         })
@@ -126,19 +209,195 @@ fn literal_keys(p: &Pattern) -> Option<Vec<String>> {
 }
 
 /// Lowercases as the case-insensitive glob compares: character by
-/// character (not `str::to_lowercase`, whose final sigma differs).
-fn fold(s: &str) -> String {
-    if s.is_ascii() {
-        s.to_ascii_lowercase()
+/// character (not `str::to_lowercase`, whose final sigma differs). An
+/// address already in lower case, the usual one, is not copied.
+fn fold(s: &str) -> Cow<'_, str> {
+    if !s.is_ascii() {
+        Cow::Owned(s.chars().flat_map(char::to_lowercase).collect())
+    } else if s.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(s.to_ascii_lowercase())
     } else {
-        s.chars().flat_map(char::to_lowercase).collect()
+        Cow::Borrowed(s)
     }
 }
 
-/// A merge of up to five ascending lists, without repeats.
+/// A stage's unfiled rules get a set over a field when at least this many
+/// have a condition on it: a pass of a set costs about two rules tried one
+/// by one, and three rules per set already gain (`docs/performance.md`).
+const MIN_SET_RULES: usize = 3;
+
+/// The most memory one set may take once compiled. Each pattern in it was
+/// accepted under [`MAX_REGEX_SIZE`]; a set of many is refused past this,
+/// and its stage tries those rules one by one, as without a set.
+const MAX_SET_SIZE: usize = 4 * MAX_REGEX_SIZE;
+
+/// One field's patterns of a stage's unfiled rules in one `RegexSet`.
+#[derive(Debug)]
+struct FieldSet {
+    set: regex::bytes::RegexSet,
+    /// The rule (position) each pattern of the set is an alternative of.
+    owner: Vec<u32>,
+    /// The rules whose condition on the field is in the set.
+    covered: Bits,
+}
+
+/// An address field a set is over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Field {
+    MailFrom,
+    Rcpt,
+}
+
+impl Field {
+    fn of(self, rule: &Rule) -> Option<&Pattern> {
+        match self {
+            Field::MailFrom => rule.when.mail_from.as_ref(),
+            Field::Rcpt => rule.when.rcpt.as_ref(),
+        }
+    }
+}
+
+/// Sets already built, by field and rules (None: refused).
+type Built = HashMap<(Field, Vec<u32>), Option<Arc<FieldSet>>>;
+
+impl FieldSet {
+    /// The set over `field` of the `unfiled` rules, built once for all the
+    /// stages with the same unfiled rules.
+    fn shared(
+        built: &mut Built,
+        rules: &[Rule],
+        unfiled: &[u32],
+        field: Field,
+    ) -> Option<Arc<FieldSet>> {
+        let with: Vec<u32> = unfiled
+            .iter()
+            .copied()
+            .filter(|&pos| field.of(&rules[pos as usize]).is_some())
+            .collect();
+        if with.len() < MIN_SET_RULES {
+            return None;
+        }
+        let key = (field, with);
+        if let Some(set) = built.get(&key) {
+            return set.clone();
+        }
+        let set = Self::new(rules, &key.1, field).map(Arc::new);
+        built.insert(key, set.clone());
+        set
+    }
+
+    /// None when the set would be over [`MAX_SET_SIZE`] (or the regex crate
+    /// refuses it for another reason): those rules are then tried one by
+    /// one.
+    fn new(rules: &[Rule], with: &[u32], field: Field) -> Option<Self> {
+        let (mut sources, mut owner, mut covered) = (vec![], vec![], Bits::default());
+        for &pos in with {
+            let p = field.of(&rules[pos as usize])?;
+            for s in p.set_sources() {
+                sources.push(s);
+                owner.push(pos);
+            }
+            covered.set(pos);
+        }
+        let set = RegexSetBuilder::new(&sources)
+            .size_limit(MAX_SET_SIZE)
+            .build()
+            .ok()?;
+        Some(Self {
+            set,
+            owner,
+            covered,
+        })
+    }
+
+    /// Takes out of `alive` the covered rules whose pattern matches none
+    /// of `values` (all of them for no value). A value outside ASCII tells
+    /// nothing: the set's globs only answer exactly for ASCII texts.
+    fn keep_possible<S: AsRef<str>>(&self, values: &[S], alive: &mut Bits) {
+        if values.iter().any(|v| !v.as_ref().is_ascii()) {
+            return;
+        }
+        let mut hit = Bits::default();
+        for v in values {
+            let m = self.set.matches(v.as_ref().as_bytes());
+            // The usual case, an address none of these rules names.
+            if !m.matched_any() {
+                continue;
+            }
+            for i in m.iter() {
+                hit.set(self.owner[i]);
+            }
+        }
+        alive.keep_unless_missed(&self.covered, &hit);
+    }
+}
+
+/// A set of rule positions.
+#[derive(Debug, Default, Clone)]
+struct Bits(Vec<u64>);
+
+impl Bits {
+    fn of(positions: &[u32]) -> Self {
+        let mut b = Bits::default();
+        positions.iter().for_each(|&p| b.set(p));
+        b
+    }
+
+    fn set(&mut self, pos: u32) {
+        let (w, b) = (pos as usize / 64, pos % 64);
+        if self.0.len() <= w {
+            self.0.resize(w + 1, 0);
+        }
+        self.0[w] |= 1 << b;
+    }
+
+    /// Takes out what is in `covered` but not in `hit`.
+    fn keep_unless_missed(&mut self, covered: &Bits, hit: &Bits) {
+        let word = |b: &Bits, i: usize| b.0.get(i).copied().unwrap_or(0);
+        for (i, a) in self.0.iter_mut().enumerate() {
+            *a &= !word(covered, i) | word(hit, i);
+        }
+    }
+}
+
+/// The positions in a bitset, ascending.
+#[derive(Default)]
+struct BitCursor {
+    bits: Bits,
+    /// The word `rest` is from, and its bits not yet taken.
+    word: usize,
+    rest: u64,
+}
+
+impl BitCursor {
+    fn new(bits: Bits) -> Self {
+        let rest = bits.0.first().copied().unwrap_or(0);
+        Self {
+            bits,
+            word: 0,
+            rest,
+        }
+    }
+
+    fn peek(&mut self) -> Option<u32> {
+        while self.rest == 0 {
+            self.word += 1;
+            self.rest = *self.bits.0.get(self.word)?;
+        }
+        Some(self.word as u32 * 64 + self.rest.trailing_zeros())
+    }
+
+    fn pop(&mut self) {
+        self.rest &= self.rest.wrapping_sub(1);
+    }
+}
+
+/// A merge of up to five ascending lists and the rules the prefilters
+/// left, without repeats.
 pub struct Candidates<'a> {
     lists: [&'a [u32]; 5],
     n: usize,
+    alive: BitCursor,
 }
 
 impl<'a> Candidates<'a> {
@@ -150,12 +409,12 @@ impl<'a> Candidates<'a> {
     }
 
     /// Adds the rules filed under the address and under its domain.
-    fn lookup(&mut self, map: &'a HashMap<String, List>, addr: &str) {
+    fn lookup(&mut self, map: &'a Filed, addr: &str) {
         if map.is_empty() {
             return;
         }
         let addr = fold(addr);
-        if let Some(l) = map.get(&addr) {
+        if let Some(l) = map.get(addr.as_ref()) {
             self.push(l);
         }
         if let Some(at) = addr.rfind('@') {
@@ -171,12 +430,125 @@ impl Iterator for Candidates<'_> {
 
     fn next(&mut self) -> Option<usize> {
         let lists = &mut self.lists[..self.n];
-        let min = lists.iter().filter_map(|l| l.first()).min().copied()?;
+        let bit = self.alive.peek();
+        let min = lists
+            .iter()
+            .filter_map(|l| l.first())
+            .chain(&bit)
+            .min()
+            .copied()?;
         for l in lists.iter_mut() {
             if l.first() == Some(&min) {
                 *l = &l[1..];
             }
         }
+        if bit == Some(min) {
+            self.alive.pop();
+        }
         Some(min as usize)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! What the prefilter skips. That it never skips the rule that decides
+    //! is `engine::tests::the_index_picks_the_rule_a_scan_of_every_rule_picks`.
+
+    use std::net::IpAddr;
+
+    use super::*;
+
+    /// `benches/decision.rs`'s rules: `n - 1` misses, then the recipient.
+    fn bench_rules(n: usize) -> Vec<Rule> {
+        let mut t = String::new();
+        for i in 1..n {
+            let when = match i % 3 {
+                0 => format!("{{ rcpt = \"nobody{i}@*\" }}"),
+                1 => format!("{{ mail_from = \"user{i}@example{i}.test\" }}"),
+                _ => format!("{{ mail_from = \"/^never{i}[0-9]+@/\" }}"),
+            };
+            t.push_str(&format!(
+                "[[rule]]\non = [\"mail\", \"rcpt\", \"message\"]\nwhen = {when}\nreply = \"550 5.7.1 No\"\n\n"
+            ));
+        }
+        t.push_str("[[rule]]\non = \"rcpt\"\nwhen = { rcpt = \"rcpt@bench.test\" }\nreply = \"250 2.1.5 Ok\"\n");
+        super::super::parse(&t, "t.toml", "t").unwrap().rules
+    }
+
+    fn rcpt_ctx<'a>(from: &'a str, rcpt: &'a str) -> Context<'a> {
+        Context {
+            stage: Stage::Rcpt,
+            session_id: 1,
+            command: None,
+            client_ip: IpAddr::from([192, 0, 2, 1]),
+            helo: None,
+            mail_from: Some(from),
+            rcpt: Some(rcpt),
+            rcpts: &[],
+            tls: false,
+            authenticated: false,
+            auth_user: None,
+            size: None,
+            message: None,
+        }
+    }
+
+    fn tried(index: &RuleIndex, ctx: &Context<'_>) -> Vec<usize> {
+        index.candidates(ctx).collect()
+    }
+
+    #[test]
+    fn only_rules_whose_address_conditions_can_hold_are_tried() {
+        let index = RuleIndex::new(&bench_rules(100));
+        assert_eq!(
+            tried(&index, &rcpt_ctx("sender@bench.test", "rcpt@bench.test")),
+            [99]
+        );
+        // Rule 9 (`nobody9@*`, any case), 10 (filed: `user10@example10.test`)
+        // and 11 (`/^never11[0-9]+@/`).
+        let ctx = rcpt_ctx("user10@EXAMPLE10.test", "NoBody9@x.test");
+        assert_eq!(tried(&index, &ctx), [8, 9]);
+        let ctx = rcpt_ctx("never110@x.test", "nobody9@x.test");
+        assert_eq!(tried(&index, &ctx), [8, 10]);
+        // The null sender matches no sender pattern here.
+        assert_eq!(tried(&index, &rcpt_ctx("", "rcpt@bench.test")), [99]);
+    }
+
+    #[test]
+    fn sets_are_built_once_for_stages_with_the_same_rules() {
+        let index = RuleIndex::new(&bench_rules(10));
+        let set = |st: Stage| index.stages[st as usize].rcpt_set.clone().unwrap();
+        assert!(Arc::ptr_eq(&set(Stage::Mail), &set(Stage::Message)));
+        assert!(index.stages[Stage::Ehlo as usize].rcpt_set.is_none());
+    }
+
+    #[test]
+    fn an_address_outside_ascii_is_not_prefiltered() {
+        let index = RuleIndex::new(&bench_rules(10));
+        // Every unfiled rule (3, 6, 9 by recipient; 2, 5, 8 by sender) is
+        // tried: the globs' sets only answer for ASCII.
+        let ctx = rcpt_ctx("séndér@bench.test", "rçpt@bench.test");
+        assert_eq!(tried(&index, &ctx), [1, 2, 4, 5, 7, 8]);
+    }
+
+    #[test]
+    fn a_set_too_big_once_compiled_falls_back_to_trying_each_rule() {
+        // Each expression is accepted alone (under MAX_REGEX_SIZE); eight
+        // in one set are over MAX_SET_SIZE.
+        let t: String = (0..8)
+            .map(|i| {
+                format!(
+                    "[[rule]]\non = \"rcpt\"\nwhen = {{ mail_from = '/^x{i}\\w{{20}}@/' }}\nreply = \"550 5.7.1 No\"\n\n"
+                )
+            })
+            .collect();
+        let rules = super::super::parse(&t, "t.toml", "t").unwrap().rules;
+        let index = RuleIndex::new(&rules);
+        assert!(index.stages[Stage::Rcpt as usize].mail_from_set.is_none());
+        let ctx = rcpt_ctx("sender@bench.test", "rcpt@bench.test");
+        assert_eq!(tried(&index, &ctx), (0..8).collect::<Vec<_>>());
+        // Fewer of them fit in a set.
+        let index = RuleIndex::new(&rules[..3]);
+        assert_eq!(tried(&index, &ctx), [] as [usize; 0]);
     }
 }
