@@ -606,3 +606,31 @@ fn threads_are_one_fewer_than_the_cores_unless_asked() {
     assert!(s.wait_log("worker thread").contains("threads=3"));
     assert_eq!(talk(&s.addr, &["QUIT"]).last().unwrap(), "221 2.0.0 Bye");
 }
+
+#[test]
+fn the_api_has_a_thread_of_its_own() {
+    let task = Path::new("/proc/self/task");
+    if !task.exists() {
+        assert!(
+            std::env::var("CI").is_err(),
+            "CI runs on Linux: /proc is needed"
+        );
+        eprintln!("skipped: no /proc to list threads in");
+        return;
+    }
+    let names = |pid: u32| -> Vec<String> {
+        std::fs::read_dir(format!("/proc/{pid}/task"))
+            .unwrap()
+            .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+            .map(|n| n.trim().to_string())
+            .collect()
+    };
+    let s = Serve::start(&["--api", "127.0.0.1:0"]);
+    assert_eq!(talk(&s.addr, &["QUIT"]).last().unwrap(), "221 2.0.0 Bye");
+    let threads = names(s.child.id());
+    assert!(threads.iter().any(|n| n == "mailfault-api"), "{threads:?}");
+    let s = Serve::start(&["--no-api"]);
+    assert_eq!(talk(&s.addr, &["QUIT"]).last().unwrap(), "221 2.0.0 Bye");
+    let threads = names(s.child.id());
+    assert!(!threads.iter().any(|n| n == "mailfault-api"), "{threads:?}");
+}

@@ -269,16 +269,38 @@ pub async fn bind(opts: &ApiOptions) -> anyhow::Result<Option<TcpListener>> {
     }
 }
 
-/// Serves the API on `listener` until the server stops.
-pub fn spawn(listener: TcpListener, state: ApiState, tracker: &TaskTracker) {
+/// Serves the API on `listener` until the server stops, from a thread of
+/// its own: writing to HTTP clients (an open event stream carries every
+/// event) never takes the time of the threads that serve SMTP
+/// (docs/performance.md, the event-stream section). The server's tracker
+/// waits for it to finish.
+pub fn spawn(listener: TcpListener, state: ApiState, tracker: &TaskTracker) -> std::io::Result<()> {
     let shutdown = state.shutdown.clone();
-    let app = router(state);
+    let listener = listener.into_std()?;
+    let (done, finished) = tokio::sync::oneshot::channel::<()>();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    std::thread::Builder::new()
+        .name("mailfault-api".into())
+        .spawn(move || {
+            rt.block_on(async move {
+                let served = match TcpListener::from_std(listener) {
+                    Ok(l) => {
+                        axum::serve(l, router(state))
+                            .with_graceful_shutdown(async move { shutdown.cancelled().await })
+                            .await
+                    }
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = served {
+                    tracing::warn!("the API stopped: {e}");
+                }
+            });
+            let _ = done.send(());
+        })?;
     tracker.spawn(async move {
-        let served = axum::serve(listener, app)
-            .with_graceful_shutdown(async move { shutdown.cancelled().await })
-            .await;
-        if let Err(e) = served {
-            tracing::warn!("the API stopped: {e}");
-        }
+        let _ = finished.await;
     });
+    Ok(())
 }

@@ -389,7 +389,10 @@ mod tests {
             Subject: =?UTF-8?B?w5xiZXI=?= the\r\n =?ISO-8859-1?Q?caf=E9?= report\r\n\
             Message-ID: x\r\n\r\nbody\r\n";
         assert_eq!(subject_of(body).as_deref(), Some("Über the café report"));
-        assert_eq!(subject_of(b"From: a@b\r\n\r\nSubject: in the body\r\n"), None);
+        assert_eq!(
+            subject_of(b"From: a@b\r\n\r\nSubject: in the body\r\n"),
+            None
+        );
     }
 
     fn msg(id: &str, body: usize, rcpt: &str) -> Message {

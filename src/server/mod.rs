@@ -192,6 +192,7 @@ impl Server {
             tracker: tracker.clone(),
             limits: shared.clone(),
             state: opts.state.clone(),
+            smtp: tokio::runtime::Handle::current(),
         }));
         // The API answers /livez from here on, and /readyz once every
         // listener is bound; a failure below cancels it (the guard).
@@ -208,7 +209,8 @@ impl Server {
         )
         .with_runtime(runtime.clone());
         if let Some(l) = api {
-            crate::api::spawn(l, api_state.clone(), &tracker);
+            crate::api::spawn(l, api_state.clone(), &tracker)
+                .context("cannot start the API's thread")?;
         }
         let mut listeners = vec![];
         for (i, spec) in opts.listeners.iter().enumerate() {

@@ -143,6 +143,9 @@ pub(super) struct Shared {
     pub limits: Arc<super::limits::Shared>,
     /// Where new scenarios keep their counters (`--state`).
     pub state: crate::state::Backend,
+    /// The runtime that serves SMTP. The API runs on a thread of its own
+    /// (`api::spawn`), and a listener it adds must still be served here.
+    pub smtp: tokio::runtime::Handle,
 }
 
 /// One registered scenario and its listener.
@@ -223,16 +226,27 @@ impl Runtime {
             limits: s.limits.clone(),
             proxy,
         });
-        let accept = s.tracker.spawn(super::accept_loop(
-            listener,
-            slot.clone(),
-            conn,
-            s.permits.clone(),
-            s.ids.clone(),
-            stop.clone(),
-            s.tracker.clone(),
-        ));
-        s.tracker.spawn(super::sweep_loop(slot, stop.clone()));
+        // A listener is driven by the reactor of the runtime it is
+        // registered with: taken out of the caller's (the API's, for a
+        // scenario added through it) and registered again on the SMTP one.
+        let listener = listener.into_std();
+        let (permits, ids, tracker) = (s.permits.clone(), s.ids.clone(), s.tracker.clone());
+        let (accepting, stopping) = (slot.clone(), stop.clone());
+        let accept = s.tracker.spawn_on(
+            async move {
+                match listener.and_then(TcpListener::from_std) {
+                    Ok(l) => {
+                        let accept =
+                            super::accept_loop(l, accepting, conn, permits, ids, stopping, tracker);
+                        accept.await;
+                    }
+                    Err(e) => tracing::warn!("cannot serve a listener: {e}"),
+                }
+            },
+            &s.smtp,
+        );
+        s.tracker
+            .spawn_on(super::sweep_loop(slot, stop.clone()), &s.smtp);
         (stop, accept)
     }
 
