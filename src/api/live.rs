@@ -1,10 +1,12 @@
 //! The live transcript behind `GET /api/v1/events`: events gathered for
 //! [`GATHER`] and written as one chunk in the event-stream format (WHATWG
 //! HTML §9.2.6). Streams of every session share one encoding: a [`Hub`]
-//! takes the events the capture encoded as it recorded them and hands the
-//! same bytes to all of them, so a second open tab costs SMTP next to
-//! nothing. A stream of one session reads the capture's live events and
-//! encodes its own.
+//! reads the capture's live events, encodes each batch once and hands the
+//! same bytes to all of them, so a second open tab costs next to nothing.
+//! A stream of one session reads the capture's live events and encodes its
+//! own. All of it runs on the API's thread (`api::spawn`): a session only
+//! sends each event to the capture's channel, and never encodes for a
+//! reader.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -63,41 +65,19 @@ impl Feed {
         }
     }
 
-    /// Appends one event of the session: its JSON (one line) as a `data:`
-    /// field, then the blank line that dispatches it.
-    fn push(&self, out: &mut Vec<u8>, item: Result<Arc<Event>, u64>) {
-        match item {
-            Ok(ev) if ev.session == self.session => {
-                out.extend_from_slice(b"data: ");
-                ev.write_json(out);
-                out.extend_from_slice(b"\n\n");
-            }
-            Ok(_) => {}
-            Err(missed) => out.extend_from_slice(&lagged(missed)),
-        }
-    }
-
     /// Waits for an event (at most `wait`), gathers for [`GATHER`], then
     /// takes everything that came meanwhile.
     async fn gather(&mut self, wait: Duration) -> Gathered {
         let mut out = Vec::new();
-        let first = match tokio::time::timeout(wait, self.rx.recv()).await {
+        match tokio::time::timeout(wait, self.rx.recv()).await {
             Err(_quiet) => return Gathered::Quiet,
-            Ok(Ok(ev)) => Ok(ev),
-            Ok(Err(RecvError::Lagged(n))) => Err(n),
+            Ok(Ok(ev)) if ev.session == self.session => data(&mut out, &ev),
+            Ok(Ok(_)) => {}
+            Ok(Err(RecvError::Lagged(n))) => out.extend_from_slice(&lagged(n)),
             Ok(Err(RecvError::Closed)) => return Gathered::Closed,
-        };
-        self.push(&mut out, first);
-        tokio::time::sleep(GATHER).await;
-        // At most one backlog's worth: a reader never loops forever behind
-        // a server that produces faster than it drains.
-        for _ in 0..LIVE_BACKLOG {
-            match self.rx.try_recv() {
-                Ok(ev) => self.push(&mut out, Ok(ev)),
-                Err(TryRecvError::Lagged(n)) => self.push(&mut out, Err(n)),
-                Err(TryRecvError::Empty | TryRecvError::Closed) => break,
-            };
         }
+        tokio::time::sleep(GATHER).await;
+        drain(&mut self.rx, &mut out, Some(self.session));
         Gathered::Batch(out)
     }
 
@@ -122,13 +102,10 @@ struct Batch {
 }
 
 /// The encoding shared by every stream of all sessions. Runs only while
-/// one is open: the first opens the capture's [`Tap`], so each event is
-/// encoded once, by the thread that records it while its strings are
-/// still in the cache; the hub takes what was encoded every [`GATHER`] and
-/// hands the same bytes to every stream. It closes the tap and stops at
-/// the first period that finds nobody left to read.
-///
-/// [`Tap`]: crate::capture::Tap
+/// one is open: the first starts it, and it stops at the first period that
+/// finds nobody left to read. Every [`GATHER`] it takes what the capture's
+/// channel holds (at most a backlog's worth), encodes it once and hands the
+/// same bytes to every stream.
 #[derive(Default)]
 pub struct Hub {
     tx: Mutex<Option<broadcast::Sender<Batch>>>,
@@ -136,51 +113,46 @@ pub struct Hub {
 
 impl Hub {
     /// A new stream of every session's events, from now on.
-    pub fn subscribe(self: &Arc<Self>, capture: &Arc<Capture>) -> Shared {
+    pub fn subscribe(self: &Arc<Self>, capture: &Capture) -> Shared {
         let mut slot = self.tx.lock().unwrap_or_else(|p| p.into_inner());
         let rx = match slot.as_ref() {
             Some(tx) => tx.subscribe(),
             None => {
                 let (tx, rx) = broadcast::channel(HUB_BACKLOG);
                 *slot = Some(tx.clone());
-                capture.tap().open(b"data: ", b"\n\n");
-                tokio::spawn(self.clone().run(capture.clone(), tx));
+                tokio::spawn(self.clone().run(capture.live(), tx));
                 rx
             }
         };
         Shared { rx, next: None }
     }
 
-    async fn run(self: Arc<Self>, capture: Arc<Capture>, tx: broadcast::Sender<Batch>) {
+    async fn run(
+        self: Arc<Self>,
+        mut events: broadcast::Receiver<Arc<Event>>,
+        tx: broadcast::Sender<Batch>,
+    ) {
         let mut seq = 0;
         let mut tick = tokio::time::interval(GATHER);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last = 0;
         loop {
             tick.tick().await;
-            if tx.receiver_count() == 0 && self.stop(&tx, &capture) {
+            if tx.receiver_count() == 0 && self.stop(&tx) {
                 return;
             }
-            let taken = capture.tap().take(Vec::with_capacity(last));
-            if taken.count == 0 && taken.missed == 0 {
+            let mut bytes = Vec::with_capacity(last);
+            let count = drain(&mut events, &mut bytes, None);
+            if bytes.is_empty() {
                 continue;
             }
-            last = taken.bytes.len();
-            let mut bytes = taken.bytes;
-            if taken.missed > 0 {
-                let mut told = lagged(taken.missed);
-                told.append(&mut bytes);
-                bytes = told;
-            }
+            last = bytes.len();
             let batch = Batch {
                 bytes: Bytes::from(bytes),
                 first: seq,
-                count: taken.count,
+                count,
             };
-            // Events the tap missed are told in the batch itself; `first`
-            // counts what streams were sent, to tell a slow one what it
-            // missed of that.
-            seq += taken.count;
+            seq += count;
             // Nobody reads: stopped at the next period.
             let _ = tx.send(batch);
         }
@@ -188,15 +160,46 @@ impl Hub {
 
     /// Stops the hub unless a stream arrived meanwhile (under the lock a
     /// new stream takes to join).
-    fn stop(&self, tx: &broadcast::Sender<Batch>, capture: &Capture) -> bool {
+    fn stop(&self, tx: &broadcast::Sender<Batch>) -> bool {
         let mut slot = self.tx.lock().unwrap_or_else(|p| p.into_inner());
         if tx.receiver_count() > 0 {
             return false;
         }
         *slot = None;
-        capture.tap().close();
         true
     }
+}
+
+/// Appends one event: its JSON (one line) as a `data:` field, then the
+/// blank line that dispatches it.
+fn data(out: &mut Vec<u8>, ev: &Event) {
+    out.extend_from_slice(b"data: ");
+    ev.write_json(out);
+    out.extend_from_slice(b"\n\n");
+}
+
+/// Appends what `events` holds now (at most one backlog's worth, so a
+/// reader never loops forever behind a server that produces faster than it
+/// drains), the events of `session` or of all, and a `lagged` event where
+/// some were missed. Returns how many events it wrote.
+fn drain(
+    events: &mut broadcast::Receiver<Arc<Event>>,
+    out: &mut Vec<u8>,
+    session: Option<u64>,
+) -> u64 {
+    let mut count = 0;
+    for _ in 0..LIVE_BACKLOG {
+        match events.try_recv() {
+            Ok(ev) if session.is_none_or(|n| n == ev.session) => {
+                data(out, &ev);
+                count += 1;
+            }
+            Ok(_) => {}
+            Err(TryRecvError::Lagged(n)) => out.extend_from_slice(&lagged(n)),
+            Err(TryRecvError::Empty | TryRecvError::Closed) => break,
+        }
+    }
+    count
 }
 
 /// A stream's side of the hub: the batches, and the number of the event it

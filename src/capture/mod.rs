@@ -9,7 +9,6 @@
 mod json;
 pub mod metrics;
 pub mod store;
-pub mod tap;
 mod writer;
 
 use std::collections::VecDeque;
@@ -23,7 +22,6 @@ use tokio::sync::broadcast;
 
 pub use metrics::Metrics;
 pub use store::{Filter, Message, Origin, Page, Store, StoreError};
-pub use tap::Tap;
 
 use crate::proto::{Answer, Captured, Fact, Stage, Tag, TxEnd};
 
@@ -338,8 +336,6 @@ pub struct Capture {
     events: Mutex<VecDeque<Arc<Event>>>,
     /// Events as they happen, for live readers (SSE, wait-for).
     live: broadcast::Sender<Arc<Event>>,
-    /// Events encoded as they are recorded, for the one reader that asked.
-    tap: Tap,
     metrics: Metrics,
 }
 
@@ -361,7 +357,6 @@ impl Capture {
             store,
             events: Mutex::new(VecDeque::new()),
             live: broadcast::channel(LIVE_BACKLOG).0,
-            tap: Tap::default(),
             metrics: Metrics::default(),
         })
     }
@@ -387,7 +382,6 @@ impl Capture {
         if let Some(w) = &self.events_file {
             w.send(event.clone());
         }
-        self.tap.put(&event);
         let mut ring = self.events.lock().unwrap_or_else(|p| p.into_inner());
         if ring.len() == KEEP_EVENTS {
             ring.pop_front();
@@ -431,11 +425,6 @@ impl Capture {
     /// missed).
     pub fn live(&self) -> broadcast::Receiver<Arc<Event>> {
         self.live.subscribe()
-    }
-
-    /// The tap: every event encoded as it is recorded, for one reader.
-    pub fn tap(&self) -> &Tap {
-        &self.tap
     }
 
     /// Forgets the messages and events kept in memory (files already
