@@ -210,8 +210,8 @@ struct ServeArgs {
     /// net.core.somaxconn).
     #[arg(long, default_value_t = server::limits::DEFAULT_BACKLOG)]
     backlog: u32,
-    /// Threads that serve sessions and the API (0: one fewer than the
-    /// machine has cores, at least one).
+    /// Threads that serve sessions (0: one fewer than the machine has
+    /// cores, at least one). The API has a thread of its own.
     #[arg(long, default_value_t = 0)]
     threads: usize,
     /// Do not reload scenario files when they change (SIGHUP still reloads).
