@@ -2,7 +2,8 @@
 # What an open event stream costs SMTP: throughput of one mailfault with no
 # API client, then with one and with three `GET /api/v1/events`
 # subscribers (curl -N, as a browser tab would hold it) reading every event,
-# alternating, several rounds. Loopback only; every load is bounded in
+# then with one stream of the types the web UI asks for, alternating,
+# several rounds. Loopback only; every load is bounded in
 # messages and in time.
 #
 #   bench/api_cost.sh [--fresh] [ROUNDS]   # needs smtp-source (Debian: postfix) and curl
@@ -49,14 +50,14 @@ load=(-s 20 -m 20000 -l 1024 -d)
 ticks() { awk '{print $14 + $15}' "/proc/$server/stat"; }
 hz=$(getconf CLK_TCK)
 
-run() { # mode subscribers
-  local mode=$1 subs=$2 pids=() start end secs got t0 t1
+run() { # mode subscribers [query]
+  local mode=$1 subs=$2 query=${3:-} pids=() start end secs got t0 t1
   [ -n "$fresh" ] && start_server
   # Each reader counts the events as they come (grep on a pipe), as a
   # page would look at each one; nothing is written to disk, which on two
   # cores would slow the client more than the server.
   for i in $(seq "$subs"); do
-    { curl -sN "$api/api/v1/events" & echo $! > "$tmp/curl.$i"; wait; } |
+    { curl -sN "$api/api/v1/events$query" & echo $! > "$tmp/curl.$i"; wait; } |
       grep -c '^data: ' > "$tmp/count.$i" &
     pids+=($!)
   done
@@ -85,11 +86,12 @@ for r in $(seq "$rounds"); do
   run "no subscriber" 0 | tee -a "$tmp/none"
   run "1 subscriber" 1 | tee -a "$tmp/one"
   run "3 subscribers" 3 | tee -a "$tmp/three"
+  run "UI stream" 1 "?types=connect,message,transaction,close" | tee -a "$tmp/ui"
 done
 median() { # file field
   awk -v f="$2" '{print $f}' "$1" | sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'
 }
 for m in "msg/s:3" "server CPU us/msg:5"; do
   f=${m##*:}
-  echo "median ${m%:*}: none $(median "$tmp/none" "$f"), 1 subscriber $(median "$tmp/one" "$f"), 3 subscribers $(median "$tmp/three" "$f")"
+  echo "median ${m%:*}: none $(median "$tmp/none" "$f"), 1 subscriber $(median "$tmp/one" "$f"), 3 subscribers $(median "$tmp/three" "$f"), the UI's stream $(median "$tmp/ui" "$f")"
 done

@@ -454,6 +454,35 @@ async fn events_stream_live_transcript() {
     assert_eq!(message["listener"], api.server.addr().to_string());
 }
 
+#[tokio::test]
+async fn an_events_stream_of_some_types_carries_only_those() {
+    let api = Api::default().await;
+    let mut sse = api.get("/api/v1/events?types=message,%20close").await;
+    assert_eq!(sse.status(), StatusCode::OK);
+    let reply = raw_send(&api.server, "picked@example.test", "hi\r\n").await;
+    assert!(reply.starts_with("250 "));
+    let mut seen = String::new();
+    while !seen.contains("\"type\":\"close\"") {
+        let chunk = tokio::time::timeout(Duration::from_secs(10), sse.chunk())
+            .await
+            .expect("an event within 10 s")
+            .unwrap()
+            .expect("the stream stays open");
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    let types: Vec<String> = seen
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .map(|d| {
+            serde_json::from_str::<Value>(d).unwrap()["type"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(types, ["message", "close"], "{seen}");
+}
+
 fn metric(text: &str, line_start: &str) -> u64 {
     text.lines()
         .find_map(|l| l.strip_prefix(line_start).and_then(|r| r.strip_prefix(' ')))
@@ -667,6 +696,11 @@ async fn bad_input_gets_json_4xx() {
         ("/api/v1/deliveries?outcome=bounced", 400, "bad outcome"),
         ("/api/v1/sessions?open=perhaps", 400, "open"),
         ("/api/v1/events?session=x", 400, "session"),
+        (
+            "/api/v1/events?types=connect,replies",
+            400,
+            "unknown event type \"replies\" in types: one of listen, connect, command, reply",
+        ),
         ("/api/v2/messages", 404, "no route GET /api/v2/messages"),
     ] {
         let status = StatusCode::from_u16(status).unwrap();

@@ -3,8 +3,8 @@
 //! HTML §9.2.6). Streams of every session share one encoding: a [`Hub`]
 //! reads the capture's live events, encodes each batch once and hands the
 //! same bytes to all of them, so a second open tab costs next to nothing.
-//! A stream of one session reads the capture's live events and encodes its
-//! own. All of it runs on the API's thread (`api::spawn`): a session only
+//! A stream of one session, or of some event types, reads the capture's
+//! live events and encodes its own. All of it runs on the API's thread (`api::spawn`): a session only
 //! sends each event to the capture's channel, and never encodes for a
 //! reader.
 
@@ -51,17 +51,36 @@ enum Gathered {
     Closed,
 }
 
-/// The reader of one session's live events.
+/// Which events a stream of its own wants: one session's, some types, or
+/// both (every event: the [`Hub`]'s shared stream instead).
+#[derive(Debug, Default, Clone)]
+pub struct Want {
+    pub session: Option<u64>,
+    /// Type names, from [`crate::capture::EVENT_TYPES`].
+    pub types: Option<Vec<&'static str>>,
+}
+
+impl Want {
+    fn takes(&self, ev: &Event) -> bool {
+        self.session.is_none_or(|n| n == ev.session)
+            && self
+                .types
+                .as_ref()
+                .is_none_or(|t| t.contains(&ev.kind.type_name()))
+    }
+}
+
+/// A reader of the live events that a [`Want`] picks, encoding its own.
 pub struct Feed {
     rx: broadcast::Receiver<Arc<Event>>,
-    session: u64,
+    want: Want,
 }
 
 impl Feed {
-    pub fn new(capture: &Capture, session: u64) -> Self {
+    pub fn new(capture: &Capture, want: Want) -> Self {
         Self {
             rx: capture.live(),
-            session,
+            want,
         }
     }
 
@@ -71,13 +90,13 @@ impl Feed {
         let mut out = Vec::new();
         match tokio::time::timeout(wait, self.rx.recv()).await {
             Err(_quiet) => return Gathered::Quiet,
-            Ok(Ok(ev)) if ev.session == self.session => data(&mut out, &ev),
+            Ok(Ok(ev)) if self.want.takes(&ev) => data(&mut out, &ev),
             Ok(Ok(_)) => {}
             Ok(Err(RecvError::Lagged(n))) => out.extend_from_slice(&lagged(n)),
             Ok(Err(RecvError::Closed)) => return Gathered::Closed,
         }
         tokio::time::sleep(GATHER).await;
-        drain(&mut self.rx, &mut out, Some(self.session));
+        drain(&mut self.rx, &mut out, &self.want);
         Gathered::Batch(out)
     }
 
@@ -142,7 +161,7 @@ impl Hub {
                 return;
             }
             let mut bytes = Vec::with_capacity(last);
-            let count = drain(&mut events, &mut bytes, None);
+            let count = drain(&mut events, &mut bytes, &Want::default());
             if bytes.is_empty() {
                 continue;
             }
@@ -180,17 +199,13 @@ fn data(out: &mut Vec<u8>, ev: &Event) {
 
 /// Appends what `events` holds now (at most one backlog's worth, so a
 /// reader never loops forever behind a server that produces faster than it
-/// drains), the events of `session` or of all, and a `lagged` event where
-/// some were missed. Returns how many events it wrote.
-fn drain(
-    events: &mut broadcast::Receiver<Arc<Event>>,
-    out: &mut Vec<u8>,
-    session: Option<u64>,
-) -> u64 {
+/// drains), those `want` takes, and a `lagged` event where some were
+/// missed. Returns how many events it wrote.
+fn drain(events: &mut broadcast::Receiver<Arc<Event>>, out: &mut Vec<u8>, want: &Want) -> u64 {
     let mut count = 0;
     for _ in 0..LIVE_BACKLOG {
         match events.try_recv() {
-            Ok(ev) if session.is_none_or(|n| n == ev.session) => {
+            Ok(ev) if want.takes(&ev) => {
                 data(out, &ev);
                 count += 1;
             }
@@ -256,7 +271,13 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_quiet_stream_keeps_alive_then_batches_one_sessions_events() {
         let capture = Capture::in_memory();
-        let feed = Feed::new(&capture, 3);
+        let feed = Feed::new(
+            &capture,
+            Want {
+                session: Some(3),
+                types: None,
+            },
+        );
         let (chunk, feed) = feed.next().await.unwrap();
         assert_eq!(&chunk[..], COMMENT);
         capture.record("l", "s", 3, connect(1));

@@ -17,10 +17,10 @@ use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 
 use super::error::{ApiError, ApiPath, ApiQuery, ApiResult};
-use super::live::{Feed, Shared};
+use super::live::{Feed, Shared, Want};
 use super::wait::{self, Changes, Listing, Paging};
 use super::ApiState;
-use crate::capture::{Event, EventKind};
+use crate::capture::{Event, EventKind, EVENT_TYPES};
 
 pub fn routes() -> Router<ApiState> {
     Router::new()
@@ -189,32 +189,65 @@ async fn one(
 struct EventsQuery {
     /// Only this session's events.
     session: Option<u64>,
+    /// Only these types, comma-separated (`connect,transaction,close`).
+    types: Option<String>,
+}
+
+/// The event types a `types=` parameter names, or a 400 naming the valid
+/// ones.
+fn event_types(list: &str) -> ApiResult<Vec<&'static str>> {
+    list.split(',')
+        .map(str::trim)
+        .map(|t| {
+            EVENT_TYPES
+                .iter()
+                .copied()
+                .find(|k| *k == t)
+                .ok_or_else(|| {
+                    ApiError::bad_request(format!(
+                        "unknown event type {t:?} in types: one of {}",
+                        EVENT_TYPES.join(", ")
+                    ))
+                })
+        })
+        .collect()
 }
 
 /// The live transcript: each event as one SSE `data:` line (the JSON of the
 /// events file), written in batches every [`super::live::GATHER`] at most.
 /// A reader too slow to keep up gets a `lagged` event saying how many it
 /// missed, then carries on. Ends when the server stops. Streams of every
-/// session share one encoding (see `live.rs`).
+/// session share one encoding (see `live.rs`); `session=N` and `types=`
+/// pick events, for a stream of its own.
 ///
 /// The stream is written by hand rather than with axum's `Sse`, which
 /// frames and hands over each event on its own: with a busy server and a
 /// tab open, that per-event work was most of what the stream cost SMTP.
-async fn events(State(s): State<ApiState>, ApiQuery(q): ApiQuery<EventsQuery>) -> Response {
+async fn events(
+    State(s): State<ApiState>,
+    ApiQuery(q): ApiQuery<EventsQuery>,
+) -> ApiResult<Response> {
     use futures_util::stream::unfold;
-    let chunks = match q.session {
-        Some(n) => unfold(Feed::new(&s.capture, n), Feed::next).boxed(),
-        None => unfold(s.hub.subscribe(&s.capture), Shared::next).boxed(),
+    let want = Want {
+        session: q.session,
+        types: q.types.as_deref().map(event_types).transpose()?,
+    };
+    let chunks = match want {
+        Want {
+            session: None,
+            types: None,
+        } => unfold(s.hub.subscribe(&s.capture), Shared::next).boxed(),
+        want => unfold(Feed::new(&s.capture, want), Feed::next).boxed(),
     };
     let shutdown = s.shutdown.clone();
     let chunks = chunks.take_until(async move { shutdown.cancelled().await });
     let body = Body::from_stream(chunks.map(Ok::<_, Infallible>));
-    (
+    Ok((
         [
             (header::CONTENT_TYPE, "text/event-stream"),
             (header::CACHE_CONTROL, "no-cache"),
         ],
         body,
     )
-        .into_response()
+        .into_response())
 }

@@ -323,6 +323,19 @@ mod tests {
     }
 
     #[test]
+    fn type_names_are_the_type_fields() {
+        let mut named = std::collections::BTreeSet::new();
+        for line in LINES {
+            let e: Event = serde_json::from_str(line).unwrap();
+            let v: serde_json::Value = serde_json::from_str(line).unwrap();
+            assert_eq!(e.kind.type_name(), v["type"], "{line}");
+            named.insert(e.kind.type_name());
+        }
+        let all: std::collections::BTreeSet<_> = crate::capture::EVENT_TYPES.into_iter().collect();
+        assert_eq!(named, all, "the fixture has every type");
+    }
+
+    #[test]
     fn hand_written_json_is_serdes() {
         for line in LINES {
             let e: Event = serde_json::from_str(line).unwrap();

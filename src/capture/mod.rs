@@ -221,7 +221,43 @@ impl From<Tag> for Limit {
     }
 }
 
+/// Every event type, as the `type` field names it.
+pub const EVENT_TYPES: [&str; 13] = [
+    "listen",
+    "connect",
+    "command",
+    "reply",
+    "message",
+    "greeted",
+    "refused",
+    "mail",
+    "rcpt",
+    "transaction",
+    "tls",
+    "hang",
+    "close",
+];
+
 impl EventKind {
+    /// Its `type` field (one of [`EVENT_TYPES`]).
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            EventKind::Listen { .. } => "listen",
+            EventKind::Connect { .. } => "connect",
+            EventKind::Command { .. } => "command",
+            EventKind::Reply { .. } => "reply",
+            EventKind::Message { .. } => "message",
+            EventKind::Greeted { .. } => "greeted",
+            EventKind::Refused { .. } => "refused",
+            EventKind::Mail { .. } => "mail",
+            EventKind::Rcpt { .. } => "rcpt",
+            EventKind::Transaction { .. } => "transaction",
+            EventKind::Tls { .. } => "tls",
+            EventKind::Hang { .. } => "hang",
+            EventKind::Close { .. } => "close",
+        }
+    }
+
     /// The Listen event for a listener serving `file` (None: the built-in
     /// scenario or inline text). The path is made absolute so `report` finds
     /// it from any folder.

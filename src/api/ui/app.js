@@ -206,6 +206,7 @@ function changed() {
   if (["scenarios", "explain"].includes(view) || pending) return;
   pending = setTimeout(() => { pending = null; render(); }, 500);
 }
+const LIVE_TYPES = "connect,message,transaction,close";
 let stream = null, poll = null;
 function live() {
   const dot = document.getElementById("live");
@@ -213,7 +214,9 @@ function live() {
   if (stream) stream.close();
   clearInterval(poll);
   if (token()) { mark(true); poll = setInterval(changed, 3000); return; }
-  stream = new EventSource("/api/v1/events");
+  // Only the events that change a list: a tab open beside a busy server
+  // takes a few events a message instead of every command and reply.
+  stream = new EventSource("/api/v1/events?types=" + LIVE_TYPES);
   stream.onopen = () => mark(true);
   stream.onerror = () => mark(false);
   stream.onmessage = changed;
