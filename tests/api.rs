@@ -746,6 +746,8 @@ async fn bad_input_gets_json_4xx() {
             .await
             .unwrap();
         assert_eq!(r.status().as_u16(), status, "{ctype} {body}");
+        // The body may be unread: the connection is not offered for reuse.
+        assert_eq!(r.headers()["connection"], "close", "{ctype} {body}");
         assert_eq!(r.json::<Value>().await.unwrap()["status"], status);
     }
 }

@@ -15,7 +15,7 @@ use axum::body::Bytes;
 use tokio::sync::broadcast;
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 
-use crate::capture::{Capture, Event, LIVE_BACKLOG};
+use crate::capture::{Capture, Event, Live, LIVE_BACKLOG};
 
 /// How long events are gathered before they are written. A reader sees
 /// each event within this; a busy server wakes each reader, and writes to
@@ -72,16 +72,18 @@ impl Want {
 
 /// A reader of the live events that a [`Want`] picks, encoding its own.
 pub struct Feed {
-    rx: broadcast::Receiver<Arc<Event>>,
+    rx: Live,
     want: Want,
 }
 
 impl Feed {
     pub fn new(capture: &Capture, want: Want) -> Self {
-        Self {
-            rx: capture.live(),
-            want,
-        }
+        // Only the types wanted are sent by the sessions at all.
+        let rx = match &want.types {
+            Some(types) => capture.live_of(types),
+            None => capture.live(),
+        };
+        Self { rx, want }
     }
 
     /// Waits for an event (at most `wait`), gathers for [`GATHER`], then
@@ -146,11 +148,7 @@ impl Hub {
         Shared { rx, next: None }
     }
 
-    async fn run(
-        self: Arc<Self>,
-        mut events: broadcast::Receiver<Arc<Event>>,
-        tx: broadcast::Sender<Batch>,
-    ) {
+    async fn run(self: Arc<Self>, mut events: Live, tx: broadcast::Sender<Batch>) {
         let mut seq = 0;
         let mut tick = tokio::time::interval(GATHER);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

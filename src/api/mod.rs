@@ -213,21 +213,34 @@ fn same(a: &[u8], b: &[u8]) -> bool {
 }
 
 /// 413 for a declared body over [`MAX_BODY`], before reading it; a body
-/// without a length is cut at the limit by the extractors.
+/// without a length is cut at the limit by the extractors. An error answer
+/// to a request with a body says `Connection: close`: the body may be
+/// unread (a wrong content type is refused before it is read), so the
+/// connection cannot carry another request, and a client that pooled it
+/// would send its next request into a closing socket (RFC 9112 §9.6: a
+/// server that closes says so).
 async fn limit_body(req: Request, next: Next) -> Response {
     let declared = req
         .headers()
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > MAX_BODY as u64) {
-        return ApiError::new(
+    let has_body =
+        declared.is_some_and(|n| n > 0) || req.headers().contains_key(header::TRANSFER_ENCODING);
+    let mut r = if declared.is_some_and(|n| n > MAX_BODY as u64) {
+        ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             format!("request body over {MAX_BODY} bytes"),
         )
-        .into_response();
+        .into_response()
+    } else {
+        next.run(req).await
+    };
+    if has_body && (r.status().is_client_error() || r.status().is_server_error()) {
+        r.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
-    next.run(req).await
+    r
 }
 
 /// Errors made by axum itself (405, a body it could not read) come without

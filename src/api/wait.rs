@@ -5,7 +5,6 @@
 //! again after each change, so a match that arrives between the look and
 //! the wait still ends the wait: no sleeps, no race.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::http::StatusCode;
@@ -14,7 +13,6 @@ use tokio::sync::{broadcast, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::error::{ApiError, ApiResult};
-use crate::capture::Event;
 
 /// The longest wait a request may ask for.
 pub const MAX_WAIT: Duration = Duration::from_secs(300);
@@ -97,7 +95,7 @@ pub enum Changes {
     /// The message store.
     Store(watch::Receiver<u64>),
     /// The live events.
-    Events(broadcast::Receiver<Arc<Event>>),
+    Events(crate::capture::Live),
 }
 
 impl Changes {

@@ -7,6 +7,7 @@
 //! [`metrics`].
 
 mod json;
+mod live;
 pub mod metrics;
 pub mod store;
 mod writer;
@@ -20,6 +21,7 @@ use std::time::SystemTime;
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
+pub use live::Live;
 pub use metrics::Metrics;
 pub use store::{Filter, Message, Origin, Page, Store, StoreError};
 
@@ -241,20 +243,25 @@ pub const EVENT_TYPES: [&str; 13] = [
 impl EventKind {
     /// Its `type` field (one of [`EVENT_TYPES`]).
     pub fn type_name(&self) -> &'static str {
+        EVENT_TYPES[self.type_index()]
+    }
+
+    /// Its type's place in [`EVENT_TYPES`].
+    pub fn type_index(&self) -> usize {
         match self {
-            EventKind::Listen { .. } => "listen",
-            EventKind::Connect { .. } => "connect",
-            EventKind::Command { .. } => "command",
-            EventKind::Reply { .. } => "reply",
-            EventKind::Message { .. } => "message",
-            EventKind::Greeted { .. } => "greeted",
-            EventKind::Refused { .. } => "refused",
-            EventKind::Mail { .. } => "mail",
-            EventKind::Rcpt { .. } => "rcpt",
-            EventKind::Transaction { .. } => "transaction",
-            EventKind::Tls { .. } => "tls",
-            EventKind::Hang { .. } => "hang",
-            EventKind::Close { .. } => "close",
+            EventKind::Listen { .. } => 0,
+            EventKind::Connect { .. } => 1,
+            EventKind::Command { .. } => 2,
+            EventKind::Reply { .. } => 3,
+            EventKind::Message { .. } => 4,
+            EventKind::Greeted { .. } => 5,
+            EventKind::Refused { .. } => 6,
+            EventKind::Mail { .. } => 7,
+            EventKind::Rcpt { .. } => 8,
+            EventKind::Transaction { .. } => 9,
+            EventKind::Tls { .. } => 10,
+            EventKind::Hang { .. } => 11,
+            EventKind::Close { .. } => 12,
         }
     }
 
@@ -372,6 +379,8 @@ pub struct Capture {
     events: Mutex<VecDeque<Arc<Event>>>,
     /// Events as they happen, for live readers (SSE, wait-for).
     live: broadcast::Sender<Arc<Event>>,
+    /// Which types live readers want: only those are sent.
+    interest: Arc<live::Interest>,
     metrics: Metrics,
 }
 
@@ -393,6 +402,7 @@ impl Capture {
             store,
             events: Mutex::new(VecDeque::new()),
             live: broadcast::channel(LIVE_BACKLOG).0,
+            interest: Arc::default(),
             metrics: Metrics::default(),
         })
     }
@@ -424,8 +434,10 @@ impl Capture {
         }
         ring.push_back(event.clone());
         drop(ring);
-        // No subscriber is the usual case: an error, and nothing to do.
-        let _ = self.live.send(event);
+        // No reader is the usual case, and then nothing is sent.
+        if self.interest.wants(event.kind.type_index()) {
+            let _ = self.live.send(event);
+        }
     }
 
     /// Keeps a message that arrived in session `origin` (see
@@ -459,8 +471,21 @@ impl Capture {
     /// Events from now on, as they are recorded. A reader that falls
     /// [`LIVE_BACKLOG`] events behind skips ahead (and is told how many it
     /// missed).
-    pub fn live(&self) -> broadcast::Receiver<Arc<Event>> {
-        self.live.subscribe()
+    pub fn live(&self) -> Live {
+        self.live_of(&EVENT_TYPES)
+    }
+
+    /// Events of these types (names from [`EVENT_TYPES`]) from now on: a
+    /// session sends an event to live readers only when one wants its type.
+    /// Unknown names are ignored.
+    pub fn live_of(&self, types: &[&str]) -> Live {
+        let places = EVENT_TYPES
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| types.contains(t))
+            .map(|(i, _)| i)
+            .collect();
+        Live::new(&self.live, self.interest.clone(), places)
     }
 
     /// Forgets the messages and events kept in memory (files already
