@@ -17,9 +17,10 @@
 //! - [`capture`]: transcripts (JSON Lines, in memory, live), the message
 //!   store (bounded by bytes, fsynced to a folder before the 250) and the
 //!   counters behind `/metrics`.
-//! - [`api`]: the HTTP API (axum): health, messages, sessions, deliveries,
-//!   the report, live events (SSE), metrics; loopback or a bearer token;
-//!   and the web UI at `/` (`api/ui/`: plain HTML, CSS and JS, embedded).
+//! - [`api`]: the HTTP API (axum, on a thread of its own): health,
+//!   messages, sessions, deliveries, the report, live events (SSE),
+//!   metrics; loopback or a bearer token; and the web UI at `/` (`api/ui/`:
+//!   plain HTML, CSS and JS, embedded).
 //! - [`report`]: how the sender behaved: deliveries, findings, `[[expect]]`;
 //!   as text, JSON, or one self-contained HTML page (the UI's timeline).
 //! - [`bounce`]: `explain` for replies, `from-bounce` for bounce messages.
