@@ -420,36 +420,11 @@ async fn events_stream_live_transcript() {
     // events all come through.
     let reply = raw_send(&api.server, "live@example.test", "hi\r\n").await;
     assert!(reply.starts_with("250 "));
-    let mut seen = String::new();
-    let mut types = vec![];
-    while !types.contains(&"close".to_string()) {
-        let chunk = tokio::time::timeout(Duration::from_secs(10), sse.chunk())
-            .await
-            .expect("an event within 10 s")
-            .unwrap()
-            .expect("the stream stays open");
-        seen.push_str(&String::from_utf8_lossy(&chunk));
-        // Only whole lines: a chunk may end inside one.
-        let whole = &seen[..seen.rfind('\n').map_or(0, |i| i + 1)];
-        types = whole
-            .lines()
-            .filter_map(|l| l.strip_prefix("data: "))
-            .map(|d| {
-                serde_json::from_str::<Value>(d).unwrap()["type"]
-                    .as_str()
-                    .unwrap()
-                    .to_string()
-            })
-            .collect();
-    }
-    assert_eq!(types.first().map(String::as_str), Some("connect"));
-    assert!(types.contains(&"message".to_string()), "{types:?}");
-    let message = seen
-        .lines()
-        .filter_map(|l| l.strip_prefix("data: "))
-        .map(|d| serde_json::from_str::<Value>(d).unwrap())
-        .find(|e| e["type"] == "message")
-        .unwrap();
+    let events = events_until_close(&mut sse).await;
+    let types: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert_eq!(types.first().copied(), Some("connect"));
+    assert!(types.contains(&"message"), "{types:?}");
+    let message = events.iter().find(|e| e["type"] == "message").unwrap();
     assert_eq!(message["rcpt"][0], "live@example.test");
     assert_eq!(message["listener"], api.server.addr().to_string());
 }
@@ -461,26 +436,33 @@ async fn an_events_stream_of_some_types_carries_only_those() {
     assert_eq!(sse.status(), StatusCode::OK);
     let reply = raw_send(&api.server, "picked@example.test", "hi\r\n").await;
     assert!(reply.starts_with("250 "));
+    let events = events_until_close(&mut sse).await;
+    let types: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert_eq!(types, ["message", "close"], "{events:?}");
+}
+
+/// Reads an event stream until a `close` event has come whole; every
+/// event read, parsed.
+async fn events_until_close(sse: &mut reqwest::Response) -> Vec<Value> {
     let mut seen = String::new();
-    while !seen.contains("\"type\":\"close\"") {
+    loop {
         let chunk = tokio::time::timeout(Duration::from_secs(10), sse.chunk())
             .await
             .expect("an event within 10 s")
             .unwrap()
             .expect("the stream stays open");
         seen.push_str(&String::from_utf8_lossy(&chunk));
+        // Only whole lines: a chunk may end inside one.
+        let whole = &seen[..seen.rfind('\n').map_or(0, |i| i + 1)];
+        let events: Vec<Value> = whole
+            .lines()
+            .filter_map(|l| l.strip_prefix("data: "))
+            .map(|d| serde_json::from_str(d).unwrap())
+            .collect();
+        if events.iter().any(|e| e["type"] == "close") {
+            return events;
+        }
     }
-    let types: Vec<String> = seen
-        .lines()
-        .filter_map(|l| l.strip_prefix("data: "))
-        .map(|d| {
-            serde_json::from_str::<Value>(d).unwrap()["type"]
-                .as_str()
-                .unwrap()
-                .to_string()
-        })
-        .collect();
-    assert_eq!(types, ["message", "close"], "{seen}");
 }
 
 fn metric(text: &str, line_start: &str) -> u64 {
