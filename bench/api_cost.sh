@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# What an open event stream costs SMTP: throughput of one mailfault with no
-# API client, then with one and with three `GET /api/v1/events`
-# subscribers (curl -N, as a browser tab would hold it) reading every event,
-# then with one stream of the types the web UI asks for, alternating,
-# several rounds. Loopback only; every load is bounded in
-# messages and in time.
+# What an open stream costs SMTP: throughput of one mailfault with no API
+# client, then with one and with three `GET /api/v1/events` subscribers
+# (curl -N, as a browser tab would hold it) reading every event, then with
+# one stream of four event types, then with the web UI's change feed
+# (`GET /api/v1/changes`), alternating, several rounds. Loopback only;
+# every load is bounded in messages and in time.
 #
 #   bench/api_cost.sh [--fresh] [ROUNDS]   # needs smtp-source (Debian: postfix) and curl
 #
@@ -42,22 +42,23 @@ stop_server() { kill "$server"; wait "$server" 2>/dev/null || true; : > "$tmp/mf
 fresh=${FRESH:-}
 [ -z "$fresh" ] && start_server
 
-# 20 kept connections, 20,000 messages of 1 KB: the SMTP loop at full
-# speed, where a per-event cost would show most.
-load=(-s 20 -m 20000 -l 1024 -d)
+# 20 kept connections, 60,000 messages of 1 KB: the SMTP loop at full
+# speed, where a per-event cost would show most, for two to three seconds
+# (shorter runs moved by more than the 5% being measured).
+load=(-s 20 -m 60000 -l 1024 -d)
 
 # The server's CPU time so far, in clock ticks (user + system).
 ticks() { awk '{print $14 + $15}' "/proc/$server/stat"; }
 hz=$(getconf CLK_TCK)
 
-run() { # mode subscribers [query]
-  local mode=$1 subs=$2 query=${3:-} pids=() start end secs got t0 t1
+run() { # mode subscribers [path]
+  local mode=$1 subs=$2 path=${3:-/api/v1/events} pids=() start end secs got t0 t1
   [ -n "$fresh" ] && start_server
   # Each reader counts the events as they come (grep on a pipe), as a
   # page would look at each one; nothing is written to disk, which on two
   # cores would slow the client more than the server.
   for i in $(seq "$subs"); do
-    { curl -sN "$api/api/v1/events$query" & echo $! > "$tmp/curl.$i"; wait; } |
+    { curl -sN "$api$path" & echo $! > "$tmp/curl.$i"; wait; } |
       grep -c '^data: ' > "$tmp/count.$i" &
     pids+=($!)
   done
@@ -86,12 +87,13 @@ for r in $(seq "$rounds"); do
   run "no subscriber" 0 | tee -a "$tmp/none"
   run "1 subscriber" 1 | tee -a "$tmp/one"
   run "3 subscribers" 3 | tee -a "$tmp/three"
-  run "UI stream" 1 "?types=connect,message,transaction,close" | tee -a "$tmp/ui"
+  run "four types" 1 "/api/v1/events?types=connect,message,transaction,close" | tee -a "$tmp/four"
+  run "UI feed" 1 /api/v1/changes | tee -a "$tmp/ui"
 done
 median() { # file field
   awk -v f="$2" '{print $f}' "$1" | sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'
 }
 for m in "msg/s:3" "server CPU us/msg:5"; do
   f=${m##*:}
-  echo "median ${m%:*}: none $(median "$tmp/none" "$f"), 1 subscriber $(median "$tmp/one" "$f"), 3 subscribers $(median "$tmp/three" "$f"), the UI's stream $(median "$tmp/ui" "$f")"
+  echo "median ${m%:*}: none $(median "$tmp/none" "$f"), 1 subscriber $(median "$tmp/one" "$f"), 3 subscribers $(median "$tmp/three" "$f"), four types $(median "$tmp/four" "$f"), the UI's change feed $(median "$tmp/ui" "$f")"
 done

@@ -17,7 +17,7 @@ use mailfault::capture::{Capture, Store};
 use mailfault::scenario;
 use mailfault::server::{ListenerSpec, Options, Server, Source};
 use reqwest::StatusCode;
-use serde_json::Value;
+use serde_json::{json, Value};
 
 /// A rule with a name, so transcripts and metrics show which rule spoke.
 const SCENARIO: &str = r#"
@@ -441,9 +441,47 @@ async fn an_events_stream_of_some_types_carries_only_those() {
     assert_eq!(types, ["message", "close"], "{events:?}");
 }
 
+#[tokio::test]
+async fn the_change_feed_says_when_the_counts_moved() {
+    let api = Api::default().await;
+    let mut feed = api.get("/api/v1/changes").await;
+    assert_eq!(feed.status(), StatusCode::OK);
+    assert_eq!(feed.headers()["content-type"], "text/event-stream");
+    // The counts at once, before anything happened.
+    let first = data_until(&mut feed, |_| true).await;
+    assert_eq!(
+        first.last().unwrap(),
+        &json!({"sessions": 0, "closed": 0, "messages": 0, "attempts": 0, "store": 0})
+    );
+    let reply = raw_send(&api.server, "feed@example.test", "hi\r\n").await;
+    assert!(reply.starts_with("250 "));
+    let done = |c: &Value| c["closed"] == 1;
+    let moved = data_until(&mut feed, done).await;
+    assert_eq!(
+        moved.last().unwrap(),
+        &json!({"sessions": 1, "closed": 1, "messages": 1, "attempts": 1, "store": 1})
+    );
+    // Deleting the messages moves the store's count, and only that.
+    api.http
+        .delete(api.url("/api/v1/messages"))
+        .send()
+        .await
+        .unwrap();
+    let cleared = data_until(&mut feed, |c| c["store"] != 1).await;
+    let last = cleared.last().unwrap();
+    assert_eq!(last["store"], 2, "{last}");
+    assert_eq!(last["messages"], 1, "{last}");
+}
+
 /// Reads an event stream until a `close` event has come whole; every
 /// event read, parsed.
 async fn events_until_close(sse: &mut reqwest::Response) -> Vec<Value> {
+    data_until(sse, |e| e["type"] == "close").await
+}
+
+/// Reads an event stream until the `data:` of an event `done` takes has
+/// come whole; every event's data read, parsed.
+async fn data_until(sse: &mut reqwest::Response, done: impl Fn(&Value) -> bool) -> Vec<Value> {
     let mut seen = String::new();
     loop {
         let chunk = tokio::time::timeout(Duration::from_secs(10), sse.chunk())
@@ -459,7 +497,7 @@ async fn events_until_close(sse: &mut reqwest::Response) -> Vec<Value> {
             .filter_map(|l| l.strip_prefix("data: "))
             .map(|d| serde_json::from_str(d).unwrap())
             .collect();
-        if events.iter().any(|e| e["type"] == "close") {
+        if events.iter().any(&done) {
             return events;
         }
     }
@@ -746,6 +784,7 @@ async fn a_token_guards_everything_but_liveness() {
         "/api/v1/messages",
         "/metrics",
         "/api/v1/events",
+        "/api/v1/changes",
     ] {
         let r = api.get(path).await;
         assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "{path}");
@@ -844,8 +883,9 @@ fn serve_prints_the_api_address() {
 /// docs/openapi.yaml against the live server, with schemathesis: every
 /// documented operation, status, content type, header and body schema,
 /// bad input rejected, good input accepted, deleted messages gone, and the
-/// token enforced (`ignored_auth`). `/api/v1/events` is left out: a stream
-/// that never ends cannot be read whole (it has its own test above).
+/// token enforced (`ignored_auth`). `/api/v1/events` and `/api/v1/changes`
+/// are left out: a stream that never ends cannot be read whole (each has
+/// its own test above).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn openapi_matches_the_live_server() {
     if !capable(
@@ -877,6 +917,7 @@ async fn openapi_matches_the_live_server() {
         .args(["--max-examples", "20"])
         .args(["--request-timeout", "10"])
         .args(["--exclude-path", "/api/v1/events"])
+        .args(["--exclude-path", "/api/v1/changes"])
         .args(["--seed", "1", "--generation-database", "none", "--no-color"]);
     let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
         .await
@@ -887,6 +928,6 @@ async fn openapi_matches_the_live_server() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(out.status.success(), "schemathesis failed:\n{text}");
-    assert!(text.contains("21 selected / 22 total"), "{text}");
+    assert!(text.contains("21 selected / 23 total"), "{text}");
     let _ = std::fs::remove_dir_all(&work);
 }

@@ -4,17 +4,23 @@
 //! reads the capture's live events, encodes each batch once and hands the
 //! same bytes to all of them, so a second open tab costs next to nothing.
 //! A stream of one session, or of some event types, reads the capture's
-//! live events and encodes its own. All of it runs on the API's thread (`api::spawn`): a session only
-//! sends each event to the capture's channel, and never encodes for a
-//! reader.
+//! live events and encodes its own. All of it runs on the API's thread
+//! (`api::spawn`): a session only sends each event to the capture's
+//! channel, and never encodes for a reader.
+//!
+//! Beside it, the change feed behind `GET /api/v1/changes` ([`ChangeFeed`]):
+//! no events at all, only the counts, whenever they moved. It is what the
+//! web UI listens to, since it only needs to know when to look again.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::body::Bytes;
-use tokio::sync::broadcast;
+use serde::Serialize;
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
+use tokio::sync::{broadcast, watch};
 
+use crate::capture::metrics::Totals;
 use crate::capture::{Capture, Event, Live, LIVE_BACKLOG};
 
 /// How long events are gathered before they are written. A reader sees
@@ -35,6 +41,125 @@ pub const COMMENT: &[u8] = b":\n\n";
 /// 400 ms at full speed, and a bound on what the hub keeps (each batch is
 /// one period's events).
 const HUB_BACKLOG: usize = 16;
+
+/// How often the change feed looks at the counters. The web UI re-renders
+/// at most every 500 ms, so it misses nothing it would show.
+pub const GLANCE: Duration = Duration::from_millis(250);
+
+/// What the change feed sends: the counters, and the store's version,
+/// which moves on every message kept, deleted or cleared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+struct Moved {
+    #[serde(flatten)]
+    totals: Totals,
+    store: u64,
+}
+
+/// `GET /api/v1/changes`: the counts, as one `data:` line, whenever they
+/// moved since the last look, every [`GLANCE`] at most; a keep-alive after
+/// [`KEEP_ALIVE`] of quiet. It reads counters the sessions keep for
+/// `/metrics` anyway, so a reader (an open web UI) costs SMTP nothing: no
+/// event is sent to it, whatever the rate (docs/performance.md).
+pub struct ChangeFeed {
+    capture: Arc<Capture>,
+    store: watch::Receiver<u64>,
+    last: Option<Moved>,
+    quiet: Duration,
+}
+
+impl ChangeFeed {
+    pub fn new(capture: Arc<Capture>) -> Self {
+        Self {
+            store: capture.subscribe(),
+            capture,
+            last: None,
+            quiet: Duration::ZERO,
+        }
+    }
+
+    /// The next chunk: the counts at once for a new reader, then each time
+    /// they move. Never ends by itself: the stream stops with the server.
+    pub async fn next(mut self) -> Option<(Bytes, ChangeFeed)> {
+        loop {
+            if self.last.is_some() {
+                tokio::time::sleep(GLANCE).await;
+            }
+            let now = Moved {
+                totals: self.capture.metrics().totals(),
+                store: *self.store.borrow(),
+            };
+            if self.last != Some(now) {
+                self.last = Some(now);
+                self.quiet = Duration::ZERO;
+                let mut out = b"data: ".to_vec();
+                // A struct of numbers always serializes.
+                let _ = serde_json::to_writer(&mut out, &now);
+                out.extend_from_slice(b"\n\n");
+                return Some((Bytes::from(out), self));
+            }
+            self.quiet += GLANCE;
+            if self.quiet >= KEEP_ALIVE {
+                self.quiet = Duration::ZERO;
+                return Some((Bytes::from_static(COMMENT), self));
+            }
+        }
+    }
+}
+
+/// Buffers a busy stream keeps for its next batches. One or two are in use
+/// at a time: a batch is given back as soon as every reader has written it.
+const POOLED: usize = 4;
+
+/// The buffers a stream encodes its batches in, used again once written.
+/// A fresh buffer every period cost the API thread a page fault for every
+/// 4 KiB of a batch (the allocator hands the memory back to the kernel
+/// between periods), a third of its time with every event streamed
+/// (docs/performance.md).
+#[derive(Clone, Default)]
+struct Pool(Arc<Mutex<Vec<Vec<u8>>>>);
+
+impl Pool {
+    /// An empty buffer, with room from earlier batches when there is one.
+    fn take(&self) -> Vec<u8> {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pop()
+            .unwrap_or_default()
+    }
+
+    /// `buf` as the bytes of a chunk, back here once the last reader drops
+    /// them.
+    fn seal(&self, buf: Vec<u8>) -> Bytes {
+        Bytes::from_owner(Pooled {
+            buf,
+            pool: self.clone(),
+        })
+    }
+}
+
+/// A chunk's buffer, on its way back to its [`Pool`].
+struct Pooled {
+    buf: Vec<u8>,
+    pool: Pool,
+}
+
+impl AsRef<[u8]> for Pooled {
+    fn as_ref(&self) -> &[u8] {
+        &self.buf
+    }
+}
+
+impl Drop for Pooled {
+    fn drop(&mut self) {
+        let mut buf = std::mem::take(&mut self.buf);
+        buf.clear();
+        let mut pool = self.pool.0.lock().unwrap_or_else(|p| p.into_inner());
+        if pool.len() < POOLED {
+            pool.push(buf);
+        }
+    }
+}
 
 /// `event: lagged` with how many events a reader missed.
 fn lagged(missed: u64) -> Vec<u8> {
@@ -74,6 +199,7 @@ impl Want {
 pub struct Feed {
     rx: Live,
     want: Want,
+    pool: Pool,
 }
 
 impl Feed {
@@ -83,19 +209,25 @@ impl Feed {
             Some(types) => capture.live_of(types),
             None => capture.live(),
         };
-        Self { rx, want }
+        Self {
+            rx,
+            want,
+            pool: Pool::default(),
+        }
     }
 
     /// Waits for an event (at most `wait`), gathers for [`GATHER`], then
     /// takes everything that came meanwhile.
     async fn gather(&mut self, wait: Duration) -> Gathered {
-        let mut out = Vec::new();
-        match tokio::time::timeout(wait, self.rx.recv()).await {
-            Err(_quiet) => return Gathered::Quiet,
-            Ok(Ok(ev)) if self.want.takes(&ev) => data(&mut out, &ev),
-            Ok(Ok(_)) => {}
-            Ok(Err(RecvError::Lagged(n))) => out.extend_from_slice(&lagged(n)),
-            Ok(Err(RecvError::Closed)) => return Gathered::Closed,
+        let Ok(first) = tokio::time::timeout(wait, self.rx.recv()).await else {
+            return Gathered::Quiet;
+        };
+        let mut out = self.pool.take();
+        match first {
+            Ok(ev) if self.want.takes(&ev) => data(&mut out, &ev),
+            Ok(_) => {}
+            Err(RecvError::Lagged(n)) => out.extend_from_slice(&lagged(n)),
+            Err(RecvError::Closed) => return Gathered::Closed,
         }
         tokio::time::sleep(GATHER).await;
         drain(&mut self.rx, &mut out, &self.want);
@@ -108,7 +240,7 @@ impl Feed {
     pub async fn next(mut self) -> Option<(Bytes, Feed)> {
         match self.gather(KEEP_ALIVE).await {
             Gathered::Quiet => Some((Bytes::from_static(COMMENT), self)),
-            Gathered::Batch(out) => Some((Bytes::from(out), self)),
+            Gathered::Batch(out) => Some((self.pool.seal(out), self)),
             Gathered::Closed => None,
         }
     }
@@ -152,20 +284,19 @@ impl Hub {
         let mut seq = 0;
         let mut tick = tokio::time::interval(GATHER);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut last = 0;
+        let pool = Pool::default();
         loop {
             tick.tick().await;
             if tx.receiver_count() == 0 && self.stop(&tx) {
                 return;
             }
-            let mut bytes = Vec::with_capacity(last);
+            let mut bytes = pool.take();
             let count = drain(&mut events, &mut bytes, &Want::default());
             if bytes.is_empty() {
                 continue;
             }
-            last = bytes.len();
             let batch = Batch {
-                bytes: Bytes::from(bytes),
+                bytes: pool.seal(bytes),
                 first: seq,
                 count,
             };
@@ -287,6 +418,58 @@ mod tests {
         assert!(got[0].starts_with("data: {\"ts\":"), "{got:?}");
         assert!(got[0].ends_with(r#""session":3,"type":"connect","client":"192.0.2.1:25"}"#));
         assert!(got[1].ends_with(r#""client":"192.0.2.3:25"}"#), "{got:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_written_batch_lends_its_buffer_to_the_next() {
+        let capture = Capture::in_memory();
+        let feed = Feed::new(&capture, Want::default());
+        capture.record("l", "s", 1, connect(1));
+        let (a, feed) = feed.next().await.unwrap();
+        let first = a.as_ptr();
+        // Still being written: the next batch needs a buffer of its own.
+        capture.record("l", "s", 1, connect(2));
+        let (b, feed) = feed.next().await.unwrap();
+        let second = b.as_ptr();
+        assert_ne!(second, first);
+        // Both written: the next batch is encoded in one of their buffers.
+        drop(a);
+        drop(b);
+        capture.record("l", "s", 1, connect(3));
+        let (c, _) = feed.next().await.unwrap();
+        assert!([first, second].contains(&c.as_ptr()));
+        let got = events(&c);
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert!(got[0].ends_with(r#""client":"192.0.2.3:25"}"#), "{got:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_change_feed_tells_counts_at_once_then_only_when_they_move() {
+        let capture = Arc::new(Capture::in_memory());
+        let feed = ChangeFeed::new(capture.clone());
+        let (chunk, feed) = feed.next().await.unwrap();
+        assert_eq!(
+            &chunk[..],
+            br#"data: {"sessions":0,"closed":0,"messages":0,"attempts":0,"store":0}"#
+                .iter()
+                .chain(b"\n\n")
+                .copied()
+                .collect::<Vec<u8>>()
+        );
+        // Nothing moves: a keep-alive, after KEEP_ALIVE and not before.
+        let start = tokio::time::Instant::now();
+        let (chunk, feed) = feed.next().await.unwrap();
+        assert_eq!(&chunk[..], COMMENT);
+        assert_eq!(start.elapsed(), KEEP_ALIVE);
+        capture.record("l", "s", 1, connect(1));
+        capture.record("l", "s", 2, connect(2));
+        let start = tokio::time::Instant::now();
+        let (chunk, _) = feed.next().await.unwrap();
+        assert_eq!(start.elapsed(), GLANCE);
+        assert!(
+            chunk.starts_with(br#"data: {"sessions":2,"closed":0,"#),
+            "{chunk:?}"
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -1,23 +1,25 @@
 //! Sessions (from the events kept in memory): a list with filters, paging
 //! and wait-for; one session's transcript, each reply with the rule that
-//! decided it; and the live transcript of every session as server-sent
-//! events.
+//! decided it; the live transcript of every session as server-sent
+//! events; and the change feed, which says only when the counts moved.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::sync::Arc;
 
-use axum::body::Body;
+use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use futures_util::stream::BoxStream;
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
 
 use super::error::{ApiError, ApiPath, ApiQuery, ApiResult};
-use super::live::{Feed, Shared, Want};
+use super::live::{ChangeFeed, Feed, Shared, Want};
 use super::wait::{self, Changes, Listing, Paging};
 use super::ApiState;
 use crate::capture::{Event, EventKind, EVENT_TYPES};
@@ -27,6 +29,7 @@ pub fn routes() -> Router<ApiState> {
         .route("/api/v1/sessions", get(list))
         .route("/api/v1/sessions/{id}", get(one))
         .route("/api/v1/events", get(events))
+        .route("/api/v1/changes", get(changes))
 }
 
 /// What the list shows of a session.
@@ -239,15 +242,30 @@ async fn events(
         } => unfold(s.hub.subscribe(&s.capture), Shared::next).boxed(),
         want => unfold(Feed::new(&s.capture, want), Feed::next).boxed(),
     };
-    let shutdown = s.shutdown.clone();
+    Ok(event_stream(chunks, &s.shutdown))
+}
+
+/// The change feed: `{"sessions":N,"closed":N,"messages":N,"attempts":N,
+/// "store":N}` at once, then whenever a count moved, looked at every
+/// [`super::live::GLANCE`]. What the web UI listens to: it re-reads a list
+/// when told something changed, and costs the sessions nothing.
+async fn changes(State(s): State<ApiState>) -> Response {
+    use futures_util::stream::unfold;
+    let feed = unfold(ChangeFeed::new(s.capture.clone()), ChangeFeed::next).boxed();
+    event_stream(feed, &s.shutdown)
+}
+
+/// A `text/event-stream` response of `chunks`, ended when the server stops.
+fn event_stream(chunks: BoxStream<'static, Bytes>, shutdown: &CancellationToken) -> Response {
+    let shutdown = shutdown.clone();
     let chunks = chunks.take_until(async move { shutdown.cancelled().await });
     let body = Body::from_stream(chunks.map(Ok::<_, Infallible>));
-    Ok((
+    (
         [
             (header::CONTENT_TYPE, "text/event-stream"),
             (header::CACHE_CONTROL, "no-cache"),
         ],
         body,
     )
-        .into_response())
+        .into_response()
 }

@@ -60,6 +60,16 @@ pub struct Snapshot {
     pub attempts: Vec<(&'static str, u64)>,
 }
 
+/// Sessions opened and closed, messages that reached their end of data,
+/// recipients' attempts ended: each only grows while the server runs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Totals {
+    pub sessions: u64,
+    pub closed: u64,
+    pub messages: u64,
+    pub attempts: u64,
+}
+
 fn stage_index(stage: Stage) -> usize {
     Stage::ALL
         .iter()
@@ -164,6 +174,18 @@ impl Metrics {
                 .entry(rule.to_string())
                 .or_insert_with(|| AtomicU64::new(0)),
         );
+    }
+
+    /// The few counts that say whether anything happened, read without a
+    /// lock: what the change feed (`GET /api/v1/changes`) compares.
+    pub fn totals(&self) -> Totals {
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        Totals {
+            sessions: load(&self.sessions),
+            closed: load(&self.closed),
+            messages: load(&self.accepted) + load(&self.refused),
+            attempts: self.attempts.iter().map(load).sum(),
+        }
     }
 
     pub fn snapshot(&self) -> Snapshot {

@@ -25,6 +25,9 @@ function smtpSend(port, rcpt) {
   });
 }
 const { page, errors, close } = await launch();
+// The streams the page opens (EventSource), from its first load on.
+const streams = [];
+page.on("request", (r) => { if (r.resourceType() === "eventsource") streams.push(r.url()); });
 try {
   await page.goto(api + "/#/deliveries");
   const flaky = page.locator('svg.timeline g.delivery[data-rcpt="bob@flaky.test"]');
@@ -64,7 +67,10 @@ try {
   check((await page.locator("pre.raw").textContent()).includes("Subject: Hello from the UI test"), "and its raw source");
   await shot(page, out, "message");
 
-  // Live: a delivery made while the page is open shows up without a reload.
+  // Live: a delivery made while the page is open shows up without a reload,
+  // told by the change feed (no events: an open page costs SMTP nothing).
+  check(streams.length === 1 && new URL(streams[0]).pathname === "/api/v1/changes",
+    `the page follows the change feed: ${streams}`);
   await page.goto(api + "/#/deliveries");
   await page.locator("svg.timeline").waitFor();
   await page.locator("#live.on").waitFor();

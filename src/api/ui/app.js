@@ -198,7 +198,7 @@ async function render() {
   document.body.dataset.view = name;
 }
 
-// Live: the event stream re-renders lists (not the editor, not explain),
+// Live: the change feed re-renders lists (not the editor, not explain),
 // at most every 500 ms. EventSource cannot send a token: poll then.
 let pending = null;
 function changed() {
@@ -206,7 +206,6 @@ function changed() {
   if (["scenarios", "explain"].includes(view) || pending) return;
   pending = setTimeout(() => { pending = null; render(); }, 500);
 }
-const LIVE_TYPES = "connect,message,transaction,close";
 let stream = null, poll = null;
 function live() {
   const dot = document.getElementById("live");
@@ -214,9 +213,10 @@ function live() {
   if (stream) stream.close();
   clearInterval(poll);
   if (token()) { mark(true); poll = setInterval(changed, 3000); return; }
-  // Only the events that change a list: a tab open beside a busy server
-  // takes a few events a message instead of every command and reply.
-  stream = new EventSource("/api/v1/events?types=" + LIVE_TYPES);
+  // The change feed: the counts, whenever they moved (every 250 ms at
+  // most), not the events themselves, so a tab open beside a busy server
+  // costs its sessions nothing.
+  stream = new EventSource("/api/v1/changes");
   stream.onopen = () => mark(true);
   stream.onerror = () => mark(false);
   stream.onmessage = changed;
