@@ -110,16 +110,23 @@ impl Reply {
         out
     }
 
+    /// Every reply a session sends passes here: numbers are written with
+    /// `itoa`, not through a `String` each, two allocations a line saved.
     pub fn write_wire(&self, out: &mut Vec<u8>) {
         let n = self.lines.len();
+        let mut num = itoa::Buffer::new();
         for (i, line) in self.lines.iter().enumerate() {
-            out.extend_from_slice(self.code.to_string().as_bytes());
+            out.extend_from_slice(num.format(self.code).as_bytes());
             let last = i + 1 == n;
             let sep = if last { b' ' } else { b'-' };
             match (&self.enhanced, line.is_empty()) {
                 (Some(e), _) => {
                     out.push(sep);
-                    out.extend_from_slice(e.to_string().as_bytes());
+                    out.extend_from_slice(num.format(e.class).as_bytes());
+                    out.push(b'.');
+                    out.extend_from_slice(num.format(e.subject).as_bytes());
+                    out.push(b'.');
+                    out.extend_from_slice(num.format(e.detail).as_bytes());
                     if !line.is_empty() {
                         out.push(b' ');
                         out.extend_from_slice(line.as_bytes());

@@ -2,6 +2,7 @@
 //! sans-I/O session, performs its outputs (wait, send, drip, close), and
 //! applies the idle timeout and shutdown. It decides nothing about SMTP.
 
+use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -221,19 +222,27 @@ impl Driver<'_> {
                     rule,
                     tag,
                 } => {
-                    let text = String::from_utf8_lossy(&bytes).into_owned();
+                    let shown = String::from_utf8_lossy(&bytes);
                     tracing::debug!(
                         session = self.id,
                         rule = rule.as_deref(),
                         "-> {}",
-                        text.trim_end()
+                        shown.trim_end()
                     );
-                    self.log_refusal(code, &text, rule.as_deref());
-                    self.conn.capture.metrics().reply(self.stage, code, &text);
+                    self.log_refusal(code, &shown, rule.as_deref());
+                    self.conn.capture.metrics().reply(self.stage, code, &shown);
+                    // Text as sent is nearly always UTF-8: the event then
+                    // takes the reply's own buffer instead of a copy.
+                    let lossy = match shown {
+                        Cow::Owned(s) => Some(s),
+                        Cow::Borrowed(_) => None,
+                    };
                     let sent = match drip {
                         Some(pause) => Box::pin(self.drip(&bytes, pause)).await,
                         None => self.stream.write_all(&bytes).await,
                     };
+                    let text =
+                        lossy.unwrap_or_else(|| String::from_utf8(bytes).unwrap_or_default());
                     self.record(EventKind::Reply {
                         code,
                         text,
