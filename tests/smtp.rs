@@ -116,6 +116,31 @@ async fn idle_timeout_counts_from_the_last_command() {
 }
 
 #[tokio::test]
+async fn a_busy_session_outlives_its_idle_timeout_then_times_out_when_quiet() {
+    let server = start("[server]\nidle_timeout = \"300ms\"\n").await;
+    let mut c = Client::connect(&server).await;
+    c.reply().await;
+    // A command every 100 ms for three times the idle timeout: served.
+    for _ in 0..9 {
+        c.expect("NOOP", "250").await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    c.expect("NOOP", "250").await;
+    let quiet = Instant::now();
+    assert_eq!(
+        c.reply().await,
+        "421 4.4.2 mailfault.test Error: timeout exceeded"
+    );
+    // Timed from the last command, not from the first.
+    assert!(
+        quiet.elapsed() >= Duration::from_millis(300),
+        "{:?}",
+        quiet.elapsed()
+    );
+    assert!(c.closed().await);
+}
+
+#[tokio::test]
 async fn data_that_never_ends_times_out_and_vanishing_client_is_harmless() {
     let server = start("[server]\nidle_timeout = \"300ms\"\n").await;
     let mut c = Client::connect(&server).await;

@@ -12,7 +12,7 @@ use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
-use tokio::time::{sleep, timeout_at, Instant};
+use tokio::time::{sleep, sleep_until, Instant};
 use tokio_rustls::server::TlsStream;
 use tokio_util::sync::CancellationToken;
 
@@ -541,6 +541,15 @@ pub async fn serve(
     let session_end = Instant::now() + limits.lifetime;
     let mut flow = d.perform(session.greet(Instant::now().into_std())).await;
     let mut deadline = Instant::now() + idle;
+    // One timer and one stop waiter for the whole session, not a new pair
+    // for every read: each read used to put a timer into tokio's wheel and
+    // a waiter on the stop token, and take both out again when the command
+    // came. Activity only moves `deadline`; a timer that fires before it is
+    // set again to it.
+    let idle_timer = sleep_until(deadline.min(session_end));
+    tokio::pin!(idle_timer);
+    let stop = conn.hard_stop.cancelled();
+    tokio::pin!(stop);
     loop {
         match flow {
             Flow::Continue => {}
@@ -568,11 +577,19 @@ pub async fn serve(
             continue;
         }
         let read = tokio::select! {
-            r = timeout_at(deadline.min(session_end), read_feed(&mut d.stream, &mut session)) => r,
-            _ = conn.hard_stop.cancelled() => continue,
+            r = read_feed(&mut d.stream, &mut session) => Ok(r),
+            () = &mut idle_timer => Err(()),
+            () = &mut stop => {
+                flow = Flow::Continue;
+                continue;
+            }
         };
         flow = match read {
-            Err(_) => d.perform(session.idle_timeout()).await,
+            Err(()) if Instant::now() < deadline.min(session_end) => {
+                idle_timer.as_mut().reset(deadline.min(session_end));
+                Flow::Continue
+            }
+            Err(()) => d.perform(session.idle_timeout()).await,
             Ok(Ok(None)) => {
                 d.closed("client", "eof");
                 Flow::Closed
