@@ -112,9 +112,9 @@ const POOLED: usize = 4;
 
 /// The buffers a stream encodes its batches in, used again once written.
 /// A fresh buffer every period cost the API thread a page fault for every
-/// 4 KiB of a batch (the allocator hands the memory back to the kernel
-/// between periods), a third of its time with every event streamed
-/// (docs/performance.md).
+/// 4 KiB of a batch (the allocator gave the memory back to the kernel
+/// between periods): about a sixth of its samples with every event
+/// streamed (docs/performance.md).
 #[derive(Clone, Default)]
 struct Pool(Arc<Mutex<Vec<Vec<u8>>>>);
 
