@@ -4,7 +4,7 @@
 # same loads, interleaved, medians of several repetitions. Loopback only;
 # every load is bounded in messages and in time.
 #
-#   bench/run.sh            # the full table (about 15 minutes on 2 cores)
+#   bench/run.sh            # the full table (about 25 minutes on 2 cores)
 #   bench/run.sh --quick    # a smoke run: 1 repetition, small loads
 #   bench/run.sh --reps 5   # more repetitions
 #

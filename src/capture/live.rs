@@ -1,8 +1,7 @@
 //! Live events, sent only for the types somebody reads. Every reader says
 //! which types it wants; a session sends an event to the channel only when
-//! some reader wants its type, so a stream that asks for a few types (the
-//! web UI's) costs the sessions only those events, and none at all is the
-//! usual case.
+//! some reader wants its type, so a reader that asks for a few types costs
+//! the sessions only those events, and none at all is the usual case.
 
 use std::ops::{Deref, DerefMut};
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -62,7 +62,7 @@ pub struct Snapshot {
 
 /// Sessions opened and closed, messages that reached their end of data,
 /// recipients' attempts ended: each only grows while the server runs.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Totals {
     pub sessions: u64,
     pub closed: u64,
@@ -177,7 +177,7 @@ impl Metrics {
     }
 
     /// The few counts that say whether anything happened, read without a
-    /// lock: what the change feed (`GET /api/v1/changes`) compares.
+    /// lock: cheap enough to look at often.
     pub fn totals(&self) -> Totals {
         let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
         Totals {

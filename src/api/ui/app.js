@@ -206,7 +206,7 @@ function changed() {
   if (["scenarios", "explain"].includes(view) || pending) return;
   pending = setTimeout(() => { pending = null; render(); }, 500);
 }
-let stream = null, poll = null;
+let stream = null, poll = null, counts = null;
 function live() {
   const dot = document.getElementById("live");
   const mark = (on) => { dot.className = "live " + (on ? "on" : "off"); dot.textContent = t(on ? "live" : "offline"); };
@@ -219,7 +219,13 @@ function live() {
   stream = new EventSource("/api/v1/changes");
   stream.onopen = () => mark(true);
   stream.onerror = () => mark(false);
-  stream.onmessage = changed;
+  // The feed's first line is the counts as they are, which the page has
+  // just drawn: redraw only when a later line differs (after a reconnect
+  // too, when something happened meanwhile).
+  stream.onmessage = (e) => {
+    if (counts !== null && e.data !== counts) changed();
+    counts = e.data;
+  };
 }
 
 document.getElementById("lang").addEventListener("click", () => {
