@@ -32,6 +32,18 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// A free port for a cluster node: its cluster bus listens 10,000 above
+/// it, so the port must be 55535 or less (redis-server refuses to start
+/// otherwise) and the bus port free too. Ephemeral ports reach 60999.
+fn cluster_port() -> u16 {
+    loop {
+        let port = free_port();
+        if port <= 55535 && std::net::TcpListener::bind(("127.0.0.1", port + 10_000)).is_ok() {
+            return port;
+        }
+    }
+}
+
 /// A redis-server of this test, on 127.0.0.1, killed when dropped.
 struct Redis {
     port: u16,
@@ -115,7 +127,7 @@ impl Cluster {
         let dir = common::tmp(&format!("cluster-{}", free_port()));
         let nodes: Vec<Redis> = (0..3)
             .map(|_| {
-                let port = free_port();
+                let port = cluster_port();
                 let conf = dir.join(format!("nodes-{port}.conf"));
                 let _ = std::fs::remove_file(&conf);
                 Redis::start_with(
