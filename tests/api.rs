@@ -413,9 +413,7 @@ async fn deliveries_and_report_as_report_json() {
 #[tokio::test]
 async fn events_stream_live_transcript() {
     let api = Api::default().await;
-    let mut sse = api.get("/api/v1/events").await;
-    assert_eq!(sse.status(), StatusCode::OK);
-    assert_eq!(sse.headers()["content-type"], "text/event-stream");
+    let mut sse = open_stream(&api, "/api/v1/events").await;
     // The subscription exists once the headers are here: this session's
     // events all come through.
     let reply = raw_send(&api.server, "live@example.test", "hi\r\n").await;
@@ -432,8 +430,7 @@ async fn events_stream_live_transcript() {
 #[tokio::test]
 async fn an_events_stream_of_some_types_carries_only_those() {
     let api = Api::default().await;
-    let mut sse = api.get("/api/v1/events?types=message,%20close").await;
-    assert_eq!(sse.status(), StatusCode::OK);
+    let mut sse = open_stream(&api, "/api/v1/events?types=message,%20close").await;
     let reply = raw_send(&api.server, "picked@example.test", "hi\r\n").await;
     assert!(reply.starts_with("250 "));
     let events = events_until_close(&mut sse).await;
@@ -444,9 +441,7 @@ async fn an_events_stream_of_some_types_carries_only_those() {
 #[tokio::test]
 async fn the_change_feed_says_when_the_counts_moved() {
     let api = Api::default().await;
-    let mut feed = api.get("/api/v1/changes").await;
-    assert_eq!(feed.status(), StatusCode::OK);
-    assert_eq!(feed.headers()["content-type"], "text/event-stream");
+    let mut feed = open_stream(&api, "/api/v1/changes").await;
     // The counts at once, before anything happened.
     let first = data_until(&mut feed, |_| true).await;
     assert_eq!(
@@ -472,6 +467,14 @@ async fn the_change_feed_says_when_the_counts_moved() {
         cleared.last().unwrap(),
         &json!({"sessions": 1, "closed": 1, "messages": 1, "attempts": 1, "store": 2})
     );
+}
+
+/// Opens a server-sent event stream: 200, `text/event-stream`.
+async fn open_stream(api: &Api, path: &str) -> reqwest::Response {
+    let sse = api.get(path).await;
+    assert_eq!(sse.status(), StatusCode::OK, "{path}");
+    assert_eq!(sse.headers()["content-type"], "text/event-stream", "{path}");
+    sse
 }
 
 /// Reads an event stream until a `close` event has come whole; every
