@@ -12,7 +12,7 @@ use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::SystemTime;
 
 use serde::Serialize;
@@ -39,24 +39,22 @@ pub struct Origin {
 
 /// A message in the store. The body is not serialized: the API serves it
 /// apart (`/raw`).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct Message {
     pub id: String,
     pub session: u64,
     pub listener: String,
     pub scenario: String,
-    /// When the message ended, RFC 3339 with milliseconds, UTC.
-    pub received: String,
-    #[serde(skip)]
+    /// When the message ended; serialized as `received`, RFC 3339 with
+    /// milliseconds, UTC.
     pub received_at: SystemTime,
     pub client: SocketAddr,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub helo: Option<String>,
     pub mail_from: String,
     pub rcpts: Vec<String>,
-    /// The decoded Subject header, if any.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub subject: Option<String>,
+    /// The decoded Subject header, read from the body when first asked for
+    /// (see [`Message::subject`]).
+    subject: OnceLock<Option<String>>,
     pub size: u64,
     pub tls: bool,
     pub chunked: bool,
@@ -64,10 +62,59 @@ pub struct Message {
     pub bare_cr: bool,
     /// True when the reply to it was positive (the body is kept only then).
     pub accepted: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub reply_code: Option<u16>,
-    #[serde(skip)]
     pub body: Vec<u8>,
+}
+
+/// How a message reads in JSON (the API, `<id>.json`): its envelope and
+/// the decoded Subject, not the body.
+#[derive(Serialize)]
+struct MessageJson<'a> {
+    id: &'a str,
+    session: u64,
+    listener: &'a str,
+    scenario: &'a str,
+    received: String,
+    client: SocketAddr,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    helo: Option<&'a str>,
+    mail_from: &'a str,
+    rcpts: &'a [String],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    subject: Option<&'a str>,
+    size: u64,
+    tls: bool,
+    chunked: bool,
+    bare_lf: bool,
+    bare_cr: bool,
+    accepted: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reply_code: Option<u16>,
+}
+
+impl Serialize for Message {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        MessageJson {
+            id: &self.id,
+            session: self.session,
+            listener: &self.listener,
+            scenario: &self.scenario,
+            received: humantime::format_rfc3339_millis(self.received_at).to_string(),
+            client: self.client,
+            helo: self.helo.as_deref(),
+            mail_from: &self.mail_from,
+            rcpts: &self.rcpts,
+            subject: self.subject(),
+            size: self.size,
+            tls: self.tls,
+            chunked: self.chunked,
+            bare_lf: self.bare_lf,
+            bare_cr: self.bare_cr,
+            accepted: self.accepted,
+            reply_code: self.reply_code,
+        }
+        .serialize(s)
+    }
 }
 
 impl Message {
@@ -76,19 +123,17 @@ impl Message {
         // kept as it is, a 1 KB message would hold four times its size,
         // which the store's byte bound (it counts the length) would not see.
         m.body.shrink_to_fit();
-        let subject = subject_of(&m.body);
         Self {
             id: m.id,
             session: origin.session,
             listener: origin.listener,
             scenario: origin.scenario,
-            received: humantime::format_rfc3339_millis(received_at).to_string(),
             received_at,
             client: m.client,
             helo: m.helo,
             mail_from: m.mail_from,
             rcpts: m.rcpts,
-            subject,
+            subject: OnceLock::new(),
             size: m.size,
             tls: m.tls,
             chunked: m.chunked,
@@ -98,6 +143,16 @@ impl Message {
             reply_code: m.reply_code,
             body: m.body,
         }
+    }
+
+    /// The decoded Subject header, if any. Read from the body the first
+    /// time it is asked for (a listing, a filter, the JSON), not while the
+    /// session waits for its 250: most messages of a load test are never
+    /// looked at one by one.
+    pub fn subject(&self) -> Option<&str> {
+        self.subject
+            .get_or_init(|| subject_of(&self.body))
+            .as_deref()
     }
 
     /// What this message counts against the memory bound.
@@ -147,7 +202,7 @@ impl Filter {
             && self
                 .subject
                 .as_ref()
-                .is_none_or(|s| m.subject.as_deref().is_some_and(|x| contains(x, s)))
+                .is_none_or(|s| m.subject().is_some_and(|x| contains(x, s)))
             && self.since.is_none_or(|t| m.received_at >= t)
             && self.until.is_none_or(|t| m.received_at <= t)
             && self.session.is_none_or(|s| m.session == s)
@@ -287,10 +342,12 @@ impl Store {
 
     /// Matching messages, newest first, `offset` skipped, at most `limit`.
     pub fn list(&self, filter: &Filter, limit: usize, offset: usize) -> Page {
-        let k = self.lock();
+        // Filtered outside the lock: a filter may read subjects for the
+        // first time, and sessions wait on this lock to keep a message.
+        let all = self.all();
         let mut total = 0;
         let mut items = vec![];
-        for m in k.messages.iter().rev().filter(|m| filter.matches(m)) {
+        for m in all.iter().rev().filter(|m| filter.matches(m)) {
             if total >= offset && items.len() < limit {
                 items.push(m.clone());
             }
@@ -395,28 +452,65 @@ mod tests {
         );
     }
 
-    fn msg(id: &str, body: usize, rcpt: &str) -> Message {
-        let captured = Captured {
+    #[test]
+    fn the_json_reads_the_subject_and_the_time_from_the_message() {
+        let mut m = msg("J1", 3, "r@x");
+        m.received_at = SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(1_500);
+        let v = serde_json::to_value(&m).unwrap();
+        assert_eq!(v["received"], "1970-01-01T00:00:01.500Z");
+        assert_eq!(v["subject"], "s-J1");
+        assert_eq!(m.subject(), Some("s-J1"));
+        assert!(v.get("body").is_none() && v.get("received_at").is_none());
+        assert!(serde_json::to_string(&m).unwrap().starts_with(
+            r#"{"id":"J1","session":1,"listener":"l","scenario":"s","received":"1970-01-01T00:00:01.500Z","client":"#
+        ));
+        let none = Message::new(
+            Captured {
+                body: b"From: a@b\r\n\r\nno subject\r\n".to_vec(),
+                ..captured("J2", "r@x")
+            },
+            origin(),
+            SystemTime::now(),
+        );
+        assert!(serde_json::to_value(&none)
+            .unwrap()
+            .get("subject")
+            .is_none());
+    }
+
+    fn captured(id: &str, rcpt: &str) -> Captured {
+        Captured {
             id: id.into(),
             client: "127.0.0.1:1".parse().unwrap(),
             helo: None,
             mail_from: "a@b.test".into(),
             rcpts: vec![rcpt.into()],
-            body: format!("Subject: s-{id}\r\n\r\n{}", "x".repeat(body)).into_bytes(),
-            size: body as u64,
+            body: Vec::new(),
+            size: 0,
             tls: false,
             bare_lf: false,
             bare_cr: false,
             chunked: false,
             accepted: true,
             reply_code: Some(250),
-        };
-        let origin = Origin {
+        }
+    }
+
+    fn origin() -> Origin {
+        Origin {
             session: 1,
             listener: "l".into(),
             scenario: "s".into(),
+        }
+    }
+
+    fn msg(id: &str, body: usize, rcpt: &str) -> Message {
+        let captured = Captured {
+            body: format!("Subject: s-{id}\r\n\r\n{}", "x".repeat(body)).into_bytes(),
+            size: body as u64,
+            ..captured(id, rcpt)
         };
-        Message::new(captured, origin, SystemTime::now())
+        Message::new(captured, origin(), SystemTime::now())
     }
 
     #[tokio::test]
