@@ -160,12 +160,25 @@ impl DataDecoder {
     pub fn feed(&mut self, input: &[u8]) -> (usize, Option<Body>) {
         let mut i = 0;
         while i < input.len() {
+            if self.state == State::LineStart && !matches!(input[i], b'.' | b'\r' | b'\n') {
+                // A line that starts with anything else is text from its
+                // first byte: no byte is taken here, the fast path copies it.
+                self.state = State::Text;
+            }
             if self.state == State::Text {
-                // Fast path: copy up to the next CR or LF.
-                match memchr::memchr2(b'\r', b'\n', &input[i..]) {
+                // Fast path: a whole line up to its CR LF in one copy, or
+                // the text up to the next CR or LF.
+                let rest = &input[i..];
+                match memchr::memchr2(b'\r', b'\n', rest) {
+                    Some(k) if rest[k] == b'\r' && rest.get(k + 1) == Some(&b'\n') => {
+                        self.push(&rest[..k + 2]);
+                        i += k + 2;
+                        self.state = State::LineStart;
+                        continue;
+                    }
                     Some(0) => {}
                     Some(k) => {
-                        self.push(&input[i..i + k]);
+                        self.push(&rest[..k]);
                         i += k;
                     }
                     None => {
@@ -305,6 +318,16 @@ mod tests {
             body(b"Subject: x\r\n\r\nhello\r\n.\r\n"),
             b"Subject: x\r\n\r\nhello\r\n"
         );
+    }
+
+    #[test]
+    fn whole_lines_and_odd_ones_decode_alike_however_they_arrive() {
+        // Whole lines take the one-copy path; a stuffed dot, a bare CR or LF
+        // inside or at the end of a line, and empty lines go byte by byte.
+        let got = decode(b"one\r\n..two\r\n\r\nth\rree\r\nfo\nur\r\n.\r\n").unwrap();
+        assert_eq!(got.bytes, b"one\r\n.two\r\n\r\nth\rree\r\nfo\nur\r\n");
+        assert!(got.bare_cr && got.bare_lf);
+        assert_eq!(got.size, got.bytes.len() as u64);
     }
 
     #[test]
