@@ -5,6 +5,7 @@
 //! throws information away: an unknown parameter is reported while the
 //! address before it is still returned, so rules and transcripts see both.
 
+use super::lossy;
 use std::fmt;
 
 /// The SMTP verbs mailfault knows. Anything else is `Unknown`.
@@ -63,21 +64,24 @@ pub struct Command {
 }
 
 impl Command {
-    pub fn parse(line: &[u8]) -> Self {
+    /// Reads a line (without its line ending), which it keeps as `raw`.
+    pub fn parse(line: impl Into<Vec<u8>>) -> Self {
+        let line = line.into();
         let end = line.iter().position(|&b| b == b' ').unwrap_or(line.len());
         let verb = Verb::from_word(&line[..end]);
         let rest = &line[end..];
         let start = rest.iter().position(|&b| b != b' ').unwrap_or(rest.len());
+        let args = lossy(&rest[start..]).into_owned();
         Self {
-            raw: line.to_vec(),
+            raw: line,
             verb,
-            args: String::from_utf8_lossy(&rest[start..]).into_owned(),
+            args,
         }
     }
 
     /// The line as text for logs and transcripts (invalid UTF-8 replaced).
     pub fn line(&self) -> String {
-        String::from_utf8_lossy(&self.raw).into_owned()
+        lossy(&self.raw).into_owned()
     }
 
     /// The verb as sent, upper-cased (for unknown commands too).
@@ -87,7 +91,7 @@ impl Command {
             .iter()
             .position(|&b| b == b' ')
             .unwrap_or(self.raw.len());
-        String::from_utf8_lossy(&self.raw[..end]).to_ascii_uppercase()
+        lossy(&self.raw[..end]).to_ascii_uppercase()
     }
 }
 

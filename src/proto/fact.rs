@@ -3,6 +3,7 @@
 //! records them and the sender report folds over them, so nothing
 //! downstream re-reads command text.
 
+use super::lossy;
 use serde::{Deserialize, Serialize};
 
 use super::policy::{Stage, Tag};
@@ -31,7 +32,7 @@ impl Answer {
                 ..
             } => Some(Answer {
                 code: *code,
-                reply: String::from_utf8_lossy(bytes)
+                reply: lossy(bytes)
                     .lines()
                     .last()
                     .unwrap_or("")

@@ -12,6 +12,17 @@ pub mod policy;
 pub mod reply;
 pub mod session;
 
+/// Bytes as text, invalid UTF-8 replaced. Valid UTF-8 (nearly every
+/// command and reply) is borrowed as it is after `str::from_utf8`, which
+/// checks ASCII a word at a time; `String::from_utf8_lossy` walks it byte
+/// by byte, and a few of these run for every command.
+pub fn lossy(bytes: &[u8]) -> std::borrow::Cow<'_, str> {
+    match std::str::from_utf8(bytes) {
+        Ok(s) => std::borrow::Cow::Borrowed(s),
+        Err(_) => String::from_utf8_lossy(bytes),
+    }
+}
+
 pub use budget::{MemoryBudget, DEFAULT_MAX_MESSAGE_MEMORY};
 pub use fact::{Answer, Fact, TxEnd};
 pub use policy::{Asked, Context, Cursor, Decision, Healthy, Outcome, Policy, Stage, Tag};

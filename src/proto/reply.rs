@@ -3,6 +3,7 @@
 //! Every reply the healthy-MTA fallback sends is a named constructor here, so
 //! the texts live in one place and tests can compare against them.
 
+use super::lossy;
 use std::fmt;
 
 /// An RFC 3463 enhanced status code (`class.subject.detail`).
@@ -61,13 +62,18 @@ pub enum ReplyError {
 impl Reply {
     pub fn new(code: u16, enhanced: Option<EnhancedCode>, text: impl Into<String>) -> Self {
         let text = text.into();
+        // One line, the usual case, keeps the text it was given.
+        let lines = if text.contains(['\n', '\r']) {
+            text.split('\n')
+                .map(|l| l.trim_end_matches('\r').to_string())
+                .collect()
+        } else {
+            vec![text]
+        };
         Self {
             code,
             enhanced,
-            lines: text
-                .split('\n')
-                .map(|l| l.trim_end_matches('\r').to_string())
-                .collect(),
+            lines,
         }
     }
 
@@ -149,7 +155,7 @@ impl Reply {
     /// The reply as one line of text for logs: `550 5.1.1 first line`.
     pub fn summary(&self) -> String {
         let wire = self.to_wire();
-        let text = String::from_utf8_lossy(&wire);
+        let text = lossy(&wire);
         text.split("\r\n")
             .filter(|l| !l.is_empty())
             .collect::<Vec<_>>()
@@ -646,6 +652,14 @@ mod tests {
     fn single_line() {
         let r = Reply::parse("550 5.1.1 The account does not exist.").unwrap();
         assert_eq!(r.to_wire(), b"550 5.1.1 The account does not exist.\r\n");
+    }
+
+    #[test]
+    fn new_splits_lines_and_drops_their_carriage_returns() {
+        assert_eq!(Reply::new(250, None, "Ok").lines, ["Ok"]);
+        assert_eq!(Reply::new(250, None, "a\r\nb\n").lines, ["a", "b", ""]);
+        assert_eq!(Reply::new(250, None, "a\r").lines, ["a"]);
+        assert_eq!(Reply::new(250, None, "a\rb").lines, ["a\rb"]);
     }
 
     #[test]

@@ -9,6 +9,7 @@
 //! fallback (`Outcome::Accept`). A scripted positive reply makes the command
 //! take effect (a 250 to MAIL starts the transaction), any other does not.
 
+use super::lossy;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -102,11 +103,12 @@ impl Default for SessionConfig {
 }
 
 impl SessionConfig {
+    /// An extension's keyword is the first word of its EHLO line.
     fn offers(&self, keyword: &str) -> bool {
         self.extensions.iter().any(|e| {
-            e.split(' ')
-                .next()
+            e.get(..keyword.len())
                 .is_some_and(|k| k.eq_ignore_ascii_case(keyword))
+                && matches!(e.as_bytes().get(keyword.len()), None | Some(b' '))
         })
     }
 }
@@ -402,9 +404,8 @@ impl Session {
             Replay::Greet => self.greet_now(),
             Replay::Line { line, pipelined } => {
                 self.replaying = true;
-                self.on_line(&line, pipelined);
+                self.on_line(line, pipelined);
                 self.replaying = false;
-                self.suspended_at(|| Replay::Line { line, pipelined });
             }
             Replay::AuthDone { user, ok } => self.auth_step(Step::Done { user, ok }),
             Replay::Message {
@@ -489,7 +490,7 @@ impl Session {
                     match frame {
                         Some(Frame::Line(line)) if self.rejects_bare_lf() => {
                             self.out.push(Output::Command {
-                                line: String::from_utf8_lossy(&line).into_owned(),
+                                line: lossy(&line).into_owned(),
                                 stage: None,
                                 pipelined,
                             });
@@ -500,11 +501,7 @@ impl Session {
                                 Reader::Sasl(state) => self.on_sasl_line(state, &line, pipelined),
                                 other => {
                                     self.reader = other;
-                                    self.on_line(&line, pipelined);
-                                    self.suspended_at(|| Replay::Line {
-                                        line: line.to_vec(),
-                                        pipelined,
-                                    });
+                                    self.on_line(line, pipelined);
                                 }
                             }
                         }
@@ -639,7 +636,7 @@ impl Session {
             // clear before the handshake. Record them and close.
             self.out.retain(|o| !matches!(o, Output::StartTls));
             self.out.push(Output::Command {
-                line: String::from_utf8_lossy(rest).into_owned(),
+                line: lossy(rest).into_owned(),
                 stage: None,
                 pipelined: true,
             });
@@ -817,7 +814,9 @@ impl Session {
         }
     }
 
-    fn on_line(&mut self, line: &[u8], pipelined: bool) {
+    /// One command line: shown in the transcript, then run. When its
+    /// decision waits for the store, the line is kept to run again.
+    fn on_line(&mut self, line: Vec<u8>, pipelined: bool) {
         let cmd = Command::parse(line);
         let row = &COMMANDS[cmd.verb as usize];
         debug_assert_eq!(row.verb, cmd.verb, "COMMANDS follows the order of Verb");
@@ -826,33 +825,53 @@ impl Session {
         let stage = (cmd.verb != Verb::Bdat || !self.chunking()).then_some(row.stage);
         // Credentials never reach the transcript: an initial response on
         // the AUTH line is hidden.
-        let shown = if cmd.verb == Verb::Auth
-            && cmd.args.split(' ').filter(|w| !w.is_empty()).count() > 1
-        {
-            format!(
-                "{} {} [initial response hidden]",
-                cmd.verb_text(),
-                cmd.args.split(' ').next().unwrap_or("")
-            )
-        } else {
-            cmd.line()
-        };
-        if !self.replaying {
+        let hidden = (cmd.verb == Verb::Auth
+            && cmd.args.split(' ').filter(|w| !w.is_empty()).count() > 1)
+            .then(|| {
+                format!(
+                    "{} {} [initial response hidden]",
+                    cmd.verb_text(),
+                    cmd.args.split(' ').next().unwrap_or("")
+                )
+            });
+        // The line is filled in once the command is done with it: it is
+        // the command's own buffer then, not a copy.
+        let shown = (!self.replaying).then(|| {
             self.out.push(Output::Command {
-                line: shown,
+                line: String::new(),
                 stage,
                 pipelined,
             });
+            self.out.len() - 1
+        });
+        self.run_command(&cmd, row);
+        let raw = cmd.raw;
+        let line = |raw: Vec<u8>| {
+            String::from_utf8(raw).unwrap_or_else(|e| lossy(e.as_bytes()).into_owned())
+        };
+        let (text, replay) = match hidden {
+            _ if !self.is_suspended() => (hidden.unwrap_or_else(|| line(raw)), None),
+            Some(text) => (text, Some(raw)),
+            None => (line(raw.clone()), Some(raw)),
+        };
+        if let Some(Output::Command { line, .. }) = shown.and_then(|at| self.out.get_mut(at)) {
+            *line = text;
         }
-        if line.is_empty() {
-            let Ok(d) = self.decide(Stage::Unknown, Some(&cmd), Facts::default()) else {
+        if let Some(line) = replay {
+            self.suspended_at(|| Replay::Line { line, pipelined });
+        }
+    }
+
+    fn run_command(&mut self, cmd: &Command, row: &Row) {
+        if cmd.raw.is_empty() {
+            let Ok(d) = self.decide(Stage::Unknown, Some(cmd), Facts::default()) else {
                 return;
             };
             self.resolve(d, Err(defaults::empty_line()));
             return;
         }
-        let pre = row.checks.iter().try_for_each(|check| check(self, &cmd));
-        (row.proceed)(self, &cmd, row.stage, pre);
+        let pre = row.checks.iter().try_for_each(|check| check(self, cmd));
+        (row.proceed)(self, cmd, row.stage, pre);
     }
 
     /// BDAT was used in this transaction.
@@ -975,7 +994,7 @@ impl Session {
 
     /// MAIL asked for SMTPUTF8 and it is offered.
     fn mail_smtputf8(&self, path: &PathArg) -> bool {
-        self.cfg.offers("SMTPUTF8") && path.params.iter().any(|p| p.keyword == "SMTPUTF8")
+        path.params.iter().any(|p| p.keyword == "SMTPUTF8") && self.cfg.offers("SMTPUTF8")
     }
 
     /// RFC 6531: a non-ASCII address needs SMTPUTF8 on MAIL (§3.4), or
@@ -1427,7 +1446,7 @@ impl Session {
         let Some(cfg) = self.cfg.auth.clone() else {
             return;
         };
-        let step = auth::respond(state, &String::from_utf8_lossy(line), &cfg);
+        let step = auth::respond(state, &lossy(line), &cfg);
         self.auth_step(step);
     }
 

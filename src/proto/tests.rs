@@ -651,6 +651,22 @@ fn smtputf8_not_offered_is_an_unknown_parameter() {
     );
 }
 
+#[test]
+fn an_extension_is_offered_by_its_whole_first_word() {
+    let cfg = SessionConfig {
+        extensions: vec!["dsn".into(), "SMTPUTF8X".into(), "SIZE 1000".into()],
+        ..SessionConfig::default()
+    };
+    let mut t = T::with(cfg, Arc::new(Healthy));
+    t.cmd("EHLO client.test", "250-");
+    t.cmd("MAIL FROM:<a@example.test> RET=FULL", "250 2.1.0 Ok");
+    t.cmd("RSET", "250");
+    t.cmd(
+        "MAIL FROM:<a@example.test> SMTPUTF8",
+        "555 5.5.4 Unsupported option: SMTPUTF8",
+    );
+}
+
 fn with_budget(limit: u64) -> (T, Arc<MemoryBudget>) {
     let budget = MemoryBudget::new(limit);
     let mut t = T::new();

@@ -2,7 +2,7 @@
 //! sans-I/O session, performs its outputs (wait, send, drip, close), and
 //! applies the idle timeout and shutdown. It decides nothing about SMTP.
 
-use std::borrow::Cow;
+use crate::proto::lossy;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -222,13 +222,19 @@ impl Driver<'_> {
                     rule,
                     tag,
                 } => {
-                    let lossy = self.note_reply(&bytes, code, rule.as_deref());
-                    let sent = match drip {
-                        Some(pause) => Box::pin(self.drip(&bytes, pause)).await,
-                        None => self.stream.write_all(&bytes).await,
+                    // The event's text is the buffer sent (one UTF-8 check), or,
+                    // for a raw reply that is not UTF-8, a copy with the invalid
+                    // bytes replaced.
+                    let (text, other) = match String::from_utf8(bytes) {
+                        Ok(text) => (text, None),
+                        Err(e) => (lossy(e.as_bytes()).into_owned(), Some(e.into_bytes())),
                     };
-                    let text =
-                        lossy.unwrap_or_else(|| String::from_utf8(bytes).unwrap_or_default());
+                    let bytes = other.as_deref().unwrap_or(text.as_bytes());
+                    self.note_reply(&text, code, rule.as_deref());
+                    let sent = match drip {
+                        Some(pause) => Box::pin(self.drip(bytes, pause)).await,
+                        None => self.stream.write_all(bytes).await,
+                    };
                     self.record(EventKind::Reply {
                         code,
                         text,
@@ -275,19 +281,11 @@ impl Driver<'_> {
         self.engine.store().perform(op, now).await
     }
 
-    /// Logs and counts a reply about to be sent. Returns its text when it
-    /// is not UTF-8 (invalid bytes replaced); None, the usual case, means
-    /// the reply's own buffer is its text, so the event takes that instead
-    /// of a copy.
-    fn note_reply(&self, bytes: &[u8], code: Option<u16>, rule: Option<&str>) -> Option<String> {
-        let shown = String::from_utf8_lossy(bytes);
+    /// Logs and counts a reply about to be sent.
+    fn note_reply(&self, shown: &str, code: Option<u16>, rule: Option<&str>) {
         tracing::debug!(session = self.id, rule, "-> {}", shown.trim_end());
-        self.log_refusal(code, &shown, rule);
-        self.conn.capture.metrics().reply(self.stage, code, &shown);
-        match shown {
-            Cow::Owned(s) => Some(s),
-            Cow::Borrowed(_) => None,
-        }
+        self.log_refusal(code, shown, rule);
+        self.conn.capture.metrics().reply(self.stage, code, shown);
     }
 
     /// The session ended: its open-session counts go down.
@@ -398,7 +396,7 @@ impl Driver<'_> {
     /// Postfix's anvil limit does), and close.
     async fn refuse_per_ip(&mut self, hostname: &str) {
         let reply = defaults::too_many_sessions_per_ip(hostname);
-        let text = String::from_utf8_lossy(&reply.to_wire()).into_owned();
+        let text = lossy(&reply.to_wire()).into_owned();
         tracing::info!(
             session = self.id,
             client = %self.client,
@@ -443,9 +441,7 @@ fn not_kept(rest: Vec<Output>) -> Vec<Output> {
     let reply = defaults::not_stored();
     let answer = Answer {
         code: Some(reply.code),
-        reply: String::from_utf8_lossy(&reply.to_wire())
-            .trim_end()
-            .to_string(),
+        reply: lossy(&reply.to_wire()).trim_end().to_string(),
         rule: None,
         tag: None,
     };
