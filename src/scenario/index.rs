@@ -319,12 +319,14 @@ impl FieldSet {
         }
         let mut hit = Bits::default();
         for v in values {
-            let m = self.set.matches(v.as_ref().as_bytes());
-            // The usual case, an address none of these rules names.
-            if !m.matched_any() {
+            let v = v.as_ref().as_bytes();
+            // The usual case, an address none of these rules names: asked
+            // first with `is_match`, which stops at the first match and
+            // builds no list of which patterns matched.
+            if !self.set.is_match(v) {
                 continue;
             }
-            for i in m.iter() {
+            for i in self.set.matches(v).iter() {
                 hit.set(self.owner[i]);
             }
         }
