@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# Instructions the server executes per message, counted by valgrind's
+# callgrind: unlike a rate or a CPU time, the count does not move with the
+# load on the machine, so a change of a few percent shows. One server, one
+# session, a fixed number of 1 KB messages from smtp-source; loopback only.
+#
+#   bench/instructions.sh [--new-conn] [--scenario FILE] [MESSAGES]
+#       needs valgrind and smtp-source (Debian: valgrind, postfix)
+#
+# --new-conn     a connection per message (default: one kept connection)
+# --scenario F   the scenario to serve (default: no rules)
+# MESSAGES       how many (default 2,000)
+# MAILFAULT_BIN  a mailfault binary to count instead of this tree's
+#                release build (to compare two commits)
+#
+# Prints the instructions per message, taken from a second run without
+# messages, so start-up (the scenario's patterns compiled) is left out; the
+# shutdown (every kept message and event freed) stays in. Keeps the
+# callgrind profile under target/ for callgrind_annotate.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+mode=(-d)
+scenario=""
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --new-conn) mode=(); shift ;;
+    --scenario) scenario=$(realpath "$2"); shift 2 ;;
+    *) break ;;
+  esac
+done
+messages=${1:-2000}
+command -v valgrind >/dev/null || { echo "valgrind not found (apt-get install valgrind)"; exit 1; }
+command -v smtp-source >/dev/null || { echo "smtp-source not found (apt-get install postfix)"; exit 1; }
+if [ -z "${MAILFAULT_BIN:-}" ]; then
+  cargo build --release --quiet
+  MAILFAULT_BIN=target/release/mailfault
+fi
+bin=$(realpath "$MAILFAULT_BIN")
+tmp=$(mktemp -d)
+trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$tmp"' EXIT
+if [ -z "$scenario" ]; then
+  printf '[server]\nhostname = "bench.test"\n' > "$tmp/healthy.toml"
+  scenario="$tmp/healthy.toml"
+fi
+
+# Instructions of one server run that sends $1 messages.
+count() {
+  local out="$tmp/callgrind.$1"
+  valgrind --tool=callgrind --callgrind-out-file="$out" \
+    "$bin" serve --listen 127.0.0.1:0="$scenario" --no-api --no-watch \
+    > "$tmp/mf.out" 2> "$out.log" &
+  local server=$!
+  for _ in $(seq 300); do
+    grep -q '^listening smtp://' "$tmp/mf.out" 2>/dev/null && break
+    sleep 0.1
+  done
+  local addr
+  addr=$(sed -n 's#^listening smtp://\([^ ]*\) .*#\1#p' "$tmp/mf.out")
+  [ -n "$addr" ] || { echo "serve printed no listening line"; exit 1; }
+  if [ "$1" -gt 0 ]; then
+    timeout 600 smtp-source -s 1 -m "$1" -l 1024 "${mode[@]}" \
+      -f sender@bench.test -t rcpt@bench.test "$addr"
+  fi
+  sleep 0.5
+  kill -INT "$server"
+  wait "$server" 2>/dev/null || true
+  sed -n 's/.*refs: *\([0-9,]*\).*/\1/p' "$out.log" | tr -d ,
+}
+
+base=$(count 0)
+total=$(count "$messages")
+echo "messages: $messages $([ ${#mode[@]} -eq 0 ] && echo 'a connection each' || echo 'one kept connection'); scenario: $scenario"
+echo "instructions: $total in all, $base without messages"
+echo "per message: $(( (total - base) / messages ))"
+profile="target/callgrind.$(date -u +%Y%m%dT%H%M%S).out"
+cp "$tmp/callgrind.$messages" "$profile"
+echo "profile: $profile (callgrind_annotate --inclusive=yes $profile)"
