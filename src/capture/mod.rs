@@ -360,6 +360,23 @@ fn shared(last: &std::cell::RefCell<Option<Arc<str>>>, s: &str) -> Arc<str> {
     }
 }
 
+/// Where a session's events come from: its listener and scenario, shared
+/// by all of them.
+#[derive(Debug, Clone)]
+pub struct Source {
+    pub listener: Arc<str>,
+    pub scenario: Arc<str>,
+}
+
+impl Source {
+    pub fn new(listener: &str, scenario: &str) -> Self {
+        Self {
+            listener: listener.into(),
+            scenario: scenario.into(),
+        }
+    }
+}
+
 /// How many events are kept in memory: enough for the transcripts the API
 /// serves and the report of a test run; at a few hundred bytes an event,
 /// tens of MB at most.
@@ -417,11 +434,22 @@ impl Capture {
     }
 
     pub fn record(&self, listener: &str, scenario: &str, session: u64, kind: EventKind) {
-        self.metrics.observe(scenario, &kind);
-        let event = Arc::new(Event {
-            ts: timestamp(SystemTime::now()),
+        let source = Source {
             listener: LAST_LISTENER.with(|l| shared(l, listener)),
             scenario: LAST_SCENARIO.with(|l| shared(l, scenario)),
+        };
+        self.record_from(&source, session, kind);
+    }
+
+    /// Records an event of a session whose listener and scenario names
+    /// are already shared: a session records a few dozen events, and
+    /// sharing its names once saves looking them up for each.
+    pub fn record_from(&self, source: &Source, session: u64, kind: EventKind) {
+        self.metrics.observe(&source.scenario, &kind);
+        let event = Arc::new(Event {
+            ts: timestamp(SystemTime::now()),
+            listener: source.listener.clone(),
+            scenario: source.scenario.clone(),
             session,
             kind,
         });

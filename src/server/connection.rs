@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::limits::Shared as Limits;
 use super::slot::Active;
-use crate::capture::{Capture, EventKind, Origin};
+use crate::capture::{Capture, EventKind, Origin, Source};
 use crate::proto::reply::defaults;
 use crate::proto::{Answer, Captured, CloseReason, Fact, Output, Policy, Session, Stage, TxEnd};
 use crate::scenario::Engine;
@@ -145,7 +145,8 @@ impl AsyncWrite for Stream {
 struct Driver<'a> {
     conn: &'a Conn,
     stream: Stream,
-    scenario: String,
+    /// The listener's and scenario's names, shared by the session's events.
+    source: Source,
     id: u64,
     client: SocketAddr,
     /// The stage the next reply answers, for the refusal log and metrics.
@@ -156,9 +157,7 @@ struct Driver<'a> {
 
 impl Driver<'_> {
     fn record(&self, kind: EventKind) {
-        self.conn
-            .capture
-            .record(&self.conn.listener, &self.scenario, self.id, kind);
+        self.conn.capture.record_from(&self.source, self.id, kind);
     }
 
     fn closed(&self, by: &str, reason: &str) {
@@ -327,7 +326,7 @@ impl Driver<'_> {
         let origin = Origin {
             session: self.id,
             listener: self.conn.listener.clone(),
-            scenario: self.scenario.clone(),
+            scenario: self.source.scenario.to_string(),
         };
         let kept = self.conn.capture.keep(m, origin).await;
         if let Err(e) = &kept {
@@ -515,7 +514,7 @@ pub async fn serve(
     let mut d = Driver {
         conn: &conn,
         stream: Stream::Plain(stream),
-        scenario: active.scenario_name().to_string(),
+        source: Source::new(&conn.listener, active.scenario_name()),
         id,
         client: peer,
         stage: Stage::Connect,
