@@ -20,6 +20,13 @@ pub struct Answer {
     pub tag: Option<Tag>,
 }
 
+/// The last line of a reply as sent (without its line end), found from
+/// the end: only it is read as text.
+fn last_line(bytes: &[u8]) -> &[u8] {
+    let body = bytes.strip_suffix(b"\n").unwrap_or(bytes);
+    memchr::memrchr(b'\n', body).map_or(body, |i| &body[i + 1..])
+}
+
 impl Answer {
     /// The first reply among `outputs` (what the command at hand got).
     pub fn find(outputs: &[Output]) -> Option<Answer> {
@@ -32,12 +39,7 @@ impl Answer {
                 ..
             } => Some(Answer {
                 code: *code,
-                reply: lossy(bytes)
-                    .lines()
-                    .last()
-                    .unwrap_or("")
-                    .trim_end()
-                    .to_string(),
+                reply: lossy(last_line(bytes)).trim_end().to_string(),
                 rule: rule.clone(),
                 tag: tag.clone(),
             }),
@@ -103,6 +105,28 @@ mod tests {
     use super::*;
     use crate::proto::{Policy, Session, SessionConfig};
     use crate::scenario::{parse, Engine};
+
+    #[test]
+    fn the_answer_is_the_last_line_of_the_reply() {
+        for (sent, last) in [
+            (&b"250 2.1.0 Ok\r\n"[..], "250 2.1.0 Ok"),
+            (b"550-5.1.1 a\r\n550 5.1.1 b\r\n", "550 5.1.1 b"),
+            (b"421 bye", "421 bye"),
+            (b"250-a\n250 b \r\n", "250 b"),
+            (b"250 a\r\n\r\n", ""),
+            (b"", ""),
+            (b"250 \xff\r\n", "250 \u{fffd}"),
+        ] {
+            let out = [Output::Send {
+                bytes: sent.to_vec(),
+                drip: None,
+                code: Some(250),
+                rule: None,
+                tag: None,
+            }];
+            assert_eq!(Answer::find(&out).unwrap().reply, last, "{sent:?}");
+        }
+    }
 
     /// Facts (and closes) a session emits for these reads.
     fn facts(toml: &str, reads: &[&str]) -> Vec<String> {
