@@ -5,8 +5,9 @@
 //! throws information away: an unknown parameter is reported while the
 //! address before it is still returned, so rules and transcripts see both.
 
-use super::lossy;
 use std::fmt;
+
+use super::lossy;
 
 /// The SMTP verbs mailfault knows. Anything else is `Unknown`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

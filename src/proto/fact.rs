@@ -3,9 +3,9 @@
 //! records them and the sender report folds over them, so nothing
 //! downstream re-reads command text.
 
-use super::lossy;
 use serde::{Deserialize, Serialize};
 
+use super::lossy;
 use super::policy::{Stage, Tag};
 use super::session::Output;
 

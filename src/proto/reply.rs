@@ -3,8 +3,9 @@
 //! Every reply the healthy-MTA fallback sends is a named constructor here, so
 //! the texts live in one place and tests can compare against them.
 
-use super::lossy;
 use std::fmt;
+
+use super::lossy;
 
 /// An RFC 3463 enhanced status code (`class.subject.detail`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -9,7 +9,6 @@
 //! fallback (`Outcome::Accept`). A scripted positive reply makes the command
 //! take effect (a 250 to MAIL starts the transaction), any other does not.
 
-use super::lossy;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -21,6 +20,7 @@ use super::command::{parse_bdat, parse_number, parse_path, Command, PathArg, Pat
 use super::data::{Body, DataDecoder};
 use super::fact::{Answer, Fact, TxEnd};
 use super::line::{Frame, LineFramer};
+use super::lossy;
 use super::policy::{Asked, Context, Cursor, Decision, Outcome, Policy, Stage, Tag};
 use super::reply::{defaults, Reply};
 use crate::state::{Done, Op, Unavailable};
@@ -846,16 +846,15 @@ impl Session {
         });
         self.run_command(&cmd, row);
         let raw = cmd.raw;
-        let line = |raw: Vec<u8>| {
-            String::from_utf8(raw).unwrap_or_else(|e| lossy(e.as_bytes()).into_owned())
-        };
-        let (text, replay) = match hidden {
-            _ if !self.is_suspended() => (hidden.unwrap_or_else(|| line(raw)), None),
-            Some(text) => (text, Some(raw)),
-            None => (line(raw.clone()), Some(raw)),
-        };
-        if let Some(Output::Command { line, .. }) = shown.and_then(|at| self.out.get_mut(at)) {
-            *line = text;
+        // Kept to run again when the decision waits for the store (rare).
+        let replay = self.is_suspended().then(|| raw.clone());
+        if let Some(at) = shown {
+            let text = hidden.unwrap_or_else(|| {
+                String::from_utf8(raw).unwrap_or_else(|e| lossy(e.as_bytes()).into_owned())
+            });
+            if let Some(Output::Command { line, .. }) = self.out.get_mut(at) {
+                *line = text;
+            }
         }
         if let Some(line) = replay {
             self.suspended_at(|| Replay::Line { line, pipelined });

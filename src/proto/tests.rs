@@ -667,6 +667,61 @@ fn an_extension_is_offered_by_its_whole_first_word() {
     );
 }
 
+fn plain_auth() -> SessionConfig {
+    SessionConfig {
+        auth: Some(Arc::new(crate::proto::auth::AuthConfig {
+            mechanisms: vec![crate::proto::auth::Mechanism::Plain],
+            required: false,
+            users: Default::default(),
+            allow_plaintext: true,
+        })),
+        ..SessionConfig::default()
+    }
+}
+
+fn command_lines(outputs: &[Output]) -> Vec<String> {
+    outputs
+        .iter()
+        .filter_map(|o| match o {
+            Output::Command { line, .. } => Some(line.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn credentials_on_the_auth_line_never_reach_the_transcript() {
+    let mut t = T::with(plain_auth(), Arc::new(Healthy));
+    t.cmd("EHLO client.test", "250-");
+    // "\0user\0secret" in base64.
+    t.cmd(
+        "AUTH PLAIN AHVzZXIAc2VjcmV0",
+        "235 2.7.0 Authentication successful",
+    );
+    assert_eq!(
+        command_lines(&t.outputs),
+        ["AUTH PLAIN [initial response hidden]"]
+    );
+}
+
+#[test]
+fn an_auth_line_that_waits_for_the_store_stays_hidden_and_runs_once_answered() {
+    let mut t = T::with(plain_auth(), Arc::new(Waits(Stage::Auth)));
+    t.cmd("EHLO client.test", "250-");
+    assert_eq!(t.feed(b"AUTH PLAIN AHVzZXIAc2VjcmV0\r\n"), "");
+    assert!(t.s.is_suspended());
+    assert_eq!(
+        command_lines(&t.outputs),
+        ["AUTH PLAIN [initial response hidden]"]
+    );
+    // Run again with the store's answer: the line is not shown twice, and
+    // the credentials it kept still authenticate.
+    let out = t.s.resume(count(2), Instant::now());
+    assert_eq!(sent(&out), "235 2.7.0 Authentication successful\r\n");
+    assert!(command_lines(&out).is_empty());
+    assert!(!t.s.is_suspended());
+}
+
 fn with_budget(limit: u64) -> (T, Arc<MemoryBudget>) {
     let budget = MemoryBudget::new(limit);
     let mut t = T::new();
