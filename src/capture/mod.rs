@@ -369,10 +369,13 @@ pub struct Source {
 }
 
 impl Source {
+    /// The names, shared with the last ones used on this thread when they
+    /// are the same: the sessions of a listener share one copy, in their
+    /// events and in the ring.
     pub fn new(listener: &str, scenario: &str) -> Self {
         Self {
-            listener: listener.into(),
-            scenario: scenario.into(),
+            listener: LAST_LISTENER.with(|l| shared(l, listener)),
+            scenario: LAST_SCENARIO.with(|l| shared(l, scenario)),
         }
     }
 }
@@ -434,11 +437,7 @@ impl Capture {
     }
 
     pub fn record(&self, listener: &str, scenario: &str, session: u64, kind: EventKind) {
-        let source = Source {
-            listener: LAST_LISTENER.with(|l| shared(l, listener)),
-            scenario: LAST_SCENARIO.with(|l| shared(l, scenario)),
-        };
-        self.record_from(&source, session, kind);
+        self.record_from(&Source::new(listener, scenario), session, kind);
     }
 
     /// Records an event of a session whose listener and scenario names

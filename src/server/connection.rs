@@ -2,7 +2,6 @@
 //! sans-I/O session, performs its outputs (wait, send, drip, close), and
 //! applies the idle timeout and shutdown. It decides nothing about SMTP.
 
-use crate::proto::lossy;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use super::limits::Shared as Limits;
 use super::slot::Active;
 use crate::capture::{Capture, EventKind, Origin, Source};
+use crate::proto::lossy;
 use crate::proto::reply::defaults;
 use crate::proto::{Answer, Captured, CloseReason, Fact, Output, Policy, Session, Stage, TxEnd};
 use crate::scenario::Engine;
@@ -221,15 +221,8 @@ impl Driver<'_> {
                     rule,
                     tag,
                 } => {
-                    // The event's text is the buffer sent (one UTF-8 check), or,
-                    // for a raw reply that is not UTF-8, a copy with the invalid
-                    // bytes replaced.
-                    let (text, other) = match String::from_utf8(bytes) {
-                        Ok(text) => (text, None),
-                        Err(e) => (lossy(e.as_bytes()).into_owned(), Some(e.into_bytes())),
-                    };
+                    let (text, other) = self.note_reply(bytes, code, rule.as_deref());
                     let bytes = other.as_deref().unwrap_or(text.as_bytes());
-                    self.note_reply(&text, code, rule.as_deref());
                     let sent = match drip {
                         Some(pause) => Box::pin(self.drip(bytes, pause)).await,
                         None => self.stream.write_all(bytes).await,
@@ -280,11 +273,24 @@ impl Driver<'_> {
         self.engine.store().perform(op, now).await
     }
 
-    /// Logs and counts a reply about to be sent.
-    fn note_reply(&self, shown: &str, code: Option<u16>, rule: Option<&str>) {
+    /// Logs and counts a reply about to be sent. Returns its text for the
+    /// event: the buffer itself (one UTF-8 check), or, for a raw reply that
+    /// is not UTF-8, a copy with the invalid bytes replaced and the bytes
+    /// to send beside it.
+    fn note_reply(
+        &self,
+        bytes: Vec<u8>,
+        code: Option<u16>,
+        rule: Option<&str>,
+    ) -> (String, Option<Vec<u8>>) {
+        let (shown, other) = match String::from_utf8(bytes) {
+            Ok(text) => (text, None),
+            Err(e) => (lossy(e.as_bytes()).into_owned(), Some(e.into_bytes())),
+        };
         tracing::debug!(session = self.id, rule, "-> {}", shown.trim_end());
-        self.log_refusal(code, shown, rule);
-        self.conn.capture.metrics().reply(self.stage, code, shown);
+        self.log_refusal(code, &shown, rule);
+        self.conn.capture.metrics().reply(self.stage, code, &shown);
+        (shown, other)
     }
 
     /// The session ended: its open-session counts go down.
