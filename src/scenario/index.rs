@@ -12,8 +12,9 @@
 //! The unfiled rules' `mail_from` and `rcpt` patterns are also compiled,
 //! per stage and field, into one `RegexSet` (a [`FieldSet`], when three or
 //! more rules have such a condition): one pass over an ASCII address tells
-//! which of those rules' conditions on it can hold, and the others are
-//! skipped without being tried. A skipped rule is one whose `holds` would
+//! whether any of those rules' conditions on it can hold (the usual answer
+//! is no), and a second, only then, which; the others are skipped without
+//! being tried. A skipped rule is one whose `holds` would
 //! be false, so the order of the rules tried, and the first that matches,
 //! are unchanged.
 
