@@ -18,7 +18,7 @@
 # shutdown (every kept message and event freed) stays in. Keeps the
 # callgrind profile under target/ for callgrind_annotate.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+shopt -s inherit_errexit
 
 mode=(-d)
 scenario=""
@@ -30,41 +30,44 @@ while [ $# -gt 0 ]; do
   esac
 done
 messages=${1:-2000}
-command -v valgrind >/dev/null || { echo "valgrind not found (apt-get install valgrind)"; exit 1; }
-command -v smtp-source >/dev/null || { echo "smtp-source not found (apt-get install postfix)"; exit 1; }
+[ "$messages" -gt 0 ] 2>/dev/null || { echo "MESSAGES must be a positive number" >&2; exit 1; }
+[ -n "${MAILFAULT_BIN:-}" ] && MAILFAULT_BIN=$(realpath "$MAILFAULT_BIN")
+cd "$(dirname "$0")/.."
+command -v valgrind >/dev/null || { echo "valgrind not found (apt-get install valgrind)" >&2; exit 1; }
+command -v smtp-source >/dev/null || { echo "smtp-source not found (apt-get install postfix)" >&2; exit 1; }
 if [ -z "${MAILFAULT_BIN:-}" ]; then
   cargo build --release --quiet
-  MAILFAULT_BIN=target/release/mailfault
+  MAILFAULT_BIN=$(realpath target/release/mailfault)
 fi
-bin=$(realpath "$MAILFAULT_BIN")
 tmp=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$tmp"' EXIT
+trap 'rm -rf "$tmp"' EXIT
 if [ -z "$scenario" ]; then
   printf '[server]\nhostname = "bench.test"\n' > "$tmp/healthy.toml"
   scenario="$tmp/healthy.toml"
 fi
 
-# Instructions of one server run that sends $1 messages.
+# Instructions of one server run that is sent $1 messages. Only the count
+# goes to standard output.
 count() {
-  local out="$tmp/callgrind.$1"
+  local out="$tmp/callgrind.$1" listening="$tmp/mf.$1.out" server addr sent=0
   valgrind --tool=callgrind --callgrind-out-file="$out" \
-    "$bin" serve --listen 127.0.0.1:0="$scenario" --no-api --no-watch \
-    > "$tmp/mf.out" 2> "$out.log" &
-  local server=$!
+    "$MAILFAULT_BIN" serve --listen 127.0.0.1:0="$scenario" --no-api --no-watch \
+    > "$listening" 2> "$out.log" &
+  server=$!
   for _ in $(seq 300); do
-    grep -q '^listening smtp://' "$tmp/mf.out" 2>/dev/null && break
+    grep -q '^listening smtp://' "$listening" 2>/dev/null && break
     sleep 0.1
   done
-  local addr
-  addr=$(sed -n 's#^listening smtp://\([^ ]*\) .*#\1#p' "$tmp/mf.out")
-  [ -n "$addr" ] || { echo "serve printed no listening line"; exit 1; }
-  if [ "$1" -gt 0 ]; then
+  addr=$(sed -n 's#^listening smtp://\([^ ]*\) .*#\1#p' "$listening")
+  if [ -n "$addr" ] && [ "$1" -gt 0 ]; then
     timeout 600 smtp-source -s 1 -m "$1" -l 1024 "${mode[@]}" \
-      -f sender@bench.test -t rcpt@bench.test "$addr"
+      -f sender@bench.test -t rcpt@bench.test "$addr" >&2 || sent=$?
   fi
   sleep 0.5
-  kill -INT "$server"
+  kill -INT "$server" 2>/dev/null || true
   wait "$server" 2>/dev/null || true
+  [ -n "$addr" ] || { echo "serve printed no listening line (see $out.log)" >&2; return 1; }
+  [ "$sent" -eq 0 ] || { echo "smtp-source failed ($sent)" >&2; return 1; }
   sed -n 's/.*refs: *\([0-9,]*\).*/\1/p' "$out.log" | tr -d ,
 }
 
@@ -73,6 +76,7 @@ total=$(count "$messages")
 echo "messages: $messages $([ ${#mode[@]} -eq 0 ] && echo 'a connection each' || echo 'one kept connection'); scenario: $scenario"
 echo "instructions: $total in all, $base without messages"
 echo "per message: $(( (total - base) / messages ))"
+mkdir -p target
 profile="target/callgrind.$(date -u +%Y%m%dT%H%M%S).out"
 cp "$tmp/callgrind.$messages" "$profile"
 echo "profile: $profile (callgrind_annotate --inclusive=yes $profile)"
