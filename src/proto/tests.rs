@@ -838,16 +838,8 @@ fn pipelined_commands_behind_a_waiting_decision_wait_for_it() {
         Some(Op::Incr(vec!["b@y.test".into()]))
     );
     assert!(t.s.is_suspended());
-    let lines = |o: &[Output]| -> Vec<String> {
-        o.iter()
-            .filter_map(|o| match o {
-                Output::Command { line, .. } => Some(line.clone()),
-                _ => None,
-            })
-            .collect()
-    };
     assert_eq!(
-        lines(&t.outputs),
+        command_lines(&t.outputs),
         ["MAIL FROM:<a@x.test>", "RCPT TO:<b@y.test>"]
     );
     // More input while waiting is held too, not answered.
@@ -859,7 +851,7 @@ fn pipelined_commands_behind_a_waiting_decision_wait_for_it() {
     assert_eq!(sent(&out), "550 5.7.1 first time\r\n");
     assert_eq!(store_op(&out), Some(Op::Incr(vec!["c@y.test".into()])));
     // Its command line is given once, when it was read.
-    assert_eq!(lines(&out), ["RCPT TO:<c@y.test>"]);
+    assert_eq!(command_lines(&out), ["RCPT TO:<c@y.test>"]);
 
     // The second passes; DATA and the held NOOP follow, in order.
     let out = t.s.resume(count(2), Instant::now());
