@@ -260,18 +260,8 @@ fn report_html_opens_and_shows_the_timeline() {
 
 /// A plain HTTP/1.1 GET: status, content type and body.
 fn get(api: &str, path: &str) -> (u16, String, String) {
-    use std::io::{Read, Write};
-    let addr = api.strip_prefix("http://").unwrap();
-    let mut c = std::net::TcpStream::connect(addr).unwrap();
-    write!(
-        c,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut out = String::new();
-    c.read_to_string(&mut out).unwrap();
-    let (head, body) = out.split_once("\r\n\r\n").unwrap();
-    let status = head[9..12].parse().unwrap();
+    let (status, head, body) =
+        http_head_only(api.strip_prefix("http://").unwrap(), "GET", path, "");
     let kind = head
         .lines()
         .find_map(|l| {
@@ -280,7 +270,7 @@ fn get(api: &str, path: &str) -> (u16, String, String) {
                 .map(str::to_string)
         })
         .unwrap_or_default();
-    (status, kind, body.to_string())
+    (status, kind, body)
 }
 
 /// With --api-token the page and its files load without it (they hold no

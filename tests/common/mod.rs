@@ -306,3 +306,24 @@ pub async fn output(program: &str, args: &[&str]) -> std::process::Output {
         .await
         .unwrap()
 }
+
+/// One plain HTTP/1.1 request, its head only (`extra` are more header
+/// lines, each ending in CRLF), with `Connection: close`: the response's
+/// status, head and body. Blocking, with a 10 s read timeout, so a server
+/// that never answers fails the test instead of hanging it.
+pub fn http_head_only(addr: &str, method: &str, path: &str, extra: &str) -> (u16, String, String) {
+    use std::io::{Read, Write};
+    let mut c = std::net::TcpStream::connect(addr).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        c,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{extra}Connection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    c.read_to_string(&mut out)
+        .expect("a whole response, then the close");
+    let (head, body) = out.split_once("\r\n\r\n").expect("a response head");
+    let status = head[9..12].parse().unwrap();
+    (status, head.to_string(), body.to_string())
+}
