@@ -43,7 +43,7 @@ fn parse(line: &[u8]) {
     assert!(line.len() < MAX_COMMAND_LINE);
     let cmd = Command::parse(line);
     assert_eq!(cmd.raw, line);
-    let _ = (cmd.line(), cmd.verb_text());
+    let _ = (cmd.clone().into_line(), cmd.verb_text());
     match cmd.verb {
         Verb::Mail => drop(parse_path(&cmd.args, "FROM:")),
         Verb::Rcpt => drop(parse_path(&cmd.args, "TO:")),

@@ -146,9 +146,11 @@ impl Message {
     }
 
     /// The decoded Subject header, if any. Read from the body the first
-    /// time it is asked for (a listing, a filter, the JSON), not while the
-    /// session waits for its 250: most messages of a load test are never
-    /// looked at one by one.
+    /// time it is asked for (a listing, a filter, the JSON), so a store in
+    /// memory does not decode it while the session waits for its 250 (a
+    /// store folder does: the `<id>.json` written before it carries the
+    /// Subject). Most messages of a load test are never looked at one by
+    /// one.
     pub fn subject(&self) -> Option<&str> {
         self.subject
             .get_or_init(|| subject_of(&self.body))

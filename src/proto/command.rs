@@ -80,9 +80,10 @@ impl Command {
         }
     }
 
-    /// The line as text for logs and transcripts (invalid UTF-8 replaced).
-    pub fn line(&self) -> String {
-        lossy(&self.raw).into_owned()
+    /// The line as text for logs and transcripts (invalid UTF-8 replaced):
+    /// the command's own buffer when it is UTF-8, not a copy.
+    pub fn into_line(self) -> String {
+        String::from_utf8(self.raw).unwrap_or_else(|e| lossy(e.as_bytes()).into_owned())
     }
 
     /// The verb as sent, upper-cased (for unknown commands too).

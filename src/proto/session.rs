@@ -845,13 +845,10 @@ impl Session {
             self.out.len() - 1
         });
         self.run_command(&cmd, row);
-        let raw = cmd.raw;
         // Kept to run again when the decision waits for the store (rare).
-        let replay = self.is_suspended().then(|| raw.clone());
+        let replay = self.is_suspended().then(|| cmd.raw.clone());
         if let Some(at) = shown {
-            let text = hidden.unwrap_or_else(|| {
-                String::from_utf8(raw).unwrap_or_else(|e| lossy(e.as_bytes()).into_owned())
-            });
+            let text = hidden.unwrap_or_else(|| cmd.into_line());
             if let Some(Output::Command { line, .. }) = self.out.get_mut(at) {
                 *line = text;
             }
