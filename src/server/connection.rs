@@ -515,7 +515,6 @@ pub async fn serve(
             }
         }
     }
-    let _ = stream.set_nodelay(true);
     let limits = conn.limits.clone();
     let mut d = Driver {
         conn: &conn,

@@ -7,7 +7,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::net::{TcpListener, TcpSocket};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 
 use crate::proto::MemoryBudget;
 
@@ -95,8 +95,23 @@ pub fn bind(addr: SocketAddr, backlog: u32) -> std::io::Result<TcpListener> {
     // while old connections sit in TIME_WAIT.
     #[cfg(unix)]
     socket.set_reuseaddr(true)?;
+    // Copied to every accepted socket where the system does (see `nodelay`).
+    socket.set_nodelay(true)?;
     socket.bind(addr)?;
     socket.listen(backlog.max(1))
+}
+
+/// Makes an accepted socket send each reply at once (TCP_NODELAY): the
+/// replies to a pipelined batch are separate writes, and under Nagle's
+/// algorithm the second would wait for the client's delayed ACK.
+///
+/// Linux copies the option from the listening socket, which `bind` sets,
+/// so a listener asks its first connection (`inherited` starts as `None`)
+/// and later ones spend a system call on it only where it was not copied.
+pub fn nodelay(stream: &TcpStream, inherited: &mut Option<bool>) {
+    if !*inherited.get_or_insert_with(|| stream.nodelay().unwrap_or(false)) {
+        let _ = stream.set_nodelay(true);
+    }
 }
 
 #[cfg(test)]
@@ -116,6 +131,32 @@ mod tests {
         let d = p.enter(ip).unwrap();
         drop((b, c, d));
         assert_eq!(p.tracked(), 0);
+    }
+
+    /// Every accepted socket ends up with TCP_NODELAY: copied from a
+    /// listener made by `bind`, set by hand on one made elsewhere (the
+    /// runtime API's listeners).
+    #[tokio::test]
+    async fn accepted_sockets_send_each_reply_at_once() {
+        let by_bind = bind("127.0.0.1:0".parse().unwrap(), 16).unwrap();
+        let plain = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        plain.set_nonblocking(true).unwrap();
+        let plain = TcpListener::from_std(plain).unwrap();
+        for (listener, copied) in [(by_bind, true), (plain, false)] {
+            let mut inherited = None;
+            for _ in 0..2 {
+                let client = TcpStream::connect(listener.local_addr().unwrap());
+                let (_client, accepted) = tokio::join!(client, listener.accept());
+                let (stream, _) = accepted.unwrap();
+                nodelay(&stream, &mut inherited);
+                assert!(stream.nodelay().unwrap());
+            }
+            // Linux copies it; other systems may not, and then it is set.
+            #[cfg(target_os = "linux")]
+            assert_eq!(inherited, Some(copied));
+            #[cfg(not(target_os = "linux"))]
+            let _ = copied;
+        }
     }
 
     #[test]

@@ -370,6 +370,7 @@ async fn accept_loop(
     shutdown: CancellationToken,
     tracker: TaskTracker,
 ) {
+    let mut nodelay_inherited = None;
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
@@ -384,6 +385,7 @@ async fn accept_loop(
                 continue;
             }
         };
+        limits::nodelay(&stream, &mut nodelay_inherited);
         let id = ids.fetch_add(1, Ordering::Relaxed);
         let active = slot.current();
         let conn = conn.clone();
