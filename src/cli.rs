@@ -303,6 +303,30 @@ fn worker_threads(asked: usize) -> usize {
     cores.saturating_sub(1).max(1)
 }
 
+/// The runtime that serves SMTP. One thread (the default on two cores) is
+/// a current-thread runtime: the main thread serves every session, without
+/// the multi-thread scheduler's bookkeeping between wake-ups, and what it
+/// allocates comes from glibc's main arena, which grows with padding, not
+/// an `mprotect` every page or two as a thread's arena does (about 12%
+/// less server CPU a connection; docs/performance.md, "Threads"). A Redis
+/// state store keeps the multi-thread runtime: its synchronous calls (the
+/// lease refresh) let other sessions go on through `block_in_place`, which
+/// only that runtime has.
+fn runtime(
+    threads: usize,
+    state: &crate::state::Backend,
+) -> std::io::Result<tokio::runtime::Runtime> {
+    if threads == 1 && matches!(state, crate::state::Backend::Memory) {
+        return tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build();
+    }
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
+        .enable_all()
+        .build()
+}
+
 fn init_logs(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
     use std::io::IsTerminal as _;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
@@ -783,11 +807,12 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let capture = Capture::with_store(args.events.as_deref(), store)
         .context("cannot open the capture files")?;
     let threads = worker_threads(args.threads);
-    tracing::info!(threads, "serving with {threads} worker thread(s)");
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(threads)
-        .enable_all()
-        .build()?;
+    let rt = runtime(threads, &state)?;
+    let flavor = match rt.handle().runtime_flavor() {
+        tokio::runtime::RuntimeFlavor::CurrentThread => "current-thread",
+        _ => "multi-thread",
+    };
+    tracing::info!(threads, flavor, "serving with {threads} worker thread(s)");
     rt.block_on(async move {
         let opts = Options {
             listeners,

@@ -603,7 +603,38 @@ fn threads_are_one_fewer_than_the_cores_unless_asked() {
     assert!(s.wait_log("worker thread").contains(&want));
     assert_eq!(talk(&s.addr, &["QUIT"]).last().unwrap(), "221 2.0.0 Bye");
     let s = Serve::start(&["--threads", "3"]);
-    assert!(s.wait_log("worker thread").contains("threads=3"));
+    let line = s.wait_log("worker thread");
+    assert!(
+        line.contains("threads=3") && line.contains("multi-thread"),
+        "{line}"
+    );
+    assert_eq!(talk(&s.addr, &["QUIT"]).last().unwrap(), "221 2.0.0 Bye");
+}
+
+/// One thread is a current-thread runtime, unless counters live in Redis
+/// (its synchronous calls need the multi-thread runtime's
+/// `block_in_place`). Redis is only named here, never reached: SMTP
+/// without stateful rules does not ask it anything.
+#[test]
+fn one_thread_serves_on_the_main_thread_unless_redis_holds_the_state() {
+    let s = Serve::start(&["--threads", "1"]);
+    let line = s.wait_log("worker thread");
+    assert!(
+        line.contains("threads=1") && line.contains("current-thread"),
+        "{line}"
+    );
+    let mut lines = talk(
+        &s.addr,
+        &["EHLO client.test", "MAIL FROM:<a@b.test>", "QUIT"],
+    );
+    assert_eq!(lines.pop().unwrap(), "221 2.0.0 Bye");
+    assert_eq!(lines.pop().unwrap(), "250 2.1.0 Ok");
+    let s = Serve::start(&["--threads", "1", "--state", "redis://127.0.0.1:1"]);
+    let line = s.wait_log("worker thread");
+    assert!(
+        line.contains("threads=1") && line.contains("multi-thread"),
+        "{line}"
+    );
     assert_eq!(talk(&s.addr, &["QUIT"]).last().unwrap(), "221 2.0.0 Bye");
 }
 
