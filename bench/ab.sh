@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# Builds side by side in one cell: each round runs every server once, in
+# turn, on a fresh process, so drift on the machine falls on all of them
+# alike; prints per server the median rate (the lower middle one for an even
+# count), server CPU per message and its
+# user and system parts, then every round's figures. For telling whether a
+# change moved a cell when one run's rate moves ±10%. Loopback only; each
+# run is bounded to 120 s.
+#
+#   bench/ab.sh ROUNDS "SMTP-SOURCE ARGS" SERVER...
+#       needs smtp-source (and smtp-sink for `sink`): Debian's postfix
+#
+# SERVER is a mailfault binary (served with no rules) or `sink` for
+# Postfix's smtp-sink. Example, one session with a connection per message:
+#
+#   bench/ab.sh 8 "-s 1 -m 5000 -l 1024" sink /tmp/mailfault-before target/release/mailfault
+set -euo pipefail
+shopt -s inherit_errexit
+
+[ $# -ge 3 ] || { sed -n '2,15p' "$0" >&2; exit 1; }
+rounds=$1 load=$2
+shift 2
+command -v smtp-source >/dev/null || { echo "smtp-source not found (apt-get install postfix)" >&2; exit 1; }
+messages=$(sed -n 's/.*-m \([0-9]*\).*/\1/p' <<<"$load")
+[ -n "$messages" ] || { echo "the smtp-source arguments need -m MESSAGES" >&2; exit 1; }
+tmp=$(mktemp -d)
+trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$tmp"' EXIT
+printf '[server]\nhostname = "bench.test"\n' > "$tmp/no-rules.toml"
+
+free_port() {
+  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# Starts one server; sets $pid and $addr.
+start() {
+  local port
+  port=$(free_port)
+  if [ "$1" = sink ]; then
+    smtp-sink -u nobody -m 30000 "127.0.0.1:$port" 4096 & pid=$!
+  else
+    "$1" serve --listen "127.0.0.1:$port=$tmp/no-rules.toml" --no-api --no-watch \
+      --max-connections 30000 > /dev/null 2>&1 & pid=$!
+  fi
+  addr=127.0.0.1:$port
+  for _ in $(seq 100); do
+    python3 -c "import socket,sys; socket.create_connection(('127.0.0.1', $port), 0.2).close()" \
+      2>/dev/null && return
+    sleep 0.05
+  done
+  echo "$1 did not listen on $addr" >&2
+  exit 1
+}
+
+# user and system ticks of a process
+ticks() { awk '{print $14, $15}' "/proc/$1/stat"; }
+
+declare -A rates cpus users systems
+for _ in $(seq "$rounds"); do
+  for server in "$@"; do
+    start "$server"
+    read -r u0 s0 < <(ticks "$pid")
+    t0=$(date +%s.%N)
+    # shellcheck disable=SC2086 # the load is a list of arguments
+    timeout 120 smtp-source $load -f sender@bench.test -t rcpt@bench.test "$addr" > /dev/null
+    t1=$(date +%s.%N)
+    read -r u1 s1 < <(ticks "$pid")
+    kill "$pid"
+    wait "$pid" 2>/dev/null || true
+    hz=$(getconf CLK_TCK)
+    rates[$server]+="$(echo "$messages / ($t1 - $t0)" | bc -l | cut -d. -f1) "
+    users[$server]+="$(echo "($u1 - $u0) * 1000000 / $hz / $messages" | bc -l | xargs printf '%.1f') "
+    systems[$server]+="$(echo "($s1 - $s0) * 1000000 / $hz / $messages" | bc -l | xargs printf '%.1f') "
+    cpus[$server]+="$(echo "($u1 - $u0 + $s1 - $s0) * 1000000 / $hz / $messages" | bc -l | xargs printf '%.1f') "
+  done
+done
+
+median() { tr ' ' '\n' | grep . | sort -n | awk '{v[NR] = $1} END {print v[int((NR + 1) / 2)]}'; }
+echo "load: smtp-source $load; $rounds rounds; medians, then each round"
+printf '%-28s %8s %9s %8s %8s\n' server msg/s "cpu µs" user system
+for server in "$@"; do
+  printf '%-28s %8s %9s %8s %8s\n' "$(basename "$server")" \
+    "$(median <<<"${rates[$server]}")" "$(median <<<"${cpus[$server]}")" \
+    "$(median <<<"${users[$server]}")" "$(median <<<"${systems[$server]}")"
+done
+for server in "$@"; do
+  printf '%-28s msg/s: %s\n%-28s cpu:   %s\n' "$(basename "$server")" "${rates[$server]}" "" "${cpus[$server]}"
+done
