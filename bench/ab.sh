@@ -1,11 +1,10 @@
 #!/usr/bin/env bash
 # Builds side by side in one cell: each round runs every server once, in
 # turn, on a fresh process, so drift on the machine falls on all of them
-# alike; prints per server the median rate (the lower middle one for an even
-# count), server CPU per message and its
-# user and system parts, then every round's figures. For telling whether a
-# change moved a cell when one run's rate moves ±10%. Loopback only; each
-# run is bounded to 120 s.
+# alike; prints per server the median rate (the lower middle one for an
+# even count), server CPU per message and its user and system parts, then
+# every round's figures. For telling whether a change moved a cell when
+# one run's rate moves ±10%. Loopback only; each run is bounded to 120 s.
 #
 #   bench/ab.sh ROUNDS "SMTP-SOURCE ARGS" SERVER...
 #       needs smtp-source (and smtp-sink for `sink`): Debian's postfix
@@ -17,7 +16,7 @@
 set -euo pipefail
 shopt -s inherit_errexit
 
-[ $# -ge 3 ] || { sed -n '2,15p' "$0" >&2; exit 1; }
+[ $# -ge 3 ] || { awk 'NR > 1 && /^#/ { print; next } NR > 1 { exit }' "$0" >&2; exit 1; }
 rounds=$1 load=$2
 shift 2
 command -v smtp-source >/dev/null || { echo "smtp-source not found (apt-get install postfix)" >&2; exit 1; }
