@@ -95,8 +95,9 @@ pub fn bind(addr: SocketAddr, backlog: u32) -> std::io::Result<TcpListener> {
     // while old connections sit in TIME_WAIT.
     #[cfg(unix)]
     socket.set_reuseaddr(true)?;
-    // Copied to every accepted socket where the system does (see `nodelay`).
-    socket.set_nodelay(true)?;
+    // Copied to every accepted socket where the system does (see
+    // `nodelay`); a system that refuses it here only costs a call each.
+    let _ = socket.set_nodelay(true);
     socket.bind(addr)?;
     socket.listen(backlog.max(1))
 }
