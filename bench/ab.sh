@@ -3,8 +3,10 @@
 # turn, on a fresh process, so drift on the machine falls on all of them
 # alike; prints per server the median rate (the lower middle one for an
 # even count), server CPU per message and its user and system parts, then
-# every round's figures. For telling whether a change moved a cell when
-# one run's rate moves ±10%. Loopback only; each run is bounded to 120 s.
+# every round's figures. Each column is its own median, so user and
+# system need not add up to the CPU column. For telling whether a change
+# moved a cell when one run's rate moves ±10%. Loopback only; each run is
+# bounded to 120 s, and one that is not done by then stops the script.
 #
 #   bench/ab.sh ROUNDS "SMTP-SOURCE ARGS" SERVER...
 #       needs smtp-source (and smtp-sink for `sink`): Debian's postfix
@@ -15,10 +17,12 @@
 #   bench/ab.sh 8 "-s 1 -m 5000 -l 1024" sink /tmp/mailfault-before target/release/mailfault
 set -euo pipefail
 shopt -s inherit_errexit
+export LC_ALL=C
 
 [ $# -ge 3 ] || { awk 'NR > 1 && /^#/ { print; next } NR > 1 { exit }' "$0" >&2; exit 1; }
 rounds=$1 load=$2
 shift 2
+[ "$rounds" -gt 0 ] 2>/dev/null || { echo "ROUNDS must be a positive number" >&2; exit 1; }
 command -v smtp-source >/dev/null || { echo "smtp-source not found (apt-get install postfix)" >&2; exit 1; }
 messages=$(sed -n 's/.*-m \([0-9]*\).*/\1/p' <<<"$load")
 [ -n "$messages" ] || { echo "the smtp-source arguments need -m MESSAGES" >&2; exit 1; }
@@ -42,11 +46,12 @@ start() {
   fi
   addr=127.0.0.1:$port
   for _ in $(seq 100); do
+    kill -0 "$pid" 2>/dev/null || break
     python3 -c "import socket,sys; socket.create_connection(('127.0.0.1', $port), 0.2).close()" \
       2>/dev/null && return
     sleep 0.05
   done
-  echo "$1 did not listen on $addr" >&2
+  echo "$1 did not start listening on $addr" >&2
   exit 1
 }
 
@@ -60,7 +65,8 @@ for _ in $(seq "$rounds"); do
     read -r u0 s0 < <(ticks "$pid")
     t0=$(date +%s.%N)
     # shellcheck disable=SC2086 # the load is a list of arguments
-    timeout 120 smtp-source $load -f sender@bench.test -t rcpt@bench.test "$addr" > /dev/null
+    timeout 120 smtp-source $load -f sender@bench.test -t rcpt@bench.test "$addr" > /dev/null ||
+      { echo "smtp-source against $server failed or ran over 120 s" >&2; exit 1; }
     t1=$(date +%s.%N)
     read -r u1 s1 < <(ticks "$pid")
     kill "$pid"
