@@ -276,7 +276,8 @@ async fn session_lifetime_ends_even_a_busy_session() {
 }
 
 /// The listen backlog, as the kernel reports it (`ss` shows it as Send-Q
-/// of a listening socket), capped by net.core.somaxconn.
+/// of a listening socket), capped by net.core.somaxconn: for a listener
+/// given at start and for one a scenario added at run time opens.
 #[tokio::test]
 async fn listen_backlog_is_what_was_asked() {
     if !common::capable("ss -ltn", "ss (iproute2) not installed") {
@@ -288,18 +289,23 @@ async fn listen_backlog_is_what_was_asked() {
         .unwrap_or(4096);
     for backlog in [2000, mailfault::server::limits::DEFAULT_BACKLOG] {
         let server = start_opts("", |o| o.backlog = backlog).await;
-        let port = server.addr().port();
-        let out = common::output("ss", &["-ltnH", &format!("sport = :{port}")]).await;
-        let text = String::from_utf8_lossy(&out.stdout);
-        let send_q: u32 = text
-            .split_whitespace()
-            .nth(2)
-            .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| panic!("no listening socket in {text:?}"));
-        assert_eq!(send_q, backlog.min(somaxconn), "{text}");
+        let added = server.runtime().put("added", "").unwrap();
+        for port in [server.addr().port(), added.port] {
+            assert_eq!(listen_backlog(port).await, backlog.min(somaxconn));
+        }
         server.shutdown().await;
     }
     const { assert!(mailfault::server::limits::DEFAULT_BACKLOG >= 1024) };
+}
+
+/// The backlog of the socket listening on `port`, from `ss`.
+async fn listen_backlog(port: u16) -> u32 {
+    let out = common::output("ss", &["-ltnH", &format!("sport = :{port}")]).await;
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.split_whitespace()
+        .nth(2)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no listening socket in {text:?}"))
 }
 
 #[tokio::test]

@@ -106,9 +106,10 @@ pub fn bind(addr: SocketAddr, backlog: u32) -> std::io::Result<TcpListener> {
 /// replies to a pipelined batch are separate writes, and under Nagle's
 /// algorithm the second would wait for the client's delayed ACK.
 ///
-/// Linux copies the option from the listening socket, which `bind` sets,
-/// so a listener asks its first connection (`inherited` starts as `None`)
-/// and later ones spend a system call on it only where it was not copied.
+/// Linux copies the option from the listening socket, which `bind` sets
+/// on every listener (those added at run time too), so a listener asks its
+/// first connection (`inherited` starts as `None`) and later ones spend a
+/// system call on it only on a system that did not copy it.
 pub fn nodelay(stream: &TcpStream, inherited: &mut Option<bool>) {
     if !*inherited.get_or_insert_with(|| stream.nodelay().unwrap_or(false)) {
         let _ = stream.set_nodelay(true);
@@ -135,8 +136,8 @@ mod tests {
     }
 
     /// Every accepted socket ends up with TCP_NODELAY: copied from a
-    /// listener made by `bind`, set by hand on one made elsewhere (the
-    /// runtime API's listeners).
+    /// listener made by `bind`, set by hand where it was not copied (here a
+    /// listener without it, as on a system that does not copy it).
     #[tokio::test]
     async fn accepted_sockets_send_each_reply_at_once() {
         let by_bind = bind("127.0.0.1:0".parse().unwrap(), 16).unwrap();

@@ -192,6 +192,7 @@ impl Server {
             tracker: tracker.clone(),
             limits: shared.clone(),
             state: opts.state.clone(),
+            backlog: opts.backlog,
             smtp: tokio::runtime::Handle::current(),
         }));
         // The API answers /livez from here on, and /readyz once every

@@ -143,6 +143,8 @@ pub(super) struct Shared {
     pub limits: Arc<super::limits::Shared>,
     /// Where new scenarios keep their counters (`--state`).
     pub state: crate::state::Backend,
+    /// The listen backlog of a listener added at run time (`--backlog`).
+    pub backlog: u32,
     /// The runtime that serves SMTP. The API runs on a thread of its own
     /// (`api::spawn`), and a listener it adds must still be served here.
     pub smtp: tokio::runtime::Handle,
@@ -393,7 +395,7 @@ impl Runtime {
             )
             .map_err(RuntimeError::Failed)?,
         );
-        let listener = bind_loopback().map_err(RuntimeError::Failed)?;
+        let listener = bind_loopback(self.shared.backlog).map_err(RuntimeError::Failed)?;
         let addr = listener
             .local_addr()
             .map_err(|e| RuntimeError::Failed(e.into()))?;
@@ -569,11 +571,10 @@ fn unique_name(entries: &BTreeMap<String, Entry>, scenario: &str, port: u16) -> 
 }
 
 /// A listener on a free loopback port, made synchronously so that a put
-/// returns with the port already accepting.
-fn bind_loopback() -> anyhow::Result<TcpListener> {
-    let std = std::net::TcpListener::bind(RUNTIME_ADDR)?;
-    std.set_nonblocking(true)?;
-    Ok(TcpListener::from_std(std)?)
+/// returns with the port already accepting; bound as the listeners given
+/// at start are (`--backlog`, TCP_NODELAY).
+fn bind_loopback(backlog: u32) -> anyhow::Result<TcpListener> {
+    Ok(super::limits::bind(RUNTIME_ADDR.parse()?, backlog)?)
 }
 
 /// True when the text has its own `[[rule]]` line.
