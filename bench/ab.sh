@@ -30,34 +30,38 @@ tmp=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$tmp"' EXIT
 printf '[server]\nhostname = "bench.test"\n' > "$tmp/no-rules.toml"
 
-free_port() {
-  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-
-# Starts one server; sets $pid and $addr.
+# Starts one server; sets $pid and $addr. mailfault takes a free port itself
+# and prints it (as in the other scripts here); smtp-sink is given one.
 start() {
-  local port
-  port=$(free_port)
+  local port out="$tmp/serve.out"
   if [ "$1" = sink ]; then
+    port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
     smtp-sink -u nobody -m 30000 "127.0.0.1:$port" 4096 & pid=$!
+    addr=127.0.0.1:$port
   else
-    "$1" serve --listen "127.0.0.1:$port=$tmp/no-rules.toml" --no-api --no-watch \
-      --max-connections 30000 > /dev/null 2>&1 & pid=$!
+    "$1" serve --listen "127.0.0.1:0=$tmp/no-rules.toml" --no-api --no-watch \
+      --max-connections 30000 > "$out" 2> /dev/null & pid=$!
+    addr=""
   fi
-  addr=127.0.0.1:$port
   for _ in $(seq 100); do
     kill -0 "$pid" 2>/dev/null || break
-    python3 -c "import socket,sys; socket.create_connection(('127.0.0.1', $port), 0.2).close()" \
-      2>/dev/null && return
+    if [ "$1" = sink ]; then
+      python3 -c "import socket; socket.create_connection(('127.0.0.1', $port), 0.2).close()" \
+        2>/dev/null && return
+    else
+      addr=$(sed -n 's#^listening smtp://\([^ ]*\) .*#\1#p' "$out")
+      [ -n "$addr" ] && return
+    fi
     sleep 0.05
   done
-  echo "$1 did not start listening on $addr" >&2
+  echo "$1 did not start listening" >&2
   exit 1
 }
 
 # user and system ticks of a process
 ticks() { awk '{print $14, $15}' "/proc/$1/stat"; }
 
+hz=$(getconf CLK_TCK)
 declare -A rates cpus users systems
 for _ in $(seq "$rounds"); do
   for server in "$@"; do
@@ -71,7 +75,6 @@ for _ in $(seq "$rounds"); do
     read -r u1 s1 < <(ticks "$pid")
     kill "$pid"
     wait "$pid" 2>/dev/null || true
-    hz=$(getconf CLK_TCK)
     rates[$server]+="$(echo "$messages / ($t1 - $t0)" | bc -l | cut -d. -f1) "
     users[$server]+="$(echo "($u1 - $u0) * 1000000 / $hz / $messages" | bc -l | xargs printf '%.1f') "
     systems[$server]+="$(echo "($s1 - $s0) * 1000000 / $hz / $messages" | bc -l | xargs printf '%.1f') "
