@@ -595,20 +595,30 @@ fn certificate_for_a_listener_without_tls_is_a_warning() {
     assert!(line.contains("WARN") && line.contains(&fixed), "{line}");
 }
 
+/// `serve` started with `args`: its "serving with" log line, once a
+/// session has had MAIL accepted and QUIT answered.
+fn serving_line(args: &[&str]) -> String {
+    let s = Serve::start(args);
+    let line = s.wait_log("worker thread");
+    let mut lines = talk(
+        &s.addr,
+        &["EHLO client.test", "MAIL FROM:<a@b.test>", "QUIT"],
+    );
+    assert_eq!(lines.pop().unwrap(), "221 2.0.0 Bye");
+    assert_eq!(lines.pop().unwrap(), "250 2.1.0 Ok");
+    line
+}
+
 #[test]
 fn threads_are_one_fewer_than_the_cores_unless_asked() {
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
-    let s = Serve::start(&[]);
     let want = format!("threads={}", (cores - 1).max(1));
-    assert!(s.wait_log("worker thread").contains(&want));
-    assert_eq!(talk(&s.addr, &["QUIT"]).last().unwrap(), "221 2.0.0 Bye");
-    let s = Serve::start(&["--threads", "3"]);
-    let line = s.wait_log("worker thread");
+    assert!(serving_line(&[]).contains(&want));
+    let line = serving_line(&["--threads", "3"]);
     assert!(
         line.contains("threads=3") && line.contains("multi-thread"),
         "{line}"
     );
-    assert_eq!(talk(&s.addr, &["QUIT"]).last().unwrap(), "221 2.0.0 Bye");
 }
 
 /// One thread is a current-thread runtime, unless counters live in Redis
@@ -617,25 +627,16 @@ fn threads_are_one_fewer_than_the_cores_unless_asked() {
 /// without stateful rules does not ask it anything.
 #[test]
 fn one_thread_serves_on_the_main_thread_unless_redis_holds_the_state() {
-    let s = Serve::start(&["--threads", "1"]);
-    let line = s.wait_log("worker thread");
+    let line = serving_line(&["--threads", "1"]);
     assert!(
         line.contains("threads=1") && line.contains("current-thread"),
         "{line}"
     );
-    let mut lines = talk(
-        &s.addr,
-        &["EHLO client.test", "MAIL FROM:<a@b.test>", "QUIT"],
-    );
-    assert_eq!(lines.pop().unwrap(), "221 2.0.0 Bye");
-    assert_eq!(lines.pop().unwrap(), "250 2.1.0 Ok");
-    let s = Serve::start(&["--threads", "1", "--state", "redis://127.0.0.1:1"]);
-    let line = s.wait_log("worker thread");
+    let line = serving_line(&["--threads", "1", "--state", "redis://127.0.0.1:1"]);
     assert!(
         line.contains("threads=1") && line.contains("multi-thread"),
         "{line}"
     );
-    assert_eq!(talk(&s.addr, &["QUIT"]).last().unwrap(), "221 2.0.0 Bye");
 }
 
 #[test]
