@@ -11,10 +11,16 @@
 #   bench/ab.sh ROUNDS "SMTP-SOURCE ARGS" SERVER...
 #       needs smtp-source (and smtp-sink for `sink`): Debian's postfix
 #
-# SERVER is a mailfault binary (served with no rules) or `sink` for
-# Postfix's smtp-sink. Example, one session with a connection per message:
+# SERVER is a mailfault binary (served with no rules), BINARY=SCENARIO (a
+# mailfault binary serving that scenario file), or `sink` for Postfix's
+# smtp-sink. Example, one session with a connection per message:
 #
 #   bench/ab.sh 8 "-s 1 -m 5000 -l 1024" sink /tmp/mailfault-before target/release/mailfault
+#
+# and two builds with the 100 rules, 10 kept sessions:
+#
+#   bench/ab.sh 8 "-s 10 -d -m 30000 -l 1024" /tmp/before=bench/rules-100.toml \
+#     target/release/mailfault=bench/rules-100.toml
 set -euo pipefail
 shopt -s inherit_errexit
 export LC_ALL=C
@@ -39,7 +45,9 @@ start() {
     smtp-sink -u nobody -m 30000 "127.0.0.1:$port" 4096 & pid=$!
     addr=127.0.0.1:$port
   else
-    "$1" serve --listen "127.0.0.1:0=$tmp/no-rules.toml" --no-api --no-watch \
+    local bin=${1%%=*} scenario=$tmp/no-rules.toml
+    [ "$bin" != "$1" ] && scenario=$(realpath "${1#*=}")
+    "$bin" serve --listen "127.0.0.1:0=$scenario" --no-api --no-watch \
       --max-connections 30000 > "$out" 2> /dev/null & pid=$!
     addr=""
   fi
@@ -82,14 +90,19 @@ for _ in $(seq "$rounds"); do
   done
 done
 
+# A server's name in the table: the binary's, and its scenario's if any.
+label() {
+  local bin=${1%%=*}
+  if [ "$bin" = "$1" ]; then basename "$1"; else echo "$(basename "$bin")=$(basename "${1#*=}")"; fi
+}
 median() { tr ' ' '\n' | grep . | sort -n | awk '{v[NR] = $1} END {print v[int((NR + 1) / 2)]}'; }
 echo "load: smtp-source $load; $rounds rounds; medians, then each round"
 printf '%-28s %8s %9s %8s %8s\n' server msg/s "cpu µs" user system
 for server in "$@"; do
-  printf '%-28s %8s %9s %8s %8s\n' "$(basename "$server")" \
+  printf '%-28s %8s %9s %8s %8s\n' "$(label "$server")" \
     "$(median <<<"${rates[$server]}")" "$(median <<<"${cpus[$server]}")" \
     "$(median <<<"${users[$server]}")" "$(median <<<"${systems[$server]}")"
 done
 for server in "$@"; do
-  printf '%-28s msg/s: %s\n%-28s cpu:   %s\n' "$(basename "$server")" "${rates[$server]}" "" "${cpus[$server]}"
+  printf '%-28s msg/s: %s\n%-28s cpu:   %s\n' "$(label "$server")" "${rates[$server]}" "" "${cpus[$server]}"
 done
