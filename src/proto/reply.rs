@@ -63,8 +63,10 @@ pub enum ReplyError {
 impl Reply {
     pub fn new(code: u16, enhanced: Option<EnhancedCode>, text: impl Into<String>) -> Self {
         let text = text.into();
-        // One line, the usual case, keeps the text it was given.
-        let lines = if text.contains(['\n', '\r']) {
+        // One line, the usual case, keeps the text it was given. (`memchr2`:
+        // `str::contains` with a pattern of two chars cost more than the
+        // rest of this function.)
+        let lines = if memchr::memchr2(b'\n', b'\r', text.as_bytes()).is_some() {
             text.split('\n')
                 .map(|l| l.trim_end_matches('\r').to_string())
                 .collect()
