@@ -9,9 +9,10 @@
 //! fallback (`Outcome::Accept`). A scripted positive reply makes the command
 //! take effect (a 250 to MAIL starts the transaction), any other does not.
 
+use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock, OnceLock};
 use std::time::{Duration, Instant};
 
 use super::auth::{self, AuthConfig, Exchange, Step};
@@ -45,7 +46,90 @@ pub struct SessionConfig {
     pub bare_lf: BareLf,
     /// Longest command line, CRLF included.
     pub max_line_length: usize,
+    /// The healthy replies built from the fields above, once.
+    pub canned: Canned,
 }
+
+/// Healthy replies that depend only on the configuration, built at first
+/// use and shared by all its sessions: the EHLO reply alone was a dozen
+/// allocations a connection. A copy of the configuration starts with none,
+/// so a copy changed afterwards never answers with the old texts.
+#[derive(Debug, Default)]
+pub struct Canned {
+    greeting: OnceLock<Reply>,
+    helo: OnceLock<Reply>,
+    /// Indexed by whether the session is under TLS (no STARTTLS then).
+    ehlo: [OnceLock<Reply>; 2],
+}
+
+impl Clone for Canned {
+    fn clone(&self) -> Self {
+        Self::default()
+    }
+}
+
+impl SessionConfig {
+    fn greeting_reply(&self) -> &Reply {
+        self.canned
+            .greeting
+            .get_or_init(|| defaults::greeting(&self.hostname, &self.greeting))
+    }
+
+    fn helo_reply(&self) -> &Reply {
+        self.canned
+            .helo
+            .get_or_init(|| defaults::helo(&self.hostname))
+    }
+
+    fn ehlo_reply(&self, tls: bool) -> &Reply {
+        self.canned.ehlo[usize::from(tls)].get_or_init(|| self.build_ehlo(tls))
+    }
+
+    fn build_ehlo(&self, tls: bool) -> Reply {
+        let mut lines = vec![self.hostname.clone()];
+        for ext in &self.extensions {
+            if ext.eq_ignore_ascii_case("SIZE") && self.max_message_size > 0 {
+                lines.push(format!("SIZE {}", self.max_message_size));
+            } else {
+                lines.push(ext.clone());
+            }
+        }
+        if self.starttls && !tls {
+            lines.push("STARTTLS".into());
+        }
+        if let Some(a) = &self.auth {
+            let names: Vec<&str> = a.mechanisms.iter().map(|m| m.name()).collect();
+            lines.push(format!("AUTH {}", names.join(" ")));
+        }
+        Reply {
+            code: 250,
+            enhanced: None,
+            lines,
+        }
+    }
+}
+
+/// The healthy replies with fixed texts, built once: built per command,
+/// each was two allocations and two frees.
+struct Fixed {
+    ok: Reply,
+    mail_ok: Reply,
+    rcpt_ok: Reply,
+    start_data: Reply,
+    bye: Reply,
+}
+
+static FIXED: LazyLock<Fixed> = LazyLock::new(|| Fixed {
+    ok: defaults::ok(),
+    mail_ok: defaults::mail_ok(),
+    rcpt_ok: defaults::rcpt_ok(),
+    start_data: defaults::start_data(),
+    bye: defaults::bye(),
+});
+
+/// The reply a command gets from a healthy server, or the one a check
+/// refuses it with: borrowed when it is one of the canned replies.
+type Healthy<'a> = Result<Cow<'a, Reply>, Reply>;
 
 /// `[server] bare_lf`: how a bare LF in a command line or in DATA is met.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -98,6 +182,7 @@ impl Default for SessionConfig {
             auth: None,
             bare_lf: BareLf::Accept,
             max_line_length: super::line::MAX_COMMAND_LINE,
+            canned: Canned::default(),
         }
     }
 }
@@ -448,8 +533,8 @@ impl Session {
             self.suspended_at(|| Replay::Greet);
             return;
         };
-        let greeting = defaults::greeting(&self.cfg.hostname, &self.cfg.greeting);
-        let positive = self.resolve(decision, Ok(greeting));
+        let cfg = Arc::clone(&self.cfg);
+        let positive = self.resolve(decision, Ok(Cow::Borrowed(cfg.greeting_reply())));
         if !positive {
             self.refused_at_connect = true;
             self.fact_after_reply(0, |answer| Fact::Refused {
@@ -514,7 +599,7 @@ impl Session {
                                 stage: None,
                                 pipelined,
                             });
-                            self.send_reply(defaults::line_too_long(), None, None);
+                            self.send_reply(&defaults::line_too_long(), None, None);
                         }
                         None => {}
                     }
@@ -548,7 +633,7 @@ impl Session {
         self.forget_suspended();
         if !matches!(self.reader, Reader::Stopped) {
             self.send_reply(
-                defaults::idle_timeout(&self.cfg.hostname),
+                &defaults::idle_timeout(&self.cfg.hostname),
                 None,
                 Some(false),
             );
@@ -562,7 +647,7 @@ impl Session {
         self.forget_suspended();
         if !matches!(self.reader, Reader::Stopped) {
             self.send_reply(
-                defaults::shutting_down(&self.cfg.hostname),
+                &defaults::shutting_down(&self.cfg.hostname),
                 None,
                 Some(false),
             );
@@ -627,7 +712,7 @@ impl Session {
     /// Postfix 3.9 `smtpd_forbid_bare_newline = reject`: answer and close.
     fn reject_bare_lf(&mut self) {
         let reply = defaults::bare_lf(&self.cfg.hostname);
-        self.send_reply(reply, None, Some(true));
+        self.send_reply(&reply, None, Some(true));
     }
 
     fn after_stop(&mut self, rest: &[u8]) {
@@ -743,7 +828,7 @@ impl Session {
 
     /// Performs a decision: sends the scripted or the healthy reply. Returns
     /// true when the command takes effect (a positive reply).
-    fn resolve(&mut self, decision: Option<Decision>, healthy: Result<Reply, Reply>) -> bool {
+    fn resolve(&mut self, decision: Option<Decision>, healthy: Healthy<'_>) -> bool {
         let mut d = decision.unwrap_or_else(Decision::accept);
         self.tag = d.tag.take();
         if !d.delay.is_zero() {
@@ -753,15 +838,15 @@ impl Session {
             Outcome::Accept => {
                 let (reply, ok) = match healthy {
                     Ok(r) => (r, true),
-                    Err(r) => (r, false),
+                    Err(r) => (Cow::Owned(r), false),
                 };
                 let ok = ok && reply.is_positive();
-                self.send_reply(reply, d.rule.clone().map(|r| (r, d.drip)), d.close);
+                self.send_reply(&reply, d.rule.clone().map(|r| (r, d.drip)), d.close);
                 ok
             }
             Outcome::Reply(reply) => {
                 let ok = reply.is_positive();
-                self.send_reply(reply, Some((d.rule.unwrap_or_default(), d.drip)), d.close);
+                self.send_reply(&reply, Some((d.rule.unwrap_or_default(), d.drip)), d.close);
                 ok
             }
             Outcome::Raw(bytes) => {
@@ -793,7 +878,7 @@ impl Session {
 
     fn send_reply(
         &mut self,
-        reply: Reply,
+        reply: &Reply,
         rule: Option<(String, Option<Duration>)>,
         close: Option<bool>,
     ) {
@@ -881,6 +966,7 @@ impl Session {
     }
 
     fn on_helo(&mut self, cmd: &Command, stage: Stage, pre: Result<(), Reply>) {
+        let config = Arc::clone(&self.cfg);
         let arg = cmd.args.split(' ').next().unwrap_or("").to_string();
         // The EHLO argument is what `helo` matches at this very command.
         let Ok(d) = self.decide(
@@ -902,9 +988,9 @@ impl Session {
                 "HELO hostname"
             }))
         } else if stage == Stage::Ehlo {
-            Ok(self.ehlo_reply())
+            Ok(Cow::Borrowed(config.ehlo_reply(self.tls)))
         } else {
-            Ok(defaults::helo(&self.cfg.hostname))
+            Ok(Cow::Borrowed(config.helo_reply()))
         };
         let at = self.out.len();
         if self.resolve(d, healthy) {
@@ -922,29 +1008,6 @@ impl Session {
             self.esmtp = stage == Stage::Ehlo;
         } else {
             self.fact_after_reply(at, |answer| Fact::Refused { stage, answer });
-        }
-    }
-
-    fn ehlo_reply(&self) -> Reply {
-        let mut lines = vec![self.cfg.hostname.clone()];
-        for ext in &self.cfg.extensions {
-            if ext.eq_ignore_ascii_case("SIZE") && self.cfg.max_message_size > 0 {
-                lines.push(format!("SIZE {}", self.cfg.max_message_size));
-            } else {
-                lines.push(ext.clone());
-            }
-        }
-        if self.cfg.starttls && !self.tls {
-            lines.push("STARTTLS".into());
-        }
-        if let Some(a) = &self.cfg.auth {
-            let names: Vec<&str> = a.mechanisms.iter().map(|m| m.name()).collect();
-            lines.push(format!("AUTH {}", names.join(" ")));
-        }
-        Reply {
-            code: 250,
-            enhanced: None,
-            lines,
         }
     }
 
@@ -1003,7 +1066,7 @@ impl Session {
     }
 
     /// MAIL's own checks, after the state checks of its row.
-    fn check_mail(&self, path: &PathArg, err: Option<PathError>) -> Result<Reply, Reply> {
+    fn check_mail(&self, path: &PathArg, err: Option<PathError>) -> Healthy<'static> {
         match err {
             Some(PathError::Syntax) => return Err(defaults::syntax("MAIL FROM:<address>")),
             Some(PathError::BadAddress) => return Err(defaults::bad_sender()),
@@ -1045,7 +1108,7 @@ impl Session {
                 return Err(defaults::unknown_parameter(&p.keyword));
             }
         }
-        Ok(defaults::mail_ok())
+        Ok(Cow::Borrowed(&FIXED.mail_ok))
     }
 
     fn on_rcpt(&mut self, cmd: &Command, _: Stage, pre: Result<(), Reply>) {
@@ -1100,7 +1163,7 @@ impl Session {
     }
 
     /// RCPT's own checks, after the state checks of its row.
-    fn check_rcpt(&self, path: &PathArg, err: Option<PathError>) -> Result<Reply, Reply> {
+    fn check_rcpt(&self, path: &PathArg, err: Option<PathError>) -> Healthy<'static> {
         let Some(tx) = &self.tx else {
             return Err(defaults::need_mail());
         };
@@ -1122,7 +1185,7 @@ impl Session {
         if tx.rcpts.len() >= self.cfg.max_recipients {
             return Err(defaults::too_many_recipients());
         }
-        Ok(defaults::rcpt_ok())
+        Ok(Cow::Borrowed(&FIXED.rcpt_ok))
     }
 
     /// Checks shared by DATA and the first BDAT.
@@ -1153,7 +1216,7 @@ impl Session {
         let Ok(d) = self.decide(Stage::Data, Some(cmd), Facts::default()) else {
             return;
         };
-        let healthy = pre.map(|()| defaults::start_data());
+        let healthy = pre.map(|()| Cow::Borrowed(&FIXED.start_data));
         let at = self.out.len();
         if self.resolve(d, healthy) && !self.is_stopped() {
             self.reader = Reader::Data(self.new_decoder());
@@ -1218,7 +1281,7 @@ impl Session {
             let healthy = self.check_data(cmd).and_then(|()| {
                 // The chunk's size is known: reserve it before saying yes.
                 match decoder.reserve(arg.size) {
-                    true => Ok(defaults::chunk_ok(arg.size)),
+                    true => Ok(Cow::Owned(defaults::chunk_ok(arg.size))),
                     false => Err(defaults::insufficient_storage()),
                 }
             });
@@ -1236,7 +1299,7 @@ impl Session {
                 .and_then(|t| t.chunks.as_mut())
                 .is_none_or(|d| d.reserve(arg.size));
             match room {
-                true => self.resolve(None, Ok(defaults::chunk_ok(arg.size))),
+                true => self.resolve(None, Ok(Cow::Owned(defaults::chunk_ok(arg.size)))),
                 false => self.resolve(None, Err(defaults::insufficient_storage())),
             }
         };
@@ -1326,7 +1389,7 @@ impl Session {
         let healthy = match forced {
             Some(reply) => Err(reply),
             None if body.too_big => Err(defaults::too_big()),
-            None => Ok(defaults::queued(&id)),
+            None => Ok(Cow::Owned(defaults::queued(&id))),
         };
         // Record the message before the reply goes out, so a client that
         // saw 250 always finds it captured. The transaction ends here, even
@@ -1381,7 +1444,7 @@ impl Session {
         if let Some(end) = self.end_tx(TxEnd::Abandoned, self.stage_reached(), None) {
             self.out.push(end);
         }
-        self.resolve(d, Ok(defaults::bye()));
+        self.resolve(d, Ok(Cow::Borrowed(&FIXED.bye)));
         if !self.is_stopped() {
             self.stop(CloseReason::Quit);
         }
@@ -1391,7 +1454,7 @@ impl Session {
         let Ok(d) = self.decide(Stage::Starttls, Some(cmd), Facts::default()) else {
             return;
         };
-        let healthy = pre.map(|()| defaults::ready_for_tls());
+        let healthy = pre.map(|()| Cow::Owned(defaults::ready_for_tls()));
         if self.resolve(d, healthy) && !self.is_stopped() {
             // RFC 3207 §4.2: nothing more is read in the clear.
             self.out.push(Output::StartTls);
@@ -1472,7 +1535,7 @@ impl Session {
                     return;
                 };
                 let healthy = if ok {
-                    Ok(defaults::auth_ok())
+                    Ok(Cow::Owned(defaults::auth_ok()))
                 } else {
                     Err(defaults::auth_failed())
                 };
@@ -1490,10 +1553,10 @@ impl Session {
             return;
         };
         let healthy = pre.and_then(|()| match stage {
-            Stage::Rset | Stage::Noop => Ok(defaults::ok()),
-            Stage::Vrfy => Ok(defaults::vrfy()),
-            Stage::Expn => Ok(defaults::expn()),
-            Stage::Help => Ok(defaults::help()),
+            Stage::Rset | Stage::Noop => Ok(Cow::Borrowed(&FIXED.ok)),
+            Stage::Vrfy => Ok(Cow::Owned(defaults::vrfy())),
+            Stage::Expn => Ok(Cow::Owned(defaults::expn())),
+            Stage::Help => Ok(Cow::Owned(defaults::help())),
             _ => Err(defaults::unknown_command()),
         });
         let at = self.out.len();

@@ -994,3 +994,32 @@ fn commands_after_a_negative_greeting_keep_their_exact_replies() {
     // Checks before the refusal keep their place: DATA's argument first.
     assert!(t.feed(b"DATA x\r\n").starts_with("501 5.5.4"));
 }
+
+/// The greeting, HELO and EHLO replies are built once per configuration
+/// and kept in it; a copy starts without them, so a copy changed before
+/// use answers with its own texts, and EHLO under TLS has its own reply.
+#[test]
+fn canned_replies_follow_the_configuration_they_were_built_from() {
+    let first = Arc::new(SessionConfig {
+        hostname: "first.test".into(),
+        starttls: true,
+        ..SessionConfig::default()
+    });
+    let mut s = Session::new(first.clone(), Arc::new(Healthy), client(), 1);
+    assert!(sent(&s.greet(Instant::now())).starts_with("220 first.test "));
+    let ehlo = sent(&s.feed(b"EHLO a\r\n", Instant::now()));
+    assert!(ehlo.starts_with("250-first.test\r\n") && ehlo.contains("STARTTLS"));
+    let mut copy = (*first).clone();
+    copy.hostname = "copy.test".into();
+    let mut t = T::with(copy, Arc::new(Healthy));
+    assert!(t.sent().starts_with("220 copy.test "), "{}", t.sent());
+    t.cmd("EHLO a", "250-copy.test\r\n");
+    t.cmd("HELO a", "250 copy.test\r\n");
+    // The first configuration's session under TLS: no STARTTLS offered.
+    s.tls_established();
+    let ehlo = sent(&s.feed(b"EHLO a\r\n", Instant::now()));
+    assert!(
+        ehlo.starts_with("250-first.test\r\n") && !ehlo.contains("STARTTLS"),
+        "{ehlo}"
+    );
+}

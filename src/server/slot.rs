@@ -208,6 +208,7 @@ fn build(
         auth: scenario.auth.clone().map(Arc::new),
         bare_lf: s.bare_lf,
         max_line_length: s.max_line_length,
+        canned: Default::default(),
     };
     let certificate = tls_settings
         .as_ref()
