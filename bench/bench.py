@@ -36,9 +36,15 @@ def args():
     p.add_argument("--node-modules", required=True)
     p.add_argument("--quick", action="store_true", help="1 repetition, small loads")
     p.add_argument("--reps", type=int, default=3)
+    p.add_argument("--scale", type=int, default=1,
+                   help="messages per run times N: on a fast machine a 1 KB run "
+                        "lasts well under a second, and start-up and the 10 ms "
+                        "CPU clock tick weigh on it")
     p.add_argument("--idle", type=int, default=10000, help="idle sessions held")
     p.add_argument("--only", default="", help="comma-separated server names")
     a = p.parse_args()
+    if a.scale < 1:
+        p.error("--scale must be at least 1")
     if a.quick:
         a.reps = 1
         a.idle = min(a.idle, 2000)
@@ -131,11 +137,11 @@ def idle_memory(s, n):
     return held, (during - before) / held if held else float("nan")
 
 
-def cells(quick):
+def cells(quick, scale):
     for size in SIZES:
         for kept in (False, True):
             for sessions in SESSIONS:
-                m = MESSAGES[size][1 if kept else 0]
+                m = MESSAGES[size][1 if kept else 0] * scale
                 if quick:
                     m = max(m // 10, 2 * sessions)
                 yield (sessions, kept, size, m)
@@ -211,7 +217,8 @@ def median(xs, i):
 def main():
     a = args()
     print("machine:", machine())
-    print(f"repetitions: {a.reps}{' (quick: noisy, smoke run only)' if a.quick else ''}")
+    print(f"repetitions: {a.reps}{' (quick: noisy, smoke run only)' if a.quick else ''}"
+          f"{f'; messages per run times {a.scale}' if a.scale > 1 else ''}")
     with tempfile.TemporaryDirectory() as tmp:
         srvs = servers(a, tmp)
         try:
@@ -226,7 +233,7 @@ def run(a, srvs):
     for s in srvs:
         idle[s.name] = idle_memory(s, a.idle)
     raw = {}
-    all_cells = list(cells(a.quick))
+    all_cells = list(cells(a.quick, a.scale))
     log = open(os.path.join(HERE, "results", time.strftime("%Y%m%dT%H%M%S.tsv")), "w")
     log.write("rep\tserver\tsessions\tkept\tsize\tmessages\tmsg_per_s\tcpu_us_per_msg\n")
     for rep in range(a.reps):

@@ -7,6 +7,7 @@
 #   bench/run.sh            # the full table (about 25 minutes on 2 cores)
 #   bench/run.sh --quick    # a smoke run: 1 repetition, small loads
 #   bench/run.sh --reps 5   # more repetitions
+#   bench/run.sh --scale 4  # four times the messages per run (a fast machine)
 #
 # Installs what it needs the first time: smtp-source and smtp-sink (Debian
 # package postfix, installed without starting Postfix), aiosmtpd (PyPI, in
