@@ -52,8 +52,12 @@ pub struct SessionConfig {
 
 /// Healthy replies that depend only on the configuration, built at first
 /// use and shared by all its sessions: the EHLO reply alone was a dozen
-/// allocations a connection. A copy of the configuration starts with none,
-/// so a copy changed afterwards never answers with the old texts.
+/// allocations a connection. A clone of the configuration starts with
+/// none, so a clone changed afterwards never answers with the old texts;
+/// a configuration built from another's fields takes
+/// `..SessionConfig::default()` for the rest, never `..other`, which
+/// would carry the other's replies over (`server::slot` builds a new one
+/// for every start, reload and scenario installed).
 #[derive(Debug, Default)]
 pub struct Canned {
     greeting: OnceLock<Reply>,
@@ -109,8 +113,10 @@ impl SessionConfig {
     }
 }
 
-/// The healthy replies with fixed texts, built once: built per command,
-/// each was two allocations and two frees.
+/// The fixed-text healthy replies of the commands of every transaction
+/// (MAIL, RCPT, DATA, QUIT, RSET and NOOP), built once: built per command,
+/// each was two allocations and two frees. The rarer ones (VRFY, EXPN,
+/// HELP, AUTH, STARTTLS) are still built when sent.
 struct Fixed {
     ok: Reply,
     mail_ok: Reply,
@@ -129,7 +135,7 @@ static FIXED: LazyLock<Fixed> = LazyLock::new(|| Fixed {
 
 /// The reply a command gets from a healthy server, or the one a check
 /// refuses it with: borrowed when it is one of the canned replies.
-type Healthy<'a> = Result<Cow<'a, Reply>, Reply>;
+type HealthyReply<'a> = Result<Cow<'a, Reply>, Reply>;
 
 /// `[server] bare_lf`: how a bare LF in a command line or in DATA is met.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -828,7 +834,7 @@ impl Session {
 
     /// Performs a decision: sends the scripted or the healthy reply. Returns
     /// true when the command takes effect (a positive reply).
-    fn resolve(&mut self, decision: Option<Decision>, healthy: Healthy<'_>) -> bool {
+    fn resolve(&mut self, decision: Option<Decision>, healthy: HealthyReply<'_>) -> bool {
         let mut d = decision.unwrap_or_else(Decision::accept);
         self.tag = d.tag.take();
         if !d.delay.is_zero() {
@@ -1066,7 +1072,7 @@ impl Session {
     }
 
     /// MAIL's own checks, after the state checks of its row.
-    fn check_mail(&self, path: &PathArg, err: Option<PathError>) -> Healthy<'static> {
+    fn check_mail(&self, path: &PathArg, err: Option<PathError>) -> HealthyReply<'static> {
         match err {
             Some(PathError::Syntax) => return Err(defaults::syntax("MAIL FROM:<address>")),
             Some(PathError::BadAddress) => return Err(defaults::bad_sender()),
@@ -1163,7 +1169,7 @@ impl Session {
     }
 
     /// RCPT's own checks, after the state checks of its row.
-    fn check_rcpt(&self, path: &PathArg, err: Option<PathError>) -> Healthy<'static> {
+    fn check_rcpt(&self, path: &PathArg, err: Option<PathError>) -> HealthyReply<'static> {
         let Some(tx) = &self.tx else {
             return Err(defaults::need_mail());
         };
