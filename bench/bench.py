@@ -25,7 +25,7 @@ SESSIONS = [1, 10, 50, 200]
 SIZES = [1024, 100 * 1024]
 # Messages per run: (per-connection, kept connections), by message size.
 MESSAGES = {1024: (5000, 20000), 100 * 1024: (1000, 2000)}
-RUN_LIMIT = 120  # seconds for one smtp-source run
+RUN_LIMIT = 120  # seconds for one smtp-source run (times --scale)
 
 
 def args():
@@ -147,8 +147,9 @@ def cells(quick, scale):
                 yield (sessions, kept, size, m)
 
 
-def load(s, cell):
-    """One smtp-source run: (messages/s, server CPU µs per message)."""
+def load(s, cell, limit):
+    """One smtp-source run, stopped after `limit` seconds: (messages/s,
+    server CPU µs per message)."""
     sessions, kept, size, m = cell
     argv = ["smtp-source", "-s", str(sessions), "-m", str(m), "-l", str(size),
             "-f", "sender@bench.test", "-t", "rcpt@bench.test", "-M", "client.bench.test"]
@@ -157,9 +158,9 @@ def load(s, cell):
     argv.append(f"127.0.0.1:{s.port}")
     cpu0, t0 = s.cpu_ticks(), time.monotonic()
     try:
-        r = subprocess.run(argv, capture_output=True, text=True, timeout=RUN_LIMIT)
+        r = subprocess.run(argv, capture_output=True, text=True, timeout=limit)
     except subprocess.TimeoutExpired:
-        print(f"  {s.name}: smtp-source over {RUN_LIMIT} s, stopped", file=sys.stderr)
+        print(f"  {s.name}: smtp-source over {limit} s, stopped", file=sys.stderr)
         return None
     secs = time.monotonic() - t0
     cpu = (s.cpu_ticks() - cpu0) * 1e6 / CLK_TCK
@@ -239,7 +240,7 @@ def run(a, srvs):
     for rep in range(a.reps):
         for cell in all_cells:
             for s in srvs:
-                r = load(s, cell)
+                r = load(s, cell, RUN_LIMIT * a.scale)
                 raw.setdefault(cell, {}).setdefault(s.name, []).append(r)
                 log.write(f"{rep}\t{s.name}\t" + "\t".join(map(str, cell)) +
                           (f"\t{r[0]:.1f}\t{r[1]:.2f}\n" if r else "\tfail\tfail\n"))
