@@ -36,6 +36,10 @@ tmp=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$tmp"' EXIT
 printf '[server]\nhostname = "bench.test"\n' > "$tmp/no-rules.toml"
 
+# A SERVER argument's binary, and its scenario file (none: no rules).
+bin_of() { echo "${1%%=*}"; }
+scenario_of() { [ "${1%%=*}" != "$1" ] && echo "${1#*=}"; true; }
+
 # Starts one server; sets $pid and $addr. mailfault takes a free port itself
 # and prints it (as in the other scripts here); smtp-sink is given one.
 start() {
@@ -45,9 +49,9 @@ start() {
     smtp-sink -u nobody -m 30000 "127.0.0.1:$port" 4096 & pid=$!
     addr=127.0.0.1:$port
   else
-    local bin=${1%%=*} scenario=$tmp/no-rules.toml
-    [ "$bin" != "$1" ] && scenario=$(realpath "${1#*=}")
-    "$bin" serve --listen "127.0.0.1:0=$scenario" --no-api --no-watch \
+    local scenario=$tmp/no-rules.toml
+    [ -n "$(scenario_of "$1")" ] && scenario=$(realpath "$(scenario_of "$1")")
+    "$(bin_of "$1")" serve --listen "127.0.0.1:0=$scenario" --no-api --no-watch \
       --max-connections 30000 > "$out" 2> /dev/null & pid=$!
     addr=""
   fi
@@ -92,8 +96,9 @@ done
 
 # A server's name in the table: the binary's, and its scenario's if any.
 label() {
-  local bin=${1%%=*}
-  if [ "$bin" = "$1" ]; then basename "$1"; else echo "$(basename "$bin")=$(basename "${1#*=}")"; fi
+  local sc
+  sc=$(scenario_of "$1")
+  if [ -z "$sc" ]; then basename "$1"; else echo "$(basename "$(bin_of "$1")")=$(basename "$sc")"; fi
 }
 median() { tr ' ' '\n' | grep . | sort -n | awk '{v[NR] = $1} END {print v[int((NR + 1) / 2)]}'; }
 echo "load: smtp-source $load; $rounds rounds; medians, then each round"
