@@ -6,6 +6,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
+use mailfault::capture::EventKind;
 
 #[tokio::test]
 async fn greeting_ehlo_and_a_captured_message() {
@@ -382,6 +383,32 @@ async fn delay_and_drip_take_time() {
         t.elapsed() >= Duration::from_millis(120),
         "{:?}",
         t.elapsed()
+    );
+    // The events of one batch share its timestamp, but a reply that
+    // waited is stamped when it went out, not when its command came.
+    let stamps = |verb: &str| {
+        let events = server.capture.events();
+        let at = |i: usize| humantime::parse_rfc3339(&events[i].ts).unwrap();
+        let cmd = events
+            .iter()
+            .position(|e| matches!(&e.kind, EventKind::Command { line, .. } if line == verb))
+            .unwrap();
+        let reply = cmd
+            + events[cmd..]
+                .iter()
+                .position(|e| matches!(e.kind, EventKind::Reply { .. }))
+                .unwrap();
+        at(reply).duration_since(at(cmd)).unwrap()
+    };
+    assert!(
+        stamps("NOOP") >= Duration::from_millis(300),
+        "{:?}",
+        stamps("NOOP")
+    );
+    assert!(
+        stamps("HELP") >= Duration::from_millis(120),
+        "{:?}",
+        stamps("HELP")
     );
 }
 

@@ -327,6 +327,11 @@ thread_local! {
     static LAST_TS: std::cell::RefCell<(u64, Option<Arc<str>>)> = const { std::cell::RefCell::new((0, None)) };
 }
 
+/// The time now as an event's timestamp.
+pub fn stamp_now() -> Arc<str> {
+    timestamp(SystemTime::now())
+}
+
 /// `now` as an event's timestamp. A busy server records a hundred events a
 /// millisecond on each thread; they share one formatted text instead of
 /// formatting and allocating one each.
@@ -444,9 +449,16 @@ impl Capture {
     /// are already shared: a session records a few dozen events, and
     /// sharing its names once saves looking them up for each.
     pub fn record_from(&self, source: &Source, session: u64, kind: EventKind) {
+        self.record_stamped(source, session, stamp_now(), kind);
+    }
+
+    /// Records an event with a timestamp taken before (see [`stamp_now`]):
+    /// the events one batch of a session's outputs records in the same
+    /// instant share one, instead of reading the clock for each.
+    pub fn record_stamped(&self, source: &Source, session: u64, ts: Arc<str>, kind: EventKind) {
         self.metrics.observe(&source.scenario, &kind);
         let event = Arc::new(Event {
-            ts: timestamp(SystemTime::now()),
+            ts,
             listener: source.listener.clone(),
             scenario: source.scenario.clone(),
             session,

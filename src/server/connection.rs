@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::limits::Shared as Limits;
 use super::slot::Active;
-use crate::capture::{Capture, EventKind, Origin, Source};
+use crate::capture::{stamp_now, Capture, EventKind, Origin, Source};
 use crate::proto::lossy;
 use crate::proto::reply::defaults;
 use crate::proto::{Answer, Captured, CloseReason, Fact, Output, Policy, Session, Stage, TxEnd};
@@ -153,11 +153,18 @@ struct Driver<'a> {
     stage: Stage,
     /// Whose store performs the session's store operations.
     engine: Arc<Engine>,
+    /// The timestamp of the batch of outputs being performed, shared by
+    /// the events it records (a clock read and a lookup an event saved);
+    /// none outside a batch and after a wait inside one.
+    stamp: Option<Arc<str>>,
 }
 
 impl Driver<'_> {
     fn record(&self, kind: EventKind) {
-        self.conn.capture.record_from(&self.source, self.id, kind);
+        let ts = self.stamp.clone().unwrap_or_else(stamp_now);
+        self.conn
+            .capture
+            .record_stamped(&self.source, self.id, ts, kind);
     }
 
     fn closed(&self, by: &str, reason: &str) {
@@ -188,10 +195,16 @@ impl Driver<'_> {
     }
 
     /// Performs outputs in order. Waits end early at hard stop.
+    /// Performs a batch of outputs, its events stamped with the time it
+    /// started (a batch takes microseconds unless it waits).
     async fn perform(&mut self, outputs: Vec<Output>) -> Flow {
+        self.stamp = Some(stamp_now());
         let mut delay_ms = None;
         let mut outs = outputs.into_iter();
-        while let Some(out) = outs.next() {
+        let flow = loop {
+            let Some(out) = outs.next() else {
+                break Flow::Continue;
+            };
             match out {
                 Output::Command {
                     line,
@@ -209,9 +222,8 @@ impl Driver<'_> {
                 Output::Fact(f) => self.record(f.into()),
                 Output::Wait(d) => {
                     delay_ms = Some(d.as_millis() as u64);
-                    tokio::select! {
-                        _ = Box::pin(sleep(d)) => {}
-                        _ = self.conn.hard_stop.cancelled() => return Flow::Continue,
+                    if self.wait(d).await {
+                        break Flow::Continue;
                     }
                 }
                 Output::Send {
@@ -221,49 +233,85 @@ impl Driver<'_> {
                     rule,
                     tag,
                 } => {
-                    let (text, other) = self.note_reply(bytes, code, rule.as_deref());
-                    let bytes = other.as_deref().unwrap_or(text.as_bytes());
-                    let sent = match drip {
-                        Some(pause) => Box::pin(self.drip(bytes, pause)).await,
-                        None => self.stream.write_all(bytes).await,
-                    };
-                    self.record(EventKind::Reply {
-                        code,
-                        text,
-                        rule,
-                        delay_ms: delay_ms.take(),
-                        limit: tag.map(Into::into),
-                    });
-                    if let Err(e) = sent {
-                        self.closed("client", &format!("write failed: {e}"));
-                        return Flow::Closed;
+                    let delay_ms = delay_ms.take();
+                    if !self.send(bytes, drip, code, rule, tag, delay_ms).await {
+                        break Flow::Closed;
                     }
                 }
                 Output::Message(m) => {
+                    // A store with a folder fsyncs before it answers.
+                    if self.conn.capture.store().dir().is_some() {
+                        self.stamp = None;
+                    }
                     if !Box::pin(self.keep(*m)).await {
                         outs = not_kept(outs.collect()).into_iter();
                     }
                 }
-                Output::StartTls => return Flow::StartTls,
+                Output::StartTls => break Flow::StartTls,
                 // Always the last of its batch: the session waits for it.
-                Output::Store(op) => return Flow::Store(Box::new(op)),
+                Output::Store(op) => break Flow::Store(Box::new(op)),
                 Output::Effect(op) => {
+                    self.stamp = None;
                     // Awaited in order: the next decision sees its effect.
                     let _ = self.store(op).await;
                 }
                 Output::Hang { rule } => {
                     self.record(EventKind::Hang { rule });
-                    return Flow::Hang;
+                    break Flow::Hang;
                 }
                 Output::Close(reason) => {
                     let _ = self.stream.shutdown().await;
                     let by = "server";
                     self.closed(by, &reason.name());
-                    return Flow::Closed;
+                    break Flow::Closed;
                 }
             }
+        };
+        self.stamp = None;
+        flow
+    }
+
+    /// A scripted delay; true when the shutdown's grace period ended it.
+    async fn wait(&mut self, d: Duration) -> bool {
+        self.stamp = None;
+        tokio::select! {
+            _ = Box::pin(sleep(d)) => false,
+            _ = self.conn.hard_stop.cancelled() => true,
         }
-        Flow::Continue
+    }
+
+    /// Sends a reply (all at once, or dripped) and records it; false when
+    /// the write failed, which closes the session.
+    async fn send(
+        &mut self,
+        bytes: Vec<u8>,
+        drip: Option<Duration>,
+        code: Option<u16>,
+        rule: Option<String>,
+        tag: Option<crate::proto::Tag>,
+        delay_ms: Option<u64>,
+    ) -> bool {
+        let (text, other) = self.note_reply(bytes, code, rule.as_deref());
+        let bytes = other.as_deref().unwrap_or(text.as_bytes());
+        let sent = match drip {
+            Some(pause) => {
+                self.stamp = None;
+                Box::pin(self.drip(bytes, pause)).await
+            }
+            None => self.stream.write_all(bytes).await,
+        };
+        self.record(EventKind::Reply {
+            code,
+            text,
+            rule,
+            delay_ms,
+            limit: tag.map(Into::into),
+        });
+        if let Err(e) = sent {
+            self.closed("client", &format!("write failed: {e}"));
+            return false;
+        }
+        true
     }
 
     /// Performs a store operation without blocking this worker: a store
@@ -524,6 +572,7 @@ pub async fn serve(
         client: peer,
         stage: Stage::Connect,
         engine: active.engine.clone(),
+        stamp: None,
     };
     tracing::debug!(session = id, client = %peer, "connect");
     d.record(EventKind::Connect {
