@@ -26,6 +26,9 @@ SIZES = [1024, 100 * 1024]
 # Messages per run: (per-connection, kept connections), by message size.
 MESSAGES = {1024: (5000, 20000), 100 * 1024: (1000, 2000)}
 RUN_LIMIT = 120  # seconds for one smtp-source run (times --scale)
+# A ratio to smtp-sink this high counts as level with it: a run's rate
+# moves about ±10% from one repetition to the next on the 2-core machines.
+LEVEL = 0.95
 
 
 def args():
@@ -185,29 +188,50 @@ def machine():
             f"load average {os.getloadavg()[0]:.2f} at start")
 
 
-def table(srvs, results):
+def table(srvs, results, raw):
     names = [s.name for s in srvs]
     ref = "smtp-sink" if "smtp-sink" in names else None
-    print("\nmessages/s (median)" + (", ratio to smtp-sink" if ref else ""))
-    print(f"{'cell':<28}" + "".join(f"{n:>20}" for n in names))
+    w = 24
+    print("\nmessages/s (median)" + (
+        ", ratio to smtp-sink: of the medians, and paired (the median of each\n"
+        "repetition's ratio: the servers of a cell run one after another, so\n"
+        "drift between repetitions falls on both sides of each ratio)" if ref else ""))
+    print(f"{'cell':<28}" + "".join(f"{n:>{w}}" for n in names))
+    level = {n: [0, 0, 0] for n in names if n != ref}
     for cell, per in results.items():
         row = f"{cell_name(cell):<28}"
         base = per.get(ref, {}).get("rate") if ref else None
         for n in names:
             rate = per.get(n, {}).get("rate")
             if rate is None:
-                row += f"{'failed':>20}"
+                row += f"{'failed':>{w}}"
             elif base and n != ref:
-                row += f"{rate:>12,.0f} ({rate / base:4.2f})"
+                paired = paired_ratio(raw[cell].get(n, []), raw[cell].get(ref, []))
+                row += f"{rate:>13,.0f} ({rate / base:4.2f} " + (
+                    f"{paired:4.2f})" if paired is not None else "   -)")
+                level[n][0] += 1
+                level[n][1] += rate / base >= LEVEL
+                level[n][2] += paired is not None and paired >= LEVEL
             else:
-                row += f"{rate:>20,.0f}"
+                row += f"{rate:>{w},.0f}"
         print(row)
+    if ref:
+        print(f"\ncells where the ratio is {LEVEL} or more (of the medians / paired):")
+        for n, (cells_, of_medians, paired) in level.items():
+            print(f"  {n:<16} {of_medians}/{cells_} / {paired}/{cells_}")
     print("\nserver CPU µs per message (median)")
-    print(f"{'cell':<28}" + "".join(f"{n:>20}" for n in names))
+    print(f"{'cell':<28}" + "".join(f"{n:>{w}}" for n in names))
     for cell, per in results.items():
         print(f"{cell_name(cell):<28}" + "".join(
-            f"{per[n]['cpu']:>20.1f}" if per.get(n, {}).get("cpu") is not None else f"{'-':>20}"
+            f"{per[n]['cpu']:>{w}.1f}" if per.get(n, {}).get("cpu") is not None else f"{'-':>{w}}"
             for n in names))
+
+
+def paired_ratio(runs, ref_runs):
+    """The median over the repetitions of a server's rate over smtp-sink's
+    in the same repetition (both runs there: None if none were)."""
+    ratios = [r[0] / b[0] for r, b in zip(runs, ref_runs) if r is not None and b is not None]
+    return statistics.median(ratios) if ratios else None
 
 
 def median(xs, i):
@@ -248,7 +272,7 @@ def run(a, srvs):
         print(f"repetition {rep + 1}/{a.reps} done", file=sys.stderr)
     results = {c: {n: {"rate": median(v, 0), "cpu": median(v, 1)} for n, v in per.items()}
                for c, per in raw.items()}
-    table(srvs, results)
+    table(srvs, results, raw)
     print(f"\nmemory: peak (VmHWM) over the whole run; per idle session with N held open")
     for s in srvs:
         held, per = idle[s.name]

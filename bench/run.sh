@@ -12,8 +12,10 @@
 # Installs what it needs the first time: smtp-source and smtp-sink (Debian
 # package postfix, installed without starting Postfix), aiosmtpd (PyPI, in
 # a virtualenv under bench/.peers) and smtp-server (npm, under bench/.peers).
-# Prints messages/s per cell, the ratio to smtp-sink, server CPU µs per
-# message, peak memory and memory per idle session. Raw figures go to
+# Prints messages/s per cell, the ratio to smtp-sink (of the medians, and
+# paired: the median of each repetition's ratio), how many cells are at
+# 0.95 of smtp-sink or above, server CPU µs per message, peak memory and
+# memory per idle session. Raw figures go to
 # bench/results/. The figures belong in docs/performance.md with the
 # machine they were measured on.
 set -euo pipefail
