@@ -33,8 +33,9 @@ const OVERHEAD: u64 = 512;
 #[derive(Debug, Clone)]
 pub struct Origin {
     pub session: u64,
-    pub listener: String,
-    pub scenario: String,
+    /// Shared with the session's events (see [`super::Source`]).
+    pub listener: Arc<str>,
+    pub scenario: Arc<str>,
 }
 
 /// A message in the store. The body is not serialized: the API serves it
@@ -43,8 +44,8 @@ pub struct Origin {
 pub struct Message {
     pub id: String,
     pub session: u64,
-    pub listener: String,
-    pub scenario: String,
+    pub listener: Arc<str>,
+    pub scenario: Arc<str>,
     /// When the message ended; serialized as `received`, RFC 3339 with
     /// milliseconds, UTC.
     pub received_at: SystemTime,

@@ -456,7 +456,7 @@ pub mod defaults {
         Reply::new(354, None, "End data with <CR><LF>.<CR><LF>")
     }
     pub fn queued(id: &str) -> Reply {
-        Reply::new(250, ec(2, 0, 0), format!("Ok: queued as {id}"))
+        Reply::new(250, ec(2, 0, 0), ["Ok: queued as ", id].concat())
     }
     /// The message could not be kept (the store failed): Postfix's reply
     /// when it cannot write its queue file.

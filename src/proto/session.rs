@@ -370,7 +370,19 @@ fn next_queue_id() -> String {
     // every message.
     static PID: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
     let seed = *PID.get_or_init(|| u64::from(std::process::id()));
-    format!("{:05X}{:07X}", seed & 0xFFFFF, n & 0xFFF_FFFF)
+    queue_id(seed, n)
+}
+
+/// Twelve upper-case hex digits: five of the process id, seven of the
+/// counter (Postfix's queue ids look alike). Written by hand: `format!`
+/// with widths cost about 900 instructions a message.
+pub(super) fn queue_id(seed: u64, n: u64) -> String {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    let v = (seed & 0xF_FFFF) << 28 | (n & 0xFFF_FFFF);
+    (0..12)
+        .rev()
+        .map(|i| char::from(HEX[(v >> (i * 4)) as usize & 0xF]))
+        .collect()
 }
 
 /// A decision that waits for the store, and what waits behind it.

@@ -995,6 +995,23 @@ fn commands_after_a_negative_greeting_keep_their_exact_replies() {
     assert!(t.feed(b"DATA x\r\n").starts_with("501 5.5.4"));
 }
 
+/// A queue id is the process id's last five hex digits and the counter's
+/// last seven, upper case, as it was when `format!` wrote it.
+#[test]
+fn queue_ids_are_twelve_hex_digits_of_process_and_counter() {
+    for (seed, n) in [
+        (0, 0),
+        (1234, 1),
+        (0xABCDE, 0xFFF_FFFF),
+        (u64::MAX, u64::MAX),
+        (0x12_3456, 0x1234_5678),
+    ] {
+        let expected = format!("{:05X}{:07X}", seed & 0xF_FFFF, n & 0xFFF_FFFF);
+        assert_eq!(session::queue_id(seed, n), expected);
+    }
+    assert_eq!(session::queue_id(0x4D2, 0x2A), "004D2000002A");
+}
+
 /// The greeting, HELO and EHLO replies are built once per configuration
 /// and kept in it; a copy starts without them, so a copy changed before
 /// use answers with its own texts, and EHLO under TLS has its own reply.

@@ -456,6 +456,21 @@ pub fn parse_listen(s: &str, default: &Source) -> anyhow::Result<ListenerSpec> {
 mod tests {
     use super::*;
 
+    /// The client's address in a Connect event reads as `Display` writes it.
+    #[test]
+    fn a_client_address_is_written_as_display_writes_it() {
+        for a in [
+            "127.0.0.1:25",
+            "0.0.0.0:0",
+            "255.255.255.255:65535",
+            "10.0.20.3:40123",
+            "[::1]:2525",
+        ] {
+            let a: std::net::SocketAddr = a.parse().unwrap();
+            assert_eq!(connection::addr_text(&a), a.to_string());
+        }
+    }
+
     /// An idle session costs its task: the future of `connection::serve` plus
     /// tokio's task header. Keeping it small keeps 10,000 idle sessions
     /// under 4 KiB each (docs/performance.md, "Idle sessions").
