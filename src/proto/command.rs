@@ -201,10 +201,16 @@ fn valid_mailbox(addr: &str) -> bool {
     if addr.is_empty() {
         return true;
     }
-    if addr.chars().any(|c| c.is_control()) {
+    // Byte by byte where the address is ASCII (nearly always): the same
+    // answers as decoding chars, a few times faster.
+    let control = match addr.is_ascii() {
+        true => addr.bytes().any(|b| b.is_ascii_control()),
+        false => addr.chars().any(char::is_control),
+    };
+    if control {
         return false;
     }
-    let (local, domain) = match addr.rfind('@') {
+    let (local, domain) = match memchr::memrchr(b'@', addr.as_bytes()) {
         Some(i) => (&addr[..i], Some(&addr[i + 1..])),
         None => (addr, None),
     };
@@ -212,7 +218,14 @@ fn valid_mailbox(addr: &str) -> bool {
         return false;
     }
     let quoted = local.starts_with('"') && local.ends_with('"') && local.len() >= 2;
-    if !quoted && local.contains([' ', '<', '>', '(', ')', ',', ';', ':', '\\', '[', ']']) {
+    // All ASCII: no byte of a multi-byte UTF-8 sequence is one of them.
+    let special = |b| {
+        matches!(
+            b,
+            b' ' | b'<' | b'>' | b'(' | b')' | b',' | b';' | b':' | b'\\' | b'[' | b']'
+        )
+    };
+    if !quoted && local.bytes().any(special) {
         return false;
     }
     match domain {
@@ -304,6 +317,29 @@ mod tests {
         assert_eq!(e, Some(PathError::BadAddress));
         assert_eq!(p.address, "joe");
         assert_eq!(p.params[0].keyword, "FOO");
+    }
+
+    /// Control characters (C0, DEL and C1) and the specials of RFC 5322
+    /// §3.2.3 outside quotes make an address bad, in ASCII addresses and
+    /// in non-ASCII ones alike; a quoted local part may hold specials.
+    #[test]
+    fn control_characters_and_specials_are_refused_in_any_address() {
+        for bad in ["a\x01b@c", "ab@c\x7f", "\u{e9}\u{85}@c", "\u{e9}\x09@c"] {
+            assert!(!valid_mailbox(bad), "{bad:?}");
+        }
+        for c in [' ', '<', '>', '(', ')', ',', ';', ':', '\\', '[', ']'] {
+            assert!(!valid_mailbox(&format!("a{c}b@c")), "{c:?}");
+            assert!(!valid_mailbox(&format!("\u{e9}{c}@c")), "{c:?} non-ASCII");
+            assert!(valid_mailbox(&format!("\"a{c}b\"@c")), "{c:?} quoted");
+        }
+        for good in [
+            "a@c",
+            "\u{e9}l\u{e8}ve@\u{e9}cole.test",
+            "postmaster",
+            "a@[192.0.2.1]",
+        ] {
+            assert!(valid_mailbox(good), "{good:?}");
+        }
     }
 
     #[test]

@@ -379,10 +379,11 @@ fn next_queue_id() -> String {
 pub(super) fn queue_id(seed: u64, n: u64) -> String {
     const HEX: &[u8; 16] = b"0123456789ABCDEF";
     let v = (seed & 0xF_FFFF) << 28 | (n & 0xFFF_FFFF);
-    (0..12)
-        .rev()
-        .map(|i| char::from(HEX[(v >> (i * 4)) as usize & 0xF]))
-        .collect()
+    let mut id = String::with_capacity(12);
+    for i in (0..12).rev() {
+        id.push(char::from(HEX[(v >> (i * 4)) as usize & 0xF]));
+    }
+    id
 }
 
 /// A decision that waits for the store, and what waits behind it.
@@ -559,6 +560,17 @@ impl Session {
                 stage: Stage::Connect,
                 answer,
             });
+        }
+    }
+
+    /// Gives the session an empty vector to collect its next outputs in:
+    /// a driver that hands back each batch's vector once performed reuses
+    /// one allocation, where each batch grew a new one (three or four
+    /// allocations a message). Ignored while outputs are pending.
+    pub fn lend(&mut self, mut buf: Vec<Output>) {
+        if self.out.capacity() == 0 {
+            buf.clear();
+            self.out = buf;
         }
     }
 

@@ -36,6 +36,10 @@ thread_local! {
     /// The read buffer the sessions of this worker thread share.
     static READ: std::cell::RefCell<Box<[u8]>> =
         std::cell::RefCell::new(vec![0u8; READ_BUFFER].into_boxed_slice());
+    /// The vector of the last batch of outputs performed on this thread,
+    /// empty, lent to the next session fed (see `Session::lend`): one
+    /// allocation serves every batch, and no idle session holds one.
+    static SPARE: std::cell::RefCell<Vec<Output>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// Waits for bytes and feeds them to the session: its outputs, or None at
@@ -51,7 +55,10 @@ async fn read_feed(
             match Pin::new(&mut *stream).poll_read(cx, &mut read) {
                 Poll::Ready(Ok(())) => Poll::Ready(Ok(match read.filled() {
                     [] => None,
-                    bytes => Some(session.feed(bytes, Instant::now().into_std())),
+                    bytes => {
+                        session.lend(SPARE.take());
+                        Some(session.feed(bytes, Instant::now().into_std()))
+                    }
                 })),
                 Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
                 Poll::Pending => Poll::Pending,
@@ -219,9 +226,9 @@ impl Driver<'_> {
     async fn perform(&mut self, outputs: Vec<Output>) -> Flow {
         self.stamp = Some(stamp_now());
         let mut delay_ms = None;
-        let mut outs = outputs.into_iter();
+        let mut outs = std::collections::VecDeque::from(outputs);
         let flow = loop {
-            let Some(out) = outs.next() else {
+            let Some(out) = outs.pop_front() else {
                 break Flow::Continue;
             };
             match out {
@@ -263,7 +270,7 @@ impl Driver<'_> {
                         self.stamp = None;
                     }
                     if !Box::pin(self.keep(*m)).await {
-                        outs = not_kept(outs.collect()).into_iter();
+                        outs = not_kept(outs.drain(..).collect()).into();
                     }
                 }
                 Output::StartTls => break Flow::StartTls,
@@ -287,6 +294,9 @@ impl Driver<'_> {
             }
         };
         self.stamp = None;
+        let mut spent = Vec::from(outs);
+        spent.clear();
+        SPARE.set(spent);
         flow
     }
 
