@@ -45,10 +45,10 @@ fn parse(line: &[u8]) {
     assert_eq!(cmd.raw, line);
     let _ = (cmd.clone().into_line(), cmd.verb_text());
     match cmd.verb {
-        Verb::Mail => drop(parse_path(&cmd.args, "FROM:")),
-        Verb::Rcpt => drop(parse_path(&cmd.args, "TO:")),
-        Verb::Bdat => drop(parse_bdat(&cmd.args)),
-        _ => drop(parse_number(&cmd.args)),
+        Verb::Mail => drop(parse_path(cmd.args(), "FROM:")),
+        Verb::Rcpt => drop(parse_path(cmd.args(), "TO:")),
+        Verb::Bdat => drop(parse_bdat(cmd.args())),
+        _ => drop(parse_number(cmd.args())),
     }
 }
 

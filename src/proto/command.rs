@@ -57,43 +57,63 @@ impl Verb {
 /// One command line as received.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Command {
-    /// The line without its line ending, byte for byte.
-    pub raw: Vec<u8>,
+    /// The line without its line ending, as text (invalid UTF-8 replaced).
+    text: String,
+    /// The line byte for byte, only when it is not UTF-8 (rare).
+    invalid: Option<Vec<u8>>,
     pub verb: Verb,
-    /// Everything after the verb and the spaces that follow it (lossy UTF-8).
-    pub args: String,
+    /// Where the arguments start in `text`.
+    args_at: usize,
 }
 
 impl Command {
-    /// Reads a line (without its line ending), which it keeps as `raw`.
+    /// Reads a line (without its line ending). A UTF-8 line (nearly every
+    /// one) becomes the command's text without a copy, and its arguments
+    /// are a slice of it.
     pub fn parse(line: impl Into<Vec<u8>>) -> Self {
-        let line = line.into();
-        let end = line.iter().position(|&b| b == b' ').unwrap_or(line.len());
-        let verb = Verb::from_word(&line[..end]);
-        let rest = &line[end..];
-        let start = rest.iter().position(|&b| b != b' ').unwrap_or(rest.len());
-        let args = lossy(&rest[start..]).into_owned();
+        let (text, invalid) = match String::from_utf8(line.into()) {
+            Ok(text) => (text, None),
+            Err(e) => (lossy(e.as_bytes()).into_owned(), Some(e.into_bytes())),
+        };
+        let end = memchr::memchr(b' ', text.as_bytes()).unwrap_or(text.len());
+        let verb = Verb::from_word(&text.as_bytes()[..end]);
+        let spaces = text.as_bytes()[end..]
+            .iter()
+            .take_while(|&&b| b == b' ')
+            .count();
         Self {
-            raw: line,
+            text,
+            invalid,
             verb,
-            args,
+            args_at: end + spaces,
         }
     }
 
-    /// The line as text for logs and transcripts (invalid UTF-8 replaced):
-    /// the command's own buffer when it is UTF-8, not a copy.
+    /// The line byte for byte.
+    pub fn raw(&self) -> &[u8] {
+        self.invalid.as_deref().unwrap_or(self.text.as_bytes())
+    }
+
+    /// The line is UTF-8 (RFC 6531 §3.3 allows nothing else).
+    pub fn is_utf8(&self) -> bool {
+        self.invalid.is_none()
+    }
+
+    /// Everything after the verb and the spaces that follow it (invalid
+    /// UTF-8 replaced).
+    pub fn args(&self) -> &str {
+        &self.text[self.args_at..]
+    }
+
+    /// The line as text for logs and transcripts (invalid UTF-8 replaced).
     pub fn into_line(self) -> String {
-        String::from_utf8(self.raw).unwrap_or_else(|e| lossy(e.as_bytes()).into_owned())
+        self.text
     }
 
     /// The verb as sent, upper-cased (for unknown commands too).
     pub fn verb_text(&self) -> String {
-        let end = self
-            .raw
-            .iter()
-            .position(|&b| b == b' ')
-            .unwrap_or(self.raw.len());
-        lossy(&self.raw[..end]).to_ascii_uppercase()
+        let end = memchr::memchr(b' ', self.text.as_bytes()).unwrap_or(self.text.len());
+        self.text[..end].to_ascii_uppercase()
     }
 }
 
@@ -276,12 +296,12 @@ mod tests {
     fn verbs_are_case_insensitive_and_keep_the_line() {
         let c = Command::parse(b"mail FROM:<a@b> SIZE=10");
         assert_eq!(c.verb, Verb::Mail);
-        assert_eq!(c.args, "FROM:<a@b> SIZE=10");
-        assert_eq!(c.raw, b"mail FROM:<a@b> SIZE=10");
+        assert_eq!(c.args(), "FROM:<a@b> SIZE=10");
+        assert_eq!(c.raw(), b"mail FROM:<a@b> SIZE=10");
         let u = Command::parse(b"XYZZY magic words");
         assert_eq!(u.verb, Verb::Unknown);
         assert_eq!(u.verb_text(), "XYZZY");
-        assert_eq!(u.args, "magic words");
+        assert_eq!(u.args(), "magic words");
         assert_eq!(Command::parse(b"\x00\xff\xfe").verb, Verb::Unknown);
     }
 

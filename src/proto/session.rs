@@ -941,12 +941,12 @@ impl Session {
         // Credentials never reach the transcript: an initial response on
         // the AUTH line is hidden.
         let hidden = (cmd.verb == Verb::Auth
-            && cmd.args.split(' ').filter(|w| !w.is_empty()).count() > 1)
+            && cmd.args().split(' ').filter(|w| !w.is_empty()).count() > 1)
             .then(|| {
                 format!(
                     "{} {} [initial response hidden]",
                     cmd.verb_text(),
-                    cmd.args.split(' ').next().unwrap_or("")
+                    cmd.args().split(' ').next().unwrap_or("")
                 )
             });
         // The line is filled in once the command is done with it: it is
@@ -961,7 +961,7 @@ impl Session {
         });
         self.run_command(&cmd, row);
         // Kept to run again when the decision waits for the store (rare).
-        let replay = self.is_suspended().then(|| cmd.raw.clone());
+        let replay = self.is_suspended().then(|| cmd.raw().to_vec());
         if let Some(at) = shown {
             let text = hidden.unwrap_or_else(|| cmd.into_line());
             if let Some(Output::Command { line, .. }) = self.out.get_mut(at) {
@@ -974,7 +974,7 @@ impl Session {
     }
 
     fn run_command(&mut self, cmd: &Command, row: &Row) {
-        if cmd.raw.is_empty() {
+        if cmd.raw().is_empty() {
             let Ok(d) = self.decide(Stage::Unknown, Some(cmd), Facts::default()) else {
                 return;
             };
@@ -997,7 +997,7 @@ impl Session {
 
     fn on_helo(&mut self, cmd: &Command, stage: Stage, pre: Result<(), Reply>) {
         let config = Arc::clone(&self.cfg);
-        let arg = cmd.args.split(' ').next().unwrap_or("").to_string();
+        let arg = cmd.args().split(' ').next().unwrap_or("").to_string();
         // The EHLO argument is what `helo` matches at this very command.
         let Ok(d) = self.decide(
             stage,
@@ -1042,7 +1042,7 @@ impl Session {
     }
 
     fn on_mail(&mut self, cmd: &Command, _: Stage, pre: Result<(), Reply>) {
-        let (path, err) = parse_path(&cmd.args, "FROM:");
+        let (path, err) = parse_path(cmd.args(), "FROM:");
         let declared = path
             .params
             .iter()
@@ -1142,7 +1142,7 @@ impl Session {
     }
 
     fn on_rcpt(&mut self, cmd: &Command, _: Stage, pre: Result<(), Reply>) {
-        let (path, err) = parse_path(&cmd.args, "TO:");
+        let (path, err) = parse_path(cmd.args(), "TO:");
         let Ok(d) = self.decide(
             Stage::Rcpt,
             Some(cmd),
@@ -1277,7 +1277,7 @@ impl Session {
     /// §2: without a valid size the chunk cannot be found).
     fn on_bdat(&mut self, cmd: &Command, _: Stage, _: Result<(), Reply>) {
         let first = !self.chunking();
-        let Some(arg) = parse_bdat(&cmd.args) else {
+        let Some(arg) = parse_bdat(cmd.args()) else {
             // Without a valid size the chunk cannot be found: answer as a
             // syntax error and keep reading commands.
             let d = if first {
@@ -1465,7 +1465,7 @@ impl Session {
         let Ok(d) = self.decide(Stage::Quit, Some(cmd), Facts::default()) else {
             return;
         };
-        if !cmd.args.is_empty() && d.is_none() {
+        if !cmd.args().is_empty() && d.is_none() {
             // RFC 5321 §4.1.1.10: QUIT takes no arguments.
             self.resolve(None, Err(defaults::no_arguments("QUIT")));
             return;
@@ -1493,7 +1493,7 @@ impl Session {
     }
 
     fn on_auth(&mut self, cmd: &Command, _: Stage, checked: Result<(), Reply>) {
-        let mut words = cmd.args.split(' ').filter(|w| !w.is_empty());
+        let mut words = cmd.args().split(' ').filter(|w| !w.is_empty());
         let mech = words.next().and_then(auth::Mechanism::from_name);
         let initial = words.next().map(str::to_string);
         let cfg = self.cfg.auth.clone();
@@ -1830,21 +1830,21 @@ fn not_authenticated(s: &Session, _: &Command) -> Result<(), Reply> {
 
 /// RFC 5321 §4.1.1: RSET, DATA, STARTTLS and QUIT take no argument.
 fn no_args(_: &Session, cmd: &Command) -> Result<(), Reply> {
-    match cmd.args.is_empty() {
+    match cmd.args().is_empty() {
         true => Ok(()),
         false => Err(defaults::no_arguments(&cmd.verb_text())),
     }
 }
 
 fn vrfy_arg(_: &Session, cmd: &Command) -> Result<(), Reply> {
-    match cmd.args.is_empty() {
+    match cmd.args().is_empty() {
         true => Err(defaults::syntax("VRFY address")),
         false => Ok(()),
     }
 }
 
 fn expn_arg(_: &Session, cmd: &Command) -> Result<(), Reply> {
-    match cmd.args.is_empty() {
+    match cmd.args().is_empty() {
         true => Err(defaults::syntax("EXPN mailing-list")),
         false => Ok(()),
     }
@@ -1864,9 +1864,9 @@ struct Facts<'a> {
 /// RFC 6531 §3.3 allows UTF-8, never other bytes: a MAIL or RCPT line that
 /// is not UTF-8 is a syntax error before anything else (as Postfix does).
 fn utf8(_: &Session, cmd: &Command) -> Result<(), Reply> {
-    match std::str::from_utf8(&cmd.raw) {
-        Ok(_) => Ok(()),
-        Err(_) => Err(defaults::bad_utf8()),
+    match cmd.is_utf8() {
+        true => Ok(()),
+        false => Err(defaults::bad_utf8()),
     }
 }
 
