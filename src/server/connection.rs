@@ -11,7 +11,7 @@ use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
-use tokio::time::{sleep, timeout_at, Instant};
+use tokio::time::{sleep, sleep_until, Instant};
 use tokio_rustls::server::TlsStream;
 use tokio_util::sync::CancellationToken;
 
@@ -624,8 +624,19 @@ pub async fn serve(
     }
     let idle = active.idle_timeout;
     let session_end = Instant::now() + limits.lifetime;
-    let mut flow = d.perform(session.greet(Instant::now().into_std())).await;
+    let mut flow = Box::pin(d.perform(session.greet(Instant::now().into_std()))).await;
     let mut deadline = Instant::now() + idle;
+    // One timer and one shutdown waiter for the whole session. A timer
+    // moved to a later deadline is only updated in place (tokio puts it
+    // back in its wheel when the old deadline comes); a timeout and a
+    // waiter made for each read were each registered and removed again.
+    // Both live in every idle session's future; the batches are performed
+    // in a box of their own (an allocation a batch, freed at once), so
+    // their state does not, and the future is smaller than it was.
+    let timer = sleep_until(deadline.min(session_end));
+    tokio::pin!(timer);
+    let stop = conn.hard_stop.cancelled();
+    tokio::pin!(stop);
     loop {
         match flow {
             Flow::Continue => {}
@@ -644,24 +655,32 @@ pub async fn serve(
                 let done = Box::pin(d.store(*op)).await;
                 let outputs = session.resume(done, Instant::now().into_std());
                 deadline = Instant::now() + idle;
-                flow = d.perform(outputs).await;
+                flow = Box::pin(d.perform(outputs)).await;
                 continue;
             }
         }
         if conn.hard_stop.is_cancelled() {
-            flow = d.perform(session.shutdown()).await;
+            flow = Box::pin(d.perform(session.shutdown())).await;
             continue;
         }
+        let due = deadline.min(session_end);
+        if timer.deadline() != due {
+            timer.as_mut().reset(due);
+        }
+        // In this order: bytes that arrived are taken before the timer or
+        // the shutdown is looked at.
         let read = tokio::select! {
-            r = timeout_at(deadline.min(session_end), read_feed(&mut d.stream, &mut session)) => r,
-            _ = conn.hard_stop.cancelled() => {
+            biased;
+            r = read_feed(&mut d.stream, &mut session) => Ok(r),
+            _ = &mut stop => {
                 // Not the last flow again (a handshake already done).
                 flow = Flow::Continue;
                 continue;
             }
+            _ = &mut timer => Err(()),
         };
         flow = match read {
-            Err(_) => d.perform(session.idle_timeout()).await,
+            Err(_) => Box::pin(d.perform(session.idle_timeout())).await,
             Ok(Ok(None)) => {
                 d.closed("client", "eof");
                 Flow::Closed
@@ -677,7 +696,7 @@ pub async fn serve(
                 {
                     deadline = Instant::now() + idle;
                 }
-                d.perform(outputs).await
+                Box::pin(d.perform(outputs)).await
             }
             Ok(Err(e)) => {
                 d.closed("client", &format!("read failed: {e}"));
