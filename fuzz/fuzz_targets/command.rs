@@ -42,7 +42,7 @@ fn frames(stream: &[u8], sizes: &[usize]) -> Vec<Frame> {
 fn parse(line: &[u8]) {
     assert!(line.len() < MAX_COMMAND_LINE);
     let cmd = Command::parse(line);
-    assert_eq!(cmd.raw, line);
+    assert_eq!(cmd.raw(), line);
     let _ = (cmd.clone().into_line(), cmd.verb_text());
     match cmd.verb {
         Verb::Mail => drop(parse_path(cmd.args(), "FROM:")),
