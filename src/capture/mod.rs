@@ -299,7 +299,7 @@ pub struct Event {
     /// RFC 3339, milliseconds, UTC. Shared by the events of the same
     /// millisecond on a thread (see [`timestamp`]).
     pub ts: Arc<str>,
-    /// Shared by a session's events (see [`Capture::record`]).
+    /// Shared by a session's events (see [`Capture::record_stamped`]).
     pub listener: Arc<str>,
     pub scenario: Arc<str>,
     pub session: u64,
@@ -442,19 +442,16 @@ impl Capture {
     }
 
     pub fn record(&self, listener: &str, scenario: &str, session: u64, kind: EventKind) {
-        self.record_from(&Source::new(listener, scenario), session, kind);
+        let source = Source::new(listener, scenario);
+        self.record_stamped(&source, session, stamp_now(), kind);
     }
 
     /// Records an event of a session whose listener and scenario names
-    /// are already shared: a session records a few dozen events, and
-    /// sharing its names once saves looking them up for each.
-    pub fn record_from(&self, source: &Source, session: u64, kind: EventKind) {
-        self.record_stamped(source, session, stamp_now(), kind);
-    }
-
-    /// Records an event with a timestamp taken before (see [`stamp_now`]):
-    /// the events one batch of a session's outputs records in the same
-    /// instant share one, instead of reading the clock for each.
+    /// are already shared (a session records a few dozen events, and
+    /// sharing its names once saves looking them up for each), with a
+    /// timestamp taken before (see [`stamp_now`]): the events one batch of
+    /// a session's outputs records in the same instant share one, instead
+    /// of reading the clock for each.
     pub fn record_stamped(&self, source: &Source, session: u64, ts: Arc<str>, kind: EventKind) {
         self.metrics.observe(&source.scenario, &kind);
         let event = Arc::new(Event {

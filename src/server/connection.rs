@@ -67,6 +67,7 @@ async fn read_feed(
     })
     .await
 }
+
 /// `a` as `Display` writes it (`192.0.2.1:25`, `[::1]:25`), IPv4 by hand
 /// with `itoa`: `Display` took about 1,600 instructions a connection.
 pub(super) fn addr_text(a: &SocketAddr) -> String {
@@ -84,6 +85,21 @@ pub(super) fn addr_text(a: &SocketAddr) -> String {
     out.push(':');
     out.push_str(num.format(v4.port()));
     out
+}
+
+/// Awaits `f`, and says whether it had to wait for it (it was pending at
+/// least once), which a batch's shared timestamp must know.
+async fn waited<F: std::future::Future>(f: F) -> (F::Output, bool) {
+    let mut f = std::pin::pin!(f);
+    let mut pending = false;
+    std::future::poll_fn(|cx| match f.as_mut().poll(cx) {
+        Poll::Ready(out) => Poll::Ready((out, pending)),
+        Poll::Pending => {
+            pending = true;
+            Poll::Pending
+        }
+    })
+    .await
 }
 
 /// No session lives longer than this, whatever it does.
@@ -181,7 +197,8 @@ struct Driver<'a> {
     engine: Arc<Engine>,
     /// The timestamp of the batch of outputs being performed, shared by
     /// the events it records (a clock read and a lookup an event saved);
-    /// none outside a batch and after a wait inside one.
+    /// none outside a batch, and from the first output of the batch that
+    /// had to wait (see [`waited`]) on.
     stamp: Option<Arc<str>>,
 }
 
@@ -220,9 +237,9 @@ impl Driver<'_> {
         );
     }
 
-    /// Performs outputs in order. Waits end early at hard stop.
-    /// Performs a batch of outputs, its events stamped with the time it
-    /// started (a batch takes microseconds unless it waits).
+    /// Performs a batch of outputs in order, its events stamped with the
+    /// time it started (a batch takes microseconds unless it waits).
+    /// Waits end early at hard stop.
     async fn perform(&mut self, outputs: Vec<Output>) -> Flow {
         self.stamp = Some(stamp_now());
         let mut delay_ms = None;
@@ -248,7 +265,9 @@ impl Driver<'_> {
                 Output::Fact(f) => self.record(f.into()),
                 Output::Wait(d) => {
                     delay_ms = Some(d.as_millis() as u64);
-                    if self.wait(d).await {
+                    let (stopped, w) = waited(self.wait(d)).await;
+                    self.unstamp_if(w);
+                    if stopped {
                         break Flow::Continue;
                     }
                 }
@@ -266,10 +285,9 @@ impl Driver<'_> {
                 }
                 Output::Message(m) => {
                     // A store with a folder fsyncs before it answers.
-                    if self.conn.capture.store().dir().is_some() {
-                        self.stamp = None;
-                    }
-                    if !Box::pin(self.keep(*m)).await {
+                    let (kept, w) = waited(Box::pin(self.keep(*m))).await;
+                    self.unstamp_if(w);
+                    if !kept {
                         outs = not_kept(outs.drain(..).collect()).into();
                     }
                 }
@@ -277,16 +295,17 @@ impl Driver<'_> {
                 // Always the last of its batch: the session waits for it.
                 Output::Store(op) => break Flow::Store(Box::new(op)),
                 Output::Effect(op) => {
-                    self.stamp = None;
                     // Awaited in order: the next decision sees its effect.
-                    let _ = self.store(op).await;
+                    let (_, w) = waited(self.store(op)).await;
+                    self.unstamp_if(w);
                 }
                 Output::Hang { rule } => {
                     self.record(EventKind::Hang { rule });
                     break Flow::Hang;
                 }
                 Output::Close(reason) => {
-                    let _ = self.stream.shutdown().await;
+                    let (_, w) = waited(self.stream.shutdown()).await;
+                    self.unstamp_if(w);
                     let by = "server";
                     self.closed(by, &reason.name());
                     break Flow::Closed;
@@ -300,9 +319,16 @@ impl Driver<'_> {
         flow
     }
 
+    /// The events after an output that had to wait are stamped with their
+    /// own time, not the batch's.
+    fn unstamp_if(&mut self, waited: bool) {
+        if waited {
+            self.stamp = None;
+        }
+    }
+
     /// A scripted delay; true when the shutdown's grace period ended it.
-    async fn wait(&mut self, d: Duration) -> bool {
-        self.stamp = None;
+    async fn wait(&self, d: Duration) -> bool {
         tokio::select! {
             _ = Box::pin(sleep(d)) => false,
             _ = self.conn.hard_stop.cancelled() => true,
@@ -322,13 +348,15 @@ impl Driver<'_> {
     ) -> bool {
         let (text, other) = self.note_reply(bytes, code, rule.as_deref());
         let bytes = other.as_deref().unwrap_or(text.as_bytes());
-        let sent = match drip {
-            Some(pause) => {
-                self.stamp = None;
-                Box::pin(self.drip(bytes, pause)).await
+        // A client that reads slowly makes the write wait, as a drip does.
+        let (sent, w) = waited(async {
+            match drip {
+                Some(pause) => Box::pin(self.drip(bytes, pause)).await,
+                None => self.stream.write_all(bytes).await,
             }
-            None => self.stream.write_all(bytes).await,
-        };
+        })
+        .await;
+        self.unstamp_if(w);
         self.record(EventKind::Reply {
             code,
             text,
