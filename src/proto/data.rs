@@ -168,7 +168,8 @@ impl DataDecoder {
             if self.state == State::Text {
                 // Fast path: whole plain lines in one copy (a 1 KB message
                 // is one or two copies, not one a line), else the text up
-                // to the next CR or LF.
+                // to the next CR or LF (not a CR LF: `plain_lines` would
+                // have taken that line), which goes byte by byte.
                 let rest = &input[i..];
                 let run = plain_lines(rest);
                 if run > 0 {
@@ -178,12 +179,6 @@ impl DataDecoder {
                     continue;
                 }
                 match memchr::memchr2(b'\r', b'\n', rest) {
-                    Some(k) if rest[k] == b'\r' && rest.get(k + 1) == Some(&b'\n') => {
-                        self.push(&rest[..k + 2]);
-                        i += k + 2;
-                        self.state = State::LineStart;
-                        continue;
-                    }
                     Some(0) => {}
                     Some(k) => {
                         self.push(&rest[..k]);
