@@ -566,7 +566,8 @@ impl Session {
     /// Gives the session an empty vector to collect its next outputs in:
     /// a driver that hands back each batch's vector once performed reuses
     /// one allocation, where each batch grew a new one (three or four
-    /// allocations a message). Ignored while outputs are pending.
+    /// allocations a message). Ignored when the session already has room
+    /// for outputs (never between batches: each takes its vector).
     pub fn lend(&mut self, mut buf: Vec<Output>) {
         if self.out.capacity() == 0 {
             buf.clear();

@@ -38,7 +38,9 @@ thread_local! {
         std::cell::RefCell::new(vec![0u8; READ_BUFFER].into_boxed_slice());
     /// The vector of the last batch of outputs performed on this thread,
     /// empty, lent to the next session fed (see `Session::lend`): one
-    /// allocation serves every batch, and no idle session holds one.
+    /// allocation serves every batch, and no idle session holds one. One
+    /// longer than `SPARE_MAX` (a client that pipelined thousands of
+    /// commands at once) is freed, not kept.
     static SPARE: std::cell::RefCell<Vec<Output>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
@@ -101,6 +103,10 @@ async fn waited<F: std::future::Future>(f: F) -> (F::Output, bool) {
     })
     .await
 }
+
+/// The most outputs a kept spare vector has room for: a batch of one
+/// command holds a handful.
+const SPARE_MAX: usize = 64;
 
 /// No session lives longer than this, whatever it does.
 pub const MAX_SESSION: Duration = Duration::from_secs(3600);
@@ -314,8 +320,10 @@ impl Driver<'_> {
         };
         self.stamp = None;
         let mut spent = Vec::from(outs);
-        spent.clear();
-        SPARE.set(spent);
+        if spent.capacity() <= SPARE_MAX {
+            spent.clear();
+            SPARE.set(spent);
+        }
         flow
     }
 
