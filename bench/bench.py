@@ -203,13 +203,16 @@ def table(srvs, results, raw):
         base = per.get(ref, {}).get("rate") if ref else None
         for n in names:
             rate = per.get(n, {}).get("rate")
+            if base and n != ref:
+                # A cell smtp-sink ran counts; one this server failed is
+                # below level.
+                level[n][0] += 1
             if rate is None:
                 row += f"{'failed':>{w}}"
             elif base and n != ref:
                 paired = paired_ratio(raw[cell].get(n, []), raw[cell].get(ref, []))
-                row += f"{rate:>13,.0f} ({rate / base:4.2f} " + (
+                row += f"{rate:>12,.0f} ({rate / base:4.2f} " + (
                     f"{paired:4.2f})" if paired is not None else "   -)")
-                level[n][0] += 1
                 level[n][1] += rate / base >= LEVEL
                 level[n][2] += paired is not None and paired >= LEVEL
             else:
