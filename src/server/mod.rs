@@ -505,7 +505,7 @@ mod tests {
         println!("session future: {size} bytes");
         // 2,712 bytes (debug build) before the handshake, the store and
         // the rare waits were boxed and the task lost its wrapper.
-        // 1,576 before one timer served the whole session and the batch
+        // 1,520 before one timer served the whole session and the batch
         // being performed was boxed (1,408 after).
         assert!(size <= 1500, "the session future grew to {size} bytes");
     }
