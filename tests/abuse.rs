@@ -706,3 +706,27 @@ async fn hot_reload_under_load_serves_whole_versions() {
     );
     server.shutdown().await;
 }
+
+/// A hard stop that cuts a scripted delay ends the wait, not the batch:
+/// the delayed reply still goes out, and a reply that closes closes. (The
+/// rest of the batch used to be dropped; when the dropped reply was one
+/// that closes, the session had already stopped, the shutdown had nothing
+/// more to send, and the session went round its loop without end.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hard_stop_during_a_scripted_delay_still_sends_the_reply() {
+    let _g = SERIAL.lock().await;
+    let toml = "[[rule]]\non = \"noop\"\ndelay = \"30s\"\nreply = \"421 4.7.0 slow and gone\"\n";
+    let server = serve(toml, 10).await;
+    let mut c = Raw::connect(server.addr()).await.unwrap();
+    assert!(c.reply().await.starts_with("220 "));
+    let stopping = tokio::spawn(server.shutdown());
+    let reply = bounded("the delayed reply", Duration::from_secs(5), c.cmd("NOOP")).await;
+    assert_eq!(reply, "421 4.7.0 slow and gone");
+    assert_eq!(
+        bounded("the close", Duration::from_secs(5), c.reply()).await,
+        ""
+    );
+    bounded("the shutdown", Duration::from_secs(10), stopping)
+        .await
+        .unwrap();
+}

@@ -271,11 +271,8 @@ impl Driver<'_> {
                 Output::Fact(f) => self.record(f.into()),
                 Output::Wait(d) => {
                     delay_ms = Some(d.as_millis() as u64);
-                    let (stopped, w) = waited(self.wait(d)).await;
+                    let ((), w) = waited(self.wait(d)).await;
                     self.unstamp_if(w);
-                    if stopped {
-                        break Flow::Continue;
-                    }
                 }
                 Output::Send {
                     bytes,
@@ -335,11 +332,13 @@ impl Driver<'_> {
         }
     }
 
-    /// A scripted delay; true when the shutdown's grace period ended it.
-    async fn wait(&self, d: Duration) -> bool {
+    /// A scripted delay, cut short when the shutdown's grace period ends:
+    /// the rest of the batch goes on, so its reply is sent and a reply
+    /// that closes still closes (the shutdown's 421 follows otherwise).
+    async fn wait(&self, d: Duration) {
         tokio::select! {
-            _ = Box::pin(sleep(d)) => false,
-            _ = self.conn.hard_stop.cancelled() => true,
+            _ = Box::pin(sleep(d)) => {}
+            _ = self.conn.hard_stop.cancelled() => {}
         }
     }
 
