@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use mailfault::capture::EventKind;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 
 #[tokio::test]
 async fn greeting_ehlo_and_a_captured_message() {
@@ -62,6 +63,71 @@ async fn pipelined_commands_get_replies_in_order() {
         .count();
     // EHLO, MAIL and both RCPTs had more bytes behind them; DATA did not.
     assert_eq!(pipelined, 4);
+}
+
+/// Replies a client does not read back up in its socket: the server
+/// writes what the socket takes at once and waits for the rest, and every
+/// reply arrives whole, once and in order.
+#[tokio::test]
+async fn replies_that_back_up_in_the_socket_arrive_whole_and_in_order() {
+    let server = start_default().await;
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let stream = socket.connect(server.addr()).await.unwrap();
+    let (r, mut w) = stream.into_split();
+    let mut r = tokio::io::BufReader::new(r);
+    let commands = ["VRFY x", "HELP"];
+    let replies = [
+        "252 2.0.0 Cannot VRFY user, but will accept message and attempt delivery",
+        "214 2.0.0 Commands: EHLO HELO MAIL RCPT DATA BDAT RSET NOOP VRFY EXPN HELP QUIT",
+    ];
+    // Twice what the server's send buffer grows to (tcp_wmem's maximum,
+    // 4 MB by default), at about 80 bytes a reply: the socket must refuse
+    // writes for a while.
+    let wmem_max = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_wmem")
+        .ok()
+        .and_then(|t| t.split_whitespace().nth(2)?.parse::<usize>().ok())
+        .unwrap_or(4 << 20);
+    let n = (2 * wmem_max / 80).min(400_000);
+    let mut pipelined = String::new();
+    for i in 0..n {
+        pipelined.push_str(commands[i % 2]);
+        pipelined.push_str("\r\n");
+    }
+    pipelined.push_str("QUIT\r\n");
+    // The server stops reading while it waits to write: the commands go
+    // from a task of their own.
+    let writer = tokio::spawn(async move { w.write_all(pipelined.as_bytes()).await });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut line = String::new();
+    r.read_line(&mut line).await.unwrap();
+    assert!(line.starts_with("220 "), "{line}");
+    for i in 0..n {
+        line.clear();
+        r.read_line(&mut line).await.unwrap();
+        assert_eq!(line, format!("{}\r\n", replies[i % 2]), "reply {i}");
+    }
+    line.clear();
+    r.read_line(&mut line).await.unwrap();
+    assert_eq!(line, "221 2.0.0 Bye\r\n");
+    line.clear();
+    assert_eq!(
+        r.read_line(&mut line).await.unwrap(),
+        0,
+        "then the end: {line}"
+    );
+    writer.await.unwrap().unwrap();
+    // The ring keeps the last 50,000 events: the last reply is the Bye.
+    let events = server.capture.events();
+    let last = events
+        .iter()
+        .rev()
+        .find_map(|e| match &e.kind {
+            EventKind::Reply { text, .. } => Some(text.clone()),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(last, "221 2.0.0 Bye\r\n");
 }
 
 #[tokio::test]

@@ -2,6 +2,7 @@
 //! sans-I/O session, performs its outputs (wait, send, drip, close), and
 //! applies the idle timeout and shutdown. It decides nothing about SMTP.
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -190,6 +191,51 @@ impl AsyncWrite for Stream {
     }
 }
 
+/// How far [`Driver::perform_now`] got with a batch.
+enum Performed {
+    /// The whole batch, which ends with this flow.
+    All(Flow),
+    /// Up to an output that must wait.
+    Until(Rest),
+}
+
+/// What is left of a batch when an output must wait: that output, and
+/// the outputs after it.
+struct Rest {
+    first: Awaits,
+    outs: VecDeque<Output>,
+}
+
+/// What [`Driver::settle`] did with an output.
+enum Settled {
+    Done,
+    /// The batch ends with this flow.
+    End(Flow),
+    /// Not done: it may have to wait.
+    Awaits(Awaits),
+}
+
+/// The outputs that may have to wait.
+enum Awaits {
+    Wait(Duration),
+    Send(Sending),
+    Message(Box<Captured>),
+    Effect(Op),
+    Close(CloseReason),
+}
+
+/// A reply to send, and how much of it is already written.
+struct Sending {
+    bytes: Vec<u8>,
+    drip: Option<Duration>,
+    code: Option<u16>,
+    rule: Option<String>,
+    tag: Option<crate::proto::Tag>,
+    /// The scripted wait before it, for its event.
+    delay_ms: Option<u64>,
+    sent: usize,
+}
+
 struct Driver<'a> {
     conn: &'a Conn,
     stream: Stream,
@@ -244,49 +290,164 @@ impl Driver<'_> {
     }
 
     /// Performs a batch of outputs in order, its events stamped with the
-    /// time it started (a batch takes microseconds unless it waits).
-    /// Waits end early at hard stop.
-    async fn perform(&mut self, outputs: Vec<Output>) -> Flow {
+    /// time it started (a batch takes microseconds unless it waits): at
+    /// once what needs no waiting ([`Self::perform_now`]), the rest in a
+    /// box of its own, so an idle session's future holds none of its state.
+    async fn run(&mut self, outputs: Vec<Output>) -> Flow {
+        match self.perform_now(outputs) {
+            Performed::All(flow) => flow,
+            Performed::Until(rest) => Box::pin(self.perform(rest)).await,
+        }
+    }
+
+    /// Performs the outputs that are done without waiting: events, replies
+    /// a plain socket takes whole at once, a close in the clear. Most
+    /// batches are only these, and then nothing is boxed or polled (before,
+    /// every batch was a box of some 660 bytes: four a kept message).
+    /// Returns the rest from the first output that must wait.
+    fn perform_now(&mut self, outputs: Vec<Output>) -> Performed {
         self.stamp = Some(stamp_now());
-        let mut delay_ms = None;
-        let mut outs = std::collections::VecDeque::from(outputs);
+        let mut outs = VecDeque::from(outputs);
         let flow = loop {
             let Some(out) = outs.pop_front() else {
                 break Flow::Continue;
             };
-            match out {
-                Output::Command {
+            let first = match self.settle(out) {
+                Settled::Done => continue,
+                Settled::End(flow) => break flow,
+                Settled::Awaits(first) => first,
+            };
+            match self.now(first) {
+                Ok(None) => {}
+                Ok(Some(flow)) => break flow,
+                Err(first) => return Performed::Until(Rest { first, outs }),
+            }
+        };
+        self.done(outs);
+        Performed::All(flow)
+    }
+
+    /// Performs an output that never waits, the same in either path;
+    /// hands back one that may.
+    fn settle(&mut self, out: Output) -> Settled {
+        let awaits = match out {
+            Output::Command {
+                line,
+                stage,
+                pipelined,
+            } => {
+                tracing::debug!(session = self.id, "<- {line}");
+                self.stage = stage.unwrap_or(Stage::Unknown);
+                self.record(EventKind::Command {
                     line,
                     stage,
                     pipelined,
-                } => {
-                    tracing::debug!(session = self.id, "<- {line}");
-                    self.stage = stage.unwrap_or(Stage::Unknown);
-                    self.record(EventKind::Command {
-                        line,
-                        stage,
-                        pipelined,
-                    });
+                });
+                return Settled::Done;
+            }
+            Output::Fact(f) => {
+                self.record(f.into());
+                return Settled::Done;
+            }
+            Output::Hang { rule } => {
+                self.record(EventKind::Hang { rule });
+                return Settled::End(Flow::Hang);
+            }
+            Output::StartTls => return Settled::End(Flow::StartTls),
+            // Always the last of its batch: the session waits for it.
+            Output::Store(op) => return Settled::End(Flow::Store(Box::new(op))),
+            Output::Wait(d) => Awaits::Wait(d),
+            Output::Send {
+                bytes,
+                drip,
+                code,
+                rule,
+                tag,
+            } => Awaits::Send(Sending {
+                bytes,
+                drip,
+                code,
+                rule,
+                tag,
+                delay_ms: None,
+                sent: 0,
+            }),
+            Output::Message(m) => Awaits::Message(m),
+            Output::Effect(op) => Awaits::Effect(op),
+            Output::Close(reason) => Awaits::Close(reason),
+        };
+        Settled::Awaits(awaits)
+    }
+
+    /// Performs an output that may wait, when it need not: a reply the
+    /// plain socket takes whole (`try_write`), a close in the clear (no
+    /// `shutdown(2)`: see `poll_shutdown`). `Some` ends the batch. Hands
+    /// the output back otherwise, with what of a reply was written.
+    fn now(&mut self, awaits: Awaits) -> Result<Option<Flow>, Awaits> {
+        let Stream::Plain(tcp) = &self.stream else {
+            return Err(awaits);
+        };
+        match awaits {
+            Awaits::Send(mut s) if s.drip.is_none() => match tcp.try_write(&s.bytes) {
+                Ok(n) if n == s.bytes.len() => Ok(self.sent(s, Ok(()))),
+                Err(e) if e.kind() != std::io::ErrorKind::WouldBlock => Ok(self.sent(s, Err(e))),
+                written => {
+                    s.sent = written.unwrap_or(0);
+                    Err(Awaits::Send(s))
                 }
-                Output::Fact(f) => self.record(f.into()),
-                Output::Wait(d) => {
+            },
+            Awaits::Close(reason) => {
+                self.closed("server", &reason.name());
+                Ok(Some(Flow::Closed))
+            }
+            awaits => Err(awaits),
+        }
+    }
+
+    /// The batch is over: its stamp goes, and its emptied vector serves
+    /// this thread's next batch.
+    fn done(&mut self, outs: VecDeque<Output>) {
+        self.stamp = None;
+        let mut spent = Vec::from(outs);
+        if spent.capacity() <= SPARE_MAX {
+            spent.clear();
+            SPARE.set(spent);
+        }
+    }
+
+    /// Performs the rest of a batch from its first output that must wait
+    /// (see [`Self::run`]). Waits end early at hard stop.
+    async fn perform(&mut self, rest: Rest) -> Flow {
+        let Rest { first, mut outs } = rest;
+        let mut next = Some(first);
+        let mut delay_ms = None;
+        let flow = loop {
+            let awaits = match next.take() {
+                Some(awaits) => awaits,
+                None => {
+                    let Some(out) = outs.pop_front() else {
+                        break Flow::Continue;
+                    };
+                    match self.settle(out) {
+                        Settled::Done => continue,
+                        Settled::End(flow) => break flow,
+                        Settled::Awaits(awaits) => awaits,
+                    }
+                }
+            };
+            match awaits {
+                Awaits::Wait(d) => {
                     delay_ms = Some(d.as_millis() as u64);
                     let ((), w) = waited(self.wait(d)).await;
                     self.unstamp_if(w);
                 }
-                Output::Send {
-                    bytes,
-                    drip,
-                    code,
-                    rule,
-                    tag,
-                } => {
-                    let delay_ms = delay_ms.take();
-                    if !self.send(bytes, drip, code, rule, tag, delay_ms).await {
+                Awaits::Send(mut s) => {
+                    s.delay_ms = delay_ms.take();
+                    if self.send(s).await.is_some() {
                         break Flow::Closed;
                     }
                 }
-                Output::Message(m) => {
+                Awaits::Message(m) => {
                     // A store with a folder fsyncs before it answers.
                     let (kept, w) = waited(Box::pin(self.keep(*m))).await;
                     self.unstamp_if(w);
@@ -294,33 +455,20 @@ impl Driver<'_> {
                         outs = not_kept(outs.drain(..).collect()).into();
                     }
                 }
-                Output::StartTls => break Flow::StartTls,
-                // Always the last of its batch: the session waits for it.
-                Output::Store(op) => break Flow::Store(Box::new(op)),
-                Output::Effect(op) => {
+                Awaits::Effect(op) => {
                     // Awaited in order: the next decision sees its effect.
                     let (_, w) = waited(self.store(op)).await;
                     self.unstamp_if(w);
                 }
-                Output::Hang { rule } => {
-                    self.record(EventKind::Hang { rule });
-                    break Flow::Hang;
-                }
-                Output::Close(reason) => {
+                Awaits::Close(reason) => {
                     let (_, w) = waited(self.stream.shutdown()).await;
                     self.unstamp_if(w);
-                    let by = "server";
-                    self.closed(by, &reason.name());
+                    self.closed("server", &reason.name());
                     break Flow::Closed;
                 }
             }
         };
-        self.stamp = None;
-        let mut spent = Vec::from(outs);
-        if spent.capacity() <= SPARE_MAX {
-            spent.clear();
-            SPARE.set(spent);
-        }
+        self.done(outs);
         flow
     }
 
@@ -342,40 +490,35 @@ impl Driver<'_> {
         }
     }
 
-    /// Sends a reply (all at once, or dripped) and records it; false when
-    /// the write failed, which closes the session.
-    async fn send(
-        &mut self,
-        bytes: Vec<u8>,
-        drip: Option<Duration>,
-        code: Option<u16>,
-        rule: Option<String>,
-        tag: Option<crate::proto::Tag>,
-        delay_ms: Option<u64>,
-    ) -> bool {
-        let (text, other) = self.note_reply(bytes, code, rule.as_deref());
-        let bytes = other.as_deref().unwrap_or(text.as_bytes());
+    /// Sends the rest of a reply (all at once, or dripped) and records it;
+    /// `Some` (closed) when the write failed, which ends the session.
+    async fn send(&mut self, s: Sending) -> Option<Flow> {
         // A client that reads slowly makes the write wait, as a drip does.
-        let (sent, w) = waited(async {
-            match drip {
-                Some(pause) => Box::pin(self.drip(bytes, pause)).await,
-                None => self.stream.write_all(bytes).await,
+        let (result, w) = waited(async {
+            match s.drip {
+                Some(pause) => Box::pin(self.drip(&s.bytes, pause)).await,
+                None => self.stream.write_all(&s.bytes[s.sent..]).await,
             }
         })
         .await;
         self.unstamp_if(w);
+        self.sent(s, result)
+    }
+
+    /// A reply was written (or its write failed): it is logged, counted
+    /// and recorded as sent; a failed write closes the session (`Some`).
+    fn sent(&mut self, s: Sending, result: std::io::Result<()>) -> Option<Flow> {
+        let text = self.note_reply(s.bytes, s.code, s.rule.as_deref());
         self.record(EventKind::Reply {
-            code,
+            code: s.code,
             text,
-            rule,
-            delay_ms,
-            limit: tag.map(Into::into),
+            rule: s.rule,
+            delay_ms: s.delay_ms,
+            limit: s.tag.map(Into::into),
         });
-        if let Err(e) = sent {
-            self.closed("client", &format!("write failed: {e}"));
-            return false;
-        }
-        true
+        let e = result.err()?;
+        self.closed("client", &format!("write failed: {e}"));
+        Some(Flow::Closed)
     }
 
     /// Performs a store operation without blocking this worker: a store
@@ -385,24 +528,18 @@ impl Driver<'_> {
         self.engine.store().perform(op, now).await
     }
 
-    /// Logs and counts a reply about to be sent. Returns its text for the
-    /// event: the buffer itself (one UTF-8 check), or, for a raw reply that
-    /// is not UTF-8, a copy with the invalid bytes replaced and the bytes
-    /// to send beside it.
-    fn note_reply(
-        &self,
-        bytes: Vec<u8>,
-        code: Option<u16>,
-        rule: Option<&str>,
-    ) -> (String, Option<Vec<u8>>) {
-        let (shown, other) = match String::from_utf8(bytes) {
-            Ok(text) => (text, None),
-            Err(e) => (lossy(e.as_bytes()).into_owned(), Some(e.into_bytes())),
+    /// Logs and counts a reply sent. Returns its text for the event: the
+    /// buffer itself (one UTF-8 check), or, for a raw reply that is not
+    /// UTF-8, a copy with the invalid bytes replaced.
+    fn note_reply(&self, bytes: Vec<u8>, code: Option<u16>, rule: Option<&str>) -> String {
+        let shown = match String::from_utf8(bytes) {
+            Ok(text) => text,
+            Err(e) => lossy(e.as_bytes()).into_owned(),
         };
         tracing::debug!(session = self.id, rule, "-> {}", shown.trim_end());
         self.log_refusal(code, &shown, rule);
         self.conn.capture.metrics().reply(self.stage, code, &shown);
-        (shown, other)
+        shown
     }
 
     /// The session ended: its open-session counts go down.
@@ -597,15 +734,17 @@ fn not_kept(rest: Vec<Output>) -> Vec<Output> {
 /// This future is what an idle session costs beyond its socket, so it is
 /// the task itself (no wrapper holding copies of its arguments), and the
 /// steps that are not the read wait are boxed: the PROXY header, the TLS
-/// handshake, a store operation, and each batch of outputs performed
-/// (inside which storing a message, drips and scripted waits are boxed
-/// again: unboxed, the batch's box grew and a kept message cost 2,600
-/// instructions more). It is one function, longer than the rest: with the
-/// read loop in an async function of its own, an idle session took about
-/// 110 bytes more (2.90–2.91 against 2.74–2.80 KiB with 5,000 held). It
-/// keeps one timer and one stop waiter for the whole session, not a pair
-/// per read: with the batches boxed they fit, and they saved about 4,000
-/// instructions a kept message (docs/performance.md).
+/// handshake, a store operation, and the part of a batch of outputs that
+/// must wait (`Driver::run`; inside it storing a message, drips and
+/// scripted waits are boxed again: unboxed, the batch's box grew and a
+/// kept message cost 2,600 instructions more). Most batches need no box:
+/// they are performed within the poll that read their command. It is one
+/// function, longer than the rest: with the read loop in an async function
+/// of its own, an idle session took about 110 bytes more (2.90–2.91
+/// against 2.74–2.80 KiB with 5,000 held). It keeps one timer and one stop
+/// waiter for the whole session, not a pair per read: with the batches
+/// boxed they fit, and they saved about 4,000 instructions a kept message
+/// (docs/performance.md).
 pub async fn serve(
     conn: Arc<Conn>,
     mut stream: TcpStream,
@@ -661,15 +800,15 @@ pub async fn serve(
     }
     let idle = active.idle_timeout;
     let session_end = Instant::now() + limits.lifetime;
-    let mut flow = Box::pin(d.perform(session.greet(Instant::now().into_std()))).await;
+    let mut flow = d.run(session.greet(Instant::now().into_std())).await;
     let mut deadline = Instant::now() + idle;
     // One timer and one shutdown waiter for the whole session. A timer
     // moved to a later deadline is only updated in place (tokio puts it
     // back in its wheel when the old deadline comes); a timeout and a
     // waiter made for each read were each registered and removed again.
-    // Both live in every idle session's future; the batches are performed
-    // in a box of their own (an allocation a batch, freed at once), so
-    // their state does not, and the future is smaller than it was.
+    // Both live in every idle session's future; a batch that must wait is
+    // performed in a box of its own, so its state does not, and the future
+    // is smaller than it was.
     let timer = sleep_until(deadline.min(session_end));
     tokio::pin!(timer);
     let stop = conn.hard_stop.cancelled();
@@ -692,12 +831,12 @@ pub async fn serve(
                 let done = Box::pin(d.store(*op)).await;
                 let outputs = session.resume(done, Instant::now().into_std());
                 deadline = Instant::now() + idle;
-                flow = Box::pin(d.perform(outputs)).await;
+                flow = d.run(outputs).await;
                 continue;
             }
         }
         if conn.hard_stop.is_cancelled() {
-            flow = Box::pin(d.perform(session.shutdown())).await;
+            flow = d.run(session.shutdown()).await;
             continue;
         }
         let due = deadline.min(session_end);
@@ -717,7 +856,7 @@ pub async fn serve(
             _ = &mut timer => Err(()),
         };
         flow = match read {
-            Err(_) => Box::pin(d.perform(session.idle_timeout())).await,
+            Err(_) => d.run(session.idle_timeout()).await,
             Ok(Ok(None)) => {
                 d.closed("client", "eof");
                 Flow::Closed
@@ -733,7 +872,7 @@ pub async fn serve(
                 {
                     deadline = Instant::now() + idle;
                 }
-                Box::pin(d.perform(outputs)).await
+                d.run(outputs).await
             }
             Ok(Err(e)) => {
                 d.closed("client", &format!("read failed: {e}"));
