@@ -51,6 +51,10 @@ start() {
   else
     local scenario=$tmp/no-rules.toml
     [ -n "$(scenario_of "$1")" ] && scenario=$(realpath "$(scenario_of "$1")")
+    # Emptied here, not only by the redirect below: that happens in the
+    # background, and the loop could read the last server's address first
+    # (smtp-source then got "Connection refused").
+    : > "$out"
     "$(bin_of "$1")" serve --listen "127.0.0.1:0=$scenario" --no-api --no-watch \
       --max-connections 30000 > "$out" 2> /dev/null & pid=$!
     addr=""
