@@ -59,7 +59,7 @@ async fn read_feed(
                 Poll::Ready(Ok(())) => Poll::Ready(Ok(match read.filled() {
                     [] => None,
                     bytes => {
-                        session.lend(SPARE.take());
+                        lent(session);
                         Some(session.feed(bytes, Instant::now().into_std()))
                     }
                 })),
@@ -69,6 +69,13 @@ async fn read_feed(
         })
     })
     .await
+}
+
+/// The session, lent this thread's spare output vector for the batch it
+/// is about to produce (see `Session::lend`).
+fn lent(session: &mut Session) -> &mut Session {
+    session.lend(SPARE.take());
+    session
 }
 
 /// `a` as `Display` writes it (`192.0.2.1:25`, `[::1]:25`), IPv4 by hand
@@ -800,7 +807,9 @@ pub async fn serve(
     }
     let idle = active.idle_timeout;
     let session_end = Instant::now() + limits.lifetime;
-    let mut flow = d.run(session.greet(Instant::now().into_std())).await;
+    let mut flow = d
+        .run(lent(&mut session).greet(Instant::now().into_std()))
+        .await;
     let mut deadline = Instant::now() + idle;
     // One timer and one shutdown waiter for the whole session. A timer
     // moved to a later deadline is only updated in place (tokio puts it
@@ -829,14 +838,14 @@ pub async fn serve(
                 // A decision waits for the store: nothing more is read
                 // until the session has its answer.
                 let done = Box::pin(d.store(*op)).await;
-                let outputs = session.resume(done, Instant::now().into_std());
+                let outputs = lent(&mut session).resume(done, Instant::now().into_std());
                 deadline = Instant::now() + idle;
                 flow = d.run(outputs).await;
                 continue;
             }
         }
         if conn.hard_stop.is_cancelled() {
-            flow = d.run(session.shutdown()).await;
+            flow = d.run(lent(&mut session).shutdown()).await;
             continue;
         }
         let due = deadline.min(session_end);
@@ -856,7 +865,7 @@ pub async fn serve(
             _ = &mut timer => Err(()),
         };
         flow = match read {
-            Err(_) => d.run(session.idle_timeout()).await,
+            Err(_) => d.run(lent(&mut session).idle_timeout()).await,
             Ok(Ok(None)) => {
                 d.closed("client", "eof");
                 Flow::Closed
