@@ -344,12 +344,26 @@ fn timestamp(now: SystemTime) -> Arc<str> {
         match &last.1 {
             Some(ts) if last.0 == ms => ts.clone(),
             _ => {
-                let ts: Arc<str> = Arc::from(humantime::format_rfc3339_millis(now).to_string());
+                let ts = rfc3339_millis(now);
                 *last = (ms, Some(ts.clone()));
                 ts
             }
         }
     })
+}
+
+/// `now` as RFC 3339 text with milliseconds (`2026-12-01T10:31:37.123Z`,
+/// 24 bytes), formatted on the stack: one allocation, the shared text's.
+fn rfc3339_millis(now: SystemTime) -> Arc<str> {
+    use std::io::Write;
+    let mut buf = [0u8; 32];
+    let mut rest = &mut buf[..];
+    let written = write!(rest, "{}", humantime::format_rfc3339_millis(now)).is_ok();
+    let len = 32 - rest.len();
+    match std::str::from_utf8(&buf[..len]) {
+        Ok(text) if written => Arc::from(text),
+        _ => Arc::from(humantime::format_rfc3339_millis(now).to_string()),
+    }
 }
 
 /// `s` as a shared string: the one in `last` when it is the same.
@@ -581,5 +595,24 @@ impl Capture {
     /// Events the file missed because its writer could not keep up.
     pub fn events_dropped(&self) -> u64 {
         self.events_file.as_ref().map_or(0, writer::Writer::dropped)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, UNIX_EPOCH};
+
+    #[test]
+    fn a_timestamp_is_the_rfc3339_text_humantime_writes() {
+        for ms in [0, 1_764_585_097_123, 1_764_585_097_999, 253_402_300_799_999] {
+            let t = UNIX_EPOCH + Duration::from_millis(ms);
+            let want = humantime::format_rfc3339_millis(t).to_string();
+            assert_eq!(&*rfc3339_millis(t), want);
+        }
+        assert_eq!(
+            &*rfc3339_millis(UNIX_EPOCH + Duration::from_millis(1_764_585_097_123)),
+            "2025-12-01T10:31:37.123Z"
+        );
     }
 }
