@@ -900,3 +900,96 @@ pub async fn serve(
     }
     d.release().await;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::server::slot::{CaStore, Slot, Source as Scenario, TlsOptions};
+    use tokio::io::AsyncReadExt;
+
+    fn conn() -> Conn {
+        Conn {
+            listener: "test".into(),
+            capture: Arc::new(Capture::in_memory()),
+            hard_stop: CancellationToken::new(),
+            limits: Arc::new(Limits {
+                budget: crate::proto::MemoryBudget::new(1 << 20),
+                per_ip: super::super::limits::PerIp::new(0),
+                lifetime: MAX_SESSION,
+            }),
+            proxy: false,
+        }
+    }
+
+    /// A reply the socket refuses from its first byte (its send buffer is
+    /// full: the client reads nothing yet) is left to the async path, and
+    /// sent, once and after what was queued before it, when the client reads.
+    #[tokio::test]
+    async fn a_reply_a_full_socket_refuses_waits_for_room() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap());
+        let (client, accepted) = tokio::join!(client, listener.accept());
+        let (mut client, (server, peer)) = (client.unwrap(), accepted.unwrap());
+        server.writable().await.unwrap();
+        let filler = vec![b'x'; 64 * 1024];
+        let mut queued = 0;
+        loop {
+            match server.try_write(&filler) {
+                Ok(n) => queued += n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) => panic!("{e}"),
+            }
+        }
+        let slot = Slot::new(
+            Scenario::Default,
+            None,
+            TlsOptions::default(),
+            Arc::new(CaStore::new(None)),
+            crate::state::Backend::Memory,
+        )
+        .unwrap();
+        let active = slot.current();
+        let conn = conn();
+        let mut d = Driver {
+            conn: &conn,
+            stream: Stream::Plain(server),
+            source: Source::new("test", "default"),
+            id: 1,
+            client: peer,
+            stage: Stage::Connect,
+            engine: active.engine.clone(),
+            stamp: None,
+        };
+        let reply = b"250 2.0.0 Ok\r\n".to_vec();
+        let send = Output::Send {
+            bytes: reply.clone(),
+            drip: None,
+            code: Some(250),
+            rule: None,
+            tag: None,
+        };
+        let Performed::Until(rest) = d.perform_now(vec![send]) else {
+            panic!("a full socket took the reply at once");
+        };
+        assert!(matches!(&rest.first, Awaits::Send(s) if s.sent == 0));
+        let read = async {
+            let mut got = vec![0u8; queued + reply.len()];
+            client.read_exact(&mut got).await.unwrap();
+            got
+        };
+        let (flow, got) = tokio::join!(d.perform(rest), read);
+        assert!(matches!(flow, Flow::Continue));
+        assert!(got[..queued].iter().all(|&b| b == b'x'));
+        assert_eq!(&got[queued..], reply);
+        let texts: Vec<_> = conn
+            .capture
+            .events()
+            .iter()
+            .filter_map(|e| match &e.kind {
+                EventKind::Reply { text, .. } => Some(text.clone()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(texts, ["250 2.0.0 Ok\r\n"]);
+    }
+}
