@@ -902,12 +902,13 @@ pub async fn serve(
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::server::slot::{CaStore, Slot, Source as Scenario, TlsOptions};
     use tokio::io::AsyncReadExt;
 
-    fn conn() -> Conn {
+    /// A listener's connection settings with an in-memory capture.
+    pub(in crate::server) fn conn() -> Conn {
         Conn {
             listener: "test".into(),
             capture: Arc::new(Capture::in_memory()),
@@ -919,6 +920,18 @@ mod tests {
             }),
             proxy: false,
         }
+    }
+
+    /// A slot serving the built-in default scenario.
+    pub(in crate::server) fn default_slot() -> Slot {
+        Slot::new(
+            Scenario::Default,
+            None,
+            TlsOptions::default(),
+            Arc::new(CaStore::new(None)),
+            crate::state::Backend::Memory,
+        )
+        .unwrap()
     }
 
     /// A reply the socket refuses from its first byte (its send buffer is
@@ -940,15 +953,7 @@ mod tests {
                 Err(e) => panic!("{e}"),
             }
         }
-        let slot = Slot::new(
-            Scenario::Default,
-            None,
-            TlsOptions::default(),
-            Arc::new(CaStore::new(None)),
-            crate::state::Backend::Memory,
-        )
-        .unwrap();
-        let active = slot.current();
+        let active = default_slot().current();
         let conn = conn();
         let mut d = Driver {
             conn: &conn,

@@ -480,25 +480,8 @@ mod tests {
         let client = tokio::net::TcpStream::connect(listener.local_addr().unwrap());
         let (_client, accepted) = tokio::join!(client, listener.accept());
         let (stream, peer) = accepted.unwrap();
-        let slot = Slot::new(
-            Source::Default,
-            None,
-            TlsOptions::default(),
-            Arc::new(CaStore::new(None)),
-            crate::state::Backend::Memory,
-        )
-        .unwrap();
-        let conn = Arc::new(connection::Conn {
-            listener: "test".into(),
-            capture: Arc::new(Capture::in_memory()),
-            hard_stop: CancellationToken::new(),
-            limits: Arc::new(limits::Shared {
-                budget: crate::proto::MemoryBudget::new(1 << 20),
-                per_ip: limits::PerIp::new(0),
-                lifetime: MAX_SESSION,
-            }),
-            proxy: false,
-        });
+        let slot = connection::tests::default_slot();
+        let conn = Arc::new(connection::tests::conn());
         let permit = Arc::new(Semaphore::new(1)).try_acquire_owned().unwrap();
         let task = connection::serve(conn, stream, peer, slot.current(), 1, false, permit);
         let size = std::mem::size_of_val(&task);
