@@ -934,15 +934,14 @@ pub(super) mod tests {
         .unwrap()
     }
 
-    /// A reply the socket refuses from its first byte (its send buffer is
-    /// full: the client reads nothing yet) is left to the async path, and
-    /// sent, once and after what was queued before it, when the client reads.
-    #[tokio::test]
-    async fn a_reply_a_full_socket_refuses_waits_for_room() {
+    /// A connected pair whose server side cannot take one more byte: the
+    /// client reads nothing until the test says. Returns the client, the
+    /// server side, the client's address and how many bytes are queued.
+    async fn full_socket() -> (TcpStream, TcpStream, SocketAddr, usize) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let client = TcpStream::connect(listener.local_addr().unwrap());
         let (client, accepted) = tokio::join!(client, listener.accept());
-        let (mut client, (server, peer)) = (client.unwrap(), accepted.unwrap());
+        let (client, (server, peer)) = (client.unwrap(), accepted.unwrap());
         server.writable().await.unwrap();
         let filler = vec![b'x'; 64 * 1024];
         let mut queued = 0;
@@ -953,39 +952,53 @@ pub(super) mod tests {
                 Err(e) => panic!("{e}"),
             }
         }
-        let active = default_slot().current();
-        let conn = conn();
-        let mut d = Driver {
-            conn: &conn,
+        (client, server, peer, queued)
+    }
+
+    fn driver<'a>(conn: &'a Conn, server: TcpStream, peer: SocketAddr) -> Driver<'a> {
+        Driver {
+            conn,
             stream: Stream::Plain(server),
             source: Source::new("test", "default"),
             id: 1,
             client: peer,
             stage: Stage::Connect,
-            engine: active.engine.clone(),
+            engine: default_slot().current().engine.clone(),
             stamp: None,
-        };
-        let reply = b"250 2.0.0 Ok\r\n".to_vec();
-        let send = Output::Send {
-            bytes: reply.clone(),
+        }
+    }
+
+    fn ok_reply() -> Output {
+        Output::Send {
+            bytes: b"250 2.0.0 Ok\r\n".to_vec(),
             drip: None,
             code: Some(250),
             rule: None,
             tag: None,
-        };
-        let Performed::Until(rest) = d.perform_now(vec![send]) else {
+        }
+    }
+
+    /// A reply the socket refuses from its first byte (its send buffer is
+    /// full: the client reads nothing yet) is left to the async path, and
+    /// sent, once and after what was queued before it, when the client reads.
+    #[tokio::test]
+    async fn a_reply_a_full_socket_refuses_waits_for_room() {
+        let (mut client, server, peer, queued) = full_socket().await;
+        let conn = conn();
+        let mut d = driver(&conn, server, peer);
+        let Performed::Until(rest) = d.perform_now(vec![ok_reply()]) else {
             panic!("a full socket took the reply at once");
         };
         assert!(matches!(&rest.first, Awaits::Send(s) if s.sent == 0));
         let read = async {
-            let mut got = vec![0u8; queued + reply.len()];
+            let mut got = vec![0u8; queued + 14];
             client.read_exact(&mut got).await.unwrap();
             got
         };
         let (flow, got) = tokio::join!(d.perform(rest), read);
         assert!(matches!(flow, Flow::Continue));
         assert!(got[..queued].iter().all(|&b| b == b'x'));
-        assert_eq!(&got[queued..], reply);
+        assert_eq!(&got[queued..], b"250 2.0.0 Ok\r\n");
         let texts: Vec<_> = conn
             .capture
             .events()
@@ -996,5 +1009,40 @@ pub(super) mod tests {
             })
             .collect();
         assert_eq!(texts, ["250 2.0.0 Ok\r\n"]);
+    }
+
+    /// The events of a batch share the time it started, but a reply that
+    /// waited for a slow reader is recorded with the time it was written.
+    #[tokio::test]
+    async fn a_reply_a_slow_reader_held_up_is_stamped_when_written() {
+        let (mut client, server, peer, queued) = full_socket().await;
+        let conn = conn();
+        let mut d = driver(&conn, server, peer);
+        let command = Output::Command {
+            line: "NOOP".into(),
+            stage: None,
+            pipelined: false,
+        };
+        let Performed::Until(rest) = d.perform_now(vec![command, ok_reply()]) else {
+            panic!("a full socket took the reply at once");
+        };
+        let read = async {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let mut got = vec![0u8; queued + 14];
+            client.read_exact(&mut got).await.unwrap();
+        };
+        tokio::join!(d.perform(rest), read);
+        let at = |want: fn(&EventKind) -> bool| {
+            let events = conn.capture.events();
+            let e = events.iter().find(|e| want(&e.kind)).unwrap();
+            humantime::parse_rfc3339(&e.ts).unwrap()
+        };
+        let asked = at(|k| matches!(k, EventKind::Command { .. }));
+        let answered = at(|k| matches!(k, EventKind::Reply { .. }));
+        let after = answered.duration_since(asked).unwrap_or_default();
+        assert!(
+            after >= Duration::from_millis(299),
+            "stamped {after:?} after"
+        );
     }
 }
