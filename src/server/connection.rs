@@ -316,13 +316,9 @@ impl Driver<'_> {
         self.stamp = Some(stamp_now());
         let mut outs = VecDeque::from(outputs);
         let flow = loop {
-            let Some(out) = outs.pop_front() else {
-                break Flow::Continue;
-            };
-            let first = match self.settle(out) {
-                Settled::Done => continue,
-                Settled::End(flow) => break flow,
-                Settled::Awaits(first) => first,
+            let first = match self.next_awaits(&mut outs) {
+                Ok(first) => first,
+                Err(flow) => break flow,
             };
             match self.now(first) {
                 Ok(None) => {}
@@ -332,6 +328,20 @@ impl Driver<'_> {
         };
         self.done(outs);
         Performed::All(flow)
+    }
+
+    /// Settles the batch's outputs up to the next that may have to wait,
+    /// and hands that one back; or the flow the batch ends with (`Continue`
+    /// when none is left).
+    fn next_awaits(&mut self, outs: &mut VecDeque<Output>) -> Result<Awaits, Flow> {
+        while let Some(out) = outs.pop_front() {
+            match self.settle(out) {
+                Settled::Done => {}
+                Settled::End(flow) => return Err(flow),
+                Settled::Awaits(awaits) => return Ok(awaits),
+            }
+        }
+        Err(Flow::Continue)
     }
 
     /// Performs an output that never waits, the same in either path;
@@ -429,18 +439,13 @@ impl Driver<'_> {
         let mut next = Some(first);
         let mut delay_ms = None;
         let flow = loop {
-            let awaits = match next.take() {
-                Some(awaits) => awaits,
-                None => {
-                    let Some(out) = outs.pop_front() else {
-                        break Flow::Continue;
-                    };
-                    match self.settle(out) {
-                        Settled::Done => continue,
-                        Settled::End(flow) => break flow,
-                        Settled::Awaits(awaits) => awaits,
-                    }
-                }
+            let step = match next.take() {
+                Some(first) => Ok(first),
+                None => self.next_awaits(&mut outs),
+            };
+            let awaits = match step {
+                Ok(awaits) => awaits,
+                Err(flow) => break flow,
             };
             match awaits {
                 Awaits::Wait(d) => {
