@@ -45,13 +45,14 @@ thread_local! {
     static SPARE: std::cell::RefCell<Vec<Output>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-/// Waits for bytes and feeds them to the session: its outputs, or None at
-/// the end of the stream. Cancel-safe: bytes read are fed in the same poll
-/// (a pending read keeps no bytes: tokio's `AsyncRead` contract).
+/// Waits for bytes and feeds them to the session: its outputs and the
+/// time they were fed at, or None at the end of the stream. Cancel-safe:
+/// bytes read are fed in the same poll (a pending read keeps no bytes:
+/// tokio's `AsyncRead` contract).
 async fn read_feed(
     stream: &mut Stream,
     session: &mut Session,
-) -> std::io::Result<Option<Vec<Output>>> {
+) -> std::io::Result<Option<(Vec<Output>, Instant)>> {
     std::future::poll_fn(|cx| {
         READ.with_borrow_mut(|buf| {
             let mut read = ReadBuf::new(buf);
@@ -60,7 +61,8 @@ async fn read_feed(
                     [] => None,
                     bytes => {
                         lent(session);
-                        Some(session.feed(bytes, Instant::now().into_std()))
+                        let now = Instant::now();
+                        Some((session.feed(bytes, now.into_std()), now))
                     }
                 })),
                 Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
@@ -816,13 +818,14 @@ pub async fn serve(
         .run(lent(&mut session).greet(Instant::now().into_std()))
         .await;
     let mut deadline = Instant::now() + idle;
-    // One timer and one shutdown waiter for the whole session. A timer
-    // moved to a later deadline is only updated in place (tokio puts it
-    // back in its wheel when the old deadline comes); a timeout and a
-    // waiter made for each read were each registered and removed again.
-    // Both live in every idle session's future; a batch that must wait is
-    // performed in a box of its own, so its state does not, and the future
-    // is smaller than it was.
+    // One timer and one shutdown waiter for the whole session; a timeout
+    // and a waiter made for each read were each registered and removed
+    // again. A command moves only `deadline`, not the timer: the timer
+    // may come early, never late (the deadline only moves later), and when
+    // it comes early it is set to the deadline then, once an idle period
+    // instead of once a command. Both live in every idle session's future;
+    // a batch that must wait is performed in a box of its own, so its
+    // state does not, and the future is smaller than it was.
     let timer = sleep_until(deadline.min(session_end));
     tokio::pin!(timer);
     let stop = conn.hard_stop.cancelled();
@@ -853,10 +856,6 @@ pub async fn serve(
             flow = d.run(lent(&mut session).shutdown()).await;
             continue;
         }
-        let due = deadline.min(session_end);
-        if timer.deadline() != due {
-            timer.as_mut().reset(due);
-        }
         // In this order: bytes that arrived are taken before the timer or
         // the shutdown is looked at.
         let read = tokio::select! {
@@ -870,12 +869,17 @@ pub async fn serve(
             _ = &mut timer => Err(()),
         };
         flow = match read {
+            Err(_) if Instant::now() < deadline.min(session_end) => {
+                // Early: commands came since it was set (see `timer`).
+                timer.as_mut().reset(deadline.min(session_end));
+                Flow::Continue
+            }
             Err(_) => d.run(lent(&mut session).idle_timeout()).await,
             Ok(Ok(None)) => {
                 d.closed("client", "eof");
                 Flow::Closed
             }
-            Ok(Ok(Some(outputs))) => {
+            Ok(Ok(Some((outputs, fed_at)))) => {
                 // The idle timeout counts from the last command (or from the
                 // last bytes of a message): a client dribbling a command one
                 // byte at a time still times out.
@@ -884,7 +888,7 @@ pub async fn serve(
                         .iter()
                         .any(|o| matches!(o, Output::Command { .. } | Output::Message(_)))
                 {
-                    deadline = Instant::now() + idle;
+                    deadline = fed_at + idle;
                 }
                 d.run(outputs).await
             }
