@@ -324,8 +324,20 @@ thread_local! {
     static LAST_LISTENER: std::cell::RefCell<Option<Arc<str>>> = const { std::cell::RefCell::new(None) };
     static LAST_SCENARIO: std::cell::RefCell<Option<Arc<str>>> = const { std::cell::RefCell::new(None) };
     // The millisecond last stamped on this thread, and its text.
-    static LAST_TS: std::cell::RefCell<(u64, Option<Arc<str>>)> = const { std::cell::RefCell::new((0, None)) };
+    static LAST_TS: std::cell::RefCell<LastStamp> = const { std::cell::RefCell::new(LastStamp { ms: 0, text: None, shared: None }) };
 }
+
+/// The last timestamp a thread formatted: its millisecond since the epoch,
+/// its text (when it has the usual 24 bytes), and that text shared.
+struct LastStamp {
+    ms: u64,
+    text: Option<[u8; STAMP_LEN]>,
+    shared: Option<Arc<str>>,
+}
+
+/// `2026-12-01T10:31:37.123Z`: the milliseconds are bytes 20 to 22.
+const STAMP_LEN: usize = 24;
+const STAMP_MILLIS: usize = 20;
 
 /// The time now as an event's timestamp.
 pub fn stamp_now() -> Arc<str> {
@@ -334,20 +346,34 @@ pub fn stamp_now() -> Arc<str> {
 
 /// `now` as an event's timestamp. A busy server records a hundred events a
 /// millisecond on each thread; they share one formatted text instead of
-/// formatting and allocating one each.
+/// formatting and allocating one each. A new millisecond of the same
+/// second only has its three digits written into the last text: the date
+/// and time are formatted once a second.
 fn timestamp(now: SystemTime) -> Arc<str> {
     let ms = now
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64);
-    LAST_TS.with(|last| {
-        let mut last = last.borrow_mut();
-        match &last.1 {
-            Some(ts) if last.0 == ms => ts.clone(),
-            _ => {
-                let ts = rfc3339_millis(now);
-                *last = (ms, Some(ts.clone()));
-                ts
+    LAST_TS.with_borrow_mut(|last| match (&last.shared, &mut last.text) {
+        (Some(ts), _) if last.ms == ms => ts.clone(),
+        (Some(_), Some(text)) if last.ms / 1000 == ms / 1000 => {
+            let m = (ms % 1000) as u16;
+            for (i, d) in [m / 100, m / 10 % 10, m % 10].into_iter().enumerate() {
+                text[STAMP_MILLIS + i] = b'0' + d as u8;
             }
+            // ASCII: checked when the text was kept, and digits written.
+            let ts: Arc<str> = Arc::from(std::str::from_utf8(text).unwrap_or_default());
+            last.ms = ms;
+            last.shared = Some(ts.clone());
+            ts
+        }
+        _ => {
+            let ts = rfc3339_millis(now);
+            last.ms = ms;
+            last.text = <[u8; STAMP_LEN]>::try_from(ts.as_bytes())
+                .ok()
+                .filter(|t| t.is_ascii() && t[STAMP_MILLIS - 1] == b'.');
+            last.shared = Some(ts.clone());
+            ts
         }
     })
 }
@@ -614,5 +640,19 @@ mod tests {
             &*rfc3339_millis(UNIX_EPOCH + Duration::from_millis(1_764_585_097_123)),
             "2025-12-01T10:31:37.123Z"
         );
+    }
+
+    #[test]
+    fn a_stamp_of_a_new_millisecond_is_the_text_humantime_writes() {
+        // Milliseconds of one second (only their digits are written into the
+        // last text), the next seconds, the same millisecond again, and
+        // back in time (a clock set back).
+        let base = 1_764_585_097_000;
+        let day = 86_400_000;
+        for ms in [5, 6, 99, 100, 999, 1_000, 1_007, 61_010, 61_010, 0, day + 1] {
+            let t = UNIX_EPOCH + Duration::from_millis(base + ms);
+            let want = humantime::format_rfc3339_millis(t).to_string();
+            assert_eq!(&*timestamp(t), want, "{ms}");
+        }
     }
 }
