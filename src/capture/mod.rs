@@ -324,15 +324,7 @@ thread_local! {
     static LAST_LISTENER: std::cell::RefCell<Option<Arc<str>>> = const { std::cell::RefCell::new(None) };
     static LAST_SCENARIO: std::cell::RefCell<Option<Arc<str>>> = const { std::cell::RefCell::new(None) };
     // The millisecond last stamped on this thread, and its text.
-    static LAST_TS: std::cell::RefCell<LastStamp> = const { std::cell::RefCell::new(LastStamp { ms: 0, text: None, shared: None }) };
-}
-
-/// The last timestamp a thread formatted: its millisecond since the epoch,
-/// its text (when it has the usual 24 bytes), and that text shared.
-struct LastStamp {
-    ms: u64,
-    text: Option<[u8; STAMP_LEN]>,
-    shared: Option<Arc<str>>,
+    static LAST_TS: std::cell::RefCell<(u64, Option<Arc<str>>)> = const { std::cell::RefCell::new((0, None)) };
 }
 
 /// `2026-12-01T10:31:37.123Z`: the milliseconds are bytes 20 to 22.
@@ -347,35 +339,38 @@ pub fn stamp_now() -> Arc<str> {
 /// `now` as an event's timestamp. A busy server records a hundred events a
 /// millisecond on each thread; they share one formatted text instead of
 /// formatting and allocating one each. A new millisecond of the same
-/// second only has its three digits written into the last text: the date
-/// and time are formatted once a second.
+/// second only has its three digits written into a copy of the last text:
+/// the date and time are formatted once a second.
 fn timestamp(now: SystemTime) -> Arc<str> {
     let ms = now
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64);
-    LAST_TS.with_borrow_mut(|last| match (&last.shared, &mut last.text) {
-        (Some(ts), _) if last.ms == ms => ts.clone(),
-        (Some(_), Some(text)) if last.ms / 1000 == ms / 1000 => {
-            let m = (ms % 1000) as u16;
-            for (i, d) in [m / 100, m / 10 % 10, m % 10].into_iter().enumerate() {
-                text[STAMP_MILLIS + i] = b'0' + d as u8;
-            }
-            // ASCII: checked when the text was kept, and digits written.
-            let ts: Arc<str> = Arc::from(std::str::from_utf8(text).unwrap_or_default());
-            last.ms = ms;
-            last.shared = Some(ts.clone());
-            ts
+    LAST_TS.with_borrow_mut(|last| {
+        let same_second = last.0 / 1000 == ms / 1000;
+        let ts = match &last.1 {
+            Some(ts) if last.0 == ms => return ts.clone(),
+            Some(ts) if same_second => with_millis(ts, ms),
+            _ => None,
         }
-        _ => {
-            let ts = rfc3339_millis(now);
-            last.ms = ms;
-            last.text = <[u8; STAMP_LEN]>::try_from(ts.as_bytes())
-                .ok()
-                .filter(|t| t.is_ascii() && t[STAMP_MILLIS - 1] == b'.');
-            last.shared = Some(ts.clone());
-            ts
-        }
+        .unwrap_or_else(|| rfc3339_millis(now));
+        *last = (ms, Some(ts.clone()));
+        ts
     })
+}
+
+/// `stamp` (of the same second) with the milliseconds of `ms`; None when
+/// it is not in the usual 24-byte form.
+fn with_millis(stamp: &str, ms: u64) -> Option<Arc<str>> {
+    let mut text = <[u8; STAMP_LEN]>::try_from(stamp.as_bytes()).ok()?;
+    let digits = &mut text[STAMP_MILLIS..STAMP_MILLIS + 3];
+    if !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let m = (ms % 1000) as u16;
+    for (b, d) in digits.iter_mut().zip([m / 100, m / 10 % 10, m % 10]) {
+        *b = b'0' + d as u8;
+    }
+    std::str::from_utf8(&text).ok().map(Arc::from)
 }
 
 /// `now` as RFC 3339 text with milliseconds (`2026-12-01T10:31:37.123Z`,
