@@ -441,11 +441,7 @@ impl Driver<'_> {
         let mut next = Some(first);
         let mut delay_ms = None;
         let flow = loop {
-            let step = match next.take() {
-                Some(first) => Ok(first),
-                None => self.next_awaits(&mut outs),
-            };
-            let awaits = match step {
+            let awaits = match next.take().map_or_else(|| self.next_awaits(&mut outs), Ok) {
                 Ok(awaits) => awaits,
                 Err(flow) => break flow,
             };
@@ -866,12 +862,12 @@ pub async fn serve(
                 flow = Flow::Continue;
                 continue;
             }
-            _ = &mut timer => Err(()),
+            _ = &mut timer => Err(deadline.min(session_end)),
         };
         flow = match read {
-            Err(_) if Instant::now() < deadline.min(session_end) => {
+            Err(due) if Instant::now() < due => {
                 // Early: commands came since it was set (see `timer`).
-                timer.as_mut().reset(deadline.min(session_end));
+                timer.as_mut().reset(due);
                 Flow::Continue
             }
             Err(_) => d.run(lent(&mut session).idle_timeout()).await,
