@@ -393,9 +393,12 @@ async fn accept_loop(
         let implicit = slot.implicit_tls();
         match permits.clone().try_acquire_owned() {
             Ok(permit) => {
-                tracker.spawn(connection::serve(
+                // Boxed: the session's future is about 1.4 KB, and the task
+                // would otherwise copy it whole three times as it is spawned
+                // (clippy's `large_futures`).
+                tracker.spawn(Box::pin(connection::serve(
                     conn, stream, peer, active, id, implicit, permit,
-                ));
+                )));
             }
             Err(_) => {
                 // Show the refusal instead of hiding it in the backlog.
