@@ -30,6 +30,9 @@ RUN_LIMIT = 120  # seconds for one smtp-source run (times --scale)
 # A ratio to smtp-sink this high counts as level with it: a run's rate
 # moves about ±10% from one repetition to the next on the 2-core machines.
 LEVEL = 0.95
+# A run during which the host stole more than this share of the machine's
+# time is counted as noisy in the summary.
+STEAL_NOTED = 0.05
 
 
 def cut(ratio):
@@ -161,16 +164,34 @@ def cells(quick, scale):
                 yield (sessions, kept, size, m)
 
 
+def cpu_times():
+    """The machine's CPU time so far, in ticks: (all, stolen). Stolen is the
+    time the host ran something else while this machine had work (the
+    `steal` column of /proc/stat, `st` in vmstat)."""
+    with open("/proc/stat") as f:
+        ticks = [int(x) for x in f.readline().split()[1:]]
+    # user nice system idle iowait irq softirq steal [guest guest_nice]:
+    # guest time is already counted in user.
+    return sum(ticks[:8]), ticks[7] if len(ticks) > 7 else 0
+
+
+def steal_share(before, after):
+    """The share of the machine's time stolen between two cpu_times()."""
+    total, stolen = after[0] - before[0], after[1] - before[1]
+    return stolen / total if total > 0 else 0.0
+
+
 def load(s, cell, limit):
     """One smtp-source run, stopped after `limit` seconds: (messages/s,
-    server CPU µs per message)."""
+    server CPU µs per message, share of the machine's time stolen by its
+    host meanwhile)."""
     sessions, kept, size, m = cell
     argv = ["smtp-source", "-s", str(sessions), "-m", str(m), "-l", str(size),
             "-f", "sender@bench.test", "-t", "rcpt@bench.test", "-M", "client.bench.test"]
     if kept:
         argv.append("-d")
     argv.append(f"127.0.0.1:{s.port}")
-    cpu0, t0 = s.cpu_ticks(), time.monotonic()
+    cpu0, t0, machine0 = s.cpu_ticks(), time.monotonic(), cpu_times()
     try:
         r = subprocess.run(argv, capture_output=True, text=True, timeout=limit)
     except subprocess.TimeoutExpired:
@@ -178,10 +199,11 @@ def load(s, cell, limit):
         return None
     secs = time.monotonic() - t0
     cpu = (s.cpu_ticks() - cpu0) * 1e6 / CLK_TCK
+    stolen = steal_share(machine0, cpu_times())
     if r.returncode != 0:
         print(f"  {s.name}: smtp-source failed: {r.stderr.strip()[:200]}", file=sys.stderr)
         return None
-    return m / secs, cpu / m
+    return m / secs, cpu / m, stolen
 
 
 def cell_name(cell):
@@ -241,6 +263,20 @@ def table(srvs, results, raw):
             for n in names))
 
 
+def steal_summary(raw):
+    """How much of the machine its host took during the runs: rates on a
+    virtual machine whose host steals time swing far more than the code
+    moves them, so a table is evidence only when this is near zero."""
+    shares = sorted(r[2] for per in raw.values() for runs in per.values()
+                    for r in runs if r is not None)
+    if not shares:
+        return
+    over = sum(x > STEAL_NOTED for x in shares)
+    print(f"\nhost steal time during the runs (/proc/stat): median {shares[len(shares) // 2]:.1%}, "
+          f"most {shares[-1]:.1%}; {over} of {len(shares)} runs above {STEAL_NOTED:.0%}"
+          + (" (a noisy table: compare runs with little steal)" if over else ""))
+
+
 def paired_ratio(runs, ref_runs):
     """The median over the repetitions of a server's rate over smtp-sink's
     in the same repetition (both runs there: None if none were)."""
@@ -274,19 +310,22 @@ def run(a, srvs):
     raw = {}
     all_cells = list(cells(a.quick, a.scale))
     log = open(os.path.join(HERE, "results", time.strftime("%Y%m%dT%H%M%S.tsv")), "w")
-    log.write("rep\tserver\tsessions\tkept\tsize\tmessages\tmsg_per_s\tcpu_us_per_msg\n")
+    log.write("rep\tserver\tsessions\tkept\tsize\tmessages\tmsg_per_s\tcpu_us_per_msg"
+              "\tsteal_pct\n")
     for rep in range(a.reps):
         for cell in all_cells:
             for s in srvs:
                 r = load(s, cell, RUN_LIMIT * a.scale)
                 raw.setdefault(cell, {}).setdefault(s.name, []).append(r)
                 log.write(f"{rep}\t{s.name}\t" + "\t".join(map(str, cell)) +
-                          (f"\t{r[0]:.1f}\t{r[1]:.2f}\n" if r else "\tfail\tfail\n"))
+                          (f"\t{r[0]:.1f}\t{r[1]:.2f}\t{r[2] * 100:.1f}\n" if r
+                           else "\tfail\tfail\tfail\n"))
                 log.flush()
         print(f"repetition {rep + 1}/{a.reps} done", file=sys.stderr)
     results = {c: {n: {"rate": median(v, 0), "cpu": median(v, 1)} for n, v in per.items()}
                for c, per in raw.items()}
     table(srvs, results, raw)
+    steal_summary(raw)
     print(f"\nmemory: peak (VmHWM) over the whole run; per idle session with N held open")
     for s in srvs:
         held, per = idle[s.name]
