@@ -687,9 +687,14 @@ mod tests {
         }
         assert_eq!(held[0].session, 0);
         assert_eq!(held[0].kind, command(0));
-        // Then with no reader: the next evictions reuse their allocations.
+        // Then with no reader: the next eviction reuses its allocation.
         drop(held);
-        for n in 0..extra {
+        let oldest = Arc::as_ptr(&capture.shared_events()[0]);
+        let n = KEEP_EVENTS as u64 + extra;
+        capture.record_stamped(&source, n, stamp_now(), command(n));
+        let newest = capture.shared_events().last().map(Arc::as_ptr);
+        assert_eq!(newest, Some(oldest));
+        for n in 1..extra {
             let n = KEEP_EVENTS as u64 + extra + n;
             capture.record_stamped(&source, n, stamp_now(), command(n));
         }
