@@ -14,10 +14,12 @@
 # a virtualenv under bench/.peers) and smtp-server (npm, under bench/.peers).
 # Prints messages/s per cell, the ratio to smtp-sink (of the medians, and
 # paired: the median of each repetition's ratio), how many cells are at
-# 0.95 of smtp-sink or above, server CPU µs per message, peak memory and
-# memory per idle session. Raw figures go to
-# bench/results/. The figures belong in docs/performance.md with the
-# machine they were measured on.
+# 0.95 of smtp-sink or above, server CPU µs per message, how much of the
+# machine's time its host stole during the runs (a table with steal time
+# is noise, not evidence), peak memory and memory per idle session. Raw
+# figures, each run's steal time with them, go to bench/results/. The
+# figures belong in docs/performance.md with the machine they were
+# measured on.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 peers=bench/.peers
