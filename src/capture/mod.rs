@@ -523,9 +523,10 @@ impl Capture {
     pub fn record_stamped(&self, source: &Source, session: u64, ts: Arc<str>, kind: EventKind) {
         self.metrics.observe(&source.scenario, &kind);
         let mut ring = self.events.lock().unwrap_or_else(|p| p.into_inner());
-        let evicted = match ring.len() == KEEP_EVENTS {
-            true => ring.pop_front(),
-            false => None,
+        let evicted = if ring.len() == KEEP_EVENTS {
+            ring.pop_front()
+        } else {
+            None
         };
         let event = in_place_of(evicted, source, session, ts, kind);
         ring.push_back(event.clone());
