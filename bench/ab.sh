@@ -4,8 +4,8 @@
 # alike; prints per server the median rate (the lower middle one for an
 # even count), server CPU per message and its user and system parts, then
 # every round's figures. Each column is its own median, so user and
-# system need not add up to the CPU column, and last the share of the
-# machine's time its host stole during each run. For telling whether a change
+# system need not add up to the CPU column, and with each round's figures
+# the share of the machine's time its host stole. For telling whether a change
 # moved a cell when one run's rate moves ±10%. Loopback only; each run is
 # bounded to 120 s, and one that is not done by then stops the script.
 #
@@ -82,8 +82,7 @@ ticks() { awk '{print $14, $15}' "/proc/$1/stat"; }
 machine_ticks() { awk '/^cpu / {print $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9, $9; exit}' /proc/stat; }
 
 hz=$(getconf CLK_TCK)
-declare -A rates cpus users systems
-steals=""
+declare -A rates cpus users systems steals
 for _ in $(seq "$rounds"); do
   for server in "$@"; do
     start "$server"
@@ -96,7 +95,7 @@ for _ in $(seq "$rounds"); do
     t1=$(date +%s.%N)
     read -r u1 s1 < <(ticks "$pid")
     read -r m1 st1 < <(machine_ticks)
-    steals+="$(echo "($st1 - $st0) * 100 / ($m1 - $m0 + 1)" | bc -l | xargs printf '%.0f') "
+    steals[$server]+="$(echo "($st1 - $st0) * 100 / ($m1 - $m0 + 1)" | bc -l | xargs printf '%.0f') "
     kill "$pid"
     wait "$pid" 2>/dev/null || true
     rates[$server]+="$(echo "$messages / ($t1 - $t0)" | bc -l | cut -d. -f1) "
@@ -120,9 +119,9 @@ for server in "$@"; do
     "$(median <<<"${rates[$server]}")" "$(median <<<"${cpus[$server]}")" \
     "$(median <<<"${users[$server]}")" "$(median <<<"${systems[$server]}")"
 done
-for server in "$@"; do
-  printf '%-28s msg/s: %s\n%-28s cpu:   %s\n' "$(label "$server")" "${rates[$server]}" "" "${cpus[$server]}"
-done
 # Rates on a virtual machine swing with the time its host steals: an A/B
-# is evidence only when this stays near zero.
-echo "host steal time % during each run, in order: $steals"
+# is evidence only when the steal row stays near zero.
+for server in "$@"; do
+  printf '%-28s msg/s: %s\n%-28s cpu:   %s\n%-28s steal: %s(%% of the machine)\n' "$(label "$server")" \
+    "${rates[$server]}" "" "${cpus[$server]}" "" "${steals[$server]}"
+done

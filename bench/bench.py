@@ -272,7 +272,7 @@ def steal_summary(raw):
     if not shares:
         return
     over = sum(x > STEAL_NOTED for x in shares)
-    print(f"\nhost steal time during the runs (/proc/stat): median {shares[len(shares) // 2]:.1%}, "
+    print(f"\nhost steal time during the runs (/proc/stat): median {statistics.median(shares):.1%}, "
           f"most {shares[-1]:.1%}; {over} of {len(shares)} runs above {STEAL_NOTED:.0%}"
           + (" (a noisy table: compare runs with little steal)" if over else ""))
 
