@@ -305,10 +305,8 @@ fn worker_threads(asked: usize) -> usize {
 
 /// The runtime that serves SMTP. One thread (the default on two cores) is
 /// a current-thread runtime: the main thread serves every session, without
-/// the multi-thread scheduler's bookkeeping between wake-ups, and what it
-/// allocates comes from glibc's main arena, which grows with padding, not
-/// an `mprotect` every page or two as a thread's arena does (about 12%
-/// less server CPU a connection; docs/performance.md, "Threads"). A reload
+/// the multi-thread scheduler's bookkeeping between wake-ups (less server
+/// CPU a connection; docs/performance.md, "Threads"). A reload
 /// (SIGHUP, as a watched file's already did) compiles the scenario on that
 /// thread, so sessions pause for it, a few milliseconds. A Redis state
 /// store keeps the multi-thread runtime: its synchronous calls (the lease
