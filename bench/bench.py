@@ -5,8 +5,9 @@ mailfault first; run that, not this).
 Starts each server on loopback, measures memory per idle session with
 bench/hold.py, then drives every server with Postfix's smtp-source over the
 same loads, interleaved (each repetition runs every cell on every server
-before the next repetition starts), and prints medians. Every load is
-bounded in messages and in time.
+before the next repetition starts, the servers' order rotated by one each
+repetition), and prints medians. Every load is bounded in messages and in
+time.
 """
 import argparse
 import math
@@ -303,6 +304,15 @@ def main():
                 s.stop()
 
 
+def turn(srvs, rep):
+    """The servers in the order repetition `rep` runs them: rotated by one
+    each repetition, so no server always follows the same one (and finds
+    the machine as that one left it: its last sessions still closing, its
+    caches warm) and each takes each place in turn."""
+    k = rep % len(srvs)
+    return srvs[k:] + srvs[:k]
+
+
 def run(a, srvs):
     idle = {}
     for s in srvs:
@@ -314,7 +324,7 @@ def run(a, srvs):
               "\tsteal_pct\n")
     for rep in range(a.reps):
         for cell in all_cells:
-            for s in srvs:
+            for s in turn(srvs, rep):
                 r = load(s, cell, RUN_LIMIT * a.scale)
                 raw.setdefault(cell, {}).setdefault(s.name, []).append(r)
                 log.write(f"{rep}\t{s.name}\t" + "\t".join(map(str, cell)) +
