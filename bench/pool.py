@@ -33,6 +33,8 @@ def read(paths):
             for row in csv.DictReader(f, delimiter="\t"):
                 if row["msg_per_s"] == "fail":
                     continue
+                # As bench.py's cells, less the message count (runs of
+                # different --scale pool together).
                 cell = (int(row["sessions"]), row["kept"] == "True", int(row["size"]), 0)
                 runs[(path, row["rep"], cell)][row["server"]] = (
                     float(row["msg_per_s"]), float(row["cpu_us_per_msg"]),
