@@ -12,9 +12,11 @@
 # --warm N       count only the messages after N others (both runs are sent
 #                the N first): 5,000 fill the 50,000-event ring, so what a
 #                long-running server pays to evict old events is counted
-# --cache        also simulate the caches and print the data misses a
-#                message in a 2 MiB last level (this machine's L2 a core):
-#                memory the message touches that a core no longer holds
+# --cache        also simulate the caches and print, a message, the data
+#                misses in a 2 MiB last level (this machine's L2 a core):
+#                memory the message touches that a core no longer holds;
+#                and the misses in the first-level instruction cache (32
+#                KiB here): code the message runs that is not already there
 # MESSAGES       how many (default 2,000)
 # MAILFAULT_BIN  a mailfault binary to count instead of this tree's
 #                release build (to compare two commits)
@@ -58,8 +60,8 @@ if [ -z "$scenario" ]; then
 fi
 
 # Instructions of one server run that is sent $1 messages, and with --cache
-# its last-level data misses (read and write). Only the figures go to
-# standard output.
+# its last-level data misses (read and write) and first-level instruction
+# misses. Only the figures go to standard output.
 count() {
   local out="$tmp/callgrind.$1" listening="$tmp/mf.$1.out" server addr sent=0
   valgrind --tool=callgrind "${cache[@]}" --callgrind-out-file="$out" \
@@ -80,24 +82,26 @@ count() {
   wait "$server" 2>/dev/null || true
   [ -n "$addr" ] || { echo "serve printed no listening line (see $out.log)" >&2; return 1; }
   [ "$sent" -eq 0 ] || { echo "smtp-source failed ($sent)" >&2; return 1; }
-  local refs misses=0
+  local refs misses=0 fetch=0
   refs=$(sed -n 's/.*I *refs: *\([0-9,]*\).*/\1/p' "$out.log" | tr -d ,)
   if [ ${#cache[@]} -gt 0 ]; then
     # "LL misses: N ( R rd + W wr )" counts instruction and data misses;
     # the data line is "LLd misses".
     misses=$(sed -n 's/.*LLd misses: *\([0-9,]*\).*/\1/p' "$out.log" | tr -d ,)
+    fetch=$(sed -n 's/.*I1 *misses: *\([0-9,]*\).*/\1/p' "$out.log" | tr -d ,)
   fi
-  echo "$refs $misses"
+  echo "$refs $misses $fetch"
 }
 
-read -r base base_misses < <(count "$warm")
-read -r total total_misses < <(count $((warm + messages)))
+read -r base base_misses base_fetch < <(count "$warm")
+read -r total total_misses total_fetch < <(count $((warm + messages)))
 [ -n "${base:-}" ] && [ -n "${total:-}" ] || { echo "a counting run failed" >&2; exit 1; }
 echo "messages: $messages $([ ${#mode[@]} -eq 0 ] && echo 'a connection each' || echo 'one kept connection'), after $warm; scenario: $scenario"
 echo "instructions: $total in all, $base without them"
 echo "per message: $(( (total - base) / messages ))"
 if [ ${#cache[@]} -gt 0 ]; then
   echo "last-level data misses a message: $(( (total_misses - base_misses) / messages ))"
+  echo "first-level instruction misses a message: $(( (total_fetch - base_fetch) / messages ))"
 fi
 mkdir -p target
 profile="target/callgrind.$(date -u +%Y%m%dT%H%M%S).out"
