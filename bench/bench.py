@@ -29,7 +29,8 @@ SIZES = [1024, 100 * 1024]
 MESSAGES = {1024: (5000, 20000), 100 * 1024: (1000, 2000)}
 RUN_LIMIT = 120  # seconds for one smtp-source run (times --scale)
 # A ratio to smtp-sink this high counts as level with it: a run's rate
-# moves about ±10% from one repetition to the next on the 2-core machines.
+# moves about ±10% from one repetition to the next on the 2-core machines,
+# at times by a quarter (docs/performance.md, bench/pool.py).
 LEVEL = 0.95
 # A run during which the host stole more than this share of the machine's
 # time is counted as noisy in the summary.
@@ -306,9 +307,9 @@ def main():
 
 def turn(srvs, rep):
     """The servers in the order repetition `rep` runs them: rotated by one
-    each repetition, so no server always follows the same one (and finds
-    the machine as that one left it: its last sessions still closing, its
-    caches warm) and each takes each place in turn."""
+    each repetition, so no server always follows the same one (and meets
+    the machine in whatever state that one leaves it) and each takes each
+    place in turn."""
     k = rep % len(srvs)
     return srvs[k:] + srvs[:k]
 

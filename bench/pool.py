@@ -2,8 +2,8 @@
 """Pools the raw figures of several bench/run.sh runs into one table.
 
 One run's medians move with the machine: on the 2-core virtual machines a
-cell's rate moves by a quarter from one repetition to the next, on every
-server alike, so a median of five repetitions can land a cell below level
+cell's rate moves by up to a quarter from one repetition to the next, on
+every server alike, so a median of five repetitions can land a cell below level
 in one run and far above it in the next. Pooling runs gives each cell many
 pairs instead of five. For each cell and server it prints the pairs (its
 rate over smtp-sink's in the same repetition of the same run), their median
