@@ -17,15 +17,22 @@
 //! being tried. A skipped rule is one whose `holds` would
 //! be false, so the order of the rules tried, and the first that matches,
 //! are unchanged.
+//!
+//! What a stage's sets and lookups find depends on the addresses alone, so
+//! each thread remembers its last few answers ([`memo`]): a client sending
+//! message after message from and to the same addresses, as a load test
+//! does, has its rules found once on each thread.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use regex::bytes::RegexSetBuilder;
 use rustc_hash::FxBuildHasher;
 use smallvec::SmallVec;
 
+use super::memo;
 use super::model::{Gate, Rule};
 use super::pattern::{Pattern, MAX_REGEX_SIZE};
 use crate::proto::{Context, Stage};
@@ -39,7 +46,28 @@ type List = Vec<u32>;
 /// a step. Its keys all come from the scenario, so a client's address can
 /// only probe as far as the scenario's own keys collide: no flooding to
 /// guard against.
-type Filed = HashMap<String, List, FxBuildHasher>;
+#[derive(Debug, Default)]
+struct Filed {
+    lists: HashMap<String, List, FxBuildHasher>,
+    /// Whether some key is an address, and some a `@domain`: a lookup
+    /// that cannot find anything is not made.
+    addresses: bool,
+    domains: bool,
+}
+
+impl Filed {
+    fn file(&mut self, key: String, pos: u32) {
+        match key.starts_with('@') {
+            true => self.domains = true,
+            false => self.addresses = true,
+        }
+        let list = self.lists.entry(key).or_default();
+        // Two alternatives may share a key; list the rule once.
+        if list.last() != Some(&pos) {
+            list.push(pos);
+        }
+    }
+}
 
 /// The rule lists of one stage.
 #[derive(Debug, Default)]
@@ -59,11 +87,21 @@ struct StageRules {
     mail_from_set: Option<Arc<FieldSet>>,
     /// The prefilter over the unfiled rules' `rcpt` patterns.
     rcpt_set: Option<Arc<FieldSet>>,
+    /// Whether finding this stage's candidates takes a set pass, so that
+    /// remembering them saves it. (Address lookups alone cost about what
+    /// recalling their answer does.)
+    worth_remembering: bool,
 }
+
+/// The number the next index built takes.
+static NEXT_ID: AtomicU64 = AtomicU64::new(0);
 
 /// The rules of a scenario, by stage and literal address.
 #[derive(Debug)]
 pub struct RuleIndex {
+    /// This index's number among those built by this process: what the
+    /// answers [`memo`] keeps name.
+    id: u64,
     stages: Vec<StageRules>,
     /// Rules with a reputation gate (they count every judged recipient).
     pub reputation: List,
@@ -88,23 +126,44 @@ impl RuleIndex {
             s.unfiled_bits = Bits::of(&s.unfiled);
             s.all_bits = Bits::of(&s.all);
         }
+        for s in &mut stages {
+            s.worth_remembering = s.mail_from_set.is_some() || s.rcpt_set.is_some();
+        }
         let reputation = rules
             .iter()
             .enumerate()
             .filter(|(_, r)| matches!(r.gate, Some(Gate::Reputation { .. })))
             .map(|(pos, _)| pos as u32)
             .collect();
-        Self { stages, reputation }
+        Self {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            stages,
+            reputation,
+        }
     }
 
-    /// The positions of the rules that may match `ctx`, ascending.
+    /// The positions of the rules that may match `ctx`, ascending: as
+    /// found for the same stage and addresses before on this thread, when
+    /// finding them takes more than a list's copy.
     pub fn candidates<'a>(&'a self, ctx: &Context<'_>) -> Candidates<'a> {
         let s = &self.stages[ctx.stage as usize];
-        let mut c = Candidates {
-            lists: [&[]; 5],
-            n: 0,
-            alive: BitCursor::default(),
+        let key = match s.worth_remembering {
+            true => memo::Key::of(self.id, ctx),
+            false => None,
         };
+        let Some(key) = key else {
+            return self.find(s, ctx);
+        };
+        let found = memo::recall(&key).unwrap_or_else(|| {
+            let found = self.find(s, ctx).into_bits();
+            memo::keep(&key, &found);
+            found
+        });
+        Candidates::of(found)
+    }
+
+    fn find<'a>(&'a self, s: &'a StageRules, ctx: &Context<'_>) -> Candidates<'a> {
+        let mut c = Candidates::of(Bits::default());
         // At RCPT the recipient condition is tested on this command's
         // recipient alone; without one, nothing filed by recipient can be
         // ruled out.
@@ -164,13 +223,7 @@ impl StageRules {
                 return;
             }
         };
-        for k in keys {
-            let list = map.entry(k).or_default();
-            // Two alternatives may share a key; list the rule once.
-            if list.last() != Some(&pos) {
-                list.push(pos);
-            }
-        }
+        keys.into_iter().for_each(|k| map.file(k, pos));
     }
 }
 
@@ -193,19 +246,27 @@ fn literal_keys(p: &Pattern) -> Option<Vec<String>> {
 
 /// Lowercases as the case-insensitive glob compares: character by
 /// character (not `str::to_lowercase`, whose final sigma differs). An
-/// address already in lower case, the usual one, is not copied; one pass
-/// without early exit tells, which the compiler can do a word at a time.
+/// address already in lower case, the usual one, is not copied.
 fn fold(s: &str) -> Cow<'_, str> {
-    let (wide, upper) = s.bytes().fold((false, false), |(w, u), b| {
-        (w | !b.is_ascii(), u | b.is_ascii_uppercase())
-    });
-    if wide {
+    if !s.is_ascii() {
         Cow::Owned(s.chars().flat_map(char::to_lowercase).collect())
-    } else if upper {
+    } else if has_capital(s.as_bytes()) {
         Cow::Owned(s.to_ascii_lowercase())
     } else {
         Cow::Borrowed(s)
     }
+}
+
+/// Whether ASCII `text` has a capital letter, eight bytes a step: a byte
+/// by byte test was about seven instructions a byte, the most of a lookup.
+/// For a byte under 0x80, adding 0x3f sets its top bit when it is `A` or
+/// above and adding 0x25 when it is past `Z`, without carrying into the
+/// next byte.
+fn has_capital(text: &[u8]) -> bool {
+    const ONES: u64 = u64::from_ne_bytes([1; 8]);
+    let capital = |w: u64| (w + 0x3f * ONES) & !(w + 0x25 * ONES) & (0x80 * ONES) != 0;
+    let (words, rest) = text.as_chunks::<8>();
+    words.iter().any(|w| capital(u64::from_ne_bytes(*w))) || rest.iter().any(u8::is_ascii_uppercase)
 }
 
 /// A stage's unfiled rules get a set over a field when at least this many
@@ -325,7 +386,7 @@ impl FieldSet {
 /// copies its stage's set, and a heap copy was an allocation and a free
 /// each time.
 #[derive(Debug, Default)]
-struct Bits(SmallVec<[u64; 4]>);
+pub(super) struct Bits(SmallVec<[u64; 4]>);
 
 impl Clone for Bits {
     /// A copy of the words (the derived clone extends item by item).
@@ -341,7 +402,7 @@ impl Bits {
         b
     }
 
-    fn set(&mut self, pos: u32) {
+    pub(super) fn set(&mut self, pos: u32) {
         let (w, b) = (pos as usize / 64, pos % 64);
         if self.0.len() <= w {
             self.0.resize(w + 1, 0);
@@ -399,6 +460,24 @@ pub struct Candidates<'a> {
 }
 
 impl<'a> Candidates<'a> {
+    /// The rules in `alive`, to which lists may be added.
+    fn of(alive: Bits) -> Self {
+        Self {
+            lists: [&[]; 5],
+            n: 0,
+            alive: BitCursor::new(alive),
+        }
+    }
+
+    /// All of the rules, as one set: the merge's result without the merge.
+    fn into_bits(self) -> Bits {
+        let mut bits = self.alive.bits;
+        for &p in self.lists[..self.n].iter().flat_map(|l| l.iter()) {
+            bits.set(p);
+        }
+        bits
+    }
+
     fn push(&mut self, list: &'a [u32]) {
         if !list.is_empty() {
             self.lists[self.n] = list;
@@ -408,17 +487,24 @@ impl<'a> Candidates<'a> {
 
     /// Adds the rules filed under the address and under its domain.
     fn lookup(&mut self, map: &'a Filed, addr: &str) {
-        if map.is_empty() {
+        if !map.addresses && !map.domains {
             return;
         }
         let addr = fold(addr);
-        if let Some(l) = map.get(addr.as_ref()) {
+        if let Some(l) = map
+            .addresses
+            .then(|| map.lists.get(addr.as_ref()))
+            .flatten()
+        {
             self.push(l);
+        }
+        if !map.domains {
+            return;
         }
         // `memrchr`: `str::rfind` with a char went through a generic
         // searcher, the most of a lookup.
         if let Some(at) = memchr::memrchr(b'@', addr.as_bytes()) {
-            if let Some(l) = map.get(&addr[at..]) {
+            if let Some(l) = map.lists.get(&addr[at..]) {
                 self.push(l);
             }
         }
@@ -512,6 +598,101 @@ mod tests {
         assert_eq!(tried(&index, &ctx), [8, 10]);
         // The null sender matches no sender pattern here.
         assert_eq!(tried(&index, &rcpt_ctx("", "rcpt@bench.test")), [99]);
+    }
+
+    #[test]
+    fn a_remembered_answer_is_the_one_found() {
+        let index = RuleIndex::new(&bench_rules(100));
+        let ctx = rcpt_ctx("user10@example10.test", "nobody9@x.test");
+        assert!(memo::recall(&memo::Key::of(index.id, &ctx).unwrap()).is_none());
+        assert_eq!(tried(&index, &ctx), [8, 9]);
+        assert!(memo::recall(&memo::Key::of(index.id, &ctx).unwrap()).is_some());
+        assert_eq!(tried(&index, &ctx), [8, 9]);
+        // Without this command's recipient every rule at RCPT is tried,
+        // though the transaction's recipients are the same address.
+        let rcpts = ["nobody9@x.test".to_owned()];
+        let without = Context {
+            rcpt: None,
+            rcpts: &rcpts,
+            ..rcpt_ctx("user10@example10.test", "")
+        };
+        // (Rules filed by sender are then tried too: 0, 3, … 99.)
+        let every: Vec<usize> = (0..100).filter(|p| p % 3 == 0 || *p == 8).collect();
+        assert_eq!(tried(&index, &without), every);
+        // Another index (a reloaded scenario) finds its own answer for the
+        // same addresses: here a scenario without rule 10.
+        let mut rules = bench_rules(100);
+        rules.remove(9);
+        let other = RuleIndex::new(&rules);
+        assert_eq!(tried(&other, &ctx), [8]);
+        assert_eq!(tried(&index, &ctx), [8, 9]);
+    }
+
+    #[test]
+    fn answers_stay_right_past_the_memos_size() {
+        let index = RuleIndex::new(&bench_rules(100));
+        // Rule `j` (position j - 1) is `nobody{j}@*` when j % 3 is 0 and
+        // `/^never{j}[0-9]+@/` when it is 2. 39 contexts, three times
+        // over, are more than a thread remembers.
+        let want = |i: usize| -> Vec<usize> {
+            let digits = format!("{i}0");
+            (1..100)
+                .filter(|j| match j % 3 {
+                    0 => *j == i,
+                    2 => digits.len() > j.to_string().len() && digits.starts_with(&j.to_string()),
+                    _ => false,
+                })
+                .map(|j| j - 1)
+                .collect()
+        };
+        for round in 0..3 {
+            for i in 1..40 {
+                let (from, rcpt) = (format!("never{i}0@x.test"), format!("nobody{i}@x.test"));
+                let ctx = rcpt_ctx(&from, &rcpt);
+                assert_eq!(tried(&index, &ctx), want(i), "{i}, round {round}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_transaction_of_many_recipients_is_answered_but_not_remembered() {
+        let index = RuleIndex::new(&bench_rules(100));
+        let mut rcpts: Vec<String> = (0..16).map(|k| format!("r{k}@x.test")).collect();
+        // The seventeenth: `nobody6@*`, rule 6.
+        rcpts.push("nobody6@x.test".into());
+        let ctx = Context {
+            stage: Stage::Message,
+            rcpt: None,
+            rcpts: &rcpts,
+            ..rcpt_ctx("never50@x.test", "")
+        };
+        assert!(memo::Key::of(index.id, &ctx).is_none());
+        assert_eq!(tried(&index, &ctx), [4, 5]);
+        let ctx = Context {
+            rcpts: &rcpts[..16],
+            ..ctx
+        };
+        assert_eq!(tried(&index, &ctx), [4]);
+        assert!(memo::recall(&memo::Key::of(index.id, &ctx).unwrap()).is_some());
+    }
+
+    #[test]
+    fn a_capital_is_found_wherever_it_is() {
+        for len in [1, 7, 8, 9, 16, 23] {
+            for at in 0..len {
+                for b in 0..0x80u8 {
+                    let mut text = vec![b'a'; len];
+                    text[at] = b;
+                    assert_eq!(
+                        has_capital(&text),
+                        b.is_ascii_uppercase(),
+                        "{b:#x} at {at} of {len}"
+                    );
+                }
+            }
+        }
+        assert_eq!(fold("Rcpt@Bench.TEST"), "rcpt@bench.test");
+        assert!(matches!(fold("rcpt@bench.test"), Cow::Borrowed(_)));
     }
 
     #[test]

@@ -6,6 +6,7 @@ mod headers;
 mod index;
 pub mod load;
 pub mod magic;
+mod memo;
 pub mod model;
 pub mod pattern;
 pub mod presets;
