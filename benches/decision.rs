@@ -2,7 +2,11 @@
 //! 1,000 rules. All but the last rule miss (globs, literal addresses and
 //! regular expressions on the sender and the recipient); the last matches
 //! the recipient, so every decision walks the whole list, as a scenario
-//! whose only matching rule is its last one does.
+//! whose only matching rule is its last one does. Each decision is about
+//! the same sender and recipient, as a load test's messages are, so the
+//! index answers from what its thread remembers; the group "another
+//! address each time" asks about sixteen in turn, more than a thread
+//! remembers (`scenario/memo.rs`), so every decision finds its rules anew.
 //!
 //!   cargo bench --bench decision            # figures in docs/performance.md
 //!   cargo bench --bench decision -- --quick
@@ -37,13 +41,28 @@ fn rules(n: usize) -> String {
 }
 
 fn ask(engine: &Engine, command: &Command, client_ip: IpAddr, now: Instant) -> bool {
+    ask_about(engine, command, client_ip, now, "sender@bench.test")
+}
+
+/// Sixteen senders, asked about in turn.
+fn senders() -> Vec<String> {
+    (0..16).map(|k| format!("sender{k}@bench.test")).collect()
+}
+
+fn ask_about(
+    engine: &Engine,
+    command: &Command,
+    client_ip: IpAddr,
+    now: Instant,
+    sender: &str,
+) -> bool {
     let ctx = Context {
         stage: Stage::Rcpt,
         session_id: 1,
         command: Some(command),
         client_ip,
         helo: Some("client.bench.test"),
-        mail_from: Some("sender@bench.test"),
+        mail_from: Some(sender),
         rcpt: Some("rcpt@bench.test"),
         rcpts: &[],
         tls: false,
@@ -67,6 +86,25 @@ fn decision(c: &mut Criterion) {
         assert!(ask(&engine, &command, ip, now), "the last rule must decide");
         group.bench_with_input(BenchmarkId::from_parameter(n), &engine, |b, engine| {
             b.iter(|| ask(black_box(engine), black_box(&command), ip, now))
+        });
+    }
+    group.finish();
+
+    let mut group = c.benchmark_group("decision at RCPT, another address each time");
+    let senders = senders();
+    for n in [1, 10, 100, 1000] {
+        let s = scenario::parse(&rules(n), "bench.toml", "bench").unwrap_or_else(|e| panic!("{e}"));
+        let now = Instant::now();
+        let engine = Engine::new(Arc::new(s), now);
+        for sender in &senders {
+            assert!(ask_about(&engine, &command, ip, now, sender));
+        }
+        let mut turn = senders.iter().cycle();
+        group.bench_with_input(BenchmarkId::from_parameter(n), &engine, |b, engine| {
+            b.iter(|| {
+                let sender = turn.next().map_or("", String::as_str);
+                ask_about(black_box(engine), black_box(&command), ip, now, sender)
+            })
         });
     }
     group.finish();
