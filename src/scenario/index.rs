@@ -142,9 +142,9 @@ impl RuleIndex {
         }
     }
 
-    /// The positions of the rules that may match `ctx`, ascending: as
-    /// found for the same stage and addresses before on this thread, when
-    /// finding them takes more than a list's copy.
+    /// The positions of the rules that may match `ctx`, ascending: at a
+    /// stage with a prefilter set, as found for the same stage and
+    /// addresses before on this thread, if they were.
     pub fn candidates<'a>(&'a self, ctx: &Context<'_>) -> Candidates<'a> {
         let s = &self.stages[ctx.stage as usize];
         let key = match s.worth_remembering {
@@ -162,6 +162,8 @@ impl RuleIndex {
         Candidates::of(found)
     }
 
+    /// The candidates found anew: the prefilters' survivors merged with
+    /// the rules filed under the addresses.
     fn find<'a>(&'a self, s: &'a StageRules, ctx: &Context<'_>) -> Candidates<'a> {
         let mut c = Candidates::of(Bits::default());
         // At RCPT the recipient condition is tested on this command's

@@ -4,9 +4,9 @@
 //! and the recipients (`RuleIndex::candidates`), and a sending client
 //! usually repeats them: every message of a load test, of a kept session
 //! or not, has the same sender and recipients. Remembering the answer for
-//! the last few of them saves the prefilter passes and address lookups,
-//! which are most of what a hundred rules cost a message, and the code
-//! those run, which is most of the rest (`docs/performance.md`).
+//! the last few of them saves the prefilter passes and address lookups:
+//! most of what a hundred rules cost a message, in instructions and in
+//! code fetched (`docs/performance.md`, "The latest runs").
 //!
 //! Per thread, not per engine, so a decision takes no lock; an entry names
 //! the index it was computed by (a number no other index has), so a
@@ -20,9 +20,10 @@ use rustc_hash::FxHasher;
 use super::index::Bits;
 use crate::proto::{Context, Stage};
 
-/// Answers remembered a thread. A client sending to a few recipients a
-/// message fits; one whose every address is new pays a comparison per
-/// entry and one copy of its addresses.
+/// Answers remembered a thread: a transaction asks at MAIL, at each RCPT
+/// and at its end, so one of a few recipients fits. A decision about
+/// addresses not among them pays a hash of its addresses, a comparison of
+/// hashes per entry, and a copy of them.
 const SLOTS: usize = 8;
 
 /// The most recipients a remembered answer is for: a thread's memo then
