@@ -87,10 +87,6 @@ struct StageRules {
     mail_from_set: Option<Arc<FieldSet>>,
     /// The prefilter over the unfiled rules' `rcpt` patterns.
     rcpt_set: Option<Arc<FieldSet>>,
-    /// Whether finding this stage's candidates takes a set pass, so that
-    /// remembering them saves it. (Address lookups alone cost about what
-    /// recalling their answer does.)
-    worth_remembering: bool,
 }
 
 /// The number the next index built takes.
@@ -126,9 +122,6 @@ impl RuleIndex {
             s.unfiled_bits = Bits::of(&s.unfiled);
             s.all_bits = Bits::of(&s.all);
         }
-        for s in &mut stages {
-            s.worth_remembering = s.mail_from_set.is_some() || s.rcpt_set.is_some();
-        }
         let reputation = rules
             .iter()
             .enumerate()
@@ -147,15 +140,16 @@ impl RuleIndex {
     /// addresses before on this thread, if they were.
     pub fn candidates<'a>(&'a self, ctx: &Context<'_>) -> Candidates<'a> {
         let s = &self.stages[ctx.stage as usize];
-        let key = match s.worth_remembering {
-            true => memo::Key::of(self.id, ctx),
+        let q = Query::of(ctx);
+        let key = match s.has_sets() {
+            true => memo::Key::of(self.id, &q),
             false => None,
         };
         let Some(key) = key else {
-            return self.find(s, ctx);
+            return self.find(s, &q);
         };
         let found = memo::recall(&key).unwrap_or_else(|| {
-            let found = self.find(s, ctx).into_bits();
+            let found = self.find(s, &q).into_bits();
             memo::keep(&key, &found);
             found
         });
@@ -164,51 +158,87 @@ impl RuleIndex {
 
     /// The candidates found anew: the prefilters' survivors merged with
     /// the rules filed under the addresses.
-    fn find<'a>(&'a self, s: &'a StageRules, ctx: &Context<'_>) -> Candidates<'a> {
+    fn find<'a>(&'a self, s: &'a StageRules, q: &Query<'_>) -> Candidates<'a> {
         let mut c = Candidates::of(Bits::default());
-        // At RCPT the recipient condition is tested on this command's
-        // recipient alone; without one, nothing filed by recipient can be
-        // ruled out.
-        let all = ctx.stage == Stage::Rcpt && ctx.rcpt.is_none();
-        let (list, bits) = match all {
+        let (list, bits) = match q.all {
             true => (&s.all, &s.all_bits),
             false => (&s.unfiled, &s.unfiled_bits),
         };
-        match s.survivors(bits, ctx) {
+        match s.survivors(bits, q) {
             Some(alive) => c.alive = BitCursor::new(alive),
             None => c.push(list),
         }
-        if all {
+        if q.all {
             return c;
         }
-        if let Some(r) = ctx.rcpt.filter(|_| ctx.stage == Stage::Rcpt) {
+        if let Rcpts::One(r) = q.rcpts {
             c.lookup(&s.by_rcpt, r);
         }
-        if let Some(m) = ctx.mail_from {
+        if let Some(m) = q.mail_from {
             c.lookup(&s.by_mail_from, m);
         }
         c
     }
 }
 
+/// What the index reads of a decision's context, read once: what it finds
+/// depends on nothing else, so this is also what [`memo`] keys its answers
+/// by.
+pub(super) struct Query<'a> {
+    pub(super) stage: Stage,
+    /// At RCPT without a recipient: nothing filed by recipient can be
+    /// ruled out, so every rule at the stage is a candidate.
+    pub(super) all: bool,
+    pub(super) mail_from: Option<&'a str>,
+    pub(super) rcpts: Rcpts<'a>,
+}
+
+/// The recipients a `rcpt` condition is tested on, as `Engine::holds`
+/// tests it: this command's recipient at RCPT, else any of the
+/// transaction's.
+#[derive(Clone, Copy)]
+pub(super) enum Rcpts<'a> {
+    One(&'a str),
+    Many(&'a [String]),
+}
+
+impl<'a> Query<'a> {
+    fn of(ctx: &Context<'a>) -> Self {
+        Self {
+            stage: ctx.stage,
+            all: ctx.stage == Stage::Rcpt && ctx.rcpt.is_none(),
+            mail_from: ctx.mail_from,
+            rcpts: match ctx.rcpt {
+                Some(r) if ctx.stage == Stage::Rcpt => Rcpts::One(r),
+                _ => Rcpts::Many(ctx.rcpts),
+            },
+        }
+    }
+}
+
 impl StageRules {
+    /// Whether this stage has a prefilter set: finding its candidates
+    /// then takes a set pass, which remembering them saves (address
+    /// lookups alone cost about what recalling their answer does).
+    fn has_sets(&self) -> bool {
+        self.mail_from_set.is_some() || self.rcpt_set.is_some()
+    }
+
     /// The rules of `rules` less those whose `mail_from` or `rcpt`
-    /// condition the prefilters find false for `ctx`; None when there is no
+    /// condition the prefilters find false for `q`; None when there is no
     /// prefilter at this stage.
-    fn survivors(&self, rules: &Bits, ctx: &Context<'_>) -> Option<Bits> {
-        if self.mail_from_set.is_none() && self.rcpt_set.is_none() {
+    fn survivors(&self, rules: &Bits, q: &Query<'_>) -> Option<Bits> {
+        if !self.has_sets() {
             return None;
         }
         let mut alive = rules.clone();
         if let Some(f) = &self.mail_from_set {
-            f.keep_possible(ctx.mail_from.as_slice(), &mut alive);
+            f.keep_possible(q.mail_from.as_slice(), &mut alive);
         }
         if let Some(f) = &self.rcpt_set {
-            // As `Engine::holds` tests it: this command's recipient at RCPT,
-            // else any of the transaction's.
-            match ctx.rcpt {
-                Some(r) if ctx.stage == Stage::Rcpt => f.keep_possible(&[r], &mut alive),
-                _ => f.keep_possible(ctx.rcpts, &mut alive),
+            match q.rcpts {
+                Rcpts::One(r) => f.keep_possible(&[r], &mut alive),
+                Rcpts::Many(rs) => f.keep_possible(rs, &mut alive),
             }
         }
         Some(alive)
@@ -608,9 +638,9 @@ mod tests {
     fn a_remembered_answer_is_the_one_found() {
         let index = RuleIndex::new(&bench_rules(100));
         let ctx = rcpt_ctx("user10@example10.test", "nobody9@x.test");
-        assert!(memo::recall(&memo::Key::of(index.id, &ctx).unwrap()).is_none());
+        assert!(memo::recall(&memo::Key::of(index.id, &Query::of(&ctx)).unwrap()).is_none());
         assert_eq!(tried(&index, &ctx), [8, 9]);
-        assert!(memo::recall(&memo::Key::of(index.id, &ctx).unwrap()).is_some());
+        assert!(memo::recall(&memo::Key::of(index.id, &Query::of(&ctx)).unwrap()).is_some());
         assert_eq!(tried(&index, &ctx), [8, 9]);
         // Without this command's recipient every rule at RCPT is tried,
         // though the transaction's recipients are the same address.
@@ -670,14 +700,14 @@ mod tests {
             rcpts: &rcpts,
             ..rcpt_ctx("never50@x.test", "")
         };
-        assert!(memo::Key::of(index.id, &ctx).is_none());
+        assert!(memo::Key::of(index.id, &Query::of(&ctx)).is_none());
         assert_eq!(tried(&index, &ctx), [4, 5]);
         let ctx = Context {
             rcpts: &rcpts[..16],
             ..ctx
         };
         assert_eq!(tried(&index, &ctx), [4]);
-        assert!(memo::recall(&memo::Key::of(index.id, &ctx).unwrap()).is_some());
+        assert!(memo::recall(&memo::Key::of(index.id, &Query::of(&ctx)).unwrap()).is_some());
     }
 
     #[test]

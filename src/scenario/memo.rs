@@ -1,7 +1,7 @@
 //! The rule index's last answers, remembered on each thread.
 //!
 //! Which rules a decision must try depends only on the stage, the sender
-//! and the recipients (`RuleIndex::candidates`), and a sending client
+//! and the recipients (`index::Query`), and a sending client
 //! usually repeats them: every message of a load test, of a kept session
 //! or not, has the same sender and recipients. Remembering the answer for
 //! the last few of them saves the prefilter passes and address lookups:
@@ -17,8 +17,8 @@ use std::hash::{Hash, Hasher};
 
 use rustc_hash::FxHasher;
 
-use super::index::Bits;
-use crate::proto::{Context, Stage};
+use super::index::{Bits, Query, Rcpts};
+use crate::proto::Stage;
 
 /// Answers remembered a thread: a transaction asks at MAIL, at each RCPT
 /// and at its end, so one of a few recipients fits. A decision about
@@ -31,88 +31,72 @@ const SLOTS: usize = 8;
 /// (asked about once at its end) finds its rules anew.
 const MOST_RCPTS: usize = 16;
 
-/// What an answer depends on, read from a decision's context as the index
-/// reads it.
-pub(super) struct Key<'a> {
+/// An answer's key: the index's reading of a decision's context, the
+/// index's number, and both hashed.
+pub(super) struct Key<'q, 'a> {
     index: u64,
-    stage: Stage,
-    /// At RCPT without a recipient: every rule at the stage is a candidate.
-    all: bool,
-    mail_from: Option<&'a str>,
-    /// At RCPT (with one) this command's recipient, else the transaction's.
-    rcpts: Rcpts<'a>,
+    query: &'q Query<'a>,
     /// All of the above hashed: an entry whose hash differs answers for
     /// another key, told without comparing addresses.
     hash: u64,
 }
 
-enum Rcpts<'a> {
-    One(&'a str),
-    Many(&'a [String]),
-}
-
-impl Rcpts<'_> {
-    fn eq(&self, kept: &[String]) -> bool {
-        match self {
-            Rcpts::One(r) => kept.len() == 1 && kept[0] == *r,
-            Rcpts::Many(rs) => kept == *rs,
-        }
-    }
-
-    fn copy_into(&self, kept: &mut Vec<String>) {
-        let mut put = |i: usize, r: &str| match kept.get_mut(i) {
-            Some(s) => {
-                s.clear();
-                s.push_str(r);
-            }
-            None => kept.push(r.to_owned()),
-        };
-        let n = match self {
-            Rcpts::One(r) => {
-                put(0, r);
-                1
-            }
-            Rcpts::Many(rs) => {
-                rs.iter().enumerate().for_each(|(i, r)| put(i, r));
-                rs.len()
-            }
-        };
-        kept.truncate(n);
-    }
-}
-
-impl<'a> Key<'a> {
-    /// None for a context with more than [`MOST_RCPTS`] recipients.
-    pub(super) fn of(index: u64, ctx: &Context<'a>) -> Option<Self> {
-        let rcpts = match ctx.rcpt {
-            Some(r) if ctx.stage == Stage::Rcpt => Rcpts::One(r),
-            _ if ctx.rcpts.len() > MOST_RCPTS => return None,
-            _ => Rcpts::Many(ctx.rcpts),
-        };
-        let all = ctx.stage == Stage::Rcpt && ctx.rcpt.is_none();
+impl<'q, 'a> Key<'q, 'a> {
+    /// None for a query with more than [`MOST_RCPTS`] recipients.
+    pub(super) fn of(index: u64, query: &'q Query<'a>) -> Option<Self> {
         let mut h = FxHasher::default();
-        (index, ctx.stage as u8, all, ctx.mail_from).hash(&mut h);
-        match rcpts {
+        (index, query.stage as u8, query.all, query.mail_from).hash(&mut h);
+        match query.rcpts {
             Rcpts::One(r) => [r].hash(&mut h),
+            Rcpts::Many(rs) if rs.len() > MOST_RCPTS => return None,
             Rcpts::Many(rs) => rs.hash(&mut h),
         }
         Some(Self {
             index,
-            stage: ctx.stage,
-            all,
-            mail_from: ctx.mail_from,
-            rcpts,
+            query,
             hash: h.finish(),
         })
+    }
+
+    fn rcpts_are(&self, kept: &[String]) -> bool {
+        fn same<S: AsRef<str>>(kept: &[String], rs: &[S]) -> bool {
+            kept.len() == rs.len() && kept.iter().zip(rs).all(|(k, r)| k == r.as_ref())
+        }
+        match self.query.rcpts {
+            Rcpts::One(r) => same(kept, &[r]),
+            Rcpts::Many(rs) => same(kept, rs),
+        }
+    }
+
+    /// Copies the recipients into `kept`, reusing its strings.
+    fn copy_rcpts(&self, kept: &mut Vec<String>) {
+        fn copy<S: AsRef<str>>(rs: &[S], kept: &mut Vec<String>) {
+            kept.truncate(rs.len());
+            for (i, r) in rs.iter().enumerate() {
+                match kept.get_mut(i) {
+                    Some(k) => {
+                        k.clear();
+                        k.push_str(r.as_ref());
+                    }
+                    None => kept.push(r.as_ref().to_owned()),
+                }
+            }
+        }
+        match self.query.rcpts {
+            Rcpts::One(r) => copy(&[r], kept),
+            Rcpts::Many(rs) => copy(rs, kept),
+        }
     }
 }
 
 /// One remembered answer. Its strings are reused when it is replaced, so a
 /// thread's memo stops allocating once it has seen addresses as long.
+#[derive(Default)]
 struct Entry {
     hash: u64,
     index: u64,
-    stage: Stage,
+    /// None in an entry not yet set.
+    stage: Option<Stage>,
     all: bool,
     has_mail_from: bool,
     mail_from: String,
@@ -121,22 +105,24 @@ struct Entry {
 }
 
 impl Entry {
-    fn answers(&self, k: &Key<'_>) -> bool {
+    fn answers(&self, k: &Key<'_, '_>) -> bool {
+        let q = k.query;
         self.hash == k.hash
             && self.index == k.index
-            && self.stage == k.stage
-            && self.all == k.all
-            && self.has_mail_from == k.mail_from.is_some()
-            && self.mail_from == k.mail_from.unwrap_or("")
-            && k.rcpts.eq(&self.rcpts)
+            && self.stage == Some(q.stage)
+            && self.all == q.all
+            && self.has_mail_from == q.mail_from.is_some()
+            && self.mail_from == q.mail_from.unwrap_or("")
+            && k.rcpts_are(&self.rcpts)
     }
 
-    fn set(&mut self, k: &Key<'_>, found: &Bits) {
-        (self.hash, self.index, self.stage, self.all) = (k.hash, k.index, k.stage, k.all);
-        self.has_mail_from = k.mail_from.is_some();
+    fn set(&mut self, k: &Key<'_, '_>, found: &Bits) {
+        let q = k.query;
+        (self.hash, self.index, self.stage, self.all) = (k.hash, k.index, Some(q.stage), q.all);
+        self.has_mail_from = q.mail_from.is_some();
         self.mail_from.clear();
-        self.mail_from.push_str(k.mail_from.unwrap_or(""));
-        k.rcpts.copy_into(&mut self.rcpts);
+        self.mail_from.push_str(q.mail_from.unwrap_or(""));
+        k.copy_rcpts(&mut self.rcpts);
         self.found.clone_from(found);
     }
 }
@@ -157,7 +143,7 @@ thread_local! {
 }
 
 /// The answer remembered for `k`, if any.
-pub(super) fn recall(k: &Key<'_>) -> Option<Bits> {
+pub(super) fn recall(k: &Key<'_, '_>) -> Option<Bits> {
     MEMO.with_borrow(|m| {
         m.entries
             .iter()
@@ -167,20 +153,11 @@ pub(super) fn recall(k: &Key<'_>) -> Option<Bits> {
 }
 
 /// Remembers `found` as the answer for `k`, in place of the oldest.
-pub(super) fn keep(k: &Key<'_>, found: &Bits) {
+pub(super) fn keep(k: &Key<'_, '_>, found: &Bits) {
     MEMO.with_borrow_mut(|m| {
         if m.entries.len() < SLOTS {
-            m.entries.push(Entry {
-                hash: k.hash,
-                index: k.index,
-                stage: k.stage,
-                all: k.all,
-                has_mail_from: false,
-                mail_from: String::new(),
-                rcpts: Vec::new(),
-                found: Bits::default(),
-            });
-            m.next = m.entries.len() - 1;
+            m.next = m.entries.len();
+            m.entries.push(Entry::default());
         }
         m.entries[m.next].set(k, found);
         m.next = (m.next + 1) % SLOTS;
