@@ -75,16 +75,23 @@ fn ask_about(
 }
 
 fn decision(c: &mut Criterion) {
-    let mut group = c.benchmark_group("decision at RCPT");
     let command = Command::parse(b"RCPT TO:<rcpt@bench.test>");
     let ip = IpAddr::V4(Ipv4Addr::LOCALHOST);
-    for n in [1, 10, 100, 1000] {
-        let s = scenario::parse(&rules(n), "bench.toml", "bench").unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(s.rules.len(), n);
-        let now = Instant::now();
-        let engine = Engine::new(Arc::new(s), now);
-        assert!(ask(&engine, &command, ip, now), "the last rule must decide");
-        group.bench_with_input(BenchmarkId::from_parameter(n), &engine, |b, engine| {
+    let now = Instant::now();
+    let engines: Vec<(usize, Engine)> = [1, 10, 100, 1000]
+        .into_iter()
+        .map(|n| {
+            let s =
+                scenario::parse(&rules(n), "bench.toml", "bench").unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(s.rules.len(), n);
+            (n, Engine::new(Arc::new(s), now))
+        })
+        .collect();
+
+    let mut group = c.benchmark_group("decision at RCPT");
+    for (n, engine) in &engines {
+        assert!(ask(engine, &command, ip, now), "the last rule must decide");
+        group.bench_with_input(BenchmarkId::from_parameter(n), engine, |b, engine| {
             b.iter(|| ask(black_box(engine), black_box(&command), ip, now))
         });
     }
@@ -92,15 +99,12 @@ fn decision(c: &mut Criterion) {
 
     let mut group = c.benchmark_group("decision at RCPT, another address each time");
     let senders = senders();
-    for n in [1, 10, 100, 1000] {
-        let s = scenario::parse(&rules(n), "bench.toml", "bench").unwrap_or_else(|e| panic!("{e}"));
-        let now = Instant::now();
-        let engine = Engine::new(Arc::new(s), now);
+    for (n, engine) in &engines {
         for sender in &senders {
-            assert!(ask_about(&engine, &command, ip, now, sender));
+            assert!(ask_about(engine, &command, ip, now, sender));
         }
         let mut turn = senders.iter().cycle();
-        group.bench_with_input(BenchmarkId::from_parameter(n), &engine, |b, engine| {
+        group.bench_with_input(BenchmarkId::from_parameter(n), engine, |b, engine| {
             b.iter(|| {
                 let sender = turn.next().map_or("", String::as_str);
                 ask_about(black_box(engine), black_box(&command), ip, now, sender)
